@@ -1,0 +1,146 @@
+"""Affine grids (2D and 3D) and affine matrix utilities.
+
+``affine_grid`` computes the same grid as :func:`torch.nn.functional.affine_grid` by broadcast arithmetic on the
+per-axis pixel-centre coordinates instead of a batched matrix product against a materialised base grid, and its
+backward is one small matrix product. See ``benchmarks/bench_affine_st.py`` for the speed-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from torchstn._checks import check_float_tensor, check_size
+from torchstn.coords import linspace_coords
+from torchstn.errors import ShapeError
+
+__all__ = ["affine_grid", "compose_affine", "invert_affine", "to_homogeneous", "transform_points_affine"]
+
+
+def _axes(size: Sequence[int], align_corners: bool, like: torch.Tensor) -> list[torch.Tensor]:
+    """Per-axis coordinates in (x, y[, z]) order, each shaped to broadcast against (B, *size)."""
+    n = len(size)
+    axes = []
+    for k, s in enumerate(reversed(tuple(size))):  # k = 0 -> x (last spatial dim)
+        c = linspace_coords(s, align_corners, device=like.device, dtype=like.dtype)
+        shape = [1] * (n + 1)
+        shape[n - k] = s
+        axes.append(c.view(shape))  # (1, ..., s, ..., 1)
+    return axes
+
+
+class _AffineGrid(torch.autograd.Function):
+    @staticmethod
+    def forward(matrix: torch.Tensor, size: tuple[int, ...], align_corners: bool) -> torch.Tensor:
+        n = len(size)
+        B = matrix.shape[0]
+        axes = _axes(size, align_corners, matrix)
+        grid = matrix.new_empty((B, *size, n))
+        m = matrix.unsqueeze(-1) if n == 2 else matrix.view(B, n, n + 1, 1, 1)
+        for r in range(n):  # output coordinate r = sum_j m[r, j] * axis_j + m[r, n]
+            rows = m[:, r].view(B, n + 1, *([1] * n))  # (B, n+1, 1, ..., 1)
+            acc = rows[:, n] + rows[:, 0] * axes[0]
+            for j in range(1, n):
+                acc = acc + rows[:, j] * axes[j]
+            grid[..., r] = acc
+        return grid
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, size, align_corners = inputs
+        ctx.size = size
+        ctx.align_corners = align_corners
+
+    @staticmethod
+    def backward(ctx, grad_grid: torch.Tensor):
+        size = ctx.size
+        n = len(size)
+        B = grad_grid.shape[0]
+        # base (S, n+1) homogeneous coordinates; grad_matrix (B, n, n+1) = grad (B, n, S) @ base (S, n+1)
+        from torchstn.coords import identity_grid
+
+        base = identity_grid(size, ctx.align_corners, device=grad_grid.device, dtype=grad_grid.dtype)
+        base = base.reshape(-1, n)
+        base = torch.cat((base, base.new_ones(base.shape[0], 1)), dim=1)  # (S, n+1)
+        g = grad_grid.reshape(B, -1, n).transpose(1, 2)  # (B, n, S)
+        return g @ base, None, None
+
+
+def affine_grid(matrix: torch.Tensor, out_size: Sequence[int] | int, align_corners: bool = False) -> torch.Tensor:
+    """Sampling grid of an affine map.
+
+    Args:
+        matrix: ``(B, 2, 3)`` or ``(B, 3, 4)`` normalised output->input matrices.
+        out_size: spatial output size ``(H, W)`` or ``(D, H, W)``.
+        align_corners: see ``docs/conventions.md``.
+
+    Returns:
+        grid ``(B, H, W, 2)`` or ``(B, D, H, W, 3)``, equal to ``F.affine_grid`` up to float rounding.
+
+    Raises:
+        ShapeError: if ``matrix`` is not ``(B, n, n+1)`` with n in {2, 3} or ``out_size`` does not match.
+        DTypeError: if ``matrix`` is not floating point.
+
+    Example:
+        >>> theta = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+        >>> g = affine_grid(theta, (2, 2))
+        >>> g[0, 0, 0], g[0, 1, 1]
+        (tensor([-0.5000, -0.5000]), tensor([0.5000, 0.5000]))
+    """
+    check_float_tensor("matrix", matrix)
+    if matrix.dim() != 3 or matrix.shape[1] not in (2, 3) or matrix.shape[2] != matrix.shape[1] + 1:
+        raise ShapeError(f"matrix must be (B, 2, 3) or (B, 3, 4), got {tuple(matrix.shape)}")
+    n = matrix.shape[1]
+    size = check_size("out_size", out_size, n)
+    return _AffineGrid.apply(matrix, size, bool(align_corners))
+
+
+def to_homogeneous(matrix: torch.Tensor) -> torch.Tensor:
+    """``(..., n, n+1)`` affine -> ``(..., n+1, n+1)`` with last row ``(0, ..., 0, 1)``; square input passes through."""
+    if matrix.shape[-1] == matrix.shape[-2]:
+        return matrix
+    n = matrix.shape[-2]
+    last = torch.zeros(*matrix.shape[:-2], 1, n + 1, dtype=matrix.dtype, device=matrix.device)
+    last[..., 0, n] = 1
+    return torch.cat((matrix, last), dim=-2)
+
+
+def compose_affine(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Compose two output->input affine maps: the result samples like applying the ST ``first`` and then ``second``.
+
+    If ``V1 = warp(U, first)`` and ``V2 = warp(V1, second)`` then ``V2 ~= warp(U, compose_affine(first, second))``:
+    an output point ``p`` of the second warp reads ``second @ p`` in V1, which reads ``first @ second @ p`` in U.
+    Works for ``(B, n, n+1)`` affine and ``(B, n+1, n+1)`` projective matrices (result keeps the first's shape).
+
+    Example:
+        >>> a = torch.tensor([[[2.0, 0.0, 0.1], [0.0, 2.0, 0.0]]])
+        >>> compose_affine(a, invert_affine(a)).round(decimals=6)
+        tensor([[[1., 0., 0.],
+                 [0., 1., 0.]]])
+    """
+    out = to_homogeneous(first) @ to_homogeneous(second)
+    return out[..., : first.shape[-2], :]
+
+
+def invert_affine(matrix: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``(B, n, n+1)`` affine (or ``(B, n+1, n+1)`` projective) matrices, same shape as the input.
+
+    Computed in at least float32 precision (half inputs are upcast and cast back).
+    """
+    h = to_homogeneous(matrix)
+    work = h if h.dtype in (torch.float32, torch.float64) else h.float()
+    inv = torch.linalg.inv(work).to(matrix.dtype)
+    return inv[..., : matrix.shape[-2], :]
+
+
+def transform_points_affine(matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Apply ``(B, n, n+1)`` matrices to points ``(B, N, n)`` -> ``(B, N, n)``.
+
+    Example:
+        >>> m = torch.tensor([[[0.5, 0.0, 0.1], [0.0, 0.5, 0.0]]])
+        >>> transform_points_affine(m, torch.tensor([[[1.0, 1.0]]]))
+        tensor([[[0.6000, 0.5000]]])
+    """
+    n = matrix.shape[-2]
+    return points @ matrix[..., :n].transpose(-1, -2) + matrix[..., n].unsqueeze(-2)

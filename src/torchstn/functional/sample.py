@@ -1,0 +1,106 @@
+"""The sampler: read an input at the positions of a grid (the paper's differentiable image sampling, §3.3)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from torchstn._checks import check_finite as _check_finite
+from torchstn._checks import check_float_tensor, check_rank, look_up_option
+from torchstn.errors import OptionError, ShapeError
+
+__all__ = ["sample", "MODES", "PADDING_MODES"]
+
+MODES = ("bilinear", "nearest", "bicubic")
+PADDING_MODES = ("zeros", "border", "reflection", "fill")
+
+Mode = Literal["bilinear", "nearest", "bicubic"]
+PaddingMode = Literal["zeros", "border", "reflection", "fill"]
+
+
+def sample(
+    input: torch.Tensor,
+    grid: torch.Tensor,
+    *,
+    mode: Mode = "bilinear",
+    padding_mode: PaddingMode = "zeros",
+    fill_value: float | torch.Tensor = 0.0,
+    align_corners: bool = False,
+    check_finite: bool = True,
+) -> torch.Tensor:
+    """Sample ``input`` at the normalised positions in ``grid``.
+
+    All options are keyword-only so further sampling modes (e.g. anti-aliasing) can be added without breaking calls.
+
+    Args:
+        input: ``(B, C, H, W)`` or ``(B, C, D, H, W)`` floating-point tensor.
+        grid: ``(B, H', W', 2)`` or ``(B, D', H', W', 3)`` normalised source positions, last dim ``(x, y[, z])``
+            (see ``docs/conventions.md``). A grid with batch 1 is shared by the whole batch.
+        mode: ``"bilinear"`` (trilinear in 3D), ``"nearest"`` or ``"bicubic"`` (2D only).
+        padding_mode: what points outside the input read: ``"zeros"``, ``"border"`` (nearest edge pixel),
+            ``"reflection"``, or ``"fill"`` (``fill_value``, a scalar or a per-channel ``(C,)`` tensor; use the
+            background value of your data, e.g. the normalised black level, so an ST that zooms out does not paste
+            an artificial frame).
+        fill_value: the value for ``padding_mode="fill"``.
+        align_corners: see ``docs/conventions.md``.
+        check_finite: raise :class:`~torchstn.NonFiniteError` if the grid holds NaN/inf (the default policy;
+            skipped inside ``torch.compile``). With ``False`` non-finite points behave as ``F.grid_sample`` does.
+
+    Returns:
+        ``(B, C, H', W')`` or ``(B, C, D', H', W')`` in the dtype of ``input``.
+
+    Raises:
+        DTypeError: non-float ``input`` or ``grid``.
+        ShapeError: ranks that do not match, wrong last grid dim, or batch sizes that differ.
+        OptionError: unknown ``mode`` / ``padding_mode``, or ``bicubic`` on volumes.
+        NonFiniteError: non-finite grid values with ``check_finite=True``.
+
+    Example:
+        >>> from torchstn.coords import identity_grid
+        >>> x = torch.arange(6.0).view(1, 1, 2, 3)
+        >>> torch.equal(sample(x, identity_grid((2, 3))), x)
+        True
+    """
+    check_float_tensor("input", input)
+    check_float_tensor("grid", grid)
+    check_rank("input", input, (4, 5), "(B, C, H, W) / (B, C, D, H, W)")
+    look_up_option("mode", mode, MODES)
+    look_up_option("padding_mode", padding_mode, PADDING_MODES)
+    n = input.dim() - 2
+    if grid.dim() != n + 2 or grid.shape[-1] != n:
+        want = "(B, H', W', 2)" if n == 2 else "(B, D', H', W', 3)"
+        raise ShapeError(f"grid for a {input.dim()}-D input must be {want}, got {tuple(grid.shape)}")
+    if grid.shape[0] != input.shape[0]:
+        if grid.shape[0] != 1:
+            raise ShapeError(
+                f"grid batch size {grid.shape[0]} does not match input batch size {input.shape[0]} "
+                "(a grid of batch 1 is broadcast)"
+            )
+        grid = grid.expand(input.shape[0], *grid.shape[1:])
+    if mode == "bicubic" and n == 3:
+        raise OptionError("mode='bicubic' is only available for 2D inputs (PyTorch has no tricubic sampler)")
+    if check_finite:
+        _check_finite("grid", grid)
+    if grid.dtype != input.dtype:
+        work = torch.promote_types(grid.dtype, input.dtype)
+        out = _sample(input.to(work), grid.to(work), mode, padding_mode, fill_value, align_corners)
+        return out.to(input.dtype)
+    return _sample(input, grid, mode, padding_mode, fill_value, align_corners)
+
+
+def _sample(input, grid, mode, padding_mode, fill_value, align_corners):
+    if padding_mode != "fill":
+        return F.grid_sample(input, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+    # The kernel weights of every output point sum to one and zero padding contributes nothing, so sampling
+    # (input - fill) with zero padding and adding fill back gives exactly fill outside and a correct blend at edges.
+    fill = torch.as_tensor(fill_value, dtype=input.dtype, device=input.device)
+    if fill.dim() == 1:
+        if fill.shape[0] != input.shape[1]:
+            raise ShapeError(f"fill_value must be a scalar or ({input.shape[1]},) per channel, got {tuple(fill.shape)}")
+        fill = fill.view(1, -1, *([1] * (input.dim() - 2)))
+    elif fill.dim() != 0:
+        raise ShapeError(f"fill_value must be a scalar or a (C,) tensor, got shape {tuple(fill.shape)}")
+    out = F.grid_sample(input - fill, grid, mode=mode, padding_mode="zeros", align_corners=align_corners)
+    return out + fill

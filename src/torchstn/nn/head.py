@@ -1,0 +1,72 @@
+"""The identity-initialised regression head that turns localisation features into theta."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from torchstn.errors import OptionError
+
+__all__ = ["ThetaHead"]
+
+
+class _LazyIdentityLinear(nn.LazyLinear):
+    """A LazyLinear that materialises with zero weights and the identity as bias, then becomes a plain Linear."""
+
+    cls_to_become = nn.Linear
+
+    def __init__(self, identity: torch.Tensor):
+        super().__init__(identity.numel())
+        self._identity_init = identity.detach().clone()
+
+    def reset_parameters(self) -> None:
+        if not self.has_uninitialized_params() and self.in_features != 0:
+            _identity_init_(self, self._identity_init)
+
+
+def _identity_init_(linear: nn.Linear, identity: torch.Tensor) -> None:
+    with torch.no_grad():
+        linear.weight.zero_()
+        linear.bias.copy_(identity.to(linear.bias))
+
+
+class ThetaHead(nn.Module):
+    """Linear regression ``features (B, F) -> theta (B, P)`` starting at **zero weights and identity bias** (paper
+    §4.2), so an untrained spatial transformer is exactly the identity.
+
+    Args:
+        in_features: ``F``; ``None`` infers it at the first forward (build the optimiser after that forward).
+        identity: ``(P,)`` identity parameters of the transform family.
+        bound: if given, ``theta = identity + bound * tanh((raw - identity) / bound)``: each parameter stays within
+            ``bound`` of the identity and the map has slope 1 at the identity (USERS.md item 2).
+
+    Example:
+        >>> head = ThetaHead(5, torch.tensor([1.0, 0.0, 0.0]))
+        >>> head(torch.randn(2, 5))
+        tensor([[1., 0., 0.],
+                [1., 0., 0.]], grad_fn=<AddmmBackward0>)
+    """
+
+    def __init__(self, in_features: int | None, identity: torch.Tensor, bound: float | None = None):
+        super().__init__()
+        if bound is not None and not float(bound) > 0:
+            raise OptionError(f"bound must be a positive number or None, got {bound!r}")
+        self.bound = None if bound is None else float(bound)
+        self.register_buffer("identity", identity.detach().clone(), persistent=False)
+        if in_features is None:
+            self.linear: nn.Module = _LazyIdentityLinear(identity)
+        else:
+            self.linear = nn.Linear(int(in_features), identity.numel())
+            _identity_init_(self.linear, identity)
+
+    def reset_parameters(self) -> None:
+        """Back to zero weights and identity bias."""
+        if isinstance(self.linear, nn.Linear) and not isinstance(self.linear, nn.LazyLinear):
+            _identity_init_(self.linear, self.identity)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        raw = self.linear(features.flatten(1))  # (B, P)
+        if self.bound is None:
+            return raw
+        ident = self.identity.to(raw.dtype)
+        return ident + self.bound * torch.tanh((raw - ident) / self.bound)

@@ -1,0 +1,147 @@
+"""Matrix families: affine, attention, similarity, translation (2D) and affine3d, attention3d, translation3d."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from torchstn.functional.affine import affine_grid, transform_points_affine
+from torchstn.transforms.base import TransformFamily, register_transform
+
+__all__ = ["MatrixFamily", "Affine", "Attention", "Similarity", "Translation", "Affine3D", "Attention3D",
+           "Translation3D"]
+
+
+class MatrixFamily(TransformFamily):
+    """A family whose transform is an affine matrix ``(B, n, n+1)``; the grid comes from the fast affine grid."""
+
+    def grid(self, theta: torch.Tensor, out_size: Sequence[int] | int, *, align_corners: bool = False) -> torch.Tensor:
+        size = self.check_out_size(out_size)
+        return affine_grid(self.matrix(self.check_theta(theta, finite=False)), size, align_corners)
+
+    def transform_points(self, theta: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        theta = self.check_theta(theta, finite=False)
+        return transform_points_affine(self.matrix(theta), self.check_points(points, theta.shape[0]))
+
+
+def _new(values: Sequence[float], dtype, device) -> torch.Tensor:
+    return torch.tensor(values, dtype=dtype or torch.get_default_dtype(), device=device)
+
+
+def _scaled_eye(theta_scale: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
+    """``[[s, 0, tx], [0, s, ty](, [.., tz])]`` from scale ``(B,)`` and translation ``(B, n)`` -> ``(B, n, n+1)``."""
+    B, n = translation.shape
+    eye = torch.eye(n, dtype=translation.dtype, device=translation.device)
+    lin = theta_scale.view(B, 1, 1) * eye  # (B, n, n)
+    return torch.cat((lin, translation.unsqueeze(-1)), dim=-1)
+
+
+@register_transform("affine")
+class Affine(MatrixFamily):
+    """General 2D affine map; ``theta (B, 6)`` is the row-major ``2x3`` matrix that ``F.affine_grid`` takes.
+
+    Example:
+        >>> fam = Affine()
+        >>> fam.matrix(fam.identity().unsqueeze(0))
+        tensor([[[1., 0., 0.],
+                 [0., 1., 0.]]])
+    """
+
+    ranks = (2,)
+
+    def identity(self, *, dtype=None, device=None):
+        return _new([1, 0, 0, 0, 1, 0], dtype, device)
+
+    def matrix(self, theta):
+        return theta.view(-1, 2, 3)
+
+
+@register_transform("attention")
+class Attention(MatrixFamily):
+    """Isotropic scale and translation, ``theta = (s, tx, ty)`` -> ``[[s, 0, tx], [0, s, ty]]`` (the paper's
+    attention transform: ``s < 1`` zooms in on a window of half-size ``s`` centred at ``(tx, ty)``)."""
+
+    ranks = (2,)
+
+    def identity(self, *, dtype=None, device=None):
+        return _new([1, 0, 0], dtype, device)
+
+    def matrix(self, theta):
+        return _scaled_eye(theta[:, 0], theta[:, 1:])
+
+
+@register_transform("translation")
+class Translation(MatrixFamily):
+    """Pure translation ``theta = (tx, ty)`` in normalised units (``tx = 2 / W`` reads one pixel to the right)."""
+
+    ranks = (2,)
+
+    def identity(self, *, dtype=None, device=None):
+        return _new([0, 0], dtype, device)
+
+    def matrix(self, theta):
+        return _scaled_eye(torch.ones_like(theta[:, 0]), theta)
+
+
+@register_transform("similarity")
+class Similarity(MatrixFamily):
+    """Rotation, isotropic scale and translation, ``theta = (angle, log_scale, tx, ty)``.
+
+    The output point ``p`` reads the input at ``exp(log_scale) * R(angle) @ p + t``: rotation (radians,
+    counter-clockwise in the x-right/y-down frame means clockwise on screen) and scale act about the image centre,
+    then the translation. Scale is ``exp(log_scale)`` so it stays positive for any network output; the identity is
+    all zeros.
+    """
+
+    ranks = (2,)
+
+    def identity(self, *, dtype=None, device=None):
+        return _new([0, 0, 0, 0], dtype, device)
+
+    def matrix(self, theta):
+        angle, scale = theta[:, 0], theta[:, 1].exp()
+        c, s = torch.cos(angle) * scale, torch.sin(angle) * scale
+        row0 = torch.stack((c, -s, theta[:, 2]), dim=-1)
+        row1 = torch.stack((s, c, theta[:, 3]), dim=-1)
+        return torch.stack((row0, row1), dim=1)  # (B, 2, 3)
+
+
+@register_transform("affine3d")
+class Affine3D(MatrixFamily):
+    """General 3D affine map for volumes ``(B, C, D, H, W)``; ``theta (B, 12)`` is the row-major ``3x4`` matrix
+    acting on ``(x, y, z, 1)``."""
+
+    ranks = (3,)
+
+    def identity(self, *, dtype=None, device=None):
+        return _new([1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0], dtype, device)
+
+    def matrix(self, theta):
+        return theta.view(-1, 3, 4)
+
+
+@register_transform("attention3d")
+class Attention3D(MatrixFamily):
+    """3D isotropic scale and translation, ``theta = (s, tx, ty, tz)``."""
+
+    ranks = (3,)
+
+    def identity(self, *, dtype=None, device=None):
+        return _new([1, 0, 0, 0], dtype, device)
+
+    def matrix(self, theta):
+        return _scaled_eye(theta[:, 0], theta[:, 1:])
+
+
+@register_transform("translation3d")
+class Translation3D(MatrixFamily):
+    """3D translation ``theta = (tx, ty, tz)``."""
+
+    ranks = (3,)
+
+    def identity(self, *, dtype=None, device=None):
+        return _new([0, 0, 0], dtype, device)
+
+    def matrix(self, theta):
+        return _scaled_eye(torch.ones_like(theta[:, 0]), theta)

@@ -1,0 +1,133 @@
+"""Transform families and their registry.
+
+A family turns a parameter vector ``theta (B, P)`` into a sampling grid. Every family provides ``num_params``,
+``identity()``, ``grid(theta, out_size)``, ``transform_points(theta, points)`` and the spatial ranks it supports;
+families with a matrix form also provide ``matrix(theta)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import ClassVar
+
+import torch
+
+from torchstn._checks import check_finite, check_float_tensor, check_size, look_up_option
+from torchstn.errors import OptionError, ShapeError
+
+__all__ = ["TransformFamily", "register_transform", "get_transform", "list_transforms"]
+
+_REGISTRY: dict[str, type[TransformFamily]] = {}
+
+
+class TransformFamily:
+    """Base class of every transform family. Subclasses set ``name`` and ``ranks`` and implement the maps."""
+
+    name: ClassVar[str] = ""
+    #: Spatial ranks the family supports: (2,) for images, (3,) for volumes.
+    ranks: ClassVar[tuple[int, ...]] = (2,)
+    #: Whether :meth:`matrix` exists.
+    has_matrix: ClassVar[bool] = True
+
+    @property
+    def num_params(self) -> int:
+        return int(self.identity().numel())
+
+    @property
+    def spatial_rank(self) -> int:
+        return self.ranks[0]
+
+    def identity(self, *, dtype: torch.dtype | None = None, device: torch.device | None = None) -> torch.Tensor:
+        """The parameters ``(P,)`` of the identity transform."""
+        raise NotImplementedError
+
+    def matrix(self, theta: torch.Tensor) -> torch.Tensor:
+        """``(B, n, n+1)`` affine or ``(B, 3, 3)`` projective matrix of ``theta``."""
+        raise TypeError(f"transform {self.name!r} has no matrix form")
+
+    def grid(self, theta: torch.Tensor, out_size: Sequence[int] | int, *, align_corners: bool = False) -> torch.Tensor:
+        """Sampling grid ``(B, *out_size, n)`` of ``theta (B, P)``."""
+        raise NotImplementedError
+
+    def transform_points(self, theta: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """Map output points ``(B, N, n)`` to the input points they read."""
+        raise NotImplementedError
+
+    # -- validation shared by every family -------------------------------------------------------------------
+    def check_theta(self, theta: object, *, finite: bool = True) -> torch.Tensor:
+        """Validate ``theta`` as a float ``(B, P)`` tensor (optionally finite) and return it."""
+        check_float_tensor("theta", theta)
+        assert isinstance(theta, torch.Tensor)
+        if theta.dim() != 2 or theta.shape[1] != self.num_params:
+            raise ShapeError(
+                f"theta for transform {self.name!r} must be (B, {self.num_params}), got {tuple(theta.shape)}"
+            )
+        if finite:
+            check_finite("theta", theta)
+        return theta
+
+    def check_out_size(self, out_size: object) -> tuple[int, ...]:
+        return check_size("out_size", out_size, self.spatial_rank)
+
+    def check_points(self, points: object, batch: int) -> torch.Tensor:
+        check_float_tensor("points", points)
+        assert isinstance(points, torch.Tensor)
+        n = self.spatial_rank
+        if points.dim() != 3 or points.shape[-1] != n or points.shape[0] not in (1, batch):
+            raise ShapeError(f"points must be (B={batch}, N, {n}), got {tuple(points.shape)}")
+        return points.expand(batch, -1, -1)
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+def register_transform(name: str) -> Callable[[type[TransformFamily]], type[TransformFamily]]:
+    """Class decorator registering a family under ``name`` (used by :func:`get_transform`)."""
+
+    def deco(cls: type[TransformFamily]) -> type[TransformFamily]:
+        if name in _REGISTRY:
+            raise ValueError(f"transform {name!r} is already registered")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def list_transforms() -> list[str]:
+    """Names of every registered family.
+
+    Example:
+        >>> "affine" in list_transforms() and "tps" in list_transforms()
+        True
+    """
+    return sorted(_REGISTRY)
+
+
+def get_transform(name: str | TransformFamily, **options) -> TransformFamily:
+    """Return the family ``name`` built with ``options`` (e.g. ``get_transform("tps", grid_size=5)``).
+
+    Raises:
+        OptionError: unknown name (with a suggestion) or an option the family does not take.
+
+    Example:
+        >>> get_transform("tps").num_params
+        32
+        >>> get_transform("affine").identity()
+        tensor([1., 0., 0., 0., 1., 0.])
+    """
+    if isinstance(name, TransformFamily):
+        if options:
+            raise OptionError(f"options {sorted(options)} given with an already built family {name!r}")
+        return name
+    look_up_option("transform", name, _REGISTRY)
+    cls = _REGISTRY[name]
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise OptionError(f"transform {name!r} takes options {accepted or 'none'}, got unknown {unknown}")
+    return cls(**options)
