@@ -17,7 +17,8 @@ def look_up_option(name: str, value: object, allowed: Iterable[str]) -> str:
         return value
     hint = ""
     if isinstance(value, str):
-        close = difflib.get_close_matches(value, allowed, n=1)
+        lower = {a.lower(): a for a in allowed}
+        close = [lower[value.lower()]] if value.lower() in lower else difflib.get_close_matches(value, allowed, 1, 0.5)
         if close:
             hint = f" Did you mean {close[0]!r}?"
     raise OptionError(f"{name} must be one of {list(allowed)}, got {value!r}.{hint}")

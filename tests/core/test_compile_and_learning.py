@@ -1,0 +1,55 @@
+"""torch.compile parity and a tiny end-to-end learning check."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import torchstn
+
+
+@pytest.mark.parametrize("transform", ["affine", "projective", "tps"])
+def test_compile_parity(transform):
+    torch.manual_seed(0)
+    st = torchstn.SpatialTransformer(torchstn.fc_localisation(2 * 12 * 12, (16,)), transform, out_size=(10, 10))
+    with torch.no_grad():
+        st.head.linear.weight.normal_(0, 0.05)
+    U = torch.rand(4, 2, 12, 12)
+    eager = st(U)
+    compiled = torch.compile(st, backend="eager", fullgraph=True)  # fullgraph: no graph breaks in forward
+    torch.testing.assert_close(compiled(U), eager, atol=1e-6, rtol=1e-6)
+
+
+def _blobs(n, size=24, generator=None):
+    """Random-sized Gaussian blobs at the centre, n images (n, 1, size, size)."""
+    x = torch.linspace(-1, 1, size)
+    yy, xx = torch.meshgrid(x, x, indexing="ij")
+    sig = 0.15 + 0.15 * torch.rand(n, 1, 1, generator=generator)
+    ang = torch.rand(n, 1, 1, generator=generator) * 3.14
+    u = xx * torch.cos(ang) + yy * torch.sin(ang)
+    v = -xx * torch.sin(ang) + yy * torch.cos(ang)
+    return torch.exp(-(u**2 / (2 * sig**2) + v**2 / (2 * (0.5 * sig) ** 2))).unsqueeze(1)
+
+
+def test_st_cnn_learns_to_undo_a_fixed_translation():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    shift = torch.tensor([[1.0, 0.0, 0.3], [0.0, 1.0, -0.25]])  # content moved by (-0.3, +0.25)
+    loc = torchstn.conv_localisation(1, (24, 24), channels=8, fc=16, downsample=1)
+    st = torchstn.SpatialTransformer(loc, "affine")
+    opt = torch.optim.Adam(st.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(150):
+        target = _blobs(32, generator=g)
+        moved = torchstn.sample(target, torchstn.affine_grid(shift.expand(32, -1, -1), (24, 24)))
+        loss = nn.functional.mse_loss(st(moved), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < first / 10, (first, last)
+    # and the learned transform is the inverse translation
+    theta = st.predict_theta(moved).mean(0).view(2, 3).detach()
+    torch.testing.assert_close(theta[:, 2], torch.tensor([-0.3, 0.25]), atol=0.05, rtol=0)
