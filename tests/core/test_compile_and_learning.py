@@ -21,6 +21,21 @@ def test_compile_parity(transform):
     torch.testing.assert_close(compiled(U), eager, atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.slow
+def test_inductor_compile_parity_forward_and_backward():
+    torch.manual_seed(0)
+    st = torchstn.SpatialTransformer(torchstn.fc_localisation(12 * 12, (16,)), "tps", out_size=(10, 10))
+    with torch.no_grad():
+        st.head.linear.weight.normal_(0, 0.05)
+    U = torch.rand(4, 1, 12, 12)
+    eager = st(U)
+    (g_eager,) = torch.autograd.grad(eager.square().sum(), st.head.linear.weight)
+    out = torch.compile(st, fullgraph=True)(U)
+    (g_comp,) = torch.autograd.grad(out.square().sum(), st.head.linear.weight)
+    torch.testing.assert_close(out, eager, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(g_comp, g_eager, atol=1e-4, rtol=1e-4)
+
+
 def _blobs(n, size=24, generator=None):
     """Random-sized Gaussian blobs at the centre, n images (n, 1, size, size)."""
     x = torch.linspace(-1, 1, size)

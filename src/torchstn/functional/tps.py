@@ -71,6 +71,13 @@ def _grid_matrix_cpu64(grid_size: int, out_size: tuple[int, ...], align_corners:
 _DEVICE_CACHE: dict = {}
 
 
+def _constant_under_compile(fn):
+    """Let torch.compile treat the cached matrix as a graph constant instead of tracing its construction."""
+    mark = getattr(getattr(torch, "compiler", None), "assume_constant_result", None)
+    return mark(fn) if mark is not None else fn
+
+
+@_constant_under_compile
 def tps_grid_matrix(
     grid_size: int, out_size: Sequence[int], align_corners: bool = False, regularisation: float = 0.0,
     *, dtype: torch.dtype = torch.float32, device=None,

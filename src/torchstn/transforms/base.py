@@ -7,6 +7,7 @@ families with a matrix form also provide ``matrix(theta)``.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from typing import ClassVar
@@ -30,7 +31,7 @@ class TransformFamily:
     #: Whether :meth:`matrix` exists.
     has_matrix: ClassVar[bool] = True
 
-    @property
+    @functools.cached_property
     def num_params(self) -> int:
         return int(self.identity().numel())
 
