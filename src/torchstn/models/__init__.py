@@ -1,0 +1,34 @@
+"""Paper models, registered by name: ``build_model("st_cnn", in_shape=(1, 42, 42), transform="tps")``.
+
+Registered: ``fcn``, ``cnn``, ``st_fcn``, ``st_cnn`` (the paper's distorted-MNIST Table 1, parameter counts matched
+per input shape; see :mod:`torchstn.models.mnist`), ``st_fcn_2x`` / ``st_cnn_2x`` (two parallel STs, MNIST
+addition) and ``tutorial_stn`` (the PyTorch tutorial's STN, a benchmark peer only).
+"""
+
+from torchstn.models.mnist import (
+    TABLE1_MODELS,
+    PaperNet,
+    cnn_classifier,
+    fcn_classifier,
+    fit_width,
+    parameter_table,
+    reference_budget,
+)
+from torchstn.models.registry import build_model, count_parameters, list_models, model_options, register_model
+from torchstn.models.tutorial import TutorialSTN
+
+__all__ = [
+    "build_model",
+    "list_models",
+    "model_options",
+    "register_model",
+    "count_parameters",
+    "parameter_table",
+    "reference_budget",
+    "fit_width",
+    "fcn_classifier",
+    "cnn_classifier",
+    "PaperNet",
+    "TutorialSTN",
+    "TABLE1_MODELS",
+]

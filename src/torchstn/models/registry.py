@@ -1,0 +1,158 @@
+"""The paper-model registry: ``register_model`` / ``build_model`` / ``list_models``, and ``count_parameters``.
+
+A model builder is a function ``builder(in_shape, num_classes, *, <options>) -> nn.Module`` whose keyword-only
+options are its whole configuration: :func:`build_model` checks every option name against that signature, so a typo
+raises :class:`~torchstn.errors.OptionError` with a suggestion instead of being swallowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Sequence
+
+from torch import nn
+
+from torchstn._checks import look_up_option
+from torchstn.errors import OptionError, ShapeError
+
+__all__ = ["register_model", "build_model", "list_models", "model_options", "count_parameters", "check_in_shape"]
+
+Builder = Callable[..., nn.Module]
+_REGISTRY: dict[str, Builder] = {}
+# Arguments build_model passes itself; a builder may take ``transform`` / ``st_pool`` or not.
+_RESERVED = ("in_shape", "num_classes", "transform", "st_pool")
+
+
+def register_model(name: str) -> Callable[[Builder], Builder]:
+    """Function decorator registering a model builder under ``name`` (used by :func:`build_model`).
+
+    The builder takes ``(in_shape, num_classes)`` and keyword-only options; it takes ``transform`` and
+    ``st_pool`` only if the model has a spatial transformer.
+
+    Raises:
+        ValueError: ``name`` is already registered.
+    """
+
+    def deco(fn: Builder) -> Builder:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def list_models() -> list[str]:
+    """Names of every registered model.
+
+    Example:
+        >>> from torchstn.models import list_models
+        >>> {"fcn", "cnn", "st_fcn", "st_cnn"} <= set(list_models())
+        True
+    """
+    return sorted(_REGISTRY)
+
+
+def model_options(name: str) -> dict[str, object]:
+    """The keyword options model ``name`` takes, with their defaults (``transform`` / ``st_pool`` included when the
+    model has a spatial transformer).
+
+    Raises:
+        OptionError: unknown model name.
+
+    Example:
+        >>> from torchstn.models import model_options
+        >>> model_options("st_fcn")["transform"], "transform" in model_options("fcn")
+        ('affine', False)
+    """
+    look_up_option("model", name, _REGISTRY)
+    params = inspect.signature(_REGISTRY[name]).parameters
+    return {k: p.default for k, p in params.items() if k not in ("in_shape", "num_classes")}
+
+
+def check_in_shape(in_shape: object) -> tuple[int, int, int]:
+    """Normalise an input shape to ``(C, H, W)`` positive ints.
+
+    Raises:
+        ShapeError: not three positive ints.
+    """
+    if isinstance(in_shape, Sequence) and len(in_shape) == 3:
+        if all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in in_shape):
+            return (int(in_shape[0]), int(in_shape[1]), int(in_shape[2]))
+    raise ShapeError(f"in_shape must be three positive ints (C, H, W), got {in_shape!r}")
+
+
+def build_model(
+    name: str,
+    *,
+    in_shape: Sequence[int],
+    num_classes: int = 10,
+    transform: str | None = None,
+    st_pool: bool = False,
+    **options,
+) -> nn.Module:
+    """Build the registered model ``name`` for inputs ``(B, *in_shape)``; its ``forward(x)`` returns logits
+    ``(B, num_classes)`` and its ``transformers`` attribute lists the spatial transformers it contains.
+
+    Args:
+        name: a name from :func:`list_models` (``fcn``, ``cnn``, ``st_fcn``, ``st_cnn``, ``st_fcn_2x``, ...).
+        in_shape: ``(C, H, W)`` of one input.
+        num_classes: classifier outputs (10 for MNIST, 19 for MNIST addition).
+        transform: transform family of the model's spatial transformers (``affine``, ``projective``, ``tps``, any
+            registered 2D family); ``None`` gives the builder's default. Only models with an ST take it.
+        st_pool: average-pool the ST output x2 before the classifier (paper, RTS and TC). Ignored by the models
+            without an ST (``fcn``, ``cnn``), so one experiment setting can build every model.
+        **options: the builder's keyword-only options (see each builder, e.g. ``hidden``, ``channels``,
+            ``budget``, ``st_options``).
+
+    Raises:
+        OptionError: unknown model name or option (with a suggestion), or ``transform`` / ``st_pool`` given to a
+            model that does not take it.
+        ShapeError: a bad ``in_shape`` or one too small for the model.
+
+    Example:
+        >>> import torch
+        >>> from torchstn.models import build_model
+        >>> model = build_model("st_cnn", in_shape=(1, 28, 28), transform="tps")
+        >>> model(torch.rand(2, 1, 28, 28)).shape, len(model.transformers)
+        (torch.Size([2, 10]), 1)
+        >>> build_model("st_cnn", in_shape=(1, 28, 28), chanels=(8, 8))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        torchstn.errors.OptionError: model 'st_cnn' takes options [...], got unknown 'chanels'. Did you mean 'channels'?
+    """
+    look_up_option("model", name, _REGISTRY)
+    builder = _REGISTRY[name]
+    in_shape = check_in_shape(in_shape)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise OptionError(f"num_classes must be a positive int, got {num_classes!r}")
+    params = inspect.signature(builder).parameters
+    kwargs: dict[str, object] = {"in_shape": in_shape, "num_classes": num_classes}
+    if transform is not None:
+        if "transform" not in params:
+            raise OptionError(f"model {name!r} has no spatial transformer: transform must be None, got {transform!r}")
+        kwargs["transform"] = transform
+    if st_pool:
+        if "st_pool" not in params:
+            raise OptionError(f"model {name!r} does not take st_pool")
+        kwargs["st_pool"] = True
+    accepted = [p for p in params if p not in _RESERVED]
+    for key in options:
+        if key in _RESERVED:
+            raise OptionError(f"pass {key!r} as build_model's own argument, not as a model option")
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted + list(_RESERVED), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise OptionError(f"model {name!r} takes options {accepted or 'none'}, got unknown {key!r}.{hint}")
+    return builder(**kwargs, **options)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of scalar parameters in ``model`` (each shared tensor once).
+
+    Example:
+        >>> count_parameters(nn.Linear(3, 2))
+        8
+    """
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
