@@ -68,3 +68,20 @@ def test_st_cnn_learns_to_undo_a_fixed_translation():
     # and the learned transform is the inverse translation
     theta = st.predict_theta(moved).mean(0).view(2, 3).detach()
     torch.testing.assert_close(theta[:, 2], torch.tensor([-0.3, 0.25]), atol=0.05, rtol=0)
+
+
+@pytest.mark.parametrize("transform", ["affine", "projective", "tps"])
+def test_torch_export_with_cold_caches_keeps_the_tps_basis_constant(transform):
+    from torchstn.functional import tps as tps_fn
+
+    tps_fn._DEVICE_CACHE.clear()
+    tps_fn._grid_matrix_cpu64.cache_clear()
+    st = torchstn.SpatialTransformer(torchstn.fc_localisation(12 * 12, (16,)), transform, out_size=(9, 11),
+                                     check_finite=False).eval()
+    U = torch.rand(2, 1, 12, 12)
+    program = torch.export.export(st, (U,))
+    assert "linalg" not in str(program.graph)  # the theta-independent solve is not in the exported graph
+    for key in tps_fn._DEVICE_CACHE.values():
+        assert type(key) is torch.Tensor  # no fake/traced tensor was cached
+    U2 = torch.rand(2, 1, 12, 12)
+    torch.testing.assert_close(program.module()(U2), st(U2))

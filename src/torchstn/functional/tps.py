@@ -60,6 +60,21 @@ def tps_system_matrix(ctrl: torch.Tensor, regularisation: float = 0.0) -> torch.
     return torch.cat((top, bottom), dim=0)
 
 
+def _real_tensors():
+    """Context in which tensors are real even inside a fake-tensor trace (torch.export / ONNX export)."""
+    import contextlib
+
+    stack = contextlib.ExitStack()
+    try:
+        from torch._subclasses.fake_tensor import unset_fake_temporarily
+        from torch.fx.experimental.proxy_tensor import disable_proxy_modes_tracing
+    except ImportError:  # pragma: no cover - older torch
+        return stack
+    stack.enter_context(unset_fake_temporarily())
+    stack.enter_context(disable_proxy_modes_tracing())
+    return stack
+
+
 @lru_cache(maxsize=64)
 def _grid_matrix_cpu64(grid_size: int, out_size: tuple[int, ...], align_corners: bool, reg: float) -> torch.Tensor:
     ctrl = lattice(grid_size)
@@ -89,8 +104,9 @@ def tps_grid_matrix(
     key = (grid_size, tuple(out_size), bool(align_corners), float(regularisation), dtype, str(device))
     m = _DEVICE_CACHE.get(key)
     if m is None:
-        m = _grid_matrix_cpu64(grid_size, tuple(out_size), bool(align_corners), float(regularisation))
-        m = m.to(device=device, dtype=dtype)
+        with _real_tensors():  # never cache (or trace) a fake tensor made while torch.export traces
+            m = _grid_matrix_cpu64(grid_size, tuple(out_size), bool(align_corners), float(regularisation))
+            m = m.to(device=device, dtype=dtype)
         if len(_DEVICE_CACHE) > 64:
             _DEVICE_CACHE.clear()
         _DEVICE_CACHE[key] = m
