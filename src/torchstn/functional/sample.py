@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torchstn._checks import check_finite as _check_finite
 from torchstn._checks import check_float_tensor, check_rank, look_up_option
 from torchstn.errors import OptionError, ShapeError
+from torchstn.functional.antialias import _antialiased
 
 __all__ = ["sample", "MODES", "PADDING_MODES"]
 
@@ -29,6 +30,8 @@ def sample(
     fill_value: float | torch.Tensor = 0.0,
     align_corners: bool = False,
     check_finite: bool = True,
+    antialias: bool = False,
+    jacobian: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sample ``input`` at the normalised positions in ``grid``.
 
@@ -47,6 +50,14 @@ def sample(
         align_corners: see ``docs/conventions.md``.
         check_finite: raise :class:`~torchstn.NonFiniteError` if the grid holds NaN/inf (the default policy;
             skipped inside ``torch.compile``). With ``False`` non-finite points behave as ``F.grid_sample`` does.
+        antialias: average the input over each output pixel's footprint (a mip-map pyramid read trilinearly, plus
+            taps along the long edge of anisotropic footprints; see ``docs/antialias.md`` and, for a sharper and
+            slower variant, :func:`torchstn.functional.antialias.sample_antialiased`) so that a grid that zooms
+            out does not alias. Bilinear only; where the grid does not downsample (footprint <= 1 input pixel on
+            every axis) the result is exactly that of ``antialias=False``.
+        jacobian: with ``antialias``, the footprint ``d(input pixel)/d(output pixel)``: ``(B, n, n)`` per sample
+            (e.g. :func:`torchstn.functional.antialias.affine_jacobian`) or ``(B, *out, n, n)`` per pixel.
+            ``None`` estimates it from the grid by finite differences (works for every family).
 
     Returns:
         ``(B, C, H', W')`` or ``(B, C, D', H', W')`` in the dtype of ``input``.
@@ -54,7 +65,8 @@ def sample(
     Raises:
         DTypeError: non-float ``input`` or ``grid``.
         ShapeError: ranks that do not match, wrong last grid dim, or batch sizes that differ.
-        OptionError: unknown ``mode`` / ``padding_mode``, or ``bicubic`` on volumes.
+        OptionError: unknown ``mode`` / ``padding_mode``, ``bicubic`` on volumes, ``antialias`` with a mode other
+            than bilinear, or ``jacobian`` without ``antialias``.
         NonFiniteError: non-finite grid values with ``check_finite=True``.
 
     Example:
@@ -62,6 +74,10 @@ def sample(
         >>> x = torch.arange(6.0).view(1, 1, 2, 3)
         >>> torch.equal(sample(x, identity_grid((2, 3))), x)
         True
+        >>> checker = (torch.arange(8.0).view(1, 8) + torch.arange(8.0).view(8, 1)) % 2  # 1-pixel squares
+        >>> sample(checker.view(1, 1, 8, 8), identity_grid((2, 2)), antialias=True)  # 4x zoom-out: the mean
+        tensor([[[[0.5000, 0.5000],
+                  [0.5000, 0.5000]]]])
     """
     check_float_tensor("input", input)
     check_float_tensor("grid", grid)
@@ -83,6 +99,14 @@ def sample(
         raise OptionError("mode='bicubic' is only available for 2D inputs (PyTorch has no tricubic sampler)")
     if check_finite:
         _check_finite("grid", grid)
+    if antialias or jacobian is not None:
+        if not antialias:
+            raise OptionError("jacobian= is only used with antialias=True")
+        if mode != "bilinear":
+            raise OptionError(f"antialias=True needs mode='bilinear' (trilinear in 3D), got mode={mode!r}")
+        work = torch.promote_types(grid.dtype, input.dtype)
+        out = _antialiased(input.to(work), grid.to(work), padding_mode, fill_value, align_corners, jacobian)
+        return out.to(input.dtype)
     if grid.dtype != input.dtype:
         work = torch.promote_types(grid.dtype, input.dtype)
         out = _sample(input.to(work), grid.to(work), mode, padding_mode, fill_value, align_corners)

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from torchstn._checks import check_finite, check_float_tensor, check_size, look_up_option
-from torchstn.errors import ShapeError
+from torchstn.errors import OptionError, ShapeError
+from torchstn.functional.antialias import affine_jacobian
 from torchstn.functional.sample import MODES, PADDING_MODES, sample
 from torchstn.nn.head import ThetaHead
 from torchstn.transforms import TransformFamily, get_transform
@@ -30,11 +31,13 @@ class SpatialTransformer(nn.Module):
         in_features: feature count ``F`` of ``localisation``; by default its ``out_features`` attribute, else
             inferred at the first forward.
         mode, padding_mode, fill_value, align_corners, check_finite: passed to :func:`torchstn.sample`.
+        antialias: sample with ``torchstn.sample(..., antialias=True)`` so an ST that zooms out does not alias
+            (bilinear only). Affine families pass their exact per-sample footprint; the others estimate it per pixel.
         bound: keep every parameter within ``bound`` of the identity through a tanh (see :class:`ThetaHead`).
         **transform_options: options of the family, e.g. ``grid_size=4`` for ``"tps"``.
 
     Raises:
-        OptionError: unknown transform, option or mode.
+        OptionError: unknown transform, option or mode, or ``antialias`` with a mode other than bilinear.
         ShapeError: an input whose spatial rank the family does not support.
 
     Example:
@@ -59,6 +62,7 @@ class SpatialTransformer(nn.Module):
         align_corners: bool = False,
         bound: float | None = None,
         check_finite: bool = True,
+        antialias: bool = False,
         **transform_options,
     ):
         super().__init__()
@@ -68,6 +72,9 @@ class SpatialTransformer(nn.Module):
         self.fill_value = fill_value
         self.align_corners = bool(align_corners)
         self.check_finite = bool(check_finite)
+        self.antialias = bool(antialias)
+        if self.antialias and self.mode != "bilinear":
+            raise OptionError(f"antialias=True needs mode='bilinear', got mode={self.mode!r}")
         rank = self.family.spatial_rank
         self.out_size = None if out_size is None else check_size("out_size", out_size, rank)
         if in_features is None:
@@ -96,8 +103,14 @@ class SpatialTransformer(nn.Module):
         """Sample ``U`` with the transform ``theta`` (no localisation): the grid generator plus the sampler."""
         size = self.out_size if self.out_size is not None else tuple(U.shape[2:])
         grid = self.family.grid(theta, size, align_corners=self.align_corners)
+        jacobian = None
+        if self.antialias and self.family.has_matrix:
+            matrix = self.family.matrix(theta)
+            if matrix.shape[-1] == matrix.shape[-2] + 1:  # affine: the exact per-sample footprint
+                jacobian = affine_jacobian(matrix, U.shape[2:], size, self.align_corners)
         return sample(U, grid, mode=self.mode, padding_mode=self.padding_mode, fill_value=self.fill_value,
-                      align_corners=self.align_corners, check_finite=False)
+                      align_corners=self.align_corners, check_finite=False, antialias=self.antialias,
+                      jacobian=jacobian)
 
     def forward(
         self, U: torch.Tensor, loc_input: torch.Tensor | None = None, *, return_theta: bool = False
@@ -112,7 +125,8 @@ class SpatialTransformer(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"family={self.family!r}, out_size={self.out_size}, mode={self.mode!r}, "
-                f"padding_mode={self.padding_mode!r}, align_corners={self.align_corners}")
+                f"padding_mode={self.padding_mode!r}, align_corners={self.align_corners}"
+                + (", antialias=True" if self.antialias else ""))
 
 
 class ParallelSpatialTransformers(nn.Module):

@@ -1,0 +1,362 @@
+"""Shared timing harness for the benchmarks (the method is written down in ``benchmarks/README.md``).
+
+A benchmark script defines a list of *cases* (JSON-serialisable dicts) and a ``run_case(case, method)`` function that
+builds the tensors of one case and times its implementations with :func:`time_interleaved`. :func:`main` then
+
+1. re-executes the interpreter with the allocator environment of :data:`MALLOC_ENV` set (glibc reads it at start-up
+   only, so setting it from Python after start is too late),
+2. runs every case in a fresh subprocess (``--in-process`` runs them in this process instead),
+3. records the environment (torch / kornia versions, thread counts, CPU model, load average, date, commit),
+4. writes ``benchmarks/results/<name>.json`` and prints the Markdown tables the script renders from it.
+
+Timing: every implementation of a case is warmed up, then timed ``repeats`` times, interleaved (repeat ``r`` runs the
+implementations in an order rotated by ``r``), so load from other processes hits all of them alike. One *sample* is
+``number`` back-to-back calls divided by ``number``, with ``number`` chosen from the warm-up so a sample lasts at
+least ``min_time`` seconds. We report the median and the inter-quartile range of the samples, and for a pair of
+implementations the median (and IQR) of the per-repeat ratios, which cancels load that drifts slowly. Before each
+repeat the harness waits (at most ``max_wait`` s) until other processes use at most ``quiet_below`` of the CPUs, and
+records for every repeat whether it started quiet: on a shared 2-core machine a busy sibling core stalls every
+parallel region of a 2-thread kernel, which no amount of interleaving cancels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+#: Allocator settings: keep freed blocks in the heap instead of returning them to the OS (no mmap/munmap and page
+#: faults for every large temporary), so the timings measure the kernels and not the kernel's page-fault handler.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1073741824", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
+_WORKER_MARK = "@@BENCH_RESULT@@ "
+_NO_REEXEC = "TORCHSTN_BENCH_NO_REEXEC"
+
+
+@dataclass(frozen=True)
+class Method:
+    """How each case is timed (saved with every result)."""
+
+    warmup: int = 5
+    repeats: int = 30
+    min_time: float = 0.005  # seconds per sample
+    threads: int = 2
+    fresh_process: bool = True
+    quiet_below: float = 0.25  # before each repeat wait until other processes use at most this fraction of the CPUs
+    max_wait: float = 30.0  # ... but at most this many seconds (the repeat is then marked busy)
+    nice: int = 0  # niceness change of the benchmark processes (negative: scheduled ahead of other jobs; root only)
+
+
+# -- statistics --------------------------------------------------------------------------------------------------
+def summarise(times_s: list[float], number: int) -> dict:
+    """Median, quartiles, IQR, min and mean of per-call times (seconds in, milliseconds out)."""
+    ms = [t * 1e3 for t in times_s]
+    q1, med, q3 = statistics.quantiles(ms, n=4, method="inclusive") if len(ms) > 1 else (ms[0],) * 3
+    return {
+        "median_ms": med, "q1_ms": q1, "q3_ms": q3, "iqr_ms": q3 - q1, "min_ms": min(ms),
+        "mean_ms": statistics.fmean(ms), "n": len(ms), "number": number,
+        "samples_ms": [round(t, 5) for t in ms],
+    }
+
+
+def paired_ratio(stats: dict, slow: str, fast: str) -> dict:
+    """Speed-up of ``fast`` over ``slow``: ratio of medians and median / quartiles of the per-repeat ratios."""
+    a, b = stats[slow]["samples_ms"], stats[fast]["samples_ms"]
+    per = [x / y for x, y in zip(a, b)]
+    q1, med, q3 = statistics.quantiles(per, n=4, method="inclusive") if len(per) > 1 else (per[0],) * 3
+    return {"of_medians": stats[slow]["median_ms"] / stats[fast]["median_ms"], "paired_median": med,
+            "paired_q1": q1, "paired_q3": q3}
+
+
+# -- timing ------------------------------------------------------------------------------------------------------
+def time_interleaved(fns: dict[str, Callable[[], object]], method: Method) -> dict[str, dict]:
+    """Time every callable of ``fns`` as described in the module docstring; returns ``{name: summarise(...)}``."""
+    names = list(fns)
+    warm: dict[str, list[float]] = {k: [] for k in names}
+    for _ in range(max(1, method.warmup)):
+        for k in names:
+            t0 = time.perf_counter()
+            fns[k]()
+            warm[k].append(time.perf_counter() - t0)
+    number = {k: max(1, math.ceil(method.min_time / max(statistics.median(warm[k]), 1e-9))) for k in names}
+    times: dict[str, list[float]] = {k: [] for k in names}
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for r in range(method.repeats):
+            if method.quiet_below < 1.0:
+                wait_quiet(method)
+            shift = r % len(names)
+            for k in names[shift:] + names[:shift]:
+                fn, n = fns[k], number[k]
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                times[k].append((time.perf_counter() - t0) / n)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return {k: summarise(times[k], number[k]) for k in names}
+
+
+# -- environment -------------------------------------------------------------------------------------------------
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=BENCH_DIR, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def environment() -> dict:
+    """What a timing depends on: versions, threads, CPU, allocator settings, load, date."""
+    import torch
+
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = os.cpu_count()
+    cap = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", lambda: None)()
+    return {
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torchstn": _version("torchstn"),
+        "kornia": _version("kornia"),
+        "commit": _commit(),
+        "cpu_model": cpu_model(),
+        "cpu_capability": cap,
+        "logical_cpus": os.cpu_count(),
+        "cpus_usable": affinity,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "env": {k: os.environ.get(k) for k in (*MALLOC_ENV, "OMP_NUM_THREADS", "MKL_NUM_THREADS")},
+        "loadavg": list(os.getloadavg()),
+        "niceness": os.nice(0),
+    }
+
+
+def ensure_env(threads: int) -> None:
+    """Re-exec this interpreter once with :data:`MALLOC_ENV` (and ``OMP_NUM_THREADS``) unless already set."""
+    want = {**MALLOC_ENV, "OMP_NUM_THREADS": str(threads)}
+    if os.environ.get(_NO_REEXEC) or all(os.environ.get(k) == v for k, v in want.items()):
+        return
+    env = {**os.environ, **want, _NO_REEXEC: "1"}
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
+# -- waiting for a quiet machine -----------------------------------------------------------------------------------
+_GATE_LOG: list[dict] = []  # one entry per timed repeat of the current case
+
+
+def _ticks() -> tuple[int, int, int]:
+    """(busy jiffies of all CPUs, all jiffies, jiffies this process used) from /proc."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(fields) - idle, sum(fields), int(own[11]) + int(own[12])  # utime + stime of every thread
+
+
+def others_busy(interval: float = 0.2) -> float | None:
+    """Fraction of all CPUs that *other* processes kept busy over ``interval`` s (None without /proc)."""
+    try:
+        b0, t0, o0 = _ticks()
+        time.sleep(interval)
+        b1, t1, o1 = _ticks()
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, (b1 - b0) - (o1 - o0)) / max(t1 - t0, 1)
+
+
+def wait_quiet(method: Method) -> None:
+    """Before a repeat: wait up to ``method.max_wait`` s until others use at most ``method.quiet_below`` of the CPUs."""
+    t0 = time.perf_counter()
+    busy = others_busy()
+    while busy is not None and busy > method.quiet_below and time.perf_counter() - t0 < method.max_wait:
+        busy = others_busy()
+    _GATE_LOG.append({"others_busy": None if busy is None else round(busy, 3),
+                      "quiet": busy is None or busy <= method.quiet_below,
+                      "waited_s": round(time.perf_counter() - t0, 2)})
+
+
+def gate_summary(log: list[dict]) -> dict:
+    busy = [g["others_busy"] for g in log if g["others_busy"] is not None]
+    return {"repeats": len(log), "quiet_repeats": sum(g["quiet"] for g in log),
+            "waited_s": round(sum(g["waited_s"] for g in log), 1), "others_busy_max": max(busy, default=None),
+            "per_repeat": log}
+
+
+# -- running cases -----------------------------------------------------------------------------------------------
+def case_id(case: dict) -> str:
+    return "/".join(str(v) for v in case.values())
+
+
+def _worker(payload: str, run_case: Callable[[dict, Method], dict]) -> None:
+    import torch
+
+    msg = json.loads(payload)
+    method = Method(**msg["method"])
+    torch.set_num_threads(method.threads)
+    load0 = list(os.getloadavg())
+    _GATE_LOG.clear()
+    result = run_case(msg["case"], method)
+    result["gate"] = gate_summary(_GATE_LOG)
+    result["process"] = {"pid": os.getpid(), "torch_threads": torch.get_num_threads(), "niceness": os.nice(0),
+                         "loadavg_before": load0,
+                         "loadavg_after": list(os.getloadavg())}
+    print(_WORKER_MARK + json.dumps(result), flush=True)
+
+
+def _run_in_subprocess(script: str, case: dict, method: Method) -> dict:
+    payload = json.dumps({"case": case, "method": asdict(method)})
+    proc = subprocess.run([sys.executable, script, "--worker", payload], capture_output=True, text=True)
+    sys.stderr.write(proc.stderr)
+    for line in proc.stdout.splitlines():
+        if line.startswith(_WORKER_MARK):
+            return json.loads(line[len(_WORKER_MARK):])
+    raise RuntimeError(f"case {case_id(case)} failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+
+
+def parser(description: str, name: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    d = Method()
+    p.add_argument("--repeats", type=int, default=d.repeats, help="timed samples per implementation")
+    p.add_argument("--warmup", type=int, default=d.warmup, help="untimed calls per implementation first")
+    p.add_argument("--min-time", type=float, default=d.min_time, help="seconds per sample (sets calls per sample)")
+    p.add_argument("--threads", type=int, default=d.threads, help="torch.set_num_threads in every case")
+    p.add_argument("--in-process", action="store_true", help="run all cases in this process (default: fresh ones)")
+    p.add_argument("--quiet-below", type=float, default=d.quiet_below, metavar="FRACTION",
+                   help="before each repeat wait until other processes keep at most this fraction of the CPUs busy "
+                        "(1 disables waiting)")
+    p.add_argument("--max-wait", type=float, default=d.max_wait, metavar="S",
+                   help="give up waiting for a quiet machine after S seconds per repeat (the repeat is marked)")
+    p.add_argument("--nice", type=int, default=0,
+                   help="change the niceness of the benchmark processes by N (e.g. -10 on a shared box; needs root)")
+    p.add_argument("--only", default="", help="run only cases whose id contains this text")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR / f"{name}.json", help="where to write the JSON")
+    p.add_argument("--no-save", action="store_true", help="print the tables but do not write the JSON")
+    p.add_argument("--render", type=Path, metavar="JSON", help="only print the Markdown tables of a results file")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    return p
+
+
+def main(
+    name: str,
+    description: str,
+    cases: list[dict],
+    run_case: Callable[[dict, Method], dict],
+    render: Callable[[dict], str],
+    argv: list[str] | None = None,
+) -> dict | None:
+    """Entry point shared by the benchmark scripts (see the module docstring)."""
+    args = parser(description, name).parse_args(argv)
+    if args.worker is not None:
+        _worker(args.worker, run_case)
+        return None
+    if args.render is not None:
+        print(render(json.loads(args.render.read_text())))
+        return None
+    ensure_env(args.threads)
+    import torch
+
+    method = Method(args.warmup, args.repeats, args.min_time, args.threads, not args.in_process,
+                    args.quiet_below, args.max_wait, args.nice)
+    if method.nice:
+        os.nice(method.nice)  # inherited by the case subprocesses
+    torch.set_num_threads(method.threads)
+    selected = [c for c in cases if args.only in case_id(c)]
+    script = str(Path(sys.argv[0]).resolve())
+    doc = {
+        "benchmark": name,
+        "command": " ".join(["python", os.path.relpath(script, BENCH_DIR.parent), *sys.argv[1:]]),
+        "method": asdict(method),
+        "environment": environment(),
+        "cases": [],
+    }
+    for case in selected:
+        t0 = time.perf_counter()
+        if method.fresh_process:
+            res = _run_in_subprocess(script, case, method)
+        else:
+            _GATE_LOG.clear()
+            res = run_case(case, method)
+            res["gate"] = gate_summary(_GATE_LOG)
+        res["case"] = case
+        res["wall_s"] = round(time.perf_counter() - t0, 2)
+        doc["cases"].append(res)
+        g = res["gate"]
+        print(f"[{name}] {case_id(case)}: {res['wall_s']} s, {g['quiet_repeats']}/{g['repeats']} repeats quiet, "
+              f"waited {g['waited_s']} s", file=sys.stderr, flush=True)
+    doc["environment"]["loadavg_end"] = list(os.getloadavg())
+    if not args.no_save:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(doc, indent=1) + "\n")
+        print(f"[{name}] wrote {args.out}", file=sys.stderr)
+    print(render(doc))
+    return doc
+
+
+# -- Markdown ----------------------------------------------------------------------------------------------------
+def fmt_ms(s: dict) -> str:
+    """``median [IQR]`` with precision that suits the magnitude."""
+    m, iqr = s["median_ms"], s["iqr_ms"]
+    digits = 3 if m < 1 else 2 if m < 100 else 1
+    return f"{m:.{digits}f} [{iqr:.{digits}f}]"
+
+
+def fmt_ratio(r: dict) -> str:
+    return f"{r['paired_median']:.2f}x [{r['paired_q1']:.2f}-{r['paired_q3']:.2f}]"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def env_line(doc: dict) -> str:
+    """One paragraph with everything a reader needs to judge the numbers of ``doc``."""
+    e, m = doc["environment"], doc["method"]
+    mode = "a fresh process per case" if m["fresh_process"] else "one process"
+    gates = [c["gate"] for c in doc["cases"] if "gate" in c]
+    quiet, total = sum(g["quiet_repeats"] for g in gates), sum(g["repeats"] for g in gates)
+    load = (f"{quiet} of {total} repeats started with other processes using <= {m['quiet_below']:.0%} of the CPUs "
+            f"(waited up to {m['max_wait']:g} s for that before each repeat)")
+    return (f"torch {e['torch']}, kornia {e['kornia'] or 'not installed'}, Python {e['python']}; CPU {e['cpu_model']} "
+            f"({e['cpu_capability']}, {e['cpus_usable']} usable cores), {m['threads']} torch threads; {m['warmup']} "
+            f"warm-ups + {m['repeats']} interleaved samples of >= {m['min_time'] * 1e3:g} ms, {mode}, niceness "
+            f"{e.get('niceness', 0)}; {load}; {e['date_utc']}, commit {(e['commit'] or 'unknown')[:10]}.")

@@ -1,0 +1,8 @@
+"""``python -m torchstn ...``: the same program as the ``torchstn`` command (usable with ``torchrun``)."""
+
+import sys
+
+from torchstn.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

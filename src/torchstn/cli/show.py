@@ -1,0 +1,39 @@
+"""Picture of a trained spatial transformer: ``torchstn show CHECKPOINT --out fig.png``.
+
+Draws test inputs with the transformer's sampling points and output-frame outline over them, and its outputs below.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from torchstn.train.runs import eval_dataset, load_run
+
+
+def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="torchstn show", description=__doc__)
+    parser.add_argument("checkpoint", help="a checkpoint file or a run directory")
+    parser.add_argument("--out", required=True, help="image file to write (.png, .pdf, .svg)")
+    parser.add_argument("-n", type=int, default=8, help="how many test images (default 8)")
+    parser.add_argument("--seed", type=int, default=0, help="which test images (0: the first n)")
+    parser.add_argument("--data", help="take the images from this tensor file instead of the test set")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    from torchstn import viz
+
+    cfg, model, payload = load_run(args.checkpoint)
+    dataset = eval_dataset(cfg, payload, args.data)
+    n = min(args.n, len(dataset))
+    if args.seed:
+        idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))[:n]
+    else:
+        idx = torch.arange(n)
+    images, labels = dataset.batch(idx)
+    title = f"{cfg.model.name} {cfg.model.transform or ''} on {cfg.data.variant}, iteration {payload.get('step', '?')}"
+    out = viz.st_figure(model, images, args.out, labels=labels, title=title)
+    print(f"wrote {out}")
+    return 0

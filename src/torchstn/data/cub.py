@@ -1,0 +1,250 @@
+"""CUB-200-2011 birds (paper §4.3, Table 3): read the official ``CUB_200_2011`` folder; a dataset of resized images.
+
+The folder (from the official ``CUB_200_2011.tgz``) holds ``images.txt`` (``<id> <class folder>/<file>.jpg``),
+``train_test_split.txt`` (``<id> <1 = train, 0 = test>``), ``image_class_labels.txt`` (``<id> <class 1..200>``),
+``bounding_boxes.txt`` (``<id> <x> <y> <width> <height>``, pixels), ``classes.txt`` (``<class> <name>``) and
+``images/<class folder>/<file>.jpg``: 5994 train and 5794 test images of 200 species.
+
+**ImageNet overlap.** 22 CUB test images also appear in ImageNet (the 2012 training set), on which the backbones are
+pre-trained. The list is not shipped here (nor downloadable from this machine); to exclude them, give a text file
+with one entry per line, each an image id of ``images.txt``, a path as written there
+(``001.Black_footed_Albatross/Black_Footed_Albatross_0046_18.jpg``) or a file name (with or without ``.jpg``);
+``#`` starts a comment. Unknown entries are an error (a typo must not silently keep an image).
+
+**Images** (:class:`CUBDataset`): the shorter side is resized to ``resize`` (default ``size * 8 / 7``: the paper's
+224-from-256, here 448-from-512), then a ``size x size`` crop is taken: random with a random horizontal flip for
+training, central for evaluation; pixels in [0, 1] normalised by the ImageNet mean and std. The bird's box follows
+every step, so a sample can return it in the output image's pixels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from torchstn._checks import look_up_option
+from torchstn.errors import DataError, OptionError
+
+__all__ = ["CUBIndex", "read_cub", "read_exclusion_list", "CUBDataset", "IMAGENET_MEAN", "IMAGENET_STD",
+           "CUB_FILES"]
+
+CUB_FILES = ("images.txt", "train_test_split.txt", "image_class_labels.txt", "bounding_boxes.txt", "classes.txt")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _table(path: Path, ncols: int, kinds: str) -> dict[int, tuple]:
+    """``{id: (values...)}`` of an ``<id> <v1> ...`` file; ``kinds`` gives each value's type (i int, f float, s str;
+    a final ``s`` takes the rest of the line)."""
+    out: dict[int, tuple] = {}
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            parts = line.split(None, ncols - 1 if kinds.endswith("s") else -1)
+            try:
+                if len(parts) != ncols:
+                    raise ValueError(f"{ncols} fields expected, got {len(parts)}")
+                key = int(parts[0])
+                vals = tuple({"i": int, "f": float, "s": str.strip}[k](p) for k, p in zip(kinds, parts[1:]))
+            except ValueError as e:
+                raise DataError(f"{path}:{lineno}: malformed line {line.rstrip()!r} ({e})") from None
+            if key in out:
+                raise DataError(f"{path}:{lineno}: id {key} appears twice")
+            out[key] = vals
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class CUBIndex:
+    """The parsed folder: one entry per image, in ``images.txt`` order (minus excluded images).
+
+    Attributes:
+        root: the ``CUB_200_2011`` folder.
+        image_ids: ids of ``images.txt``; ``paths``: their paths below ``images/``.
+        labels: class index 0-199 (``image_class_labels.txt`` minus 1); ``class_names``: the 200 names.
+        is_train: from ``train_test_split.txt``.
+        boxes: ``(x, y, width, height)`` in the original image's pixels.
+        excluded: ids removed by an exclusion list.
+    """
+
+    root: Path
+    image_ids: tuple[int, ...]
+    paths: tuple[str, ...]
+    labels: tuple[int, ...]
+    is_train: tuple[bool, ...]
+    boxes: tuple[tuple[float, float, float, float], ...]
+    class_names: tuple[str, ...]
+    excluded: tuple[int, ...] = ()
+
+    def indices(self, split: str) -> list[int]:
+        """Positions of the ``train``, ``test`` or ``all`` images."""
+        look_up_option("split", split, ("train", "test", "all"))
+        return [i for i, t in enumerate(self.is_train) if split == "all" or t == (split == "train")]
+
+
+def read_exclusion_list(path: str | os.PathLike[str], index: CUBIndex) -> set[int]:
+    """Image ids named by an exclusion file (ids, ``images.txt`` paths or file names; ``#`` comments).
+
+    Raises:
+        DataError: the file is missing, or names images that are not in ``index`` (listed in the message).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: exclusion list not found")
+    by_name: dict[str, int] = {}
+    for i, p in zip(index.image_ids, index.paths):
+        base = p.rsplit("/", 1)[-1]
+        by_name.update({p: i, base: i, base.rsplit(".", 1)[0]: i})
+    known, ids, unknown = set(index.image_ids), set(), []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        if entry.isdigit() and int(entry) in known:
+            ids.add(int(entry))
+        elif entry.removeprefix("images/") in by_name:
+            ids.add(by_name[entry.removeprefix("images/")])
+        else:
+            unknown.append(entry)
+    if unknown:
+        raise DataError(f"{path}: {len(unknown)} entries name no CUB image, e.g. {unknown[:5]}")
+    return ids
+
+
+def read_cub(root: str | os.PathLike[str], exclude: str | os.PathLike[str] | Iterable[int] | None = None) -> CUBIndex:
+    """Parse the official ``CUB_200_2011`` folder.
+
+    Args:
+        root: the folder (or its parent, if it holds ``CUB_200_2011/``).
+        exclude: an exclusion list file (see the module docstring) or image ids to leave out.
+
+    Raises:
+        DataError: a missing file (named), a malformed line (file and line named), ids that disagree between the
+            files, a class id outside ``classes.txt``, or an image file that is not there.
+    """
+    root = Path(root)
+    if not (root / "images.txt").exists() and (root / "CUB_200_2011" / "images.txt").exists():
+        root = root / "CUB_200_2011"
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder (unpack CUB_200_2011.tgz and pass the CUB_200_2011 folder)")
+    for name in CUB_FILES:
+        if not (root / name).is_file():
+            raise DataError(f"{root / name}: missing; is {root} the official CUB_200_2011 folder?")
+    images = _table(root / "images.txt", 2, "s")
+    split = _table(root / "train_test_split.txt", 2, "i")
+    labels = _table(root / "image_class_labels.txt", 2, "i")
+    boxes = _table(root / "bounding_boxes.txt", 5, "ffff")
+    classes = _table(root / "classes.txt", 2, "s")
+    for name, table in (("train_test_split.txt", split), ("image_class_labels.txt", labels),
+                        ("bounding_boxes.txt", boxes)):  # fmt: skip
+        if set(table) != set(images):
+            diff = sorted(set(images) ^ set(table))
+            raise DataError(f"{root / name}: image ids differ from images.txt (e.g. {diff[:5]})")
+    if sorted(classes) != list(range(1, len(classes) + 1)):
+        raise DataError(f"{root / 'classes.txt'}: class ids must be 1..{len(classes)}")
+    ids = list(images)
+    bad = [i for i in ids if not 1 <= labels[i][0] <= len(classes) or split[i][0] not in (0, 1)]
+    if bad:
+        raise DataError(f"{root}: image ids {bad[:5]} have a class outside 1..{len(classes)} or a split not 0/1")
+    missing = [images[i][0] for i in ids if not (root / "images" / images[i][0]).is_file()]
+    if missing:
+        raise DataError(f"{root / 'images'}: {len(missing)} image files missing, e.g. {missing[:3]}")
+    index = CUBIndex(root, tuple(ids), tuple(images[i][0] for i in ids), tuple(labels[i][0] - 1 for i in ids),
+                     tuple(split[i][0] == 1 for i in ids), tuple(boxes[i] for i in ids),
+                     tuple(classes[c][0] for c in sorted(classes)))  # fmt: skip
+    if exclude is None:
+        return index
+    if isinstance(exclude, (str, os.PathLike)):
+        drop = read_exclusion_list(exclude, index)
+    else:
+        drop = {int(i) for i in exclude}
+        if drop - set(ids):
+            raise DataError(f"exclude names ids not in {root / 'images.txt'}: {sorted(drop - set(ids))[:5]}")
+    keep = [k for k, i in enumerate(ids) if i not in drop]
+    fields = ("image_ids", "paths", "labels", "is_train", "boxes")
+    return dataclasses.replace(index, excluded=tuple(sorted(drop)),
+                               **{f: tuple(getattr(index, f)[k] for k in keep) for f in fields})
+
+
+class CUBDataset(torch.utils.data.Dataset):
+    """CUB images as ``(image (3, size, size), label)`` or, with ``return_box``, ``(image, label, box (4,))`` where
+    ``box`` is the bird's ``(x1, y1, x2, y2)`` in the output image's pixels (clipped to it).
+
+    Args:
+        root: the ``CUB_200_2011`` folder, or a :class:`CUBIndex`.
+        split: ``train``, ``test`` or ``all``.
+        size: output side (448 for the paper's ST models, 224 for its CNN).
+        resize: the shorter side before cropping; default ``round(size * 8 / 7)``.
+        augment: random crop + horizontal flip (default: ``split == "train"``); otherwise the central crop.
+        exclude: exclusion list file or ids (see :func:`read_cub`); ignored when ``root`` is an index.
+        normalize: subtract the ImageNet mean and divide by its std.
+        generator: random source of the crops and flips.
+
+    Example:
+        >>> CUBDataset("/no/such/CUB_200_2011")
+        Traceback (most recent call last):
+        ...
+        torchstn.errors.DataError: /no/such/CUB_200_2011: no such folder (unpack CUB_200_2011.tgz and pass ...
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | CUBIndex, split: str = "train", *, size: int = 448,
+                 resize: int | None = None, augment: bool | None = None,
+                 exclude: str | os.PathLike[str] | Iterable[int] | None = None, return_box: bool = False,
+                 normalize: bool = True, generator: torch.Generator | None = None):  # fmt: skip
+        self.index = root if isinstance(root, CUBIndex) else read_cub(root, exclude)
+        self.items = self.index.indices(split)
+        self.size = int(size)
+        self.resize = round(self.size * 8 / 7) if resize is None else int(resize)
+        if self.size < 1 or self.resize < self.size:
+            raise OptionError(f"need 1 <= size <= resize, got size={size!r}, resize={resize!r}")
+        self.augment = (split == "train") if augment is None else bool(augment)
+        self.return_box, self.normalize, self.generator = bool(return_box), bool(normalize), generator
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _load(self, k: int):
+        try:
+            from PIL import Image
+        except ImportError:
+            raise ImportError("reading CUB images needs pillow: pip install pillow "
+                              "(or 'torchstn[experiments]')") from None
+        path = self.index.root / "images" / self.index.paths[k]
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                w, h = im.size
+                s = self.resize / min(w, h)
+                nw, nh = max(self.size, round(w * s)), max(self.size, round(h * s))
+                im = im.resize((nw, nh), Image.BILINEAR)  # antialiased when shrinking
+                data = im.tobytes()
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: cannot read image ({e})") from None
+        img = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(nh, nw, 3).permute(2, 0, 1)  # (3, nh, nw)
+        return img, (nw / w, nh / h)
+
+    def __getitem__(self, i: int):
+        k = self.items[i]
+        img, (sx, sy) = self._load(k)
+        _, H, W = img.shape
+        S = self.size
+        if self.augment:
+            oy, ox = (int(torch.randint(0, n - S + 1, (1,), generator=self.generator)) for n in (H, W))
+            flip = bool(torch.rand((), generator=self.generator) < 0.5)
+        else:
+            oy, ox, flip = (H - S) // 2, (W - S) // 2, False
+        x = img[:, oy : oy + S, ox : ox + S].float().div_(255)  # (3, S, S)
+        bx, by, bw, bh = self.index.boxes[k]
+        box = torch.tensor([bx * sx - ox, by * sy - oy, (bx + bw) * sx - ox, (by + bh) * sy - oy]).clamp_(0, S)
+        if flip:
+            x = x.flip(-1)
+            box = torch.stack([S - box[2], box[1], S - box[0], box[3]])
+        if self.normalize:
+            x = (x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        label = self.index.labels[k]
+        return (x, label, box) if self.return_box else (x, label)

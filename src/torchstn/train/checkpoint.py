@@ -1,0 +1,131 @@
+"""Checkpoints: written atomically, read with ``weights_only=True``, holding everything an exact resume needs.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (so ``torch.load(weights_only=True)`` can
+read it without unpickling code):
+
+``config`` (the resolved config as nested dicts), ``model``, ``optimizer`` and ``scheduler`` state dicts, ``step``,
+``rng`` (the torch CPU / CUDA generators, the data generator and Python's ``random``, each as tensors or lists),
+``version`` (``torchstn.__version__`` and the git revision when known), ``in_shape``, ``num_classes``, ``elapsed_s``
+and ``final``.
+
+Example:
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> save_checkpoint(os.path.join(d, "last.pt"), {"step": 3, "w": torch.zeros(2)})
+    >>> load_checkpoint(os.path.join(d, "last.pt"))["step"]
+    3
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from torchstn.errors import DataError
+
+__all__ = ["save_checkpoint", "load_checkpoint", "code_version", "get_rng_state", "set_rng_state"]
+
+
+def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` atomically: a temporary file in the same directory, flushed and fsync-ed, then
+    ``os.replace``-d over ``path``. A crash at any moment leaves either the old file or the new one, never a torn one.
+
+    Args:
+        path: destination; its directory is created if needed.
+        payload: what :func:`torch.save` should write.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``torch.load(..., weights_only=True)``.
+
+    Raises:
+        DataError: the file is missing, truncated or not a torchstn checkpoint; the message names it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such checkpoint")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, pickle.UnpicklingError, EOFError, ... on damaged files
+        raise DataError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(payload, dict):
+        raise DataError(f"{path}: not a torchstn checkpoint (holds a {type(payload).__name__})")
+    return payload
+
+
+@functools.lru_cache(maxsize=1)
+def _git_revision() -> str:
+    """``git describe --always --dirty`` of the source tree torchstn is imported from, or ``""``."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=here,
+                             capture_output=True, text=True, timeout=5)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def code_version() -> dict[str, str]:
+    """``{"torchstn": version, "git": revision or "", "torch": torch version}``."""
+    import torchstn
+
+    return {"torchstn": torchstn.__version__, "git": _git_revision(), "torch": str(torch.__version__)}
+
+
+def get_rng_state(data_generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Every random state a training run draws from, as tensors and plain lists (safe for ``weights_only``)."""
+    version, state, gauss = random.getstate()
+    rng: dict[str, Any] = {"torch": torch.get_rng_state(), "python": [version, list(state), gauss]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    if data_generator is not None:
+        rng["data"] = data_generator.get_state()
+    return rng
+
+
+def set_rng_state(rng: dict[str, Any], data_generator: torch.Generator | None = None) -> None:
+    """Restore what :func:`get_rng_state` saved."""
+    torch.set_rng_state(rng["torch"])
+    version, state, gauss = rng["python"]
+    random.setstate((version, tuple(state), gauss))
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    if data_generator is not None and "data" in rng:
+        data_generator.set_state(rng["data"])

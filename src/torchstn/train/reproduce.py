@@ -1,0 +1,175 @@
+"""Reproduce the paper's Table 1 (distorted MNIST): run every cell's packaged config over seeds, write the table.
+
+Each cell is a packaged config ``table1_<variant>_<model>[_<transform>].toml`` (``torchstn train --list``). A cell is
+named ``<VARIANT>/<model>[_<transform>]``, e.g. ``RTS/st_cnn_affine``. Runs go to ``<runs>/<cell>/<schedule>/seed<k>``
+and are resumed or skipped when already there, so an interrupted reproduction picks up where it stopped. The table
+(markdown and CSV) is rewritten after every run.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import fnmatch
+import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from torchstn.errors import ConfigError
+from torchstn.train.checkpoint import code_version
+from torchstn.train.config import TrainConfig
+from torchstn.train.config_io import apply_overrides, load_config, packaged_configs
+
+__all__ = ["PAPER_TABLE1", "table1_cells", "reproduce_table1", "write_table"]
+
+#: % test error of the paper's Table 1 (and the TC column, whose ST rows the paper does not split by transform;
+#: we run them with the affine transform).
+PAPER_TABLE1: dict[tuple[str, str, str | None], float] = {}
+for _model, _row in {("fcn", None): (2.1, 5.2, 3.1, 3.2), ("cnn", None): (1.2, 0.8, 1.5, 1.4),
+                     ("st_fcn", "affine"): (1.2, 0.8, 1.5, 2.7), ("st_fcn", "projective"): (1.3, 0.9, 1.4, 2.6),
+                     ("st_fcn", "tps"): (1.1, 0.8, 1.4, 2.4), ("st_cnn", "affine"): (0.7, 0.5, 0.8, 1.2),
+                     ("st_cnn", "projective"): (0.8, 0.6, 0.8, 1.3),
+                     ("st_cnn", "tps"): (0.7, 0.5, 0.8, 1.1)}.items():  # fmt: skip
+    for _variant, _err in zip(("R", "RTS", "P", "E"), _row, strict=True):
+        PAPER_TABLE1[(_variant, *_model)] = _err
+PAPER_TABLE1.update({("TC", "fcn", None): 13.2, ("TC", "cnn", None): 3.5, ("TC", "st_fcn", "affine"): 2.0,
+                     ("TC", "st_cnn", "affine"): 1.7})  # fmt: skip
+
+_VARIANT_ORDER = ("R", "RTS", "P", "E", "TC")
+_MODEL_ORDER = ("fcn", "cnn", "st_fcn_affine", "st_fcn_projective", "st_fcn_tps", "st_cnn_affine",
+                "st_cnn_projective", "st_cnn_tps")  # fmt: skip
+
+
+def cell_name(cfg: TrainConfig) -> str:
+    """``<VARIANT>/<model>[_<transform>]`` of a config."""
+    m = cfg.model
+    return f"{cfg.data.variant}/{m.name}" + (f"_{m.transform}" if m.transform else "")
+
+
+def _order(cell: str) -> tuple[int, int, str]:
+    variant, model = cell.split("/", 1)
+    v = _VARIANT_ORDER.index(variant) if variant in _VARIANT_ORDER else len(_VARIANT_ORDER)
+    k = _MODEL_ORDER.index(model) if model in _MODEL_ORDER else len(_MODEL_ORDER)
+    return v, k, cell
+
+
+def table1_cells(only: Sequence[str] = ()) -> dict[str, str]:
+    """``{cell: packaged config name}`` of the Table 1 configs, filtered by ``only`` (cell names or globs such as
+    ``RTS/*``; the variant is matched case-insensitively).
+
+    Raises:
+        ConfigError: a name in ``only`` matches no cell.
+    """
+    cells = {}
+    for name in packaged_configs():
+        if name.startswith("table1_"):
+            cells[cell_name(load_config(name))] = name
+    cells = dict(sorted(cells.items(), key=lambda kv: _order(kv[0])))
+    if not only:
+        return cells
+    chosen: dict[str, str] = {}
+    for pattern in only:
+        variant, _, model = pattern.partition("/")
+        pattern = f"{variant.upper() if variant.lower() != 'plain' else 'plain'}/{model or '*'}"
+        hits = [c for c in cells if fnmatch.fnmatchcase(c, pattern)]
+        if not hits:
+            raise ConfigError(f"--only {pattern!r} matches no Table 1 cell; cells: {', '.join(cells)}")
+        chosen.update({c: cells[c] for c in hits})
+    return dict(sorted(chosen.items(), key=lambda kv: _order(kv[0])))
+
+
+def _summary(cell: str, config: str, results: list[dict[str, Any]], schedule: str) -> dict[str, Any]:
+    variant, model = cell.split("/", 1)
+    first = results[0]["config"]["model"]
+    errors = [r["test_error"] for r in results]
+    return {
+        "variant": variant, "model": model,
+        "paper_error": PAPER_TABLE1.get((variant, first["name"], first["transform"])),
+        "ours_mean": statistics.fmean(errors), "ours_std": statistics.stdev(errors) if len(errors) > 1 else 0.0,
+        "seeds": len(errors), "errors": errors, "parameters": results[0]["parameters"],
+        "wall_s": statistics.fmean(r["train_s"] for r in results), "iterations": results[0]["iterations"],
+        "completed": all(r["completed"] for r in results), "device": results[0]["device"],
+        "command": f"torchstn reproduce table1 --schedule {schedule} --seeds {len(errors)} --only {cell}",
+        "config": config,
+    }  # fmt: skip
+
+
+def write_table(rows: list[dict[str, Any]], out_dir: str | Path, schedule: str, *, note: str = "") -> tuple[Path, Path]:
+    """Write ``table1_<schedule>.md`` and ``table1_<schedule>.csv`` into ``out_dir``; returns their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = out_dir / f"table1_{schedule}.csv", out_dir / f"table1_{schedule}.md"
+    cols = ["variant", "model", "paper_error", "ours_mean", "ours_std", "seeds", "errors", "parameters", "wall_s",
+            "iterations", "completed", "device", "command"]  # fmt: skip
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "errors": ";".join(f"{e:.2f}" for e in r["errors"]), "wall_s": f"{r['wall_s']:.0f}",
+                        "ours_mean": f"{r['ours_mean']:.3f}", "ours_std": f"{r['ours_std']:.3f}"})  # fmt: skip
+    v = code_version()
+    lines = [f"# Table 1 (distorted MNIST), `{schedule}` schedule", "",
+             f"% test error on the fixed test sets; ours is mean +- std over seeds. torchstn {v['torchstn']} "
+             f"(git {v['git'] or 'unknown'}), torch {v['torch']}, {datetime.date.today().isoformat()}.",
+             *([note] if note else []), "",
+             "| Set | Model | Paper | Ours | Seeds | Parameters | Train time / seed | Device | Command |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        paper = "-" if r["paper_error"] is None else f"{r['paper_error']:.1f}"
+        ours = f"{r['ours_mean']:.2f} +- {r['ours_std']:.2f}" + ("" if r["completed"] else " (stopped early)")
+        lines.append(f"| {r['variant']} | {r['model']} | {paper} | {ours} | {r['seeds']} | {r['parameters']:,} | "
+                     f"{r['wall_s'] / 60:.1f} min | {r['device']} | `{r['command']}` |")  # fmt: skip
+    md_path.write_text("\n".join(lines) + "\n")
+    return md_path, csv_path
+
+
+def reproduce_table1(*, schedule: str = "cpu", seeds: int = 3, only: Sequence[str] = (),
+                     out: str | Path = "docs/results", runs: str | Path = "runs/table1",
+                     overrides: Sequence[str] = (), progress: bool = True, fit_fn: Callable[..., dict] | None = None,
+                     say: Callable[[str], None] = print) -> list[dict]:  # fmt: skip
+    """Train every selected cell for ``seeds`` seeds with ``schedule`` and write the table after each run.
+
+    Args:
+        schedule: ``cpu`` or ``paper`` (any name of :data:`~torchstn.train.schedules.SCHEDULES`).
+        seeds: seeds ``0 .. seeds - 1``.
+        only: cells or globs to run (default all).
+        out: directory for ``table1_<schedule>.md`` / ``.csv``.
+        runs: directory for the run directories.
+        overrides: extra ``key=value`` config overrides for every run (e.g. ``run.threads=2``).
+        fit_fn: the training function (default :func:`torchstn.train.trainer.fit`; tests pass a fake).
+
+    Returns:
+        One summary dict per cell (the table's rows).
+    """
+    if fit_fn is None:
+        from torchstn.train.trainer import fit as fit_fn
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    cells = table1_cells(only)
+    rows = []
+    for i, (cell, config) in enumerate(cells.items()):
+        results = []
+        for seed in range(seeds):
+            cfg = apply_overrides(load_config(config), [f"optim.schedule={schedule}", f"run.seed={seed}", *overrides])
+            run_dir = Path(runs) / cell.replace("/", "_") / schedule / f"seed{seed}"
+            done = run_dir / "result.json"
+            if done.is_file():
+                result = json.loads(done.read_text())
+                if result.get("completed"):
+                    say(f"[{i + 1}/{len(cells)}] {cell} seed {seed}: done before, {result['test_error']:.2f}%")
+                    results.append(result)
+                    continue
+            say(f"[{i + 1}/{len(cells)}] {cell} seed {seed} -> {run_dir}")
+            t0 = time.monotonic()
+            result = fit_fn(cfg, run_dir, resume=True, progress=progress,
+                            command=f"torchstn train {config} --set optim.schedule={schedule} --set run.seed={seed}")
+            say(f"  {cell} seed {seed}: {result['test_error']:.2f}% in {(time.monotonic() - t0) / 60:.1f} min")
+            results.append(result)
+        rows.append(_summary(cell, config, results, schedule))
+        md, _ = write_table(rows, out, schedule)
+    if rows:
+        say(f"wrote {md} and {md.with_suffix('.csv')}")
+    return rows

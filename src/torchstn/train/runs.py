@@ -1,0 +1,68 @@
+"""Using finished runs: load a checkpoint's model and config, and pick the data to evaluate or show it on."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchstn.errors import DataError
+from torchstn.train.checkpoint import load_checkpoint
+from torchstn.train.config import TrainConfig, from_dict
+from torchstn.train.data import build_datasets
+from torchstn.train.trainer import build_model
+
+__all__ = ["checkpoint_path", "load_run", "eval_dataset"]
+
+
+def checkpoint_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` itself, or ``path/last.pt`` when ``path`` is a run directory."""
+    path = Path(path)
+    return path / "last.pt" if path.is_dir() else path
+
+
+def load_run(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> tuple[TrainConfig, nn.Module, dict[str, Any]]:
+    """The config, the trained model (in eval mode, on ``device``) and the raw checkpoint of a run.
+
+    Args:
+        path: a checkpoint file or a run directory (its ``last.pt``).
+
+    Raises:
+        DataError: the checkpoint is missing or damaged.
+        ConfigError: its config is not valid for this version of torchstn.
+    """
+    payload = load_checkpoint(checkpoint_path(path))
+    for key in ("config", "model", "in_shape", "num_classes"):
+        if key not in payload:
+            raise DataError(f"{checkpoint_path(path)}: not a torchstn training checkpoint (no {key!r})")
+    cfg = from_dict(payload["config"])
+    model = build_model(cfg, tuple(payload["in_shape"]), int(payload["num_classes"]))
+    model.load_state_dict(payload["model"])
+    return cfg, model.to(device).eval(), payload
+
+
+def eval_dataset(cfg: TrainConfig, payload: dict[str, Any], data: str | os.PathLike[str] | None = None):
+    """The data to evaluate a run on: the tensor file ``data`` if given, else the fixed test set of the run's config.
+
+    Raises:
+        DataError: the file's image shape or class count does not fit the model.
+    """
+    if data is not None:
+        from torchstn.data.datasets import TensorFile
+
+        dataset = TensorFile(data)
+    else:
+        dataset = build_datasets(cfg, train=False)[1]
+    want = tuple(payload["in_shape"])
+    if tuple(dataset.image_shape) != want:
+        raise DataError(f"{data or 'the test set'} holds images of shape {tuple(dataset.image_shape)}, but the model "
+                        f"was trained on {want}")  # fmt: skip
+    if int(dataset.num_classes) > int(payload["num_classes"]):
+        raise DataError(f"{data or 'the test set'} has {dataset.num_classes} classes, the model "
+                        f"{payload['num_classes']}")  # fmt: skip
+    return dataset

@@ -1,0 +1,376 @@
+"""The training loop: :func:`fit` runs a config end to end; :func:`train_steps` and :func:`evaluate` are its parts.
+
+A run directory holds ``config.toml`` (the resolved config), ``metrics.csv``, ``last.pt`` (the latest checkpoint,
+written atomically) and, once finished, ``result.json``; with ``gif=True`` also ``gif/`` frames and ``st.gif``.
+``fit(..., resume=True)`` continues from ``last.pt`` exactly: same batches, same distortions, same losses (bitwise on
+CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchstn.errors import ConfigError, NonFiniteError, OptionError
+from torchstn.nn import SpatialTransformer, identity_penalty, record_theta, theta_stats
+from torchstn.train import checkpoint as ckpt
+from torchstn.train.config import TrainConfig, from_dict, to_dict
+from torchstn.train.config_io import to_toml
+from torchstn.train.data import batch_indices, build_datasets, data_generator
+from torchstn.train.metrics import MetricsLogger, Progress
+from torchstn.train.schedules import build_optimizer, build_scheduler, lr_factor_fn, resolve
+
+__all__ = ["fit", "train_steps", "evaluate", "build_model", "count_parameters", "RunState", "RESUMABLE_RUN_KEYS"]
+
+_TIME_CLOCK_CAP = 100  # with optim.clock = "time", at most this many times optim.iterations
+
+# run.* fields a resumed run may change (they do not change what is computed)
+RESUMABLE_RUN_KEYS = ("device", "threads", "eval_every", "eval_limit", "eval_batch_size", "log_every",
+                      "checkpoint_every", "time_limit", "out")  # fmt: skip
+
+
+def build_model(cfg: TrainConfig, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The model of ``cfg.model`` for inputs ``in_shape (C, H, W)``, with lazy parameters materialised.
+
+    Raises:
+        ConfigError: an unknown model name, transform or option (the message names the ``model.`` key).
+    """
+    from torchstn import models
+
+    m = cfg.model
+    options: dict[str, Any] = {} if m.bound is None else {"st_options": {"bound": m.bound}}
+    options.update({k: v for k, v in (("channels", m.channels), ("hidden", m.hidden)) if v is not None})
+    try:
+        model = models.build_model(m.name, in_shape=tuple(in_shape), num_classes=num_classes,
+                                   transform=m.transform, st_pool=m.st_pool, **options)  # fmt: skip
+    except (OptionError, TypeError, ValueError) as e:
+        raise ConfigError(f"[model] name={m.name!r} transform={m.transform!r}: {e}") from e
+    was_training = model.training
+    with torch.no_grad():  # materialise lazy layers before the optimiser sees the parameters
+        model.eval()(torch.zeros(2, *in_shape))
+    return model.train(was_training)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """``(total, localisation)`` trainable parameter counts (localisation = every spatial transformer's)."""
+    total = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    loc_ids = {id(p) for m in model.modules() if isinstance(m, SpatialTransformer) for p in m.parameters()}
+    loc = sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) in loc_ids)
+    return total, loc
+
+
+def _transformers(model: nn.Module) -> dict[str, SpatialTransformer]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, SpatialTransformer)}
+
+
+def _theta_columns(names: list[str]) -> list[str]:
+    keys = ("theta_mean", "theta_std", "theta_min", "theta_max")
+    if len(names) == 1:
+        return list(keys)
+    return [f"{n}/{k}" for n in names for k in keys]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset, *, batch_size: int = 500, device: str | torch.device = "cpu",
+             limit: int = 0) -> dict[str, float]:  # fmt: skip
+    """Mean cross-entropy and % error of ``model`` on ``dataset`` (its first ``limit`` images; 0 = all).
+
+    Returns:
+        ``{"loss": ..., "error": ..., "n": ...}``.
+    """
+    was_training = model.training
+    model.eval()
+    n = len(dataset) if limit <= 0 else min(limit, len(dataset))
+    loss_sum, wrong = 0.0, 0
+    for start in range(0, n, batch_size):
+        images, labels = dataset.batch(torch.arange(start, min(n, start + batch_size)))
+        images, labels = images.to(device), labels.to(device)
+        logits = model(images)
+        loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+        wrong += int((logits.argmax(1) != labels).sum())
+    model.train(was_training)
+    return {"loss": loss_sum / max(1, n), "error": 100.0 * wrong / max(1, n), "n": n}
+
+
+@dataclasses.dataclass
+class RunState:
+    """What a training loop carries between calls of :func:`train_steps`."""
+
+    cfg: TrainConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    train_set: Any
+    generator: torch.Generator
+    device: torch.device
+    step: int = 0
+    elapsed_before: float = 0.0  # wall time of earlier sessions of this run (before a resume)
+    session_start: float = dataclasses.field(default_factory=time.monotonic)
+    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    # since the last log row: summed loss, wrong predictions, images, seconds spent in training steps
+    window: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0, 0, 0.0])
+
+    def elapsed(self) -> float:
+        """Wall time of this run so far, over all its sessions."""
+        return self.elapsed_before + time.monotonic() - self.session_start
+
+
+def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = None, progress: Progress | None = None,
+                time_limit_s: float | None = None) -> bool:  # fmt: skip
+    """Train from ``state.step`` up to iteration ``stop`` (the torchvision ``train_one_epoch`` of an iteration-counted
+    run). Logs every ``run.log_every`` iterations.
+
+    Returns:
+        ``False`` if it stopped because the run's wall time (:meth:`RunState.elapsed`) reached ``time_limit_s``,
+        else ``True``. With ``optim.clock = "time"`` the learning-rate schedule follows that wall time too: its
+        progress is ``elapsed / time_limit_s`` (the scheduler is not stepped), so it ends on time however fast the
+        machine runs.
+
+    Raises:
+        NonFiniteError: the loss became NaN or infinite.
+    """
+    cfg, model, device = state.cfg, state.model, state.device
+    o, bs = cfg.optim, cfg.optim.batch_size
+    sts = _transformers(model)
+    identities = {name: st.head.identity for name, st in sts.items()}
+    n_train = len(state.train_set)
+    model.train()
+    win = state.window
+    by_time = o.clock == "time"
+    factor = lr_factor_fn(o) if by_time else None
+    while state.step < stop:
+        elapsed = state.elapsed()
+        if time_limit_s is not None and elapsed >= time_limit_s:
+            return False
+        if by_time:  # the schedule's virtual iteration: the fraction of the time budget used, times iterations
+            f = factor(elapsed / time_limit_s * o.iterations)
+            for g in state.optimizer.param_groups:
+                g["lr"] = g["initial_lr"] * f
+        t_step = time.perf_counter()
+        idx = batch_indices(state.step, bs, n_train, cfg.run.seed)
+        images, labels = state.train_set.batch(idx, generator=state.generator)
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with record_theta(model, detach=o.identity_weight == 0) as thetas:
+            logits = model(images)
+        loss = F.cross_entropy(logits, labels)
+        total = loss
+        if o.identity_weight > 0:
+            penalty = sum(identity_penalty(t, identities[name]) for name, ts in thetas.items() for t in ts)
+            total = loss + o.identity_weight * penalty
+        state.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if o.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+        state.optimizer.step()
+        if not by_time:
+            state.scheduler.step()
+        state.step += 1
+        loss_val = float(loss.detach())
+        if not math.isfinite(loss_val):
+            raise NonFiniteError(f"the training loss became {loss_val} at iteration {state.step}: lower optim.lr or "
+                                 "optim.loc_lr_mult, set model.bound or optim.identity_weight")  # fmt: skip
+        win[0] += loss_val * labels.numel()
+        win[1] += int((logits.detach().argmax(1) != labels).sum())
+        win[2] += labels.numel()
+        win[3] += time.perf_counter() - t_step
+        if state.step % cfg.run.log_every == 0 or state.step == o.iterations:
+            row: dict[str, Any] = {"step": state.step, "phase": "train", "loss": win[0] / win[2],
+                                   "error": 100.0 * win[1] / win[2], "lr": state.optimizer.param_groups[0]["lr"],
+                                   "img_per_s": win[2] / max(win[3], 1e-9), "elapsed_s": state.elapsed()}  # fmt: skip
+            for name, ts in thetas.items():
+                if ts:
+                    stats = theta_stats(torch.cat([t.detach() for t in ts]))
+                    prefix = "" if len(thetas) == 1 else f"{name}/"
+                    row.update({prefix + k: v for k, v in stats.items()})
+            state.history.append({k: v for k, v in row.items() if k != "phase"})
+            if logger is not None:
+                logger.log(row)
+            if progress is not None:
+                progress.update(state.step, row)
+            win[:] = [0.0, 0, 0, 0.0]
+        elif progress is not None:
+            progress.update(state.step)
+    return True
+
+
+def _checkpoint_payload(state: RunState, in_shape, num_classes, final: bool) -> dict[str, Any]:
+    return {"config": to_dict(state.cfg), "model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
+            "scheduler": state.scheduler.state_dict(), "step": state.step, "rng": ckpt.get_rng_state(state.generator),
+            "version": ckpt.code_version(), "in_shape": list(in_shape), "num_classes": int(num_classes),
+            "elapsed_s": state.elapsed(), "final": final}  # fmt: skip
+
+
+def _check_resume_config(saved: TrainConfig, given: TrainConfig) -> TrainConfig:
+    """The saved config with the ``run`` fields a resume may change taken from ``given``; anything else differing is
+    an error (resuming a different experiment into the same directory)."""
+    a, b = to_dict(saved), to_dict(given)
+    diff = [f"{s}.{k}" for s in a for k in a[s] if a[s][k] != b[s][k] and not (s == "run" and k in RESUMABLE_RUN_KEYS)]
+    if diff:
+        raise ConfigError(f"cannot resume: the config differs from the checkpoint's in {', '.join(diff)}; "
+                          "use another --out or the same config")  # fmt: skip
+    return dataclasses.replace(saved, run=given.run)
+
+
+def _device(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"run.device={name!r} but CUDA is not available; use run.device=cpu (--device cpu)")
+    return torch.device(name)
+
+
+def fit(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool = False, gif: bool = False,
+        progress: bool = True, stop_after: int | None = None, stream: TextIO | None = None,
+        command: str | None = None, datasets: tuple[Any, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Train ``cfg`` (resolving its schedule), evaluate on the full test set and write the run directory.
+
+    Args:
+        cfg: the config; ``optim`` fields left unset come from its schedule.
+        out_dir: run directory (default ``cfg.run.out``, else ``runs/run``).
+        resume: continue from ``<out_dir>/last.pt`` (a fresh start if there is none).
+        gif: save the transformer's outputs at each evaluation and write ``st.gif`` at the end.
+        progress: show a progress bar / progress lines.
+        stop_after: stop (checkpointed, not evaluated) after this iteration, as if interrupted.
+        stream: where messages go (default stdout).
+        command: the command line recorded in ``result.json``.
+        datasets: ``(train_set, test_set)`` already built for ``cfg`` (default: built from ``cfg.data``).
+
+    Returns:
+        The result dict written to ``result.json`` (``test_error``, ``test_loss``, ``parameters``, ``steps``,
+        ``wall_s``, ...), or with ``stop_after`` a dict with ``"stopped": True`` and the step.
+    """
+    t0 = time.monotonic()
+    out = Path(out_dir or cfg.run.out or "runs/run")
+    cfg = resolve(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=str(out))))
+    say = (lambda msg: print(msg, file=stream or sys.stdout, flush=True)) if progress else (lambda msg: None)
+    saved = None
+    if resume and (out / "last.pt").is_file():
+        saved = ckpt.load_checkpoint(out / "last.pt")
+        cfg = _check_resume_config(from_dict(saved["config"]), cfg)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    if cfg.run.deterministic:
+        torch.use_deterministic_algorithms(True)
+    device = _device(cfg.run.device)
+    train_set, test_set = datasets if datasets is not None else build_datasets(cfg)
+    in_shape, num_classes = tuple(train_set.image_shape), int(train_set.num_classes)
+    torch.manual_seed(cfg.run.seed)
+    random.seed(cfg.run.seed)
+    model = build_model(cfg, in_shape, num_classes).to(device)
+    optimizer = build_optimizer(model, cfg.optim)
+    state = RunState(cfg, model, optimizer, build_scheduler(optimizer, cfg.optim), train_set,
+                     data_generator(cfg.run.seed), device)  # fmt: skip
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        state.scheduler.load_state_dict(saved["scheduler"])
+        ckpt.set_rng_state(saved["rng"], state.generator)
+        state.step, state.elapsed_before = int(saved["step"]), float(saved["elapsed_s"])
+        say(f"resuming {out} at iteration {state.step}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.toml").write_text(to_toml(cfg, header=f"torchstn run config (resolved); {command or ''}".strip()))
+    total, loc = count_parameters(model)
+    say(f"model {cfg.model.name}" + (f" ({cfg.model.transform})" if cfg.model.transform else "")
+        + f": {total:,} parameters ({loc:,} in localisation); data {cfg.data.variant} {in_shape}; "
+        + f"{cfg.optim.schedule} schedule: {cfg.optim.optimizer} lr {cfg.optim.lr:g} batch {cfg.optim.batch_size} "
+        + f"x {cfg.optim.iterations:,} iterations; device {device}, {torch.get_num_threads()} threads")
+
+    sts = list(_transformers(model))
+    logger = MetricsLogger(out, _theta_columns(sts) if sts else (), resume_step=state.step if saved else None)
+    iterations = cfg.optim.iterations
+    by_time = cfg.optim.clock == "time"
+    cap = iterations * _TIME_CLOCK_CAP if by_time else iterations  # by time, iterations is only the schedule's scale
+    stop = cap if stop_after is None else min(cap, stop_after)
+    every = [e for e in (cfg.run.eval_every, cfg.run.checkpoint_every) if e > 0]
+    frames = _GifFrames(out, model, test_set) if gif and sts else None
+    gif_every = cfg.run.eval_every or max(1, iterations // 10)
+    if frames is not None and state.step == 0:
+        frames.add(0)
+    time_limit_s = None if cfg.run.time_limit is None else cfg.run.time_limit * 60
+    bar = Progress(iterations, state.step, every=cfg.run.log_every, enabled=progress, stream=stream)
+    finished_in_time = True
+    state.session_start = time.monotonic()
+
+    def save(final: bool = False) -> None:
+        ckpt.save_checkpoint(out / "last.pt", _checkpoint_payload(state, in_shape, num_classes, final))
+
+    try:
+        while state.step < stop and finished_in_time:
+            nxt = min([stop] + [(state.step // e + 1) * e for e in every + [gif_every if frames else 0] if e > 0])
+            finished_in_time = train_steps(state, nxt, logger=logger, progress=bar, time_limit_s=time_limit_s)
+            if cfg.run.eval_every and state.step % cfg.run.eval_every == 0 and state.step < iterations:
+                res = evaluate(model, test_set, batch_size=cfg.run.eval_batch_size, device=device,
+                               limit=cfg.run.eval_limit)  # fmt: skip
+                logger.log({"step": state.step, "phase": "test", "loss": res["loss"], "error": res["error"],
+                            "elapsed_s": state.elapsed()})  # fmt: skip
+                bar.write(f"iteration {state.step}: test error {res['error']:.2f}% (loss {res['loss']:.4f}, "
+                          f"{res['n']} images)")  # fmt: skip
+            if frames is not None and state.step % gif_every == 0:
+                frames.add(state.step)
+            save()
+    except KeyboardInterrupt:
+        save()
+        bar.close()
+        logger.close()
+        say(f"interrupted at iteration {state.step}; checkpoint saved: continue with --resume --out {out}")
+        raise
+    bar.close()
+    completed = not finished_in_time if by_time else state.step >= iterations
+    if not finished_in_time and not by_time:
+        say(f"time limit of {cfg.run.time_limit:g} min reached at iteration {state.step}/{iterations}")
+    if stop_after is not None and state.step < cap and finished_in_time:
+        logger.close()
+        return {"stopped": True, "step": state.step, "out": str(out)}
+    train_s = state.elapsed()
+    res = evaluate(model, test_set, batch_size=cfg.run.eval_batch_size, device=device)
+    logger.log({"step": state.step, "phase": "test", "loss": res["loss"], "error": res["error"],
+                "elapsed_s": state.elapsed()})  # fmt: skip
+    logger.close()
+    save(final=True)
+    if frames is not None:
+        frames.add(state.step)
+        frames.write_gif(out / "st.gif")
+    result = {"test_error": res["error"], "test_loss": res["loss"], "test_images": res["n"], "steps": state.step,
+              "iterations": iterations, "completed": completed, "parameters": total,
+              "localisation_parameters": loc, "train_s": train_s, "wall_s": time.monotonic() - t0,
+              "device": _device_name(device), "threads": torch.get_num_threads(), "command": command or "",
+              "version": ckpt.code_version(), "config": to_dict(cfg)}  # fmt: skip
+    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    say(f"test error {res['error']:.2f}% on {res['n']:,} images after {state.step:,} iterations "
+        f"({train_s / 60:.1f} min training); run directory {out}")
+    return result
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+class _GifFrames:
+    """Saves the transformer's output on a fixed set of test images as PNG frames, then joins them into a GIF."""
+
+    def __init__(self, out: Path, model: nn.Module, test_set, n: int = 16):
+        self.dir, self.model = out / "gif", model
+        self.images, _ = test_set.batch(torch.arange(min(n, len(test_set))))
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def add(self, step: int) -> None:
+        from torchstn import viz
+
+        viz.save_frame(self.model, self.images, self.dir / f"frame_{step:08d}.png", title=f"iteration {step}")
+
+    def write_gif(self, path: Path) -> None:
+        from torchstn import viz
+
+        viz.write_gif(sorted(self.dir.glob("frame_*.png")), path)

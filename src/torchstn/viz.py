@@ -1,0 +1,188 @@
+"""Pictures of what a spatial transformer does: inputs with its sampling grid, and its outputs.
+
+:func:`st_figure` draws, for each image, the input with the transformer's sampling points and the outline of its
+output frame (the image of the output's border under ``T_theta``, in input pixels), and below it the transformer's
+output. :func:`save_frame` / :func:`write_gif` make the training GIF. matplotlib and pillow are imported only here,
+and only when called (``pip install torchstn[experiments]``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from torchstn.coords import pixel_from_normalised
+from torchstn.nn import SpatialTransformer, record_theta
+
+__all__ = ["transformer_views", "st_figure", "save_frame", "write_gif"]
+
+
+@torch.no_grad()
+def transformer_views(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
+    """Run ``model`` on ``images`` and capture every spatial transformer's input, output, theta and sampling points.
+
+    Returns:
+        ``(logits (B, K), views)``; each view is a dict with ``name``, ``input (B, C, H, W)``, ``output
+        (B, C, H', W')``, ``theta (B, P)`` and ``points (B, H', W', 2)``: the sampling points in input pixel
+        coordinates ``(x, y)`` (pixel centres at integers).
+    """
+    captured: dict[str, dict] = {}
+    handles = []
+    for name, m in model.named_modules():
+        if isinstance(m, SpatialTransformer):
+
+            def hook(_m, args, out, _name=name):
+                if _name not in captured:  # first call only (a module reused in a loop shows its first use)
+                    captured[_name] = {"input": args[0].detach(), "output": out.detach()}
+
+            handles.append(m.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with record_theta(model) as thetas:
+            logits = model(images)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    views = []
+    modules = dict(model.named_modules())
+    for name, c in captured.items():
+        st: SpatialTransformer = modules[name]
+        theta = thetas[name][0]
+        U, V = c["input"], c["output"]
+        grid = st.family.grid(theta, tuple(V.shape[2:]), align_corners=st.align_corners)  # (B, H', W', 2)
+        to_pix = pixel_from_normalised(tuple(U.shape[2:]), st.align_corners, dtype=grid.dtype)  # (3, 3)
+        points = grid @ to_pix[:2, :2].T + to_pix[:2, 2]  # (B, H', W', 2) in input pixels
+        views.append({"name": name, "input": U, "output": V, "theta": theta, "points": points})
+    return logits, views
+
+
+def _outline(points: torch.Tensor) -> torch.Tensor:
+    """Border of a point grid ``(H', W', 2)`` as a closed polyline ``(N, 2)``."""
+    top, right = points[0, :], points[:, -1]
+    bottom, left = points[-1, :].flip(0), points[:, 0].flip(0)
+    return torch.cat([top, right, bottom, left, points[:1, 0]])
+
+
+def _show(ax, image: torch.Tensor) -> None:
+    img = image.float().mean(0) if image.shape[0] != 3 else image.float().permute(1, 2, 0).clamp(0, 1)
+    ax.imshow(img.cpu().numpy(), cmap="gray", interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("drawing needs matplotlib: pip install matplotlib (or torchstn[experiments])") from None
+    return plt
+
+
+def st_figure(model: nn.Module, images: torch.Tensor, out: str | os.PathLike[str], *,
+              labels: torch.Tensor | None = None, grid_points: int = 7, title: str = "") -> Path:  # fmt: skip
+    """Save a figure of ``model``'s spatial transformers at work on ``images`` ``(B, C, H, W)``.
+
+    Row 1: each input with the sampling points (a ``grid_points`` x ``grid_points`` subset, dots) and the output
+    frame's outline (line), in the input's pixels. Row 2: the transformer's output. One such pair of rows per
+    transformer. Column titles give the prediction (and the label when ``labels`` is given).
+
+    Returns:
+        The path written.
+    """
+    plt = _pyplot()
+    logits, views = transformer_views(model, images)
+    pred = logits.argmax(1)
+    n = images.shape[0]
+    rows = max(1, 2 * len(views))
+    fig, axes = plt.subplots(rows, n, figsize=(1.4 * n, 1.5 * rows), squeeze=False)
+    for j in range(n):
+        head = f"pred {int(pred[j])}" + (f" ({int(labels[j])})" if labels is not None else "")
+        axes[0, j].set_title(head, fontsize=7, color="black" if labels is None or pred[j] == labels[j] else "red")
+    if not views:
+        for j in range(n):
+            _show(axes[0, j], images[j])
+    for v_i, view in enumerate(views):
+        pts = view["points"]
+        hp, wp = pts.shape[1:3]
+        sub_y = torch.linspace(0, hp - 1, min(grid_points, hp)).round().long()
+        sub_x = torch.linspace(0, wp - 1, min(grid_points, wp)).round().long()
+        for j in range(n):
+            ax_in, ax_out = axes[2 * v_i, j], axes[2 * v_i + 1, j]
+            _show(ax_in, view["input"][j])
+            h, w = view["input"].shape[2:]
+            dots = pts[j][sub_y][:, sub_x].reshape(-1, 2).cpu()
+            ax_in.scatter(dots[:, 0], dots[:, 1], s=2, c="tab:orange", linewidths=0)
+            line = _outline(pts[j]).cpu()
+            ax_in.plot(line[:, 0], line[:, 1], color="tab:red", linewidth=0.8)
+            ax_in.set_xlim(-0.5, w - 0.5)
+            ax_in.set_ylim(h - 0.5, -0.5)
+            _show(ax_out, view["output"][j])
+        label = view["name"] or "ST"
+        axes[2 * v_i, 0].set_ylabel(f"{label} input", fontsize=7)
+        axes[2 * v_i + 1, 0].set_ylabel(f"{label} output", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def _pil():
+    try:
+        from PIL import Image, ImageDraw
+    except ImportError:
+        raise ImportError("GIF frames need pillow: pip install pillow (it comes with matplotlib)") from None
+    return Image, ImageDraw
+
+
+def save_frame(model: nn.Module, images: torch.Tensor, out: str | os.PathLike[str], *, scale: int = 3,
+               title: str = "") -> Path:  # fmt: skip
+    """Save the first transformer's outputs on ``images`` as one tiled grayscale PNG (a GIF frame)."""
+    Image, ImageDraw = _pil()
+    _, views = transformer_views(model, images)
+    V = views[0]["output"].float().mean(1) if views else images.float().mean(1)  # (B, H', W')
+    b, h, w = V.shape
+    cols = min(b, 8)
+    rows = -(-b // cols)
+    lo, hi = float(V.min()), float(V.max())
+    V = ((V - lo) / max(hi - lo, 1e-6) * 255).round().to(torch.uint8)
+    top = 12 if title else 0
+    tile = torch.zeros(rows * (h + 2), cols * (w + 2), dtype=torch.uint8)
+    for k in range(b):
+        r, c = divmod(k, cols)
+        tile[r * (h + 2) + 1 : r * (h + 2) + 1 + h, c * (w + 2) + 1 : c * (w + 2) + 1 + w] = V[k]
+    img = Image.fromarray(tile.numpy(), mode="L").resize((tile.shape[1] * scale, tile.shape[0] * scale),
+                                                         Image.NEAREST)  # fmt: skip
+    if title:
+        canvas = Image.new("L", (img.width, img.height + top), 0)
+        canvas.paste(img, (0, top))
+        ImageDraw.Draw(canvas).text((2, 0), title, fill=255)
+        img = canvas
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    img.save(out)
+    return out
+
+
+def write_gif(frames: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *, ms: int = 400) -> Path | None:
+    """Join PNG ``frames`` into a looping GIF (the last frame held longer). Returns ``None`` if there are none."""
+    if not frames:
+        return None
+    Image, _ = _pil()
+    images = [Image.open(f).convert("L") for f in frames]
+    durations = [ms] * (len(images) - 1) + [ms * 4]
+    out = Path(out)
+    images[0].save(out, save_all=True, append_images=images[1:], duration=durations, loop=0)
+    return out

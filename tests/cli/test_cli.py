@@ -1,0 +1,148 @@
+import csv
+import json
+import runpy
+import sys
+import types
+
+import pytest
+
+from torchstn.cli import main
+
+TINY = """
+[model]
+name = "st_fcn"
+transform = "affine"
+hidden = [16, 16]
+st_pool = true
+
+[data]
+variant = "RTS"
+synthetic = 120
+
+[optim]
+schedule = "cpu"
+lr = 0.005
+batch_size = 16
+iterations = 6
+warmup = 0
+
+[run]
+threads = 1
+log_every = 2
+"""
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+def test_train_eval_show(tiny_config, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(tiny_config), "--out", str(run), "--set", "optim.iterations=4", "--quiet"]) == 0
+    result = json.loads((run / "result.json").read_text())
+    assert result["steps"] == 4 and "--set optim.iterations=4" in result["command"]
+    assert (run / "config.toml").read_text().count("iterations = 4") == 1
+
+    assert main(["eval", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "test error" in out and "RTS test set" in out
+
+    assert main(["show", str(run / "last.pt"), "--out", str(tmp_path / "fig.png"), "-n", "4"]) == 0
+    assert (tmp_path / "fig.png").stat().st_size > 1000
+
+    np = pytest.importorskip("numpy")
+    from torchstn.data.datasets import DistortedMNIST, synthetic_digits
+
+    images, labels = DistortedMNIST("RTS", "test", source=synthetic_digits(30, seed=5)).batch(list(range(30)))
+    np.savez(tmp_path / "mine.npz", images=images.numpy(), labels=labels.numpy())
+    assert main(["eval", str(run), "--data", str(tmp_path / "mine.npz")]) == 0
+    assert "mine.npz" in capsys.readouterr().out
+
+
+def test_train_progress_and_gif(tiny_config, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(tiny_config), "--out", str(run), "--gif", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "parameters" in out and "test error" in out
+    assert (run / "st.gif").stat().st_size > 0
+    rows = list(csv.DictReader(open(run / "metrics.csv", newline="")))
+    assert [r["step"] for r in rows if r["phase"] == "train"] == ["2", "4", "6"]
+
+
+def test_config_errors_are_one_line(tiny_config, capsys):
+    assert main(["train", str(tiny_config), "--set", "optim.lr=abc"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("torchstn train: error:") and "optim.lr" in err and "Traceback" not in err
+    assert main(["train", str(tiny_config), "--set", "model.nme=cnn"]) == 2
+    assert "Did you mean 'model.name'" in capsys.readouterr().err
+    assert main(["eval", "does/not/exist.pt"]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+
+
+def test_train_list_shows_packaged_configs(capsys):
+    assert main(["train", "--list"]) == 0
+    names = capsys.readouterr().out.split()
+    assert "demo" in names and "table1_rts_st_cnn_affine" in names
+
+
+def test_data_fetch_and_show(monkeypatch, tmp_path, capsys):
+    import torchstn.data.mnist as mnist
+
+    monkeypatch.setattr(mnist, "fetch_mnist", lambda root=None, source="auto": tmp_path / "mnist")
+    assert main(["data", "fetch", "mnist"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "mnist")
+
+    calls = []
+    fake = types.ModuleType("torchstn.data.show")
+    fake.save_samples_figure = lambda name, out, n=32, seed=0, root=None: calls.append((name, out, n)) or out
+    monkeypatch.setitem(sys.modules, "torchstn.data.show", fake)
+    assert main(["data", "show", "RTS", "--out", str(tmp_path / "rts.png"), "-n", "8"]) == 0
+    assert calls == [("RTS", str(tmp_path / "rts.png"), 8)]
+
+
+def test_reproduce_writes_tables(monkeypatch, tmp_path, capsys):
+    import torchstn.train.trainer as trainer
+
+    def fake_fit(cfg, out, **kwargs):
+        err = {0: 1.0, 1: 2.0}[cfg.run.seed]
+        return {"test_error": err, "parameters": 1234, "train_s": 60.0, "iterations": 10, "completed": True,
+                "device": "cpu", "config": {"model": {"name": cfg.model.name, "transform": cfg.model.transform}}}
+
+    monkeypatch.setattr(trainer, "fit", fake_fit)
+    argv = ["reproduce", "table1", "--seeds", "2", "--only", "rts/st_cnn_affine,R/fcn", "--out", str(tmp_path),
+            "--runs", str(tmp_path / "runs"), "--quiet"]
+    assert main(argv) == 0
+    rows = list(csv.DictReader(open(tmp_path / "table1_cpu.csv", newline="")))
+    assert [(r["variant"], r["model"], r["paper_error"]) for r in rows] == [("R", "fcn", "2.1"),
+                                                                            ("RTS", "st_cnn_affine", "0.5")]
+    assert rows[1]["ours_mean"] == "1.500" and rows[1]["ours_std"] == "0.707" and rows[1]["errors"] == "1.00;2.00"
+    md = (tmp_path / "table1_cpu.md").read_text()
+    assert "| RTS | st_cnn_affine | 0.5 | 1.50 +- 0.71 | 2 | 1,234 |" in md
+    assert "torchstn reproduce table1 --schedule cpu --seeds 2 --only RTS/st_cnn_affine" in md
+    assert main(["reproduce", "table1", "--only", "XYZ/*"]) == 2
+    assert "matches no Table 1 cell" in capsys.readouterr().err
+
+
+def test_demo_smoke(monkeypatch, tmp_path, capsys):
+    import torchstn.data.mnist as mnist
+
+    monkeypatch.setattr(mnist, "fetch_mnist", lambda root=None, source="auto": tmp_path)
+    argv = ["demo", "--minutes", "0.1", "--out", str(tmp_path / "demo"), "--quiet", "--set", "data.synthetic=120",
+            "--set", "model.channels=[4, 4]", "--set", "optim.batch_size=16", "--threads", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "RTS test error" in out and "ST-CNN 0.5%" in out and "CNN 0.8%" in out
+    assert (tmp_path / "demo" / "st.png").is_file() and (tmp_path / "demo" / "result.json").is_file()
+
+
+def test_python_dash_m_runs_the_cli(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["torchstn", "--help"])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_module("torchstn", run_name="__main__")
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("train", "eval", "show", "reproduce", "data", "demo"):
+        assert command in out
