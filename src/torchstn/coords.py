@@ -24,6 +24,7 @@ __all__ = [
     "identity_grid",
     "pixel_from_normalised",
     "normalised_from_pixel",
+    "to_homogeneous",
     "matrix_to_pixel",
     "matrix_from_pixel",
     "grid_to_displacement",
@@ -116,8 +117,8 @@ def pixel_from_normalised(
     return m
 
 
-def _homogeneous(matrix: torch.Tensor) -> torch.Tensor:
-    """(B, n, n+1) or (B, n+1, n+1) -> (B, n+1, n+1)."""
+def to_homogeneous(matrix: torch.Tensor) -> torch.Tensor:
+    """``(..., n, n+1)`` affine -> ``(..., n+1, n+1)`` with last row ``(0, ..., 0, 1)``; square input passes through."""
     if matrix.shape[-2] == matrix.shape[-1]:
         return matrix
     n = matrix.shape[-2]
@@ -156,7 +157,7 @@ def matrix_to_pixel(
     from torchstn._checks import look_up_option
 
     look_up_option("direction", direction, ("dst_to_src", "src_to_dst"))
-    h = _homogeneous(matrix).to(torch.float64)
+    h = to_homogeneous(matrix).to(torch.float64)
     n_out = normalised_from_pixel(out_size, align_corners, device=matrix.device)
     p_in = pixel_from_normalised(in_size, align_corners, device=matrix.device)
     pix = p_in @ h @ n_out
@@ -183,7 +184,7 @@ def matrix_from_pixel(
     from torchstn._checks import look_up_option
 
     look_up_option("direction", direction, ("dst_to_src", "src_to_dst"))
-    h = _homogeneous(matrix).to(torch.float64)
+    h = to_homogeneous(matrix).to(torch.float64)
     if direction == "src_to_dst":
         h = torch.linalg.inv(h)
     n_in = normalised_from_pixel(in_size, align_corners, device=matrix.device)

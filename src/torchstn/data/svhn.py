@@ -31,13 +31,13 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
 from torchstn.errors import DataError, OptionError
+from torchstn.train.checkpoint import save_checkpoint
 
 __all__ = ["SVHNRecord", "read_digit_struct", "read_split", "encode_sequence", "crop_box", "crop_resize",
            "prepare_svhn", "load_svhn", "SVHNData", "SVHNSequences", "MAX_DIGITS", "NULL_CLASS"]
@@ -216,19 +216,6 @@ def _read_png(path: Path) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(h, w, 3).permute(2, 0, 1)  # (3, H, W)
 
 
-def _atomic_save(obj: object, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def prepare_svhn(src_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], size: int = 64, *,
                  extra: bool = True, val_size: int = 5000, seed: int = 0, expand: float = 1.3,
                  context: float | None = None, log: Callable[[str], None] | None = print) -> dict:  # fmt: skip
@@ -314,7 +301,7 @@ def _prepare(src_dir, out_dir, size, extra, val_size, seed, expand, context, log
             if split == "train":
                 meta["mean"], meta["std"] = _channel_stats(data["images"])
             partial[split] = out_dir / f".svhn{size}_{split}.pt.partial"
-            _atomic_save({**data, **meta, "split": split}, partial[split])
+            save_checkpoint(partial[split], {**data, **meta, "split": split})  # atomic torch.save
             counts[split] = len(items)
             del data
         for split, tmp in partial.items():  # all three files, or none, replace the old ones

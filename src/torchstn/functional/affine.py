@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 
 from torchstn._checks import check_float_tensor, check_size
-from torchstn.coords import linspace_coords
+from torchstn.coords import linspace_coords, to_homogeneous
 from torchstn.errors import ShapeError
 
 __all__ = ["affine_grid", "compose_affine", "invert_affine", "to_homogeneous", "transform_points_affine"]
@@ -94,16 +94,6 @@ def affine_grid(matrix: torch.Tensor, out_size: Sequence[int] | int, align_corne
     n = matrix.shape[1]
     size = check_size("out_size", out_size, n)
     return _AffineGrid.apply(matrix, size, bool(align_corners))
-
-
-def to_homogeneous(matrix: torch.Tensor) -> torch.Tensor:
-    """``(..., n, n+1)`` affine -> ``(..., n+1, n+1)`` with last row ``(0, ..., 0, 1)``; square input passes through."""
-    if matrix.shape[-1] == matrix.shape[-2]:
-        return matrix
-    n = matrix.shape[-2]
-    last = torch.zeros(*matrix.shape[:-2], 1, n + 1, dtype=matrix.dtype, device=matrix.device)
-    last[..., 0, n] = 1
-    return torch.cat((matrix, last), dim=-2)
 
 
 def compose_affine(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
