@@ -159,7 +159,7 @@ def test_fake_digits_checksums():
 def test_real_mnist_test_set_checksum(variant, real_test):
     """The fixed test sets on real MNIST are the recorded bytes (CPU torch)."""
     ds = DistortedMNIST(variant, split="test", source=real_test)
-    images, labels = everything(ds)
+    images, _ = everything(ds)
     assert images.shape == (10_000, *SHAPES[variant])
     assert sha256(images) == REAL_SHA256[variant]
 
@@ -205,7 +205,7 @@ def test_colocalisation_boxes_contain_the_digit(digits):
         ix1, iy1, ix2, iy2 = ds.ink_boxes[i].long().tolist()
         assert x1 <= ix1 < ix2 <= x2 and y1 <= iy1 < iy2 <= y2
         assert float(images[i, 0, iy1:iy2, ix1:ix2].sum()) == pytest.approx(float(images[i].sum()))
-    image, label, box = ds[2]
+    _, label, box = ds[2]
     assert torch.equal(box, ds.boxes[2]) and int(label) == 7
 
 

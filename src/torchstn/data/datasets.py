@@ -24,7 +24,13 @@ from torchstn.data.datasets_base import (
 )
 from torchstn.data.datasets_extra import CoLocalisation, TensorFile
 from torchstn.data.datasets_synthetic import synthetic_digits
-from torchstn.data.distortions import Distortion, Extrude3D, RotateTranslateScale, canonical_variant, get_distortion
+from torchstn.data.distortions import (
+    Distortion,
+    Extrude3D,
+    RotateTranslateScale,
+    canonical_variant,
+    get_distortion,
+)
 
 __all__ = ["DistortedMNIST", "MNISTAddition", "CoLocalisation", "Volume3D", "TensorFile", "synthetic_digits",
            "TEST_SEED"]

@@ -12,7 +12,13 @@ from pathlib import Path
 import torch
 
 from torchstn._checks import look_up_option
-from torchstn.data.datasets_base import SPLITS, PaperDataset, mix_seed, resolve_source, to_float
+from torchstn.data.datasets_base import (
+    SPLITS,
+    PaperDataset,
+    mix_seed,
+    resolve_source,
+    to_float,
+)
 from torchstn.data.distortions_base import DIGIT
 from torchstn.data.distortions_canvas import TranslateClutter
 from torchstn.errors import DataError, OptionError
@@ -23,7 +29,7 @@ __all__ = ["CoLocalisation", "TensorFile"]
 def _ink_boxes(ink: torch.Tensor) -> torch.Tensor:
     """Tight boxes ``(n, 4)`` ``(x1, y1, x2, y2)`` in pixel edges of the True pixels of ``ink (n, H, W)``
     (``(W, H, 0, 0)`` for an empty image)."""
-    n, H, W = ink.shape
+    _, H, W = ink.shape
     cols, rows = ink.any(dim=1), ink.any(dim=2)  # (n, W), (n, H)
     xs, ys = torch.arange(W), torch.arange(H)
     x1 = torch.where(cols, xs, W).amin(dim=1)
