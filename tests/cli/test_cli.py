@@ -3,6 +3,7 @@ import json
 import runpy
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -139,9 +140,11 @@ def test_demo_smoke(monkeypatch, tmp_path, capsys):
 
 
 def test_python_dash_m_runs_the_cli(monkeypatch, capsys):
+    import torchstn
+
     monkeypatch.setattr(sys, "argv", ["torchstn", "--help"])
-    with pytest.raises(SystemExit) as exit_:
-        runpy.run_module("torchstn", run_name="__main__")
+    with pytest.raises(SystemExit) as exit_:  # what `python -m torchstn --help` runs
+        runpy.run_path(str(Path(torchstn.__file__).with_name("__main__.py")), run_name="__main__")
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     for command in ("train", "eval", "show", "reproduce", "data", "demo"):

@@ -1,3 +1,4 @@
+import csv
 import random
 
 import pytest
@@ -47,6 +48,9 @@ def test_interrupt_during_training_checkpoint_leaves_last_good_one(tmp_path, mon
     assert ckpt.load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 10
     result = fit(cfg, tmp_path / "run", resume=True, progress=False, datasets=toy_datasets())
     assert result["steps"] == 20
+    with open(tmp_path / "run" / "metrics.csv", newline="") as f:  # rows the crashed run logged after step 10 are gone
+        steps = [int(r["step"]) for r in csv.DictReader(f) if r["phase"] == "train"]
+    assert steps == [5, 10, 15, 20]
 
 
 def test_checkpoint_contents_load_weights_only(tmp_path):

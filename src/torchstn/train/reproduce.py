@@ -81,7 +81,8 @@ def table1_cells(only: Sequence[str] = ()) -> dict[str, str]:
     return dict(sorted(chosen.items(), key=lambda kv: _order(kv[0])))
 
 
-def _summary(cell: str, config: str, results: list[dict[str, Any]], schedule: str) -> dict[str, Any]:
+def _summary(cell: str, config: str, results: list[dict[str, Any]], schedule: str,
+             overrides: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
     variant, model = cell.split("/", 1)
     first = results[0]["config"]["model"]
     errors = [r["test_error"] for r in results]
@@ -92,7 +93,8 @@ def _summary(cell: str, config: str, results: list[dict[str, Any]], schedule: st
         "seeds": len(errors), "errors": errors, "parameters": results[0]["parameters"],
         "wall_s": statistics.fmean(r["train_s"] for r in results), "iterations": results[0]["iterations"],
         "completed": all(r["completed"] for r in results), "device": results[0]["device"],
-        "command": f"torchstn reproduce table1 --schedule {schedule} --seeds {len(errors)} --only {cell}",
+        "command": f"torchstn reproduce table1 --schedule {schedule} --seeds {len(errors)} --only {cell}"
+                   + "".join(f" --set {o}" for o in overrides),
         "config": config,
     }  # fmt: skip
 
@@ -168,7 +170,7 @@ def reproduce_table1(*, schedule: str = "cpu", seeds: int = 3, only: Sequence[st
                             command=f"torchstn train {config} --set optim.schedule={schedule} --set run.seed={seed}")
             say(f"  {cell} seed {seed}: {result['test_error']:.2f}% in {(time.monotonic() - t0) / 60:.1f} min")
             results.append(result)
-        rows.append(_summary(cell, config, results, schedule))
+        rows.append(_summary(cell, config, results, schedule, overrides))
         md, _ = write_table(rows, out, schedule)
     if rows:
         say(f"wrote {md} and {md.with_suffix('.csv')}")

@@ -6,9 +6,10 @@ config leaves unset. Three are shipped (``docs/training.md`` explains each choic
 * ``paper``: the paper's protocol (§4.1): SGD, batch 256, lr 0.01 x0.1 every 50k iterations, 150k iterations, no
   weight decay. The paper says "SGD" and no more; we read it as **plain SGD (momentum 0)**: set
   ``optim.momentum=0.9`` for the common alternative.
-* ``cpu``: a short schedule for a 2-core CPU (about 10-20 minutes per Table 1 cell): Adam, batch 128, lr 2e-3,
-  linear warm-up then cosine decay to zero over 4k iterations (512k images, 8.5 epochs), localisation nets at the
-  same lr (measured on RTS with Adam over 1,500 iterations: 1.96% test error with x1 against 2.74% with x0.1).
+* ``cpu``: a short schedule for a 2-core CPU (20-35 minutes per CNN-sized Table 1 cell; ST-CNN on RTS: 0.87% in
+  23 min on one thread): Adam, batch 128, lr 2e-3, linear warm-up then cosine decay to zero over 4k iterations
+  (512k images, 8.5 epochs), localisation nets at the same lr (measured on RTS with Adam over 1,500 iterations:
+  1.96% test error with x1 against 2.74% with x0.1).
 * ``demo``: the README demo: the ``cpu`` recipe at lr 6e-3 (best of 2e-3 / 4e-3 / 6e-3 / 8e-3 for runs of about
   1,000 iterations) and on the clock (``clock="time"``: warm-up and decay spread over ``run.time_limit`` minutes,
   however busy the machine is).

@@ -281,7 +281,7 @@ def fit(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool = F
     say(f"model {cfg.model.name}" + (f" ({cfg.model.transform})" if cfg.model.transform else "")
         + f": {total:,} parameters ({loc:,} in localisation); data {cfg.data.variant} {in_shape}; "
         + f"{cfg.optim.schedule} schedule: {cfg.optim.optimizer} lr {cfg.optim.lr:g} batch {cfg.optim.batch_size} "
-        + f"x {cfg.optim.iterations:,} iterations; device {device}, {torch.get_num_threads()} threads")
+        + f"x {cfg.optim.iterations:,} iterations; device {device}, {_threads()}")
 
     sts = list(_transformers(model))
     logger = MetricsLogger(out, _theta_columns(sts) if sts else (), resume_step=state.step if saved else None)
@@ -354,7 +354,12 @@ def _device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     import platform
 
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"cpu ({platform.processor() or platform.machine()}, {_threads()})"
+
+
+def _threads() -> str:
+    n = torch.get_num_threads()
+    return f"{n} thread{'' if n == 1 else 's'}"
 
 
 class _GifFrames:
