@@ -18,12 +18,13 @@ from torchstn.errors import TorchstnError
 
 __all__ = ["main", "get_args_parser"]
 
-_COMMANDS = ("train", "eval", "show", "reproduce", "data", "demo")
+_COMMANDS = ("train", "eval", "show", "reproduce", "data", "demo", "svhn", "cub")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subparser per command."""
     from torchstn.cli import data, demo, evaluate, reproduce, show, train
+    from torchstn.experiments import cub, svhn
 
     parser = argparse.ArgumentParser(
         prog="torchstn", description="Spatial Transformer Networks: train, evaluate, show and reproduce the paper."
@@ -38,6 +39,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         ("reproduce", reproduce, "run the paper's experiments and write a results table"),
         ("data", data, "fetch or look at data"),
         ("demo", demo, "fetch MNIST, train an ST-CNN on RTS for a few minutes, evaluate and draw it"),
+        ("svhn", svhn, "SVHN multi-digit (paper Table 2): prepare the format-1 release, train, evaluate"),
+        ("cub", cub, "CUB-200-2011 (paper Table 3): train, evaluate, show the parts"),
     ]:
         p = sub.add_parser(name, help=help_, description=(module.__doc__ or help_).strip().splitlines()[0])
         module.get_args_parser(p)
