@@ -1,61 +1,62 @@
-"""Anti-aliased sampling: quality (PSNR against a supersampled box-filter reference) and speed (forward + backward).
+"""Anti-aliased sampling: quality (PSNR against supersampled references) and speed (forward + backward).
 
 Question: does ``torchstn.sample(..., antialias=True)`` remove the aliasing of a zooming-out spatial transformer, how
-close does it get to an ideal area filter, and what does it cost next to ``F.grid_sample``?
+close does it get to the ideal area filter, and what does it cost next to ``F.grid_sample``?
 
-Method (see ``docs/antialias.md``):
+Case ``quality`` (no timing):
 
 * Images (512x512, values in [0, 1]): a zone plate (unaliased over the region used: at most 0.35 cycles/px), a
   procedural "natural-ish" image (fractal 1/f noise, hard-edged shapes, patches of fine gratings), and a mosaic of
   real MNIST test digits when they are in the local cache.
 * Transforms: the central 256x256 input region mapped to an output of ``256/s`` pixels (s = 2, 4, 8), with and
-  without a 30 degree rotation; plus an anisotropic case (4x along x, 1x along y).
+  without a 30 degree rotation; 3x at 10 degrees; an anisotropic case (4x along x, 1x along y).
 * References (float64): (1) "box", the ideal area filter: the mean of the input pixels under each output pixel's
   footprint parallelogram, each weighted by the area it covers (``K x K`` stratified nearest-pixel sub-samples per
   output pixel, ``K = max(16, 4 s)``, so 4+ per input pixel and axis); (2) "gaussian": a Gaussian with that box's
   covariance (``J J^T / 12``) on the bilinear reconstruction of the input, densely sampled.
-* Metrics: PSNR in dB (peak 1) against each reference for ours, ``F.grid_sample`` bilinear / bicubic,
-  ``F.interpolate(antialias=True)`` (bilinear) and ``F.interpolate(mode="area")`` (pure scaling only), and the
-  alternative designs we measured (other levels and tap counts of our sampler, a Gaussian prefilter).
-* Speed: B=16, 3x224x224 -> 56x56, a random per-sample rotation and ~4x zoom-out, forward + backward with gradients for
-  the input and theta, ``torch.set_num_threads(2)``, glibc malloc thresholds raised (the script re-executes itself
-  with them), several fresh worker processes, every method interleaved in every round; the median time and the
-  median of per-round ratios to bilinear ``grid_sample`` are reported.
+* PSNR in dB (peak 1, capped at 60 = equal up to rounding) against each reference for ours, ``F.grid_sample``
+  bilinear / bicubic, ``F.interpolate(antialias=True)`` (bilinear) and ``F.interpolate(mode="area")`` (pure scaling
+  only), and the alternative designs we measured (other levels and tap counts of our sampler, a Gaussian
+  prefilter). Also draws ``docs/img/antialias.png``.
 
-Run: ``python benchmarks/bench_antialias.py`` (about 2 minutes on 2 cores); ``--quick`` for a smoke run.
-Writes ``benchmarks/results/antialias.json`` and ``docs/img/antialias.png``.
+Case ``speed``: B=16, 3x224x224 -> 56x56, a random per-sample rotation (+-30 deg) and zoom-out (4x +- 10%), forward +
+backward with gradients for the input and theta, every method timed interleaved by the shared harness
+(``benchmarks/README.md``: fresh process, warm-up, quiet-machine gate, median and per-repeat ratios to bilinear
+``grid_sample``).
+
+Run: ``python benchmarks/bench_antialias.py --until-quiet 600`` (the published numbers); ``--only quality`` for the
+PSNR part alone (~30 s); ``--render benchmarks/results/antialias.json`` for the tables.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
-import platform
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-import torchstn
-from torchstn.functional.affine import affine_grid
-from torchstn.functional.antialias import TAP_SHARE, _sample_antialiased, affine_jacobian
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+from _common import Method, fmt_ms, fmt_ratio, paired_ratio, table, time_interleaved  # noqa: E402
+
+import torchstn  # noqa: E402
+from torchstn.functional.affine import affine_grid  # noqa: E402
+from torchstn.functional.antialias import TAP_SHARE, _sample_antialiased, affine_jacobian  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1073741824", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
+PICTURE = ROOT / "docs" / "img" / "antialias.png"
 SIZE = 512  # input images are SIZE x SIZE
 REGION = 256  # the central region the output covers, in input pixels
-# the design space of our sampler: input pixels of a footprint edge one tap covers (the pyramid filters within a tap)
-ALTERNATIVES = {  # name: options of the private core
-    "alt: classic mip-map level log2(q)": dict(classic_level=True),
-    "alt: mip-map + taps (tap_share=2)": dict(tap_share=2.0),
-    "alt: supersampling (tap_share=1)": dict(tap_share=1.0),
+# the design space of our sampler (options of its private core)
+ALTERNATIVES = {
+    "alt: classic mip-map level log2(q)": {"classic_level": True},
+    "alt: mip-map + taps (tap_share=2)": {"tap_share": 2.0},
+    "alt: supersampling (tap_share=1)": {"tap_share": 1.0},
 }
+CASES = [{"part": "quality"}, {"part": "speed"}]
 
 
 # ---------------------------------------------------------------------------------------------------- images
@@ -161,7 +162,7 @@ def gaussian_prefilter(img: torch.Tensor, m: torch.Tensor, out_size) -> torch.Te
     B, C = img.shape[:2]
     J = affine_jacobian(m, img.shape[2:], out_size)  # (B, 2, 2)
     cov = J @ J.transpose(1, 2) / 12.0 + 1e-3 * torch.eye(2, dtype=img.dtype)
-    rad = int(math.ceil(3 * math.sqrt(float(cov.diagonal(dim1=1, dim2=2).max()))))
+    rad = math.ceil(3 * math.sqrt(float(cov.detach().diagonal(dim1=1, dim2=2).max())))
     c = torch.arange(-rad, rad + 1, dtype=img.dtype)
     pts = torch.stack(torch.meshgrid(c, c, indexing="xy"), dim=-1)  # (k, k, 2) as (x, y)
     kern = torch.exp(-0.5 * torch.einsum("hwi,bij,hwj->bhw", pts, torch.linalg.inv(cov), pts))
@@ -197,12 +198,12 @@ def psnr(x: torch.Tensor, ref: torch.Tensor) -> float:
     return min(PSNR_CAP, 10 * math.log10(1.0 / max(mse, 1e-30)))
 
 
-def quality(quick: bool) -> tuple[dict, dict]:
+def quality() -> tuple[dict, dict]:
     images = {"zone plate": zone_plate(), "natural-ish": natural_image()}
     digits = mnist_mosaic()
     if digits is not None:
         images["MNIST mosaic"] = digits
-    cases = [(s, s, d) for s in ((4,) if quick else (2, 4, 8)) for d in (0, 30)] + [(3, 3, 10), (4, 1, 0), (4, 1, 30)]
+    cases = [(s, s, d) for s in (2, 4, 8) for d in (0, 30)] + [(3, 3, 10), (4, 1, 0), (4, 1, 30)]
     table, pictures = {}, {}
     for name, im in images.items():
         img = im.view(1, 1, SIZE, SIZE)
@@ -226,7 +227,8 @@ def summarise(table: dict) -> dict:
     for r in ("box", "gaussian"):
         names = [k for k in next(iter(table.values()))[r] if all(k in t[r] for t in table.values())]
         out[f"mean_psnr_{r}"] = {k: round(statistics.mean(t[r][k] for t in table.values()), 2) for k in names}
-        gains = {key: round(t[r]["ours"] - t[r]["grid_sample bilinear"], 2) for key, t in table.items() if "| 4x |" in key}
+        gains = {key: round(t[r]["ours"] - t[r]["grid_sample bilinear"], 2)
+                 for key, t in table.items() if "| 4x |" in key}
         out[f"ours_minus_bilinear_at_4x_{r}"] = gains
         out[f"ours_minus_interpolate_antialias_pure_scale_{r}"] = {
             key: round(t[r]["ours"] - t[r]["F.interpolate bilinear antialias"], 2)
@@ -242,18 +244,19 @@ def _timing_setup(B=16, C=3, n_in=224, n_out=56, seed=0):
     scale = 1.0 + 0.2 * (torch.rand(B, generator=g) - 0.5)  # zoom-out 4x +- 10% (the out size gives the 4x)
     rot = torch.stack((torch.stack((ang.cos(), -ang.sin()), 1), torch.stack((ang.sin(), ang.cos()), 1)), 1)
     shift = (torch.rand(B, 2, 1, generator=g) - 0.5) * 0.1
-    theta = torch.cat((rot * scale.view(B, 1, 1), shift), dim=2).requires_grad_()
-    return U, theta, (n_out, n_out)
+    theta = torch.cat((rot * scale.view(B, 1, 1), shift), dim=2).requires_grad_()  # (B, 2, 3)
+    grad_out = torch.randn(B, C, n_out, n_out, generator=g)
+    return U, theta, grad_out, (n_out, n_out)
 
 
-def _timed_methods(U, theta, out_size):
+def _speed_fns(U, theta, grad_out, out_size) -> dict:
     in_size = tuple(U.shape[2:])
 
     def run(fn):
-        def step():
-            out = fn()
-            out.backward(torch.ones_like(out))
-        return step
+        return lambda: torch.autograd.grad(fn(), [U, theta], grad_out)
+
+    def jac():
+        return affine_jacobian(theta, in_size, out_size).view(-1, 1, 1, 2, 2)
 
     return {
         "grid_sample bilinear": run(lambda: F.grid_sample(U, affine_grid(theta, out_size), align_corners=False)),
@@ -261,51 +264,33 @@ def _timed_methods(U, theta, out_size):
                                                          align_corners=False)),
         "ours (footprint from grid)": run(lambda: torchstn.sample(U, affine_grid(theta, out_size), antialias=True)),
         "ours (footprint from matrix)": run(lambda: torchstn.sample(
-            U, affine_grid(theta, out_size), antialias=True,
-            jacobian=affine_jacobian(theta, in_size, out_size))),
-        **{name: run(lambda kw=kw: _sample_antialiased(
-            U, affine_grid(theta, out_size), affine_jacobian(theta, in_size, out_size).view(-1, 1, 1, 2, 2),
-            "zeros", False, **kw)) for name, kw in ALTERNATIVES.items() if "classic" not in name},
+            U, affine_grid(theta, out_size), antialias=True, jacobian=affine_jacobian(theta, in_size, out_size))),
+        **{name: run(lambda kw=kw: _sample_antialiased(U, affine_grid(theta, out_size), jac(), "zeros", False, **kw))
+           for name, kw in ALTERNATIVES.items() if "classic" not in name},
         "alt: Gaussian prefilter": run(lambda: gaussian_prefilter(U, theta, out_size)),
     }
 
 
-def timing_worker(rounds: int) -> dict:
-    torch.set_num_threads(2)
-    U, theta, out_size = _timing_setup()
-    fns = _timed_methods(U, theta, out_size)
-    times = {k: [] for k in fns}
-    for r in range(rounds + 3):
-        for k, fn in fns.items():
-            U.grad = None
-            theta.grad = None
-            t0 = time.perf_counter()
-            fn()
-            dt = time.perf_counter() - t0
-            if r >= 3:  # warm-up rounds dropped
-                times[k].append(dt)
-    return times
-
-
-def speed(quick: bool) -> dict:
-    procs, rounds = (1, 5) if quick else (5, 30)
-    times: dict[str, list[float]] = {}
-    for _ in range(procs):  # fresh processes: allocator and thread-pool state do not carry over
-        res = subprocess.run([sys.executable, __file__, "--timing-worker", str(rounds)], capture_output=True,
-                             text=True, check=True, env={**os.environ, **MALLOC_ENV})
-        for k, v in json.loads(res.stdout.strip().splitlines()[-1]).items():
-            times.setdefault(k, []).extend(v)
-    base = times["grid_sample bilinear"]
-    out = {}
-    for k, v in times.items():
-        ratios = [a / b for a, b in zip(v, base)]  # same round: same machine load
-        out[k] = {"median_ms": round(1e3 * statistics.median(v), 3),
-                  "p25_ms": round(1e3 * statistics.quantiles(v, n=4)[0], 3),
-                  "p75_ms": round(1e3 * statistics.quantiles(v, n=4)[2], 3),
-                  "median_ratio_to_bilinear": round(statistics.median(ratios), 2)}
-        print(f"{k:34s} {out[k]}", flush=True)
-    return {"runs": len(base), "processes": procs, "setup": "B=16, 3x224x224 -> 56x56, per-sample rotation +-30 deg, "
-            "zoom-out 4x +-10%, forward + backward (grad for input and theta), 2 threads", "results": out}
+def run_case(case: dict, method: Method) -> dict:
+    if case["part"] == "quality":
+        table_, pictures = quality()
+        picture(pictures, PICTURE)
+        return {"reference": "box: the area-weighted mean of the input pixels under each output pixel's footprint "
+                             "parallelogram (K x K stratified nearest-pixel sub-samples, K = max(16, 4 s), float64)",
+                "reference_2": "gaussian: a Gaussian with the box's covariance J J^T / 12 on the bilinear "
+                               "reconstruction, densely sampled",
+                "ours": f"torchstn.sample(..., antialias=True): mip-map + anisotropy taps, tap_share={TAP_SHARE}",
+                "psnr_cap_db": PSNR_CAP, "summary": summarise(table_), "psnr_db": table_}
+    U, theta, grad_out, out_size = _timing_setup()
+    fns = _speed_fns(U, theta, grad_out, out_size)
+    with torch.no_grad():  # the two footprint sources must agree
+        g = affine_grid(theta, out_size)
+        a = torchstn.sample(U, g, antialias=True)
+        b = torchstn.sample(U, g, antialias=True, jacobian=affine_jacobian(theta, U.shape[2:], out_size))
+    stats = time_interleaved(fns, method)
+    ratios = {k: paired_ratio(stats, k, "grid_sample bilinear") for k in fns}
+    return {"stats": stats, "ratio_to_bilinear": ratios,
+            "checks": {"grid_vs_matrix_footprint_max_abs_diff": float((a - b).abs().max())}}
 
 
 # ---------------------------------------------------------------------------------------------------- picture
@@ -323,7 +308,8 @@ def picture(pictures: dict, path: Path) -> None:
         for j, c in enumerate(cols):
             ax = axes[i, j]
             ax.imshow(pictures[r][c][0, 0].clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            label = c.replace("alt: mip-map + taps ", "ours, ").replace("grid_sample ", "grid_sample\n")
+            label = c.replace("alt: mip-map + taps (tap_share=2)", "ours, tap_share=2")
+            label = label.replace("grid_sample ", "grid_sample\n")
             ax.set_title(label if j == 0 else f"{label}\n{psnr(pictures[r][c], ref):.1f} dB", fontsize=7)
             ax.set_xticks([])
             ax.set_yticks([])
@@ -335,40 +321,27 @@ def picture(pictures: dict, path: Path) -> None:
     print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one scale, few timing rounds (smoke test)")
-    parser.add_argument("--no-speed", action="store_true", help="skip the timings (keeps those already saved)")
-    parser.add_argument("--timing-worker", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "antialias.json")
-    parser.add_argument("--picture", type=Path, default=ROOT / "docs" / "img" / "antialias.png")
-    args = parser.parse_args()
-    if args.timing_worker:
-        print(json.dumps(timing_worker(args.timing_worker)))
-        return
-    table, pictures = quality(args.quick)
-    result = {
-        "versions": {"torch": torch.__version__, "torchstn": torchstn.__version__, "python": platform.python_version()},
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": 2},
-        "reference": "box: the ideal area filter, the area-weighted mean of the input pixels under each output "
-                     "pixel's footprint parallelogram (K x K stratified nearest-pixel sub-samples, K = max(16, 4 s), "
-                     "float64)",
-        "ours": f"torchstn.sample(..., antialias=True): mip-map + anisotropy taps, tap_share={TAP_SHARE}",
-        "psnr_cap_db": PSNR_CAP,
-        "reference_2": "Gaussian with the footprint box's covariance J J^T / 12 on the bilinear reconstruction",
-        "summary": summarise(table),
-        "psnr_db": table,
-    }
-    if not args.no_speed:
-        result["speed"] = speed(args.quick)
-    elif args.out.exists():  # keep the timings of the last full run
-        result["speed"] = json.loads(args.out.read_text()).get("speed")
-    if not args.quick:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.out}")
-        picture(pictures, args.picture)
+def render(doc: dict) -> str:
+    out = [f"Command: `{doc['command']}`  ", _common.env_line(doc), ""]
+    for res in doc["cases"]:
+        if res["case"]["part"] == "quality":
+            out += ["PSNR (dB) against the area filter (box) and a Gaussian, mean over the images:", ""]
+            rows = []
+            names = ["grid_sample bilinear", "grid_sample bicubic", "ours", *ALTERNATIVES, "alt: Gaussian prefilter"]
+            for case in ("2x | rot 30", "3x | rot 10", "4x | rot 0", "4x | rot 30", "8x | rot 30", "4x x 1y | rot 30"):
+                keys = [k for k in res["psnr_db"] if k.split("|", 1)[1].strip() == case]
+                for ref in ("box", "gaussian"):
+                    means = [statistics.mean(res["psnr_db"][k][ref][m] for k in keys) for m in names]
+                    rows.append([case.replace(" | ", ", "), ref] + [f"{v:.1f}" for v in means])
+            out += [table(["case", "reference", *[n.replace("alt: ", "") for n in names]], rows), ""]
+        else:
+            rows = [[k, fmt_ms(s), fmt_ratio(res["ratio_to_bilinear"][k])] for k, s in res["stats"].items()]
+            g = res["gate"]
+            out += [(f"Forward + backward, B=16, 3x224x224 -> 56x56, ms median [IQR], ratio to bilinear per repeat "
+                     f"median [quartiles]; quiet {g['quiet_repeats']}/{g['repeats']}:"), ""]
+            out += [table(["method", "time (ms)", "ratio to grid_sample bilinear"], rows), ""]
+    return "\n".join(out)
 
 
 if __name__ == "__main__":
-    main()
+    _common.main("antialias", __doc__.splitlines()[0], CASES, run_case, render)

@@ -27,9 +27,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from torchstn._checks import check_float_tensor, check_rank, look_up_option
+from torchstn._checks import check_float_tensor
 from torchstn.coords import _axis_scale_shift
 from torchstn.errors import OptionError, ShapeError
+from torchstn.functional.sample import _check_args, _sample
 
 __all__ = [
     "sample_antialiased",
@@ -49,6 +50,7 @@ MAX_TAPS = 8
 #: Footprint edges shorter than ``1 + TOLERANCE`` input pixels count as no downsampling (absorbs rounding in the
 #: finite differences, so identity, upsampling and pure rotations give plain bilinear sampling bit for bit).
 TOLERANCE = 1e-3
+
 
 def _inv_scales(size: Sequence[int], align_corners: bool) -> list[float]:
     """Input pixels per normalised unit along (x, y[, z]) for an input of spatial ``size``."""
@@ -158,11 +160,12 @@ def _plan(edges: torch.Tensor, tap_share: float, max_taps: int, classic_level: b
 def footprint_plan(
     jacobian: torch.Tensor, *, tap_share: float = TAP_SHARE, max_taps: int = MAX_TAPS
 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """The filter :func:`torchstn.sample` with ``antialias=True`` applies for footprint Jacobians ``(B, *out, n, n)``.
+    """The filter :func:`torchstn.sample` with ``antialias=True`` applies for footprint Jacobians ``(B, n, n)`` (per
+    sample) or ``(B, *out, n, n)`` (per pixel).
 
     Returns:
-        ``level (B, *out)``: continuous pyramid level (0 = full resolution, ``l`` = boxes of ``2^l`` pixels);
-        ``span (B, *out, n)``: how far the taps spread along each footprint edge, in input pixels; the tap counts.
+        ``level (B[, *out])``: continuous pyramid level (0 = full resolution, ``l`` = boxes of ``2^l`` pixels);
+        ``span (B[, *out], n)``: how far the taps spread along each footprint edge, in input pixels; the tap counts.
 
     Example:
         >>> J = torch.diag(torch.tensor([4.0, 1.0])).view(1, 2, 2)  # 4x zoom-out in x, none in y
@@ -230,7 +233,7 @@ def _pool(x: torch.Tensor, k: int, pad_zeros: bool) -> torch.Tensor:
 
 
 def _read(img, g, padding_mode, align_corners):
-    """Bilinear reads at ``g (B, *out, n)`` or, with taps, ``(B, T, *out, n)``; returns the tap means ``(B, C, *out)``."""
+    """Bilinear reads at ``g (B, *out, n)`` or, with taps, ``(B, T, *out, n)``; returns tap means ``(B, C, *out)``."""
     if g.dim() == img.dim():
         return F.grid_sample(img, g, mode="bilinear", padding_mode=padding_mode, align_corners=align_corners)
     B, T, out_size = g.shape[0], g.shape[1], g.shape[2:-1]
@@ -244,7 +247,8 @@ def _sample_antialiased(input, grid, jac, padding_mode, align_corners, *, tap_sh
     """Core of ``sample(..., antialias=True)`` for zero/border/reflection padding (fill is reduced to zeros)."""
     in_size = tuple(input.shape[2:])
     edges = _grid_edges(grid, in_size, align_corners) if jac is None else jac.movedim(-1, 0).movedim(-1, 1)
-    level, spans, w, counts = _plan(edges, tap_share, max_taps, classic_level)  # level (B, *out), or (B, 1, .., 1) per sample
+    # level (B, *out), or (B, 1, .., 1) for per-sample Jacobians
+    level, spans, w, counts = _plan(edges, tap_share, max_taps, classic_level)
     top = max(1, math.ceil(math.log2(max(in_size))))  # a level of a single pixel
     lo, hi = (float(v) for v in torch.aminmax(level.detach()))
     if hi > top:  # footprints larger than the image read its single-pixel level
@@ -321,47 +325,39 @@ def sample_antialiased(
         >>> sample_antialiased(stripes, identity_grid((4, 4)), tap_share=1.0)[0, 0, 0]  # 4x along x only
         tensor([0.5000, 0.5000, 0.5000, 0.5000])
     """
-    check_float_tensor("input", input)
-    check_float_tensor("grid", grid)
-    check_rank("input", input, (4, 5), "(B, C, H, W) / (B, C, D, H, W)")
-    look_up_option("padding_mode", padding_mode, ("zeros", "border", "reflection", "fill"))
-    n = input.dim() - 2
-    if grid.dim() != n + 2 or grid.shape[-1] != n or grid.shape[0] not in (1, input.shape[0]):
-        raise ShapeError(f"grid must be (B={input.shape[0]}, *out, {n}) for input {tuple(input.shape)}, "
-                         f"got {tuple(grid.shape)}")
+    grid = _check_args(input, grid, "bilinear", padding_mode)
     if not float(tap_share) >= 1.0:
         raise OptionError(f"tap_share must be >= 1 input pixel (inf for a plain mip-map), got {tap_share!r}")
     if isinstance(max_taps, bool) or not isinstance(max_taps, int) or max_taps < 1:
         raise OptionError(f"max_taps must be a positive int, got {max_taps!r}")
-    grid = grid.expand(input.shape[0], *grid.shape[1:])
+    return _antialiased(input, grid, padding_mode, fill_value, align_corners, jacobian, float(tap_share), max_taps)
+
+
+def _check_jacobian(jacobian: torch.Tensor | None, input: torch.Tensor, grid: torch.Tensor) -> torch.Tensor | None:
+    """A user Jacobian ``(B, n, n)`` or ``(B, *out, n, n)`` as ``(B, *out or 1s, n, n)`` in the dtype of ``input``."""
+    if jacobian is None:
+        return None
+    n, B = input.dim() - 2, input.shape[0]
+    check_float_tensor("jacobian", jacobian)
+    if jacobian.shape[-2:] != (n, n) or jacobian.dim() not in (3, n + 3) or jacobian.shape[0] not in (1, B):
+        raise ShapeError(
+            f"jacobian must be (B, {n}, {n}) or (B, *out, {n}, {n}) for a {n}D sample, got {tuple(jacobian.shape)}"
+        )
+    if jacobian.dim() == 3:
+        jacobian = jacobian.view(jacobian.shape[0], *([1] * n), n, n)
+    elif tuple(jacobian.shape[1:-2]) != tuple(grid.shape[1:-1]):
+        raise ShapeError(f"per-pixel jacobian {tuple(jacobian.shape)} does not match grid {tuple(grid.shape)}")
+    return jacobian.to(input.dtype).expand(B, *jacobian.shape[1:])
+
+
+def _antialiased(input, grid, padding_mode, fill_value, align_corners, jacobian, tap_share=TAP_SHARE,
+                 max_taps=MAX_TAPS):
+    """Checked arguments (``grid`` batch == ``input`` batch) -> the anti-aliased sample, in the dtype of ``input``."""
     work = torch.promote_types(grid.dtype, input.dtype)
-    out = _antialiased(input.to(work), grid.to(work), padding_mode, fill_value, align_corners, jacobian,
-                       tap_share=float(tap_share), max_taps=max_taps)
-    return out.to(input.dtype)
+    x, g = input.to(work), grid.to(work)
+    jac = _check_jacobian(jacobian, x, g)
 
+    def read(img, padding):
+        return _sample_antialiased(img, g, jac, padding, align_corners, tap_share=tap_share, max_taps=max_taps)
 
-def _antialiased(input, grid, padding_mode, fill_value, align_corners, jacobian, **plan_options):
-    """Validated inputs of one dtype, grid batch == input batch: check ``jacobian``, reduce fill to zeros."""
-    n = input.dim() - 2
-    if jacobian is not None:
-        check_float_tensor("jacobian", jacobian)
-        B = input.shape[0]
-        if jacobian.shape[-2:] != (n, n) or jacobian.dim() not in (3, n + 3) or jacobian.shape[0] not in (1, B):
-            raise ShapeError(
-                f"jacobian must be (B, {n}, {n}) or (B, *out, {n}, {n}) for a {n}D sample, got {tuple(jacobian.shape)}"
-            )
-        if jacobian.dim() == 3:
-            jacobian = jacobian.view(jacobian.shape[0], *([1] * n), n, n)
-        elif tuple(jacobian.shape[1:-2]) != tuple(grid.shape[1:-1]):
-            raise ShapeError(f"per-pixel jacobian {tuple(jacobian.shape)} does not match grid {tuple(grid.shape)}")
-        jacobian = jacobian.to(input.dtype).expand(B, *jacobian.shape[1:])
-    if padding_mode != "fill":
-        return _sample_antialiased(input, grid, jacobian, padding_mode, align_corners, **plan_options)
-    fill = torch.as_tensor(fill_value, dtype=input.dtype, device=input.device)
-    if fill.dim() == 1:
-        if fill.shape[0] != input.shape[1]:
-            raise ShapeError(f"fill_value must be a scalar or ({input.shape[1]},) per channel, got {tuple(fill.shape)}")
-        fill = fill.view(1, -1, *([1] * n))
-    elif fill.dim() != 0:
-        raise ShapeError(f"fill_value must be a scalar or a (C,) tensor, got shape {tuple(fill.shape)}")
-    return _sample_antialiased(input - fill, grid, jacobian, "zeros", align_corners, **plan_options) + fill
+    return _sample(x, g, "bilinear", padding_mode, fill_value, align_corners, read).to(input.dtype)

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torchstn._checks import check_finite as _check_finite
 from torchstn._checks import check_float_tensor, check_rank, look_up_option
 from torchstn.errors import OptionError, ShapeError
-from torchstn.functional.antialias import _antialiased
 
 __all__ = ["sample", "MODES", "PADDING_MODES"]
 
@@ -79,6 +78,26 @@ def sample(
         tensor([[[[0.5000, 0.5000],
                   [0.5000, 0.5000]]]])
     """
+    grid = _check_args(input, grid, mode, padding_mode)
+    if check_finite:
+        _check_finite("grid", grid)
+    if antialias or jacobian is not None:
+        if not antialias:
+            raise OptionError("jacobian= is only used with antialias=True")
+        if mode != "bilinear":
+            raise OptionError(f"antialias=True needs mode='bilinear' (trilinear in 3D), got mode={mode!r}")
+        from torchstn.functional.antialias import _antialiased  # builds on this module: imported on use
+
+        return _antialiased(input, grid, padding_mode, fill_value, align_corners, jacobian)
+    if grid.dtype != input.dtype:
+        work = torch.promote_types(grid.dtype, input.dtype)
+        out = _sample(input.to(work), grid.to(work), mode, padding_mode, fill_value, align_corners)
+        return out.to(input.dtype)
+    return _sample(input, grid, mode, padding_mode, fill_value, align_corners)
+
+
+def _check_args(input, grid, mode, padding_mode):
+    """Validate the tensors and options of :func:`sample`; returns ``grid`` expanded to the batch of ``input``."""
     check_float_tensor("input", input)
     check_float_tensor("grid", grid)
     check_rank("input", input, (4, 5), "(B, C, H, W) / (B, C, D, H, W)")
@@ -97,26 +116,17 @@ def sample(
         grid = grid.expand(input.shape[0], *grid.shape[1:])
     if mode == "bicubic" and n == 3:
         raise OptionError("mode='bicubic' is only available for 2D inputs (PyTorch has no tricubic sampler)")
-    if check_finite:
-        _check_finite("grid", grid)
-    if antialias or jacobian is not None:
-        if not antialias:
-            raise OptionError("jacobian= is only used with antialias=True")
-        if mode != "bilinear":
-            raise OptionError(f"antialias=True needs mode='bilinear' (trilinear in 3D), got mode={mode!r}")
-        work = torch.promote_types(grid.dtype, input.dtype)
-        out = _antialiased(input.to(work), grid.to(work), padding_mode, fill_value, align_corners, jacobian)
-        return out.to(input.dtype)
-    if grid.dtype != input.dtype:
-        work = torch.promote_types(grid.dtype, input.dtype)
-        out = _sample(input.to(work), grid.to(work), mode, padding_mode, fill_value, align_corners)
-        return out.to(input.dtype)
-    return _sample(input, grid, mode, padding_mode, fill_value, align_corners)
+    return grid
 
 
-def _sample(input, grid, mode, padding_mode, fill_value, align_corners):
+def _sample(input, grid, mode, padding_mode, fill_value, align_corners, read=None):
+    """``read(x, padding_mode)`` samples ``x`` at ``grid`` (default ``F.grid_sample``); this adds the fill padding."""
+    if read is None:
+        def read(x, padding):
+            return F.grid_sample(x, grid, mode=mode, padding_mode=padding, align_corners=align_corners)
+
     if padding_mode != "fill":
-        return F.grid_sample(input, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+        return read(input, padding_mode)
     # The kernel weights of every output point sum to one and zero padding contributes nothing, so sampling
     # (input - fill) with zero padding and adding fill back gives exactly fill outside and a correct blend at edges.
     fill = torch.as_tensor(fill_value, dtype=input.dtype, device=input.device)
@@ -126,5 +136,4 @@ def _sample(input, grid, mode, padding_mode, fill_value, align_corners):
         fill = fill.view(1, -1, *([1] * (input.dim() - 2)))
     elif fill.dim() != 0:
         raise ShapeError(f"fill_value must be a scalar or a (C,) tensor, got shape {tuple(fill.shape)}")
-    out = F.grid_sample(input - fill, grid, mode=mode, padding_mode="zeros", align_corners=align_corners)
-    return out + fill
+    return read(input - fill, "zeros") + fill
