@@ -63,7 +63,9 @@ def check_finite(name: str, x: torch.Tensor) -> None:
     """Raise :class:`NonFiniteError` if ``x`` holds NaN/inf. Skipped while ``torch.compile`` traces."""
     if _compiling():
         return
-    if not bool(torch.isfinite(x).all()):
+    if bool(torch.isfinite(x.sum())):  # fast path: one reduction; NaN/inf propagate into the sum
+        return
+    if not bool(torch.isfinite(x).all()):  # the sum overflowed (huge or half-precision values): check exactly
         bad = int((~torch.isfinite(x)).sum())
         raise NonFiniteError(
             f"{name} holds {bad} non-finite value(s) (NaN or inf); this usually means the localisation network "

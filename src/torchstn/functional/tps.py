@@ -128,8 +128,10 @@ def tps_grid(
     B, K, _ = source_points.shape
     work = _work_dtype(source_points.dtype)
     M = tps_grid_matrix(grid_size, out_size, align_corners, regularisation, dtype=work, device=source_points.device)
-    grid = torch.matmul(M, source_points.to(work))  # (S, K) @ (B, K, 2) -> (B, S, 2)
-    return grid.view(B, *out_size, 2).to(source_points.dtype)
+    # One (2B, K) @ (K, S) product is ~3x faster than the batched (S, K) @ (B, K, 2) on CPU (bench_tps.py "layout")
+    src = source_points.to(work).transpose(1, 2).reshape(2 * B, K)  # (2B, K): rows x_b, y_b
+    grid = (src @ M.t()).view(B, 2, -1).transpose(1, 2)  # (B, S, 2)
+    return grid.reshape(B, *out_size, 2).to(source_points.dtype)
 
 
 def tps_grid_direct(
