@@ -58,32 +58,65 @@ class Method:
     quiet_below: float = 0.25  # before each repeat wait until other processes use at most this fraction of the CPUs
     max_wait: float = 30.0  # ... but at most this many seconds (the repeat is then marked busy)
     nice: int = 0  # niceness change of the benchmark processes (negative: scheduled ahead of other jobs; root only)
+    until_quiet: float = 0.0  # > 0: add repeats until `repeats` started quiet (or this many s); stats use those
 
 
 # -- statistics --------------------------------------------------------------------------------------------------
-def summarise(times_s: list[float], number: int) -> dict:
-    """Median, quartiles, IQR, min and mean of per-call times (seconds in, milliseconds out)."""
+def _quartiles(xs: list[float]) -> tuple[float, float, float]:
+    return tuple(statistics.quantiles(xs, n=4, method="inclusive")) if len(xs) > 1 else (xs[0],) * 3
+
+
+def summarise(times_s: list[float], number: int, quiet: list[bool] | None = None) -> dict:
+    """Median, quartiles, IQR, min and mean of per-call times (seconds in, milliseconds out).
+
+    ``samples_ms`` keeps every sample in repeat order. With a ``quiet`` mask (one flag per repeat) the statistics use
+    the quiet repeats only (``over: "quiet"``), unless fewer than :func:`min_quiet` of them exist (``over: "all"``).
+    """
     ms = [t * 1e3 for t in times_s]
-    q1, med, q3 = statistics.quantiles(ms, n=4, method="inclusive") if len(ms) > 1 else (ms[0],) * 3
+    use = ms
+    over = "all"
+    if quiet is not None and sum(quiet) >= min_quiet(len(ms)):
+        use, over = [t for t, q in zip(ms, quiet) if q], "quiet"
+    q1, med, q3 = _quartiles(use)
     return {
-        "median_ms": med, "q1_ms": q1, "q3_ms": q3, "iqr_ms": q3 - q1, "min_ms": min(ms),
-        "mean_ms": statistics.fmean(ms), "n": len(ms), "number": number,
-        "samples_ms": [round(t, 5) for t in ms],
+        "median_ms": med, "q1_ms": q1, "q3_ms": q3, "iqr_ms": q3 - q1, "min_ms": min(use),
+        "mean_ms": statistics.fmean(use), "n": len(use), "number": number, "over": over, "n_all": len(ms),
+        "samples_ms": [round(t, 5) for t in ms], **({"quiet": list(quiet)} if quiet is not None else {}),
     }
 
 
+def min_quiet(n: int) -> int:
+    """Quiet repeats needed before statistics ignore the busy ones."""
+    return min(n, max(5, n // 3))
+
+
 def paired_ratio(stats: dict, slow: str, fast: str) -> dict:
-    """Speed-up of ``fast`` over ``slow``: ratio of medians and median / quartiles of the per-repeat ratios."""
+    """Speed-up of ``fast`` over ``slow``: ratio of medians and median / quartiles of the per-repeat ratios (over the
+    same repeats as the statistics: the quiet ones where those were used)."""
     a, b = stats[slow]["samples_ms"], stats[fast]["samples_ms"]
-    per = [x / y for x, y in zip(a, b)]
-    q1, med, q3 = statistics.quantiles(per, n=4, method="inclusive") if len(per) > 1 else (per[0],) * 3
+    keep = stats[slow].get("quiet") if stats[slow].get("over") == "quiet" else None
+    per = [x / y for i, (x, y) in enumerate(zip(a, b)) if keep is None or keep[i]]
+    q1, med, q3 = _quartiles(per)
     return {"of_medians": stats[slow]["median_ms"] / stats[fast]["median_ms"], "paired_median": med,
-            "paired_q1": q1, "paired_q3": q3}
+            "paired_q1": q1, "paired_q3": q3, "n": len(per)}
+
+
+def paired_diff(stats: dict, a: str, b: str) -> float:
+    """Median over repeats of ``a - b`` in ms (e.g. forward+backward minus forward of the same repeat), over the
+    repeats the statistics use."""
+    keep = stats[a].get("quiet") if stats[a].get("over") == "quiet" else None
+    diffs = [x - y for i, (x, y) in enumerate(zip(stats[a]["samples_ms"], stats[b]["samples_ms"]))
+             if keep is None or keep[i]]
+    return statistics.median(diffs)
 
 
 # -- timing ------------------------------------------------------------------------------------------------------
 def time_interleaved(fns: dict[str, Callable[[], object]], method: Method) -> dict[str, dict]:
-    """Time every callable of ``fns`` as described in the module docstring; returns ``{name: summarise(...)}``."""
+    """Time every callable of ``fns`` as described in the module docstring; returns ``{name: summarise(...)}``.
+
+    With ``method.until_quiet > 0`` repeats go on until ``method.repeats`` of them started quiet, or until at least
+    ``method.repeats`` ran and ``until_quiet`` seconds have passed; the statistics then use the quiet repeats.
+    """
     names = list(fns)
     warm: dict[str, list[float]] = {k: [] for k in names}
     for _ in range(max(1, method.warmup)):
@@ -93,13 +126,15 @@ def time_interleaved(fns: dict[str, Callable[[], object]], method: Method) -> di
             warm[k].append(time.perf_counter() - t0)
     number = {k: max(1, math.ceil(method.min_time / max(statistics.median(warm[k]), 1e-9))) for k in names}
     times: dict[str, list[float]] = {k: [] for k in names}
+    quiet: list[bool] = []
+    deadline = time.perf_counter() + method.until_quiet
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
     try:
-        for r in range(method.repeats):
-            if method.quiet_below < 1.0:
-                wait_quiet(method)
+        r = 0
+        while True:
+            quiet.append(wait_quiet(method) if method.quiet_below < 1.0 else True)
             shift = r % len(names)
             for k in names[shift:] + names[:shift]:
                 fn, n = fns[k], number[k]
@@ -107,10 +142,17 @@ def time_interleaved(fns: dict[str, Callable[[], object]], method: Method) -> di
                 for _ in range(n):
                     fn()
                 times[k].append((time.perf_counter() - t0) / n)
+            r += 1
+            if method.until_quiet <= 0:
+                if r >= method.repeats:
+                    break
+            elif sum(quiet) >= method.repeats or (r >= method.repeats and time.perf_counter() > deadline):
+                break
     finally:
         if gc_was_enabled:
             gc.enable()
-    return {k: summarise(times[k], number[k]) for k in names}
+    mask = quiet if method.until_quiet > 0 else None
+    return {k: summarise(times[k], number[k], mask) for k in names}
 
 
 # -- environment -------------------------------------------------------------------------------------------------
@@ -202,15 +244,16 @@ def others_busy(interval: float = 0.2) -> float | None:
     return max(0.0, (b1 - b0) - (o1 - o0)) / max(t1 - t0, 1)
 
 
-def wait_quiet(method: Method) -> None:
+def wait_quiet(method: Method) -> bool:
     """Before a repeat: wait up to ``method.max_wait`` s until others use at most ``method.quiet_below`` of the CPUs."""
     t0 = time.perf_counter()
     busy = others_busy()
     while busy is not None and busy > method.quiet_below and time.perf_counter() - t0 < method.max_wait:
         busy = others_busy()
-    _GATE_LOG.append({"others_busy": None if busy is None else round(busy, 3),
-                      "quiet": busy is None or busy <= method.quiet_below,
+    quiet = busy is None or busy <= method.quiet_below
+    _GATE_LOG.append({"others_busy": None if busy is None else round(busy, 3), "quiet": quiet,
                       "waited_s": round(time.perf_counter() - t0, 2)})
+    return quiet
 
 
 def gate_summary(log: list[dict]) -> dict:
@@ -264,11 +307,17 @@ def parser(description: str, name: str) -> argparse.ArgumentParser:
                         "(1 disables waiting)")
     p.add_argument("--max-wait", type=float, default=d.max_wait, metavar="S",
                    help="give up waiting for a quiet machine after S seconds per repeat (the repeat is marked)")
+    p.add_argument("--until-quiet", type=float, default=d.until_quiet, metavar="S",
+                   help="keep adding repeats until --repeats of them started quiet (at most S s per case, then as many "
+                        "as ran); the statistics then use the quiet repeats only. 0: exactly --repeats repeats")
     p.add_argument("--nice", type=int, default=0,
                    help="change the niceness of the benchmark processes by N (e.g. -10 on a shared box; needs root)")
-    p.add_argument("--only", default="", help="run only cases whose id contains this text")
+    p.add_argument("--only", action="append", default=[], metavar="ID",
+                   help="run only the case with this id, or else the cases whose id contains it (repeatable)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR / f"{name}.json", help="where to write the JSON")
     p.add_argument("--no-save", action="store_true", help="print the tables but do not write the JSON")
+    p.add_argument("--merge", action="store_true",
+                   help="replace only the cases run now in an existing --out file (e.g. rerun cases that ran busy)")
     p.add_argument("--render", type=Path, metavar="JSON", help="only print the Markdown tables of a results file")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p
@@ -294,11 +343,13 @@ def main(
     import torch
 
     method = Method(args.warmup, args.repeats, args.min_time, args.threads, not args.in_process,
-                    args.quiet_below, args.max_wait, args.nice)
+                    args.quiet_below, args.max_wait, args.nice, args.until_quiet)
     if method.nice:
         os.nice(method.nice)  # inherited by the case subprocesses
     torch.set_num_threads(method.threads)
-    selected = [c for c in cases if args.only in case_id(c)]
+    ids = [case_id(c) for c in cases]
+    selected = [c for c, i in zip(cases, ids)
+                if not args.only or any(t == i or (t not in ids and t in i) for t in args.only)]
     script = str(Path(sys.argv[0]).resolve())
     doc = {
         "benchmark": name,
@@ -322,12 +373,36 @@ def main(
         print(f"[{name}] {case_id(case)}: {res['wall_s']} s, {g['quiet_repeats']}/{g['repeats']} repeats quiet, "
               f"waited {g['waited_s']} s", file=sys.stderr, flush=True)
     doc["environment"]["loadavg_end"] = list(os.getloadavg())
+    if args.merge and args.out.exists():
+        doc = merge(json.loads(args.out.read_text()), doc, cases)
     if not args.no_save:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(doc, indent=1) + "\n")
         print(f"[{name}] wrote {args.out}", file=sys.stderr)
     print(render(doc))
     return doc
+
+
+def merge(old: dict, new: dict, cases: list[dict]) -> dict:
+    """``new`` with the cases of ``old`` it did not rerun; ``runs`` lists every run and each case says which it is."""
+    def run_of(doc: dict) -> dict:
+        return {k: doc[k] for k in ("command", "method", "environment")}
+
+    runs = old.get("runs") or [run_of(old)]
+    for res in old["cases"]:
+        res.setdefault("run", 0)
+    for res in new["cases"]:
+        res["run"] = len(runs)
+    runs = [*runs, run_of(new)]
+    by_case = {json.dumps(r["case"], sort_keys=True): r for r in (*old["cases"], *new["cases"])}
+    order = [json.dumps(c, sort_keys=True) for c in cases]
+    merged = [by_case.pop(k) for k in order if k in by_case] + list(by_case.values())
+    used = sorted({r["run"] for r in merged})
+    keep = {i: j for j, i in enumerate(used)}  # drop runs no case comes from any more
+    for r in merged:
+        r["run"] = keep[r["run"]]
+    runs = [runs[i] for i in used]
+    return {**new, "command": " && ".join(r["command"] for r in runs), "cases": merged, "runs": runs}
 
 
 # -- Markdown ----------------------------------------------------------------------------------------------------
@@ -356,7 +431,11 @@ def env_line(doc: dict) -> str:
     quiet, total = sum(g["quiet_repeats"] for g in gates), sum(g["repeats"] for g in gates)
     load = (f"{quiet} of {total} repeats started with other processes using <= {m['quiet_below']:.0%} of the CPUs "
             f"(waited up to {m['max_wait']:g} s for that before each repeat)")
+    if m.get("until_quiet", 0) > 0:
+        load += (f"; repeats were added until {m['repeats']} per case started quiet (at most {m['until_quiet']:g} s), "
+                 "statistics over the quiet repeats")
+    dates = ", ".join(r["environment"]["date_utc"] for r in doc.get("runs", [])) or e["date_utc"]
     return (f"torch {e['torch']}, kornia {e['kornia'] or 'not installed'}, Python {e['python']}; CPU {e['cpu_model']} "
             f"({e['cpu_capability']}, {e['cpus_usable']} usable cores), {m['threads']} torch threads; {m['warmup']} "
             f"warm-ups + {m['repeats']} interleaved samples of >= {m['min_time'] * 1e3:g} ms, {mode}, niceness "
-            f"{e.get('niceness', 0)}; {load}; {e['date_utc']}, commit {(e['commit'] or 'unknown')[:10]}.")
+            f"{e.get('niceness', 0)}; {load}; {dates}, commit {(e['commit'] or 'unknown')[:10]}.")

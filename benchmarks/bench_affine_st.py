@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
-from _common import Method, fmt_ms, fmt_ratio, paired_ratio, table, time_interleaved  # noqa: E402
+from _common import Method, fmt_ms, fmt_ratio, paired_diff, paired_ratio, table, time_interleaved  # noqa: E402
 
 import torchstn  # noqa: E402
 from torchstn._checks import check_finite  # noqa: E402
@@ -179,8 +179,10 @@ def render(doc: dict) -> str:
     out.append(table(["shape", "mode", "torch", "ours", "ours_family", "speed-up ours", "speed-up ours_family",
                       "goal", "err torch / ours", "quiet"], rows))
     if split_rows:
-        out += ["", "Split of the step (ms, median [IQR]; bwd = fwd+bwd minus fwd; the sampler is `F.grid_sample` for "
-                "both, w.r.t. the grid / grid and input):", ""]
+        out += ["", "Split of the step (ms, median [IQR]; bwd: median over repeats of fwd+bwd minus fwd of the same "
+                "repeat; the sampler is `F.grid_sample` for both, bwd w.r.t. the grid / the grid and the input; "
+                "`sample()` wrapper: its validation cost over `F.grid_sample`; sampler share: sampler fwd+bwd over "
+                "ours grid fwd+bwd + NaN check + sampler fwd+bwd):", ""]
         out.append(table(["shape", "torch grid fwd", "torch grid bwd", "ours grid fwd", "ours grid bwd",
                           "sampler fwd", "sampler bwd (grid)", "sampler bwd (grid+input)", "grid NaN check",
                           "`sample()` wrapper", "sampler share of ours step", "quiet"], split_rows))
@@ -190,15 +192,15 @@ def render(doc: dict) -> str:
 def _split_row(shape: str, s: dict) -> list[str]:
     med = {k: v["median_ms"] for k, v in s.items()}
 
-    def d(a, b):
-        return f"{med[a] - med[b]:.3f}" if med[a] < 10 else f"{med[a] - med[b]:.2f}"
+    def d(a, b):  # median over repeats of (a - b): the backward alone
+        return f"{paired_diff(s, a, b):.3f}"
 
     ours_step = med["ours_grid_fwdbwd"] + med["sampler_fwdbwd_grid"] + med["grid_check_finite"]
     share = med["sampler_fwdbwd_grid"] / ours_step
     return [shape, fmt_ms(s["torch_grid_fwd"]), d("torch_grid_fwdbwd", "torch_grid_fwd"), fmt_ms(s["ours_grid_fwd"]),
             d("ours_grid_fwdbwd", "ours_grid_fwd"), fmt_ms(s["sampler_fwd"]), d("sampler_fwdbwd_grid", "sampler_fwd"),
             d("sampler_fwdbwd_both", "sampler_fwd"), fmt_ms(s["grid_check_finite"]),
-            f"{med['ours_sample_fwd_nocheck'] - med['sampler_fwd']:+.3f}", f"{share:.0%}"]
+            f"{paired_diff(s, 'ours_sample_fwd_nocheck', 'sampler_fwd'):+.3f}", f"{share:.0%}"]
 
 
 if __name__ == "__main__":

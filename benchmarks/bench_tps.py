@@ -14,7 +14,7 @@ Parts: ``grid`` (grid generation only), ``warp`` (ours grid + ``sample`` against
 ``B x 3 x 224 x 224``), ``precompute`` (our first call, which builds the cached matrix, against a cached call), ``layout`` (a probe:
 our grid against the same product folded into one ``(2B, K) @ (K, H*W)`` matrix product plus a transpose).
 Modes: ``fwd`` (``torch.no_grad``) and ``fwdbwd`` (backward w.r.t. the control points). kornia is optional: without it
-the script times ours only and says so. Cases with kornia run at most ``TORCHSTN_BENCH_KORNIA_REPEATS`` (default 10)
+the script times ours only and says so. Cases with kornia run at most ``TORCHSTN_BENCH_KORNIA_REPEATS`` (default 30)
 samples and 2 warm-ups, as one kornia call takes seconds.
 
 Run: ``python benchmarks/bench_tps.py`` with kornia installed (``--help`` for options).
@@ -45,7 +45,7 @@ except ImportError:  # the script still times ours
 B, GRID_SIZE, OUT, CHANNELS = 64, 4, (224, 224), 3
 K = GRID_SIZE**2
 GOAL = 10.0  # minimum speed-up of ours over kornia for grid generation
-KORNIA_REPEATS = int(os.environ.get("TORCHSTN_BENCH_KORNIA_REPEATS", "10"))
+KORNIA_REPEATS = int(os.environ.get("TORCHSTN_BENCH_KORNIA_REPEATS", "30"))
 CASES = [{"part": p, "mode": m} for p in ("grid", "warp") for m in ("fwd", "fwdbwd")]
 CASES += [{"part": "precompute", "mode": "fwd"}, {"part": "layout", "mode": "fwd"}, {"part": "layout", "mode": "fwdbwd"}]
 
