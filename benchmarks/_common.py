@@ -175,7 +175,8 @@ def _version(dist: str) -> str | None:
 
 def _commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=BENCH_DIR, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=BENCH_DIR, capture_output=True, text=True, timeout=10,
+                             check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -286,7 +287,7 @@ def _worker(payload: str, run_case: Callable[[dict, Method], dict]) -> None:
 
 def _run_in_subprocess(script: str, case: dict, method: Method) -> dict:
     payload = json.dumps({"case": case, "method": asdict(method)})
-    proc = subprocess.run([sys.executable, script, "--worker", payload], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, script, "--worker", payload], capture_output=True, text=True, check=False)
     sys.stderr.write(proc.stderr)
     for line in proc.stdout.splitlines():
         if line.startswith(_WORKER_MARK):
@@ -430,12 +431,23 @@ def env_line(doc: dict) -> str:
     gates = [c["gate"] for c in doc["cases"] if "gate" in c]
     quiet, total = sum(g["quiet_repeats"] for g in gates), sum(g["repeats"] for g in gates)
     load = (f"{quiet} of {total} repeats started with other processes using <= {m['quiet_below']:.0%} of the CPUs "
-            f"(waited up to {m['max_wait']:g} s for that before each repeat)")
+            f"(waited up to {m['max_wait']:g} s for that before each repeat)") if total else "load not watched"
+    runs = doc.get("runs", [])
     if m.get("until_quiet", 0) > 0:
-        load += (f"; repeats were added until {m['repeats']} per case started quiet (at most {m['until_quiet']:g} s), "
+        want = "the run's sample count" if len(runs) > 1 else str(m["repeats"])
+        load += (f"; repeats were added until {want} per case started quiet (at most {m['until_quiet']:g} s), "
                  "statistics over the quiet repeats")
-    dates = ", ".join(r["environment"]["date_utc"] for r in doc.get("runs", [])) or e["date_utc"]
+    if len(runs) > 1:  # a merged file: say which run (and so which method and date) each case comes from
+        parts = []
+        for i, r in enumerate(runs):
+            ids = ", ".join(case_id(c["case"]) for c in doc["cases"] if c.get("run") == i)
+            parts.append(f"run {i + 1} ({r['environment']['date_utc']}, {r['method']['repeats']} samples, commit "
+                         f"{(r['environment']['commit'] or 'unknown')[:10]}): {ids}")
+        when = "merged runs: " + "; ".join(parts)
+        samples = f"{m['warmup']} warm-ups + interleaved samples of >= {m['min_time'] * 1e3:g} ms"
+    else:
+        when = f"{e['date_utc']}, commit {(e['commit'] or 'unknown')[:10]}"
+        samples = f"{m['warmup']} warm-ups + {m['repeats']} interleaved samples of >= {m['min_time'] * 1e3:g} ms"
     return (f"torch {e['torch']}, kornia {e['kornia'] or 'not installed'}, Python {e['python']}; CPU {e['cpu_model']} "
-            f"({e['cpu_capability']}, {e['cpus_usable']} usable cores), {m['threads']} torch threads; {m['warmup']} "
-            f"warm-ups + {m['repeats']} interleaved samples of >= {m['min_time'] * 1e3:g} ms, {mode}, niceness "
-            f"{e.get('niceness', 0)}; {load}; {dates}, commit {(e['commit'] or 'unknown')[:10]}.")
+            f"({e['cpu_capability']}, {e['cpus_usable']} usable cores), {m['threads']} torch threads; {samples}, "
+            f"{mode}, niceness {e.get('niceness', 0)}; {load}; {when}.")

@@ -179,10 +179,10 @@ def render(doc: dict) -> str:
     out.append(table(["shape", "mode", "torch", "ours", "ours_family", "speed-up ours", "speed-up ours_family",
                       "goal", "err torch / ours", "quiet"], rows))
     if split_rows:
-        out += ["", "Split of the step (ms, median [IQR]; bwd: median over repeats of fwd+bwd minus fwd of the same "
-                "repeat; the sampler is `F.grid_sample` for both, bwd w.r.t. the grid / the grid and the input; "
-                "`sample()` wrapper: its validation cost over `F.grid_sample`; sampler share: sampler fwd+bwd over "
-                "ours grid fwd+bwd + NaN check + sampler fwd+bwd):", ""]
+        out += ["", ("Split of the step (ms, median [IQR]; bwd: median over repeats of fwd+bwd minus fwd of the same "
+                     "repeat; the sampler is `F.grid_sample` for both, bwd w.r.t. the grid / the grid and the input; "
+                     "`sample()` wrapper: its validation cost over `F.grid_sample`; sampler share: sampler fwd+bwd "
+                     "over ours grid fwd+bwd + NaN check + sampler fwd+bwd):"), ""]
         out.append(table(["shape", "torch grid fwd", "torch grid bwd", "ours grid fwd", "ours grid bwd",
                           "sampler fwd", "sampler bwd (grid)", "sampler bwd (grid+input)", "grid NaN check",
                           "`sample()` wrapper", "sampler share of ours step", "quiet"], split_rows))
