@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -15,15 +14,9 @@ pytest.importorskip("PIL")
 pytest.importorskip("numpy")  # the fixture writer uses Image.fromarray
 
 
-def _fixture(name: str):
-    path = Path(__file__).resolve().parents[1] / "fixtures" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_torchstn_fixture_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-make_cub = _fixture("make_cub")
+from tests.fixtures import make_cub  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -27,15 +25,9 @@ h5py = pytest.importorskip("h5py")
 pytest.importorskip("PIL")
 
 
-def _fixture(name: str):
-    path = Path(__file__).resolve().parents[1] / "fixtures" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_torchstn_fixture_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-make_svhn = _fixture("make_svhn")
+from tests.fixtures import make_svhn  # noqa: E402
 
 
 @pytest.fixture(scope="module")

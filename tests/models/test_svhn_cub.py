@@ -31,16 +31,11 @@ from torchstn.models.svhn import (
     svhn_st_cnn_single,
 )
 from torchstn.nn import SpatialTransformer, param_groups
+from tests.fixtures import make_cub, make_svhn
 
 SMALL = {"channels": (4, 5, 6, 7, 8, 8, 8, 8), "fc": (16, 16)}
 
 
-def _fixture(name: str):
-    path = Path(__file__).resolve().parents[1] / "fixtures" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_torchstn_fixture_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(autouse=True)
@@ -151,7 +146,7 @@ def svhn_cache(tmp_path_factory):
     from torchstn.data.svhn import prepare_svhn
 
     root = tmp_path_factory.mktemp("svhn")
-    _fixture("make_svhn").make_svhn(root / "src")
+    make_svhn.make_svhn(root / "src")
     prepare_svhn(root / "src", root / "cache", 64, val_size=2, log=None)
     return root / "cache"
 
@@ -209,7 +204,7 @@ def test_cub_models_overfit_fixture_images(tmp_path):
     pytest.importorskip("numpy")
     from torchstn.data.cub import CUBDataset
 
-    root, _, _ = _fixture("make_cub").make_cub(tmp_path)
+    root, _, _ = make_cub.make_cub(tmp_path)
     data = CUBDataset(root, "train", size=64, augment=False)
     x, y = torch.stack([data[i][0] for i in range(len(data))]), torch.tensor([data[i][1] for i in range(len(data))])
     for make in (lambda: cub_cnn((3, 64, 64), 3, dropout=0.0, backbone_options={"width": 8}),
@@ -290,7 +285,7 @@ def test_cub_experiment_trains_evaluates_and_shows(tmp_path):
     pytest.importorskip("numpy")
     from torchstn.experiments import cub as exp
 
-    root, _, _ = _fixture("make_cub").make_cub(tmp_path)
+    root, _, _ = make_cub.make_cub(tmp_path)
     common = ["--root", str(root), "--backbone", "tiny", "--size", "64", "--schedule", "smoke", "--set",
               "iterations=2", "--workers", "0"]  # fmt: skip
     assert exp.main(["train", *common, "--out", str(tmp_path / "st"), "--part-size", "32", "--loc-size", "32"]) == 0
