@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from torchstn.coords import pixel_from_normalised
+from torchstn.errors import ShapeError
 from torchstn.nn import SpatialTransformer, record_theta
 
-__all__ = ["transformer_views", "st_figure", "save_frame", "write_gif"]
+__all__ = ["transformer_views", "st_figure", "volume_figure", "save_frame", "write_gif"]
 
 
 @torch.no_grad()
@@ -70,7 +71,12 @@ def _outline(points: torch.Tensor) -> torch.Tensor:
 
 
 def _show(ax, image: torch.Tensor) -> None:
-    img = image.float().mean(0) if image.shape[0] != 3 else image.float().permute(1, 2, 0).clamp(0, 1)
+    """``(C, H, W)``: grey for one channel (or the mean of many), RGB for three; two channels (MNIST addition) as
+    red (channel 0) and green (channel 1), so each digit keeps its colour through the transformers."""
+    image = image.float()
+    if image.shape[0] == 2:
+        image = torch.cat([image, torch.zeros_like(image[:1])])
+    img = image.mean(0) if image.shape[0] != 3 else image.permute(1, 2, 0).clamp(0, 1)
     ax.imshow(img.cpu().numpy(), cmap="gray", interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -129,6 +135,47 @@ def st_figure(model: nn.Module, images: torch.Tensor, out: str | os.PathLike[str
         label = view["name"] or "ST"
         axes[2 * v_i, 0].set_ylabel(f"{label} input", fontsize=7)
         axes[2 * v_i + 1, 0].set_ylabel(f"{label} output", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+@torch.no_grad()
+def volume_figure(model: nn.Module, volumes: torch.Tensor, out: str | os.PathLike[str], *,
+                  labels: torch.Tensor | None = None, title: str = "") -> Path:  # fmt: skip
+    """Save a figure of a volume model (:class:`~torchstn.models.volume.VolumeNet`) on ``volumes (B, C, D, H, W)``:
+    per volume (one row each) its three axis-aligned projections (mean along depth, height and width) and the
+    projection the model learned (``model.project``: the 3D transformer's output averaged over its depth).
+
+    Returns:
+        The path written.
+    """
+    if volumes.dim() != 5:
+        raise ShapeError(f"volume_figure: expected volumes (B, C, D, H, W), got shape {tuple(volumes.shape)}")
+    plt = _pyplot()
+    was_training = model.training
+    model.eval()
+    try:
+        learned, pred = model.project(volumes), model(volumes).argmax(1)
+    finally:
+        model.train(was_training)
+    views = [("along depth (z)", volumes.mean(2)), ("along height (y)", volumes.mean(3)),
+             ("along width (x)", volumes.mean(4)), ("learned", learned)]  # fmt: skip
+    n = volumes.shape[0]
+    fig, axes = plt.subplots(n, len(views), figsize=(1.6 * len(views), 1.6 * n), squeeze=False)
+    for i in range(n):
+        for k, (name, img) in enumerate(views):
+            _show(axes[i, k], img[i])
+            if i == 0:
+                axes[i, k].set_title(name, fontsize=7)
+        head = f"pred {int(pred[i])}" + (f" ({int(labels[i])})" if labels is not None else "")
+        wrong = labels is not None and pred[i] != labels[i]
+        axes[i, 0].set_ylabel(head, fontsize=7, color="red" if wrong else "black")
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()

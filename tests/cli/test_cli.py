@@ -121,10 +121,48 @@ def test_reproduce_writes_tables(monkeypatch, tmp_path, capsys):
                                                                             ("RTS", "st_cnn_affine", "0.5")]
     assert rows[1]["ours_mean"] == "1.500" and rows[1]["ours_std"] == "0.707" and rows[1]["errors"] == "1.00;2.00"
     md = (tmp_path / "table1_cpu.md").read_text()
-    assert "| RTS | st_cnn_affine | 0.5 | 1.50 +- 0.71 | 2 | 1,234 |" in md
+    assert "| RTS | st_cnn_affine | 0.5 | 1.50 +- 0.71 | 2 | 1,234 | 10 |" in md
     assert "torchstn reproduce table1 --schedule cpu --seeds 2 --only RTS/st_cnn_affine" in md
     assert main(["reproduce", "table1", "--only", "XYZ/*"]) == 2
-    assert "matches no Table 1 cell" in capsys.readouterr().err
+    assert "matches no table1 cell" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("experiment, cells", [
+    ("tc", ["TC/fcn", "TC/cnn", "TC/st_fcn_affine", "TC/st_cnn_affine"]),
+    ("addition", ["addition/fcn", "addition/cnn", "addition/st_fcn_affine", "addition/st_fcn_projective",
+                  "addition/st_fcn_tps", "addition/st_fcn_2x_affine", "addition/st_fcn_2x_projective",
+                  "addition/st_fcn_2x_tps"]),
+    ("3d", ["3D/proj_cnn", "3D/st3d_cnn_affine3d"]),
+])  # fmt: skip
+def test_reproduce_experiments_list_their_cells(experiment, cells, capsys):
+    assert main(["reproduce", experiment, "--list"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == cells
+
+
+def test_reproduce_shortened_runs_get_their_own_directory(monkeypatch, tmp_path):
+    import torchstn.train.trainer as trainer
+    from torchstn.train.schedules import resolve
+
+    seen = []
+
+    def fake_fit(cfg, out, **kwargs):
+        cfg = resolve(cfg)
+        seen.append((str(out), cfg.optim.iterations, kwargs["command"]))
+        return {"test_error": 5.0, "parameters": 10, "train_s": 1.0, "iterations": cfg.optim.iterations,
+                "completed": True, "device": "cpu", "config": {"model": {"name": cfg.model.name,
+                                                                         "transform": cfg.model.transform}}}
+
+    monkeypatch.setattr(trainer, "fit", fake_fit)
+    base = ["reproduce", "addition", "--seeds", "1", "--only", "addition/st_fcn_2x_tps", "--out", str(tmp_path),
+            "--runs", str(tmp_path / "runs"), "--quiet", "--set", "run.threads=1"]
+    assert main(base + ["--set", "optim.iterations=300"]) == 0
+    assert main(base) == 0
+    (short, its, command), (full, full_its, _) = seen
+    assert its == 300 and full_its == 4000 and short != full
+    assert short.endswith("cpu+optim.iterations=300/seed0") and full.endswith("cpu/seed0")
+    assert command.endswith("--set run.threads=1 --set optim.iterations=300")
+    md = (tmp_path / "addition_cpu.md").read_text()
+    assert "| addition | st_fcn_2x_tps | 5.8 | 5.00 +- 0.00 | 1 | 10 | 4,000 |" in md
 
 
 def test_demo_smoke(monkeypatch, tmp_path, capsys):

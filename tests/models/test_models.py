@@ -14,6 +14,7 @@ from torchstn.models import (
     count_parameters,
     list_models,
     model_options,
+    model_spatial_dims,
     parameter_table,
     reference_budget,
 )
@@ -30,7 +31,8 @@ def _transforms(name: str) -> tuple[str | None, ...]:
 
 
 # The MNIST-shaped contract: SVHN/CUB models (registered when their modules are imported) have their own tests.
-MNIST_MODELS = [n for n in list_models() if not n.startswith(("svhn_", "cub_"))]
+# Volume models (the 3D experiment) have theirs in test_appendix_models.py.
+MNIST_MODELS = [n for n in list_models() if not n.startswith(("svhn_", "cub_")) and model_spatial_dims(n) == 2]
 CASES = [(name, t, shape, nc) for name in MNIST_MODELS for t in _transforms(name) for shape, nc in SHAPES]
 
 

@@ -1,6 +1,9 @@
 """Picture of a trained spatial transformer: ``torchstn show CHECKPOINT --out fig.png``.
 
-Draws test inputs with the transformer's sampling points and output-frame outline over them, and its outputs below.
+Draws test inputs with the transformer's sampling points and output-frame outline over them, and its outputs below:
+one pair of rows per transformer (MNIST addition's two transformers each get theirs; two-channel inputs are drawn red
+and green, one colour per digit). For volumes (the 3D experiment) it draws each volume's three axis-aligned
+projections beside the projection the model learned.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ def main(args: argparse.Namespace) -> int:
         idx = torch.arange(n)
     images, labels = dataset.batch(idx)
     title = f"{cfg.model.name} {cfg.model.transform or ''} on {cfg.data.variant}, iteration {payload.get('step', '?')}"
-    out = viz.st_figure(model, images, args.out, labels=labels, title=title)
+    if images.dim() == 5:  # volumes (the 3D experiment): axis-aligned projections beside the learned one
+        out = viz.volume_figure(model, images, args.out, labels=labels, title=title)
+    else:
+        out = viz.st_figure(model, images, args.out, labels=labels, title=title)
     print(f"wrote {out}")
     return 0

@@ -2,7 +2,8 @@
 
 Registered: ``fcn``, ``cnn``, ``st_fcn``, ``st_cnn`` (the paper's distorted-MNIST Table 1, parameter counts matched
 per input shape; see :mod:`torchstn.models.mnist`), ``st_fcn_2x`` / ``st_cnn_2x`` (two parallel STs, MNIST
-addition) and ``tutorial_stn`` (the PyTorch tutorial's STN, a benchmark peer only).
+addition), ``st3d_cnn`` / ``proj_cnn`` (the 3D experiment's volume models, :mod:`torchstn.models.volume`)
+and ``tutorial_stn`` (the PyTorch tutorial's STN, a benchmark peer only).
 """
 
 from torchstn.models.mnist import (
@@ -14,13 +15,22 @@ from torchstn.models.mnist import (
     parameter_table,
     reference_budget,
 )
-from torchstn.models.registry import build_model, count_parameters, list_models, model_options, register_model
+from torchstn.models.registry import (
+    build_model,
+    count_parameters,
+    list_models,
+    model_options,
+    model_spatial_dims,
+    register_model,
+)
 from torchstn.models.tutorial import TutorialSTN
+from torchstn.models.volume import VolumeNet
 
 __all__ = [
     "build_model",
     "list_models",
     "model_options",
+    "model_spatial_dims",
     "register_model",
     "count_parameters",
     "parameter_table",
@@ -30,5 +40,6 @@ __all__ = [
     "cnn_classifier",
     "PaperNet",
     "TutorialSTN",
+    "VolumeNet",
     "TABLE1_MODELS",
 ]

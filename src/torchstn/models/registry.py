@@ -16,19 +16,22 @@ from torch import nn
 from torchstn._checks import look_up_option
 from torchstn.errors import OptionError, ShapeError
 
-__all__ = ["register_model", "build_model", "list_models", "model_options", "count_parameters", "check_in_shape"]
+__all__ = ["register_model", "build_model", "list_models", "model_options", "model_spatial_dims", "count_parameters",
+           "check_in_shape"]
 
 Builder = Callable[..., nn.Module]
 _REGISTRY: dict[str, Builder] = {}
+_SPATIAL_DIMS: dict[str, int] = {}  # 2 for image models (C, H, W), 3 for volume models (C, D, H, W)
 # Arguments build_model passes itself; a builder may take ``transform`` / ``st_pool`` or not.
 _RESERVED = ("in_shape", "num_classes", "transform", "st_pool")
 
 
-def register_model(name: str) -> Callable[[Builder], Builder]:
+def register_model(name: str, *, spatial_dims: int = 2) -> Callable[[Builder], Builder]:
     """Function decorator registering a model builder under ``name`` (used by :func:`build_model`).
 
     The builder takes ``(in_shape, num_classes)`` and keyword-only options; it takes ``transform`` and
-    ``st_pool`` only if the model has a spatial transformer.
+    ``st_pool`` only if the model has a spatial transformer. ``spatial_dims`` is 2 for models of images
+    (``in_shape = (C, H, W)``) and 3 for models of volumes (``(C, D, H, W)``).
 
     Raises:
         ValueError: ``name`` is already registered.
@@ -37,7 +40,10 @@ def register_model(name: str) -> Callable[[Builder], Builder]:
     def deco(fn: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
         _REGISTRY[name] = fn
+        _SPATIAL_DIMS[name] = spatial_dims
         return fn
 
     return deco
@@ -71,16 +77,30 @@ def model_options(name: str) -> dict[str, object]:
     return {k: p.default for k, p in params.items() if k not in ("in_shape", "num_classes")}
 
 
-def check_in_shape(in_shape: object) -> tuple[int, int, int]:
-    """Normalise an input shape to ``(C, H, W)`` positive ints.
+def model_spatial_dims(name: str) -> int:
+    """2 if model ``name`` takes images ``(C, H, W)``, 3 if it takes volumes ``(C, D, H, W)``.
+
+    Example:
+        >>> from torchstn.models import model_spatial_dims
+        >>> model_spatial_dims("st_cnn"), model_spatial_dims("st3d_cnn")
+        (2, 3)
+    """
+    look_up_option("model", name, _REGISTRY)
+    return _SPATIAL_DIMS[name]
+
+
+def check_in_shape(in_shape: object, spatial_dims: int = 2) -> tuple[int, ...]:
+    """Normalise an input shape to ``(C, H, W)`` (``spatial_dims=2``) or ``(C, D, H, W)`` (3) positive ints.
 
     Raises:
-        ShapeError: not three positive ints.
+        ShapeError: not ``1 + spatial_dims`` positive ints.
     """
-    if isinstance(in_shape, Sequence) and len(in_shape) == 3:
+    n = 1 + spatial_dims
+    if isinstance(in_shape, Sequence) and len(in_shape) == n:
         if all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in in_shape):
-            return (int(in_shape[0]), int(in_shape[1]), int(in_shape[2]))
-    raise ShapeError(f"in_shape must be three positive ints (C, H, W), got {in_shape!r}")
+            return tuple(int(s) for s in in_shape)
+    names = "(C, H, W)" if spatial_dims == 2 else "(C, D, H, W)"
+    raise ShapeError(f"in_shape must be {n} positive ints {names}, got {in_shape!r}")
 
 
 def build_model(
@@ -97,7 +117,7 @@ def build_model(
 
     Args:
         name: a name from :func:`list_models` (``fcn``, ``cnn``, ``st_fcn``, ``st_cnn``, ``st_fcn_2x``, ...).
-        in_shape: ``(C, H, W)`` of one input.
+        in_shape: ``(C, H, W)`` of one input (``(C, D, H, W)`` for the volume models).
         num_classes: classifier outputs (10 for MNIST, 19 for MNIST addition).
         transform: transform family of the model's spatial transformers (``affine``, ``projective``, ``tps``, any
             registered 2D family); ``None`` gives the builder's default. Only models with an ST take it.
@@ -124,7 +144,10 @@ def build_model(
     """
     look_up_option("model", name, _REGISTRY)
     builder = _REGISTRY[name]
-    in_shape = check_in_shape(in_shape)
+    try:
+        in_shape = check_in_shape(in_shape, _SPATIAL_DIMS[name])
+    except ShapeError as e:
+        raise ShapeError(f"model {name!r}: {e}") from None
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise OptionError(f"num_classes must be a positive int, got {num_classes!r}")
     params = inspect.signature(builder).parameters

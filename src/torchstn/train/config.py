@@ -45,7 +45,7 @@ __all__ = [
     "SECTIONS",
 ]
 
-VARIANTS = ("R", "RTS", "P", "E", "TC", "plain")
+VARIANTS = ("R", "RTS", "P", "E", "TC", "plain", "addition", "3D")
 DEVICES = ("cpu", "cuda")
 
 
@@ -73,10 +73,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """The data: a distorted-MNIST variant, or tensor files of your own.
+    """The data: a distorted-MNIST variant, an appendix experiment's data, or tensor files of your own.
 
     Attributes:
-        variant: ``R``, ``RTS``, ``P``, ``E``, ``TC`` or ``plain`` (paper §4.1).
+        variant: ``R``, ``RTS``, ``P``, ``E``, ``TC`` or ``plain`` (paper §4.1); ``addition`` (two RTS digits, one
+            per channel, labelled with their sum, 19 classes; Appendix A.1) or ``3D`` (a digit extruded into a
+            ``60^3`` volume, Appendix A.3).
         root: directory with the MNIST IDX files; ``None`` uses ``$TORCHSTN_DATA`` / the cache / the registry.
         synthetic: use this many synthetic seven-segment digits (and a sixth as many for testing) instead of MNIST:
             offline smoke runs and tests, not MNIST results (0 = MNIST).

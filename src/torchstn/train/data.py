@@ -59,16 +59,27 @@ def build_datasets(cfg, *, train: bool = True, test: bool = True) -> tuple[Datas
     try:
         if train:
             train_set = (datasets.TensorFile(d.train_file) if d.train_file
-                         else datasets.DistortedMNIST(d.variant, split="train", seed=cfg.run.seed, root=d.root,
-                                                      source=train_source))  # fmt: skip
+                         else _variant_set(d.variant, split="train", seed=cfg.run.seed, root=d.root,
+                                           source=train_source))  # fmt: skip
         if test:
             test_set = (datasets.TensorFile(d.test_file) if d.test_file
-                        else datasets.DistortedMNIST(d.variant, split="test", root=d.root, source=test_source))
+                        else _variant_set(d.variant, split="test", root=d.root, source=test_source))
     except (DataError, ConfigError):
         raise
     except (ValueError, TypeError) as e:
         raise ConfigError(f"[data] {e}") from e
     return train_set, test_set
+
+
+def _variant_set(variant: str, **kwargs) -> Dataset:
+    """The dataset of ``data.variant``: distorted MNIST, MNIST addition or the 3D volumes."""
+    from torchstn.data import datasets
+
+    if variant == "addition":
+        return datasets.MNISTAddition(**kwargs)
+    if variant == "3D":
+        return datasets.Volume3D(**kwargs)
+    return datasets.DistortedMNIST(variant, **kwargs)
 
 
 def data_generator(seed: int) -> torch.Generator:

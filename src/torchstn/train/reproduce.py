@@ -1,9 +1,16 @@
-"""Reproduce the paper's Table 1 (distorted MNIST): run every cell's packaged config over seeds, write the table.
+"""Reproduce the paper's classification experiments: run every cell's packaged config over seeds, write the table.
 
-Each cell is a packaged config ``table1_<variant>_<model>[_<transform>].toml`` (``torchstn train --list``). A cell is
-named ``<VARIANT>/<model>[_<transform>]``, e.g. ``RTS/st_cnn_affine``. Runs go to ``<runs>/<cell>/<schedule>/seed<k>``
-and are resumed or skipped when already there, so an interrupted reproduction picks up where it stopped. The table
-(markdown and CSV) is rewritten after every run.
+An experiment is a set of packaged configs (``torchstn train --list``), one per cell (:data:`EXPERIMENTS`):
+
+* ``table1``: Table 1, distorted MNIST R / RTS / P / E (``table1_<variant>_<model>[_<transform>].toml``);
+* ``tc``: the translated-cluttered column of Table 1 (``table1_tc_*``);
+* ``addition``: MNIST addition, Appendix A.1 (``addition_*``);
+* ``3d``: the 3D transformer, Appendix A.3 (``3d_*``).
+
+A cell is named ``<VARIANT>/<model>[_<transform>]``, e.g. ``RTS/st_cnn_affine``. Runs go to
+``<runs>/<cell>/<schedule>[+<overrides>]/seed<k>`` (overrides that change what is computed, such as
+``optim.iterations=1000``, get their own directory) and are resumed or skipped when already there, so an interrupted
+reproduction picks up where it stopped. The table (markdown and CSV) is rewritten after every run.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from torchstn.train.checkpoint import code_version
 from torchstn.train.config import TrainConfig
 from torchstn.train.config_io import apply_overrides, load_config, packaged_configs
 
-__all__ = ["PAPER_TABLE1", "table1_cells", "reproduce_table1", "write_table"]
+__all__ = ["PAPER_TABLE1", "PAPER_ERRORS", "EXPERIMENTS", "experiment_cells", "table1_cells", "reproduce",
+           "reproduce_table1", "write_table"]
 
 #: % test error of the paper's Table 1 (and the TC column, whose ST rows the paper does not split by transform;
 #: we run them with the affine transform).
@@ -38,9 +46,28 @@ for _model, _row in {("fcn", None): (2.1, 5.2, 3.1, 3.2), ("cnn", None): (1.2, 0
 PAPER_TABLE1.update({("TC", "fcn", None): 13.2, ("TC", "cnn", None): 3.5, ("TC", "st_fcn", "affine"): 2.0,
                      ("TC", "st_cnn", "affine"): 1.7})  # fmt: skip
 
-_VARIANT_ORDER = ("R", "RTS", "P", "E", "TC")
+#: % test error of MNIST addition (Appendix A.1; the paper gives the single ST-FCN per transform only for affine,
+#: 22.6%, and 18.5% for its best single ST-FCN).
+PAPER_ADDITION: dict[tuple[str, str, str | None], float] = {
+    ("addition", "fcn", None): 47.7, ("addition", "cnn", None): 14.7, ("addition", "st_fcn", "affine"): 22.6,
+    ("addition", "st_fcn_2x", "affine"): 9.0, ("addition", "st_fcn_2x", "projective"): 5.9,
+    ("addition", "st_fcn_2x", "tps"): 5.8,
+}  # fmt: skip
+#: Every paper error by ``(variant, model, transform)`` (the 3D experiment reports none).
+PAPER_ERRORS = {**PAPER_TABLE1, **PAPER_ADDITION}
+
+#: ``{experiment: (config-name prefixes, title)}``.
+EXPERIMENTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "table1": (("table1_r_", "table1_rts_", "table1_p_", "table1_e_"), "Table 1 (distorted MNIST)"),
+    "tc": (("table1_tc_",), "Table 1, translated cluttered MNIST (TC, 60x60)"),
+    "addition": (("addition_",), "MNIST addition (Appendix A.1)"),
+    "3d": (("3d_",), "3D spatial transformer (Appendix A.3)"),
+}
+
+_VARIANT_ORDER = ("R", "RTS", "P", "E", "TC", "addition", "3D")
 _MODEL_ORDER = ("fcn", "cnn", "st_fcn_affine", "st_fcn_projective", "st_fcn_tps", "st_cnn_affine",
-                "st_cnn_projective", "st_cnn_tps")  # fmt: skip
+                "st_cnn_projective", "st_cnn_tps", "st_fcn_2x_affine", "st_fcn_2x_projective", "st_fcn_2x_tps",
+                "proj_cnn", "st3d_cnn_affine3d")  # fmt: skip
 
 
 def cell_name(cfg: TrainConfig) -> str:
@@ -56,54 +83,73 @@ def _order(cell: str) -> tuple[int, int, str]:
     return v, k, cell
 
 
-def table1_cells(only: Sequence[str] = ()) -> dict[str, str]:
-    """``{cell: packaged config name}`` of the Table 1 configs, filtered by ``only`` (cell names or globs such as
-    ``RTS/*``; the variant is matched case-insensitively).
+def experiment_cells(experiment: str, only: Sequence[str] = ()) -> dict[str, str]:
+    """``{cell: packaged config name}`` of an experiment's configs, filtered by ``only`` (cell names or globs such
+    as ``RTS/*``; the variant is matched case-insensitively).
 
     Raises:
-        ConfigError: a name in ``only`` matches no cell.
+        ConfigError: an unknown experiment, or a name in ``only`` that matches no cell.
     """
+    if experiment not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {experiment!r}; choose from {list(EXPERIMENTS)}")
+    prefixes = EXPERIMENTS[experiment][0]
     cells = {}
     for name in packaged_configs():
-        if name.startswith("table1_"):
+        if name.startswith(prefixes):
             cells[cell_name(load_config(name))] = name
     cells = dict(sorted(cells.items(), key=lambda kv: _order(kv[0])))
     if not only:
         return cells
+    by_lower = {v.lower(): v for v in _VARIANT_ORDER}
     chosen: dict[str, str] = {}
     for pattern in only:
         variant, _, model = pattern.partition("/")
-        pattern = f"{variant.upper() if variant.lower() != 'plain' else 'plain'}/{model or '*'}"
+        pattern = f"{by_lower.get(variant.lower(), variant)}/{model or '*'}"
         hits = [c for c in cells if fnmatch.fnmatchcase(c, pattern)]
         if not hits:
-            raise ConfigError(f"--only {pattern!r} matches no Table 1 cell; cells: {', '.join(cells)}")
+            raise ConfigError(f"--only {pattern!r} matches no {experiment} cell; cells: {', '.join(cells)}")
         chosen.update({c: cells[c] for c in hits})
     return dict(sorted(chosen.items(), key=lambda kv: _order(kv[0])))
 
 
+def table1_cells(only: Sequence[str] = ()) -> dict[str, str]:
+    """The cells of Table 1 (R, RTS, P, E): :func:`experiment_cells` of ``"table1"``."""
+    return experiment_cells("table1", only)
+
+
+def _run_key(schedule: str, overrides: Sequence[str]) -> str:
+    """The run directory's name: the schedule, plus the overrides that change what is computed."""
+    from torchstn.train.trainer import RESUMABLE_RUN_KEYS
+
+    kept = sorted(o for o in overrides if o.partition("=")[0].strip() not in {f"run.{k}" for k in RESUMABLE_RUN_KEYS})
+    slug = "".join(c if c.isalnum() or c in ".=-_" else "-" for c in "+".join(kept))
+    return schedule + (f"+{slug}" if slug else "")
+
+
 def _summary(cell: str, config: str, results: list[dict[str, Any]], schedule: str,
-             overrides: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
+             overrides: Sequence[str] = (), experiment: str = "table1") -> dict[str, Any]:  # fmt: skip
     variant, model = cell.split("/", 1)
     first = results[0]["config"]["model"]
     errors = [r["test_error"] for r in results]
     return {
         "variant": variant, "model": model,
-        "paper_error": PAPER_TABLE1.get((variant, first["name"], first["transform"])),
+        "paper_error": PAPER_ERRORS.get((variant, first["name"], first["transform"])),
         "ours_mean": statistics.fmean(errors), "ours_std": statistics.stdev(errors) if len(errors) > 1 else 0.0,
         "seeds": len(errors), "errors": errors, "parameters": results[0]["parameters"],
         "wall_s": statistics.fmean(r["train_s"] for r in results), "iterations": results[0]["iterations"],
         "completed": all(r["completed"] for r in results), "device": results[0]["device"],
-        "command": f"torchstn reproduce table1 --schedule {schedule} --seeds {len(errors)} --only {cell}"
+        "command": f"torchstn reproduce {experiment} --schedule {schedule} --seeds {len(errors)} --only {cell}"
                    + "".join(f" --set {o}" for o in overrides),
         "config": config,
     }  # fmt: skip
 
 
-def write_table(rows: list[dict[str, Any]], out_dir: str | Path, schedule: str, *, note: str = "") -> tuple[Path, Path]:
-    """Write ``table1_<schedule>.md`` and ``table1_<schedule>.csv`` into ``out_dir``; returns their paths."""
+def write_table(rows: list[dict[str, Any]], out_dir: str | Path, schedule: str, *, note: str = "",
+                experiment: str = "table1") -> tuple[Path, Path]:  # fmt: skip
+    """Write ``<experiment>_<schedule>.md`` and ``.csv`` into ``out_dir``; returns their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = out_dir / f"table1_{schedule}.csv", out_dir / f"table1_{schedule}.md"
+    csv_path, md_path = out_dir / f"{experiment}_{schedule}.csv", out_dir / f"{experiment}_{schedule}.md"
     cols = ["variant", "model", "paper_error", "ours_mean", "ours_std", "seeds", "errors", "parameters", "wall_s",
             "iterations", "completed", "device", "command"]  # fmt: skip
     with open(csv_path, "w", newline="") as f:
@@ -113,34 +159,38 @@ def write_table(rows: list[dict[str, Any]], out_dir: str | Path, schedule: str, 
             w.writerow({**r, "errors": ";".join(f"{e:.2f}" for e in r["errors"]), "wall_s": f"{r['wall_s']:.0f}",
                         "ours_mean": f"{r['ours_mean']:.3f}", "ours_std": f"{r['ours_std']:.3f}"})  # fmt: skip
     v = code_version()
-    lines = [f"# Table 1 (distorted MNIST), `{schedule}` schedule", "",
+    title = EXPERIMENTS.get(experiment, ((), experiment))[1]
+    lines = [f"# {title}, `{schedule}` schedule", "",
              f"% test error on the fixed test sets; ours is mean +- std over seeds. torchstn {v['torchstn']} "
              f"(git {v['git'] or 'unknown'}), torch {v['torch']}, {datetime.date.today().isoformat()}.",
              *([note] if note else []), "",
-             "| Set | Model | Paper | Ours | Seeds | Parameters | Train time / seed | Device | Command |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| Set | Model | Paper | Ours | Seeds | Parameters | Iterations | Train time / seed | Device | Command |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         paper = "-" if r["paper_error"] is None else f"{r['paper_error']:.1f}"
         ours = f"{r['ours_mean']:.2f} +- {r['ours_std']:.2f}" + ("" if r["completed"] else " (stopped early)")
         lines.append(f"| {r['variant']} | {r['model']} | {paper} | {ours} | {r['seeds']} | {r['parameters']:,} | "
-                     f"{r['wall_s'] / 60:.1f} min | {r['device']} | `{r['command']}` |")  # fmt: skip
+                     f"{r['iterations']:,} | {r['wall_s'] / 60:.1f} min | {r['device']} | `{r['command']}` |")  # fmt: skip
     md_path.write_text("\n".join(lines) + "\n")
     return md_path, csv_path
 
 
-def reproduce_table1(*, schedule: str = "cpu", seeds: int = 3, only: Sequence[str] = (),
-                     out: str | Path = "docs/results", runs: str | Path = "runs/table1",
-                     overrides: Sequence[str] = (), progress: bool = True, fit_fn: Callable[..., dict] | None = None,
-                     say: Callable[[str], None] = print) -> list[dict]:  # fmt: skip
-    """Train every selected cell for ``seeds`` seeds with ``schedule`` and write the table after each run.
+def reproduce(experiment: str = "table1", *, schedule: str = "cpu", seeds: int = 3, only: Sequence[str] = (),
+              out: str | Path = "docs/results", runs: str | Path | None = None, overrides: Sequence[str] = (),
+              progress: bool = True, fit_fn: Callable[..., dict] | None = None,
+              say: Callable[[str], None] = print) -> list[dict]:  # fmt: skip
+    """Train every selected cell of ``experiment`` for ``seeds`` seeds with ``schedule`` and write the table after
+    each run.
 
     Args:
+        experiment: a name of :data:`EXPERIMENTS` (``table1``, ``tc``, ``addition``, ``3d``).
         schedule: ``cpu`` or ``paper`` (any name of :data:`~torchstn.train.schedules.SCHEDULES`).
         seeds: seeds ``0 .. seeds - 1``.
         only: cells or globs to run (default all).
-        out: directory for ``table1_<schedule>.md`` / ``.csv``.
-        runs: directory for the run directories.
-        overrides: extra ``key=value`` config overrides for every run (e.g. ``run.threads=2``).
+        out: directory for ``<experiment>_<schedule>.md`` / ``.csv``.
+        runs: directory for the run directories (default ``runs/<experiment>``).
+        overrides: extra ``key=value`` config overrides for every run (e.g. ``run.threads=2``,
+            ``optim.iterations=1000`` for a shortened run).
         fit_fn: the training function (default :func:`torchstn.train.trainer.fit`; tests pass a fake).
 
     Returns:
@@ -150,13 +200,14 @@ def reproduce_table1(*, schedule: str = "cpu", seeds: int = 3, only: Sequence[st
         from torchstn.train.trainer import fit as fit_fn
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
-    cells = table1_cells(only)
+    cells = experiment_cells(experiment, only)
+    runs = Path(runs if runs is not None else f"runs/{experiment}")
     rows = []
     for i, (cell, config) in enumerate(cells.items()):
         results = []
         for seed in range(seeds):
             cfg = apply_overrides(load_config(config), [f"optim.schedule={schedule}", f"run.seed={seed}", *overrides])
-            run_dir = Path(runs) / cell.replace("/", "_") / schedule / f"seed{seed}"
+            run_dir = runs / cell.replace("/", "_") / _run_key(schedule, overrides) / f"seed{seed}"
             done = run_dir / "result.json"
             if done.is_file():
                 result = json.loads(done.read_text())
@@ -166,12 +217,18 @@ def reproduce_table1(*, schedule: str = "cpu", seeds: int = 3, only: Sequence[st
                     continue
             say(f"[{i + 1}/{len(cells)}] {cell} seed {seed} -> {run_dir}")
             t0 = time.monotonic()
+            command = f"torchstn train {config} --set optim.schedule={schedule} --set run.seed={seed}"
             result = fit_fn(cfg, run_dir, resume=True, progress=progress,
-                            command=f"torchstn train {config} --set optim.schedule={schedule} --set run.seed={seed}")
+                            command=command + "".join(f" --set {o}" for o in overrides))
             say(f"  {cell} seed {seed}: {result['test_error']:.2f}% in {(time.monotonic() - t0) / 60:.1f} min")
             results.append(result)
-        rows.append(_summary(cell, config, results, schedule, overrides))
-        md, _ = write_table(rows, out, schedule)
+        rows.append(_summary(cell, config, results, schedule, overrides, experiment))
+        md, _ = write_table(rows, out, schedule, experiment=experiment)
     if rows:
         say(f"wrote {md} and {md.with_suffix('.csv')}")
     return rows
+
+
+def reproduce_table1(**kwargs) -> list[dict]:
+    """:func:`reproduce` of ``"table1"`` (runs default to ``runs/table1``)."""
+    return reproduce("table1", **kwargs)
