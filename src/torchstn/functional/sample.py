@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from torchstn._checks import check_finite as _check_finite
-from torchstn._checks import check_float_tensor, check_rank, look_up_option
+from torchstn._checks import _compiling, check_float_tensor, check_rank, look_up_option
 from torchstn.errors import OptionError, ShapeError
 
 __all__ = ["sample", "MODES", "PADDING_MODES"]
@@ -31,6 +33,7 @@ def sample(
     check_finite: bool = True,
     antialias: bool = False,
     jacobian: torch.Tensor | None = None,
+    deterministic: bool | None = None,
 ) -> torch.Tensor:
     """Sample ``input`` at the normalised positions in ``grid``.
 
@@ -57,6 +60,12 @@ def sample(
         jacobian: with ``antialias``, the footprint ``d(input pixel)/d(output pixel)``: ``(B, n, n)`` per sample
             (e.g. :func:`torchstn.functional.antialias.affine_jacobian`) or ``(B, *out, n, n)`` per pixel.
             ``None`` estimates it from the grid by finite differences (works for every family).
+        deterministic: ``True`` samples with a gather-based implementation whose backward sums the gradient of
+            ``input`` in a fixed order (``F.grid_sample``'s CUDA backward uses ``atomicAdd``: run-to-run differences,
+            and an error under ``torch.use_deterministic_algorithms(True)``). Bilinear and nearest, every padding
+            mode, 2D and 3D; slower than ``F.grid_sample`` (see ``docs/determinism.md``). ``None`` (default) uses it
+            only where ``F.grid_sample`` would refuse: a CUDA input, torch's deterministic mode on, and a backward
+            to come; ``False`` always uses ``F.grid_sample``.
 
     Returns:
         ``(B, C, H', W')`` or ``(B, C, D', H', W')`` in the dtype of ``input``.
@@ -65,7 +74,8 @@ def sample(
         DTypeError: non-float ``input`` or ``grid``.
         ShapeError: ranks that do not match, wrong last grid dim, or batch sizes that differ.
         OptionError: unknown ``mode`` / ``padding_mode``, ``bicubic`` on volumes, ``antialias`` with a mode other
-            than bilinear, or ``jacobian`` without ``antialias``.
+            than bilinear, ``jacobian`` without ``antialias``, or ``deterministic=True`` with ``mode="bicubic"``
+            or ``antialias``.
         NonFiniteError: non-finite grid values with ``check_finite=True``.
 
     Example:
@@ -77,10 +87,14 @@ def sample(
         >>> sample(checker.view(1, 1, 8, 8), identity_grid((2, 2)), antialias=True)  # 4x zoom-out: the mean
         tensor([[[[0.5000, 0.5000],
                   [0.5000, 0.5000]]]])
+        >>> g = torch.rand(1, 4, 5, 2) * 2.4 - 1.2  # some points outside
+        >>> torch.allclose(sample(x, g, deterministic=True), sample(x, g), atol=1e-6)
+        True
     """
     grid = _check_args(input, grid, mode, padding_mode)
     if check_finite:
         _check_finite("grid", grid)
+    gather = _use_gather(deterministic, input, grid, mode, antialias)
     if antialias or jacobian is not None:
         if not antialias:
             raise OptionError("jacobian= is only used with antialias=True")
@@ -89,11 +103,14 @@ def sample(
         from torchstn.functional.antialias import _antialiased  # builds on this module: imported on use
 
         return _antialiased(input, grid, padding_mode, fill_value, align_corners, jacobian)
-    if grid.dtype != input.dtype:
-        work = torch.promote_types(grid.dtype, input.dtype)
-        out = _sample(input.to(work), grid.to(work), mode, padding_mode, fill_value, align_corners)
-        return out.to(input.dtype)
-    return _sample(input, grid, mode, padding_mode, fill_value, align_corners)
+    work = torch.promote_types(grid.dtype, input.dtype)
+    x, grid = input.to(work), grid.to(work)  # no-ops when the dtypes agree
+    read = None
+    if gather:
+        def read(img, padding):
+            return _gather_sample(img, grid, mode, padding, align_corners)
+
+    return _sample(x, grid, mode, padding_mode, fill_value, align_corners, read).to(input.dtype)
 
 
 def _check_args(input, grid, mode, padding_mode):
@@ -137,3 +154,145 @@ def _sample(input, grid, mode, padding_mode, fill_value, align_corners, read=Non
     elif fill.dim() != 0:
         raise ShapeError(f"fill_value must be a scalar or a (C,) tensor, got shape {tuple(fill.shape)}")
     return read(input - fill, "zeros") + fill
+
+
+# -- the deterministic sampler -----------------------------------------------------------------------------------
+def _use_gather(deterministic, input, grid, mode, antialias) -> bool:
+    """Whether :func:`sample` takes the gather-based path (see its ``deterministic`` argument)."""
+    if deterministic is None:
+        # F.grid_sample's CUDA backward raises under torch's deterministic mode (even for the grid gradient alone)
+        return (input.is_cuda and mode != "bicubic" and not antialias and torch.are_deterministic_algorithms_enabled()
+                and torch.is_grad_enabled() and (input.requires_grad or grid.requires_grad))
+    if deterministic not in (True, False):
+        raise OptionError(f"deterministic must be True, False or None, got {deterministic!r}")
+    if deterministic and mode not in ("bilinear", "nearest"):
+        raise OptionError(f"deterministic=True supports mode='bilinear' and 'nearest', got mode={mode!r}")
+    if deterministic and antialias:
+        raise OptionError("deterministic=True is not available with antialias=True")
+    return bool(deterministic)
+
+
+def _gather_sample(input, grid, mode, padding_mode, align_corners):
+    """``F.grid_sample`` (bilinear / trilinear or nearest) as index arithmetic and one row gather, whose backward to
+    ``input`` is the deterministic :class:`_ScatterAddRows`; the grid gradient comes from autograd on the weights.
+    Tap and corner dims lead, ``(K, B, N)``, so every elementwise op runs along the long point dim."""
+    B, C, *in_size = input.shape
+    n, out_size, S = len(in_size), grid.shape[1:-1], math.prod(in_size)
+    points = grid.reshape(B, -1, n)  # (B, N, n), last dim (x, y[, z])
+    index = torch.arange(B, device=input.device).view(1, B, 1) * S  # the first row of each sample, (1, B, 1)
+    weight = None
+    stride = 1
+    for d in reversed(range(n)):  # input spatial dims W, H[, D]; dim d is grid column n - 1 - d
+        x = _source_pixel(points[..., n - 1 - d], in_size[d], padding_mode, align_corners)  # (B, N) in pixels
+        idx, w = _taps(x, in_size[d], mode)  # (T, B, N): T = 2 taps (bilinear) or 1 (nearest)
+        # every tap of this axis with every corner so far: (K, 1, B, N) + (1, T, B, N) -> (K * T, B, N)
+        index = (index.unsqueeze(1) + (idx if stride == 1 else idx * stride).unsqueeze(0)).flatten(0, 1)
+        weight = w if weight is None else (weight.unsqueeze(1) * w.unsqueeze(0)).flatten(0, 1)
+        stride *= in_size[d]
+    K = index.shape[0]
+    rows = input.movedim(1, -1).reshape(B * S, C)  # (B * S, C): one row per input pixel, channels last
+    if C == 1:
+        rows = rows.view(-1)  # (B * S,): a 1-D gather and scatter are several times faster than of 1-wide rows
+    values = _GatherRows.apply(rows, index.view(-1)).view(K, -1, C)  # (K, B * N, C)
+    out = (values * weight.view(K, -1, 1)).sum(0)  # (B * N, C)
+    return out.view(B, -1, C).transpose(1, 2).reshape(B, C, *out_size)
+
+
+def _source_pixel(coord, size: int, padding_mode: str, align_corners: bool):
+    """Normalised coordinates -> input pixel coordinates, with border clamping / reflection as ``F.grid_sample``."""
+    if align_corners:
+        x = (coord + 1) / 2 * (size - 1)
+    else:
+        x = ((coord + 1) * size - 1) / 2
+    if padding_mode == "border":
+        x = x.clamp(0, size - 1)
+    elif padding_mode == "reflection":
+        x = _reflect(x, 0, 2 * (size - 1)) if align_corners else _reflect(x, -1, 2 * size - 1)
+        x = x.clamp(0, size - 1)
+    return x
+
+
+def _reflect(x, twice_low: int, twice_high: int):
+    """Reflect ``x`` into ``[twice_low / 2, twice_high / 2]`` (mirror at both ends, repeatedly)."""
+    if twice_low == twice_high:
+        return torch.zeros_like(x)
+    low, span = twice_low / 2, (twice_high - twice_low) / 2
+    x = (x - low).abs()
+    extra = torch.fmod(x, span)
+    flips = torch.floor(x / span)
+    return torch.where(flips % 2 == 0, extra + low, span - extra + low)
+
+
+def _taps(x, size: int, mode: str):
+    """Positions ``(T, B, N)`` (long) of the taps along one axis and their weights, 0 for taps outside the input
+    (whose position is then 0, any valid row)."""
+    if mode == "nearest":
+        pos = torch.round(x).unsqueeze(0)  # (1, B, N); round half to even, as F.grid_sample
+        w = 1 + (pos - pos.detach())  # 1 with a zero grid gradient, as F.grid_sample
+    else:
+        x0 = torch.floor(x)
+        tap = torch.arange(2, dtype=x.dtype, device=x.device).view(2, 1, 1)
+        pos = x0 + tap  # (2, B, N): x0, x0 + 1
+        w = (x - x0) * (2 * tap - 1) + (1 - tap)  # (2, B, N): 1 - frac, frac
+    inside = (pos >= 0) & (pos <= size - 1)  # False for NaN too: non-finite points read zero
+    return torch.where(inside, pos.detach(), 0).long(), torch.where(inside, w, 0)
+
+
+class _GatherRows(torch.autograd.Function):
+    """``rows[index]`` for ``rows (R, C)`` or ``(R,)``, ``index (M,)``; the backward is the deterministic
+    :class:`_ScatterAddRows` (autograd's own, ``index_add_``, adds atomically on CUDA)."""
+
+    @staticmethod
+    def forward(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return rows.index_select(0, index)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        rows, index = inputs
+        ctx.save_for_backward(index)
+        ctx.num_rows = rows.shape[0]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (index,) = ctx.saved_tensors
+        return _ScatterAddRows.apply(grad, index, ctx.num_rows), None
+
+
+class _ScatterAddRows(torch.autograd.Function):
+    """``out[index[m]] += values[m]`` into ``num_rows`` zero rows, summed in a fixed order; half precision is
+    accumulated in float32. Its backward is :class:`_GatherRows`, so double backward works too."""
+
+    @staticmethod
+    def forward(values: torch.Tensor, index: torch.Tensor, num_rows: int) -> torch.Tensor:
+        acc = values.dtype if values.dtype in (torch.float32, torch.float64) else torch.float32
+        out = values.new_zeros((num_rows, *values.shape[1:]), dtype=acc)
+        with _deterministic_algorithms():
+            out.index_put_((index,), values.to(acc), accumulate=True)
+        return out.to(values.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(inputs[1])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (index,) = ctx.saved_tensors
+        return _GatherRows.apply(grad, index), None, None
+
+
+@contextlib.contextmanager
+def _deterministic_algorithms():
+    """Turn torch's deterministic mode on for one call, so ``index_put_(accumulate=True)`` takes its deterministic
+    kernel (sort-based on CUDA; on CPU no multi-threaded atomic adds). The setting is process-wide: it is switched
+    on with ``warn_only=True``, so a nondeterministic op another thread runs meanwhile warns rather than fails, and
+    restored exactly. Not switched while ``torch.compile`` traces (it cannot be traced): compiled code is
+    deterministic only under the user's own ``torch.use_deterministic_algorithms(True)``."""
+    if _compiling() or torch.are_deterministic_algorithms_enabled():
+        yield
+        return
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(False, warn_only=warn_only)

@@ -34,10 +34,14 @@ class SpatialTransformer(nn.Module):
         antialias: sample with ``torchstn.sample(..., antialias=True)`` so an ST that zooms out does not alias
             (bilinear only). Affine families pass their exact per-sample footprint; the others estimate it per pixel.
         bound: keep every parameter within ``bound`` of the identity through a tanh (see :class:`ThetaHead`).
+        deterministic: passed to :func:`torchstn.sample`: ``True`` uses the sampler whose input gradient is
+            deterministic on CUDA (bilinear / nearest, no antialias); ``None`` picks it under torch's deterministic
+            mode on CUDA (see ``docs/determinism.md``).
         **transform_options: options of the family, e.g. ``grid_size=4`` for ``"tps"``.
 
     Raises:
-        OptionError: unknown transform, option or mode, or ``antialias`` with a mode other than bilinear.
+        OptionError: unknown transform, option or mode, ``antialias`` with a mode other than bilinear, or
+            ``deterministic=True`` with ``mode="bicubic"`` or ``antialias``.
         ShapeError: an input whose spatial rank the family does not support.
 
     Example:
@@ -63,6 +67,7 @@ class SpatialTransformer(nn.Module):
         bound: float | None = None,
         check_finite: bool = True,
         antialias: bool = False,
+        deterministic: bool | None = None,
         **transform_options,
     ):
         super().__init__()
@@ -75,6 +80,12 @@ class SpatialTransformer(nn.Module):
         self.antialias = bool(antialias)
         if self.antialias and self.mode != "bilinear":
             raise OptionError(f"antialias=True needs mode='bilinear', got mode={self.mode!r}")
+        if deterministic not in (None, True, False):
+            raise OptionError(f"deterministic must be True, False or None, got {deterministic!r}")
+        if deterministic and (self.mode == "bicubic" or self.antialias):
+            raise OptionError("deterministic=True needs mode='bilinear' or 'nearest' and antialias=False, got "
+                              f"mode={self.mode!r}, antialias={self.antialias}")
+        self.deterministic = deterministic
         rank = self.family.spatial_rank
         self.out_size = None if out_size is None else check_size("out_size", out_size, rank)
         if in_features is None:
@@ -110,7 +121,7 @@ class SpatialTransformer(nn.Module):
                 jacobian = affine_jacobian(matrix, U.shape[2:], size, self.align_corners)
         return sample(U, grid, mode=self.mode, padding_mode=self.padding_mode, fill_value=self.fill_value,
                       align_corners=self.align_corners, check_finite=False, antialias=self.antialias,
-                      jacobian=jacobian)
+                      jacobian=jacobian, deterministic=self.deterministic)
 
     def forward(
         self, U: torch.Tensor, loc_input: torch.Tensor | None = None, *, return_theta: bool = False
@@ -126,7 +137,8 @@ class SpatialTransformer(nn.Module):
     def extra_repr(self) -> str:
         return (f"family={self.family!r}, out_size={self.out_size}, mode={self.mode!r}, "
                 f"padding_mode={self.padding_mode!r}, align_corners={self.align_corners}"
-                + (", antialias=True" if self.antialias else ""))
+                + (", antialias=True" if self.antialias else "")
+                + (f", deterministic={self.deterministic}" if self.deterministic is not None else ""))
 
 
 class ParallelSpatialTransformers(nn.Module):
