@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from collections.abc import Iterable, Sequence
 
@@ -79,3 +80,27 @@ def _compiling() -> bool:
     if compiler is not None and hasattr(compiler, "is_compiling"):
         return bool(compiler.is_compiling())
     return False
+
+
+_AUTOCAST_DEVICES = ("cpu", "cuda")
+
+
+def autocast_off(device: torch.device):
+    """A context in which autocast is off for ``device`` (``cpu``/``cuda``; a no-op context for other devices).
+
+    The grid generators and TPS solves run their matrix products inside it: autocast would run them in bfloat16 /
+    float16 (errors of ~0.1 px at MNIST sizes), whatever precision their inputs are upcast to.
+    """
+    if device.type in _AUTOCAST_DEVICES:
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def autocast_enabled(device: torch.device) -> bool:
+    """Whether autocast is on for ``device`` (works from torch 2.1, before ``is_autocast_enabled(device_type)``)."""
+    if device.type not in _AUTOCAST_DEVICES:
+        return False
+    try:
+        return bool(torch.is_autocast_enabled(device.type))
+    except TypeError:  # torch < 2.4
+        return bool(torch.is_autocast_cpu_enabled() if device.type == "cpu" else torch.is_autocast_enabled())

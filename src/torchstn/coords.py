@@ -209,7 +209,6 @@ def grid_to_displacement(grid: torch.Tensor, align_corners: bool = False, order:
 
     look_up_option("order", order, ("ij", "xy"))
     size = grid.shape[1:-1]
-    n = grid.shape[-1]
     ident = identity_grid(size, align_corners, device=grid.device, dtype=grid.dtype)
     scales = []
     for s in reversed(tuple(size)):  # x first

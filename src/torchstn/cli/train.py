@@ -2,6 +2,10 @@
 
 CONFIG is a ``.toml`` file or the name of a packaged config (``table1_rts_st_cnn_affine``; ``--list`` shows them).
 The run directory gets ``config.toml`` (resolved), ``metrics.csv``, ``last.pt`` and ``result.json``.
+
+Several processes: ``torchrun --nproc_per_node=N -m torchstn train CONFIG ...`` trains with DistributedDataParallel
+(gloo on the CPU, NCCL with ``--device cuda``); ``optim.batch_size`` is the global batch; rank 0 writes the run
+directory. Mixed precision: ``--amp bf16`` (CPU or GPU) or ``--amp fp16`` (GPU).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import argparse
 import shlex
 import sys
 
+from torchstn.train import distributed
 from torchstn.train.config_io import config_name, load_config, packaged_configs
 from torchstn.train.trainer import fit
 
@@ -24,6 +29,7 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     parser.add_argument("--threads", type=int, help="CPU threads (run.threads)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (run.device)")
     parser.add_argument("--time-limit", type=float, metavar="MIN", help="stop after MIN minutes (run.time_limit)")
+    parser.add_argument("--amp", help="mixed precision: off, bf16 or fp16 (CUDA only) (run.amp)")
     parser.add_argument("--gif", action="store_true", help="also write OUT/st.gif: the ST's output during training")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument("--list", action="store_true", help="list the packaged configs and exit")
@@ -39,14 +45,15 @@ def main(args: argparse.Namespace) -> int:
         print("torchstn train: error: CONFIG is required (see --list for packaged configs)", file=sys.stderr)
         return 2
     overrides = list(args.overrides)
-    for flag, key in ((args.threads, "run.threads"), (args.device, "run.device"), (args.time_limit, "run.time_limit")):
+    for flag, key in ((args.threads, "run.threads"), (args.device, "run.device"), (args.time_limit, "run.time_limit"),
+                      (args.amp, "run.amp")):  # fmt: skip
         if flag is not None:
             overrides.append(f"{key}={flag!r}" if not isinstance(flag, str) else f"{key}={flag}")
     cfg = load_config(args.config, overrides)
     out = args.out or cfg.run.out or f"runs/{config_name(args.config)}"
     command = "torchstn train " + " ".join(shlex.quote(a) for a in _argv(args))
     result = fit(cfg, out, resume=args.resume, gif=args.gif, progress=not args.quiet, command=command)
-    if args.quiet:
+    if args.quiet and distributed.is_main():
         print(f"test error {result['test_error']:.2f}% on {result['test_images']:,} images after "
               f"{result['steps']:,} iterations; run directory {out}")
     return 0
@@ -55,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
 def _argv(args: argparse.Namespace) -> list[str]:
     argv = [args.config] + [x for o in args.overrides for x in ("--set", o)]
     for flag, value in (("--threads", args.threads), ("--device", args.device), ("--time-limit", args.time_limit),
-                        ("--out", args.out)):
+                        ("--amp", args.amp), ("--out", args.out)):
         if value is not None:
             argv += [flag, str(value)]
     return argv + (["--resume"] if args.resume else []) + (["--gif"] if args.gif else [])

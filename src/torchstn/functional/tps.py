@@ -17,6 +17,7 @@ from functools import lru_cache
 
 import torch
 
+from torchstn._checks import autocast_off
 from torchstn.coords import identity_grid
 
 __all__ = ["lattice", "tps_kernel", "tps_system_matrix", "tps_grid_matrix", "tps_grid", "tps_grid_direct",
@@ -123,14 +124,15 @@ def tps_grid(
 ) -> torch.Tensor:
     """TPS sampling grid from control-point source positions ``(B, K, 2)`` -> ``(B, H, W, 2)`` (precomputed path).
 
-    Half-precision inputs are computed in float32 and cast back.
+    Half-precision inputs are computed in float32 and cast back; autocast is off for the product.
     """
     B, K, _ = source_points.shape
     work = _work_dtype(source_points.dtype)
     M = tps_grid_matrix(grid_size, out_size, align_corners, regularisation, dtype=work, device=source_points.device)
     # One (2B, K) @ (K, S) product is ~3x faster than the batched (S, K) @ (B, K, 2) on CPU (bench_tps.py "layout")
     src = source_points.to(work).transpose(1, 2).reshape(2 * B, K)  # (2B, K): rows x_b, y_b
-    grid = (src @ M.t()).view(B, 2, -1).transpose(1, 2)  # (B, S, 2)
+    with autocast_off(src.device):  # autocast would run the product in half precision
+        grid = (src @ M.t()).view(B, 2, -1).transpose(1, 2)  # (B, S, 2)
     return grid.reshape(B, *out_size, 2).to(source_points.dtype)
 
 
@@ -149,12 +151,13 @@ def tps_transform_points(
     source_points: torch.Tensor, points: torch.Tensor, grid_size: int, regularisation: float = 0.0
 ) -> torch.Tensor:
     """Map output points ``(B, N, 2)`` to input points with the TPS through ``source_points`` ``(B, K, 2)``,
-    solving the system directly (``torch.linalg.solve``, upcast from half precision)."""
+    solving the system directly (``torch.linalg.solve``, upcast from half precision, autocast off)."""
     work = _work_dtype(source_points.dtype)
     src = source_points.to(work)
-    ctrl = lattice(grid_size, dtype=work, device=src.device)
-    L = tps_system_matrix(ctrl, regularisation)  # (K+3, K+3)
-    rhs = torch.cat((src, src.new_zeros(src.shape[0], 3, 2)), dim=1)  # (B, K+3, 2)
-    params = torch.linalg.solve(L, rhs)  # (B, K+3, 2): [w; a0; ax; ay]
-    out = _basis(points.to(work), ctrl) @ params  # (B, N, K+3) @ (B, K+3, 2)
+    with autocast_off(src.device):
+        ctrl = lattice(grid_size, dtype=work, device=src.device)
+        L = tps_system_matrix(ctrl, regularisation)  # (K+3, K+3)
+        rhs = torch.cat((src, src.new_zeros(src.shape[0], 3, 2)), dim=1)  # (B, K+3, 2)
+        params = torch.linalg.solve(L, rhs)  # (B, K+3, 2): [w; a0; ax; ay]
+        out = _basis(points.to(work), ctrl) @ params  # (B, N, K+3) @ (B, K+3, 2)
     return out.to(source_points.dtype)

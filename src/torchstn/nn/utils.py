@@ -8,7 +8,6 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from torchstn.nn.head import ThetaHead
 from torchstn.nn.spatial_transformer import SpatialTransformer
 
 __all__ = ["param_groups", "record_theta", "identity_penalty", "theta_stats"]

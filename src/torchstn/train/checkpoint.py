@@ -4,9 +4,14 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (so `
 read it without unpickling code):
 
 ``config`` (the resolved config as nested dicts), ``model``, ``optimizer`` and ``scheduler`` state dicts, ``step``,
-``rng`` (the torch CPU / CUDA generators, the data generator and Python's ``random``, each as tensors or lists),
-``version`` (``torchstn.__version__`` and the git revision when known), ``in_shape``, ``num_classes``, ``elapsed_s``
-and ``final``.
+``rng`` (the torch CPU / CUDA generators, the data generator and Python's ``random``, each as tensors or lists; under
+DDP also ``data_ranks``, every rank's data generator), ``world_size`` (processes), ``version``
+(``torchstn.__version__`` and the git revision when known), ``in_shape``, ``num_classes``, ``elapsed_s``, ``final``
+and, with ``run.amp = "fp16"``, ``scaler`` (the gradient scaler's state).
+
+Under DDP rank 0 writes the one file for all ranks: their generator states are gathered to it first (see
+:mod:`torchstn.train.distributed`), so one atomic ``os.replace`` keeps the whole run's state consistent, and a
+resume needs only this file.
 
 Example:
     >>> import tempfile, os
@@ -109,23 +114,34 @@ def code_version() -> dict[str, str]:
     return {"torchstn": torchstn.__version__, "git": _git_revision(), "torch": str(torch.__version__)}
 
 
-def get_rng_state(data_generator: torch.Generator | None = None) -> dict[str, Any]:
-    """Every random state a training run draws from, as tensors and plain lists (safe for ``weights_only``)."""
+def get_rng_state(data_generator: torch.Generator | None = None, *,
+                  rank_states: list[torch.Tensor] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Every random state a training run draws from, as tensors and plain lists (safe for ``weights_only``).
+
+    Args:
+        data_generator: the training distortions' generator (rank 0's under DDP), saved as ``"data"``.
+        rank_states: under DDP, every rank's data-generator state in rank order, saved as ``"data_ranks"`` (left
+            out for one process).
+    """
     version, state, gauss = random.getstate()
     rng: dict[str, Any] = {"torch": torch.get_rng_state(), "python": [version, list(state), gauss]}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     if data_generator is not None:
         rng["data"] = data_generator.get_state()
+    if rank_states is not None and len(rank_states) > 1:
+        rng["data_ranks"] = [s.cpu() for s in rank_states]
     return rng
 
 
-def set_rng_state(rng: dict[str, Any], data_generator: torch.Generator | None = None) -> None:
-    """Restore what :func:`get_rng_state` saved."""
+def set_rng_state(rng: dict[str, Any], data_generator: torch.Generator | None = None, *, rank: int = 0) -> None:
+    """Restore what :func:`get_rng_state` saved; ``data_generator`` gets rank ``rank``'s state (left as it is when
+    the checkpoint has none for that rank: a resume with more processes than the run had)."""
     torch.set_rng_state(rng["torch"])
     version, state, gauss = rng["python"]
     random.setstate((version, tuple(state), gauss))
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    if data_generator is not None and "data" in rng:
-        data_generator.set_state(rng["data"])
+    ranks = rng.get("data_ranks") or ([rng["data"]] if "data" in rng else [])
+    if data_generator is not None and rank < len(ranks):
+        data_generator.set_state(ranks[rank])

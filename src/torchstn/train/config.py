@@ -47,6 +47,7 @@ __all__ = [
 
 VARIANTS = ("R", "RTS", "P", "E", "TC", "plain", "addition", "3D")
 DEVICES = ("cpu", "cuda")
+AMP_MODES = ("off", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,10 @@ class RunConfig:
         checkpoint_every: save ``last.pt`` every this many iterations (0 = only at evaluations and the end).
         time_limit: stop training after this many minutes (the run is still checkpointed and evaluated).
         out: output directory; ``None`` gives ``runs/<config name>``.
+        amp: mixed precision of the forward pass and the loss: ``off``, ``bf16`` (CPU or a GPU that supports it) or
+            ``fp16`` (CUDA only, with a gradient scaler); see :mod:`torchstn.train.trainer`.
+        dist_timeout: under ``torchrun``, minutes a process waits at a collective (for a peer that hangs or died)
+            before the job fails; see :mod:`torchstn.train.distributed`.
     """
 
     seed: int = 0
@@ -164,6 +169,8 @@ class RunConfig:
     checkpoint_every: int = 1000
     time_limit: float | None = None
     out: str | None = None
+    amp: str = "off"
+    dist_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -242,8 +249,9 @@ def _check_values(cfg: TrainConfig) -> TrainConfig:
     def choice(key: str, value: str | None, allowed: Iterable[str]) -> None:
         allowed = tuple(allowed)
         if value is not None and value not in allowed:
-            close = difflib.get_close_matches(str(value), allowed, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            by_lower = {a.lower(): a for a in allowed}
+            close = difflib.get_close_matches(str(value).lower(), list(by_lower), n=1)
+            hint = f" Did you mean {by_lower[close[0]]!r}?" if close else ""
             raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}.{hint}")
 
     def positive(key: str, value: float | None, allow_zero: bool = False) -> None:
@@ -255,6 +263,7 @@ def _check_values(cfg: TrainConfig) -> TrainConfig:
     choice("optim.optimizer", cfg.optim.optimizer, OPTIMIZERS)
     choice("optim.decay", cfg.optim.decay, DECAYS)
     choice("optim.clock", cfg.optim.clock, CLOCKS)
+    choice("run.amp", cfg.run.amp, AMP_MODES)
     if cfg.optim.clock == "time" and cfg.run.time_limit is None:
         raise ConfigError("optim.clock = 'time' needs run.time_limit (minutes), e.g. --set run.time_limit=4")
     device = cfg.run.device
@@ -264,7 +273,8 @@ def _check_values(cfg: TrainConfig) -> TrainConfig:
     for key, value in [("optim.lr", o.lr), ("optim.batch_size", o.batch_size), ("optim.iterations", o.iterations),
                        ("optim.gamma", o.gamma), ("optim.loc_lr_mult", o.loc_lr_mult), ("model.bound", cfg.model.bound),
                        ("run.threads", r.threads), ("run.eval_batch_size", r.eval_batch_size),
-                       ("run.log_every", r.log_every), ("run.time_limit", r.time_limit)]:  # fmt: skip
+                       ("run.log_every", r.log_every), ("run.time_limit", r.time_limit),
+                       ("run.dist_timeout", r.dist_timeout)]:  # fmt: skip
         positive(key, value)
     for key, value in [("optim.momentum", o.momentum), ("optim.weight_decay", o.weight_decay),
                        ("optim.warmup", o.warmup), ("optim.identity_weight", o.identity_weight),

@@ -4,10 +4,16 @@ A run directory holds ``config.toml`` (the resolved config), ``metrics.csv``, ``
 written atomically) and, once finished, ``result.json``; with ``gif=True`` also ``gif/`` frames and ``st.gif``.
 ``fit(..., resume=True)`` continues from ``last.pt`` exactly: same batches, same distortions, same losses (bitwise on
 CPU).
+
+Under ``torchrun`` the model is wrapped in ``DistributedDataParallel`` and ``optim.batch_size`` is the global batch
+(:mod:`torchstn.train.distributed` says how it is split and seeded); rank 0 alone logs, evaluates and checkpoints.
+``run.amp`` (``off``, ``bf16``, ``fp16``) runs the forward pass under :func:`torch.autocast`; the loss is computed in
+float32 and ``fp16`` scales it with a :class:`torch.amp.GradScaler` (checkpointed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -24,19 +30,21 @@ from torch import nn
 from torchstn.errors import ConfigError, NonFiniteError, OptionError
 from torchstn.nn import SpatialTransformer, identity_penalty, record_theta, theta_stats
 from torchstn.train import checkpoint as ckpt
-from torchstn.train.config import TrainConfig, from_dict, to_dict
+from torchstn.train import distributed as dist
+from torchstn.train.config import AMP_MODES, TrainConfig, from_dict, to_dict
 from torchstn.train.config_io import to_toml
-from torchstn.train.data import batch_indices, build_datasets, data_generator
+from torchstn.train.data import batch_indices, build_datasets
 from torchstn.train.metrics import MetricsLogger, Progress
 from torchstn.train.schedules import build_optimizer, build_scheduler, lr_factor_fn, resolve
 
-__all__ = ["fit", "train_steps", "evaluate", "build_model", "count_parameters", "RunState", "RESUMABLE_RUN_KEYS"]
+__all__ = ["fit", "train_steps", "evaluate", "build_model", "count_parameters", "RunState", "RESUMABLE_RUN_KEYS",
+           "AMP_MODES"]
 
 _TIME_CLOCK_CAP = 100  # with optim.clock = "time", at most this many times optim.iterations
 
 # run.* fields a resumed run may change (they do not change what is computed)
 RESUMABLE_RUN_KEYS = ("device", "threads", "eval_every", "eval_limit", "eval_batch_size", "log_every",
-                      "checkpoint_every", "time_limit", "out")  # fmt: skip
+                      "checkpoint_every", "time_limit", "out", "dist_timeout")  # fmt: skip
 
 
 def build_model(cfg: TrainConfig, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -82,8 +90,9 @@ def _theta_columns(names: list[str]) -> list[str]:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset, *, batch_size: int = 500, device: str | torch.device = "cpu",
-             limit: int = 0) -> dict[str, float]:  # fmt: skip
-    """Mean cross-entropy and % error of ``model`` on ``dataset`` (its first ``limit`` images; 0 = all).
+             limit: int = 0, amp: str = "off") -> dict[str, float]:  # fmt: skip
+    """Mean cross-entropy and % error of ``model`` on ``dataset`` (its first ``limit`` images; 0 = all), with the
+    forward pass under ``amp`` (see :data:`AMP_MODES`).
 
     Returns:
         ``{"loss": ..., "error": ..., "n": ...}``.
@@ -95,7 +104,8 @@ def evaluate(model: nn.Module, dataset, *, batch_size: int = 500, device: str | 
     for start in range(0, n, batch_size):
         images, labels = dataset.batch(torch.arange(start, min(n, start + batch_size)))
         images, labels = images.to(device), labels.to(device)
-        logits = model(images)
+        with _autocast(device, amp):
+            logits = model(images).float()
         loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
         wrong += int((logits.argmax(1) != labels).sum())
     model.train(was_training)
@@ -117,8 +127,11 @@ class RunState:
     elapsed_before: float = 0.0  # wall time of earlier sessions of this run (before a resume)
     session_start: float = dataclasses.field(default_factory=time.monotonic)
     history: list[dict[str, float]] = dataclasses.field(default_factory=list)
-    # since the last log row: summed loss, wrong predictions, images, seconds spent in training steps
+    # since the last log row: summed loss, wrong predictions, images (this rank's), seconds spent in training steps
     window: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0, 0, 0.0])
+    net: nn.Module | None = None  # what a step calls: ``model`` wrapped in DistributedDataParallel (None: ``model``)
+    amp: str = "off"  # run.amp
+    scaler: torch.amp.GradScaler | None = None  # with amp = "fp16"
 
     def elapsed(self) -> float:
         """Wall time of this run so far, over all its sessions."""
@@ -136,11 +149,18 @@ def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = No
         progress is ``elapsed / time_limit_s`` (the scheduler is not stepped), so it ends on time however fast the
         machine runs.
 
+    Under DDP each rank trains on its share of the global batch (:func:`torchstn.train.distributed.shard`); the
+    logged loss and error are those of the global batch, theta statistics those of rank 0's share, and the time
+    limit and the time clock follow rank 0's clock (every rank must stop at the same step).
+
     Raises:
         NonFiniteError: the loss became NaN or infinite.
     """
     cfg, model, device = state.cfg, state.model, state.device
+    net = state.net or model
     o, bs = cfg.optim, cfg.optim.batch_size
+    rank, world = dist.rank(), dist.world_size()
+    shared_clock = world > 1 and (time_limit_s is not None or o.clock == "time")
     sts = _transformers(model)
     identities = {name: st.head.identity for name, st in sts.items()}
     n_train = len(state.train_set)
@@ -150,6 +170,8 @@ def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = No
     factor = lr_factor_fn(o) if by_time else None
     while state.step < stop:
         elapsed = state.elapsed()
+        if shared_clock:  # one clock for all ranks: they must agree on the lr and on when to stop
+            elapsed = dist.broadcast_float(elapsed, device)
         if time_limit_s is not None and elapsed >= time_limit_s:
             return False
         if by_time:  # the schedule's virtual iteration: the fraction of the time budget used, times iterations
@@ -157,21 +179,18 @@ def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = No
             for g in state.optimizer.param_groups:
                 g["lr"] = g["initial_lr"] * f
         t_step = time.perf_counter()
-        idx = batch_indices(state.step, bs, n_train, cfg.run.seed)
+        idx = dist.shard(batch_indices(state.step, bs, n_train, cfg.run.seed), rank, world)  # this rank's share
         images, labels = state.train_set.batch(idx, generator=state.generator)
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        with record_theta(model, detach=o.identity_weight == 0) as thetas:
-            logits = model(images)
-        loss = F.cross_entropy(logits, labels)
+        with record_theta(model, detach=o.identity_weight == 0) as thetas, _autocast(device, state.amp):
+            logits = net(images)
+        loss = F.cross_entropy(logits.float(), labels)
         total = loss
         if o.identity_weight > 0:
-            penalty = sum(identity_penalty(t, identities[name]) for name, ts in thetas.items() for t in ts)
+            penalty = sum(identity_penalty(t.float(), identities[name]) for name, ts in thetas.items() for t in ts)
             total = loss + o.identity_weight * penalty
         state.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        if o.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
-        state.optimizer.step()
+        _backward_step(state, total)
         if not by_time:
             state.scheduler.step()
         state.step += 1
@@ -184,9 +203,10 @@ def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = No
         win[2] += labels.numel()
         win[3] += time.perf_counter() - t_step
         if state.step % cfg.run.log_every == 0 or state.step == o.iterations:
-            row: dict[str, Any] = {"step": state.step, "phase": "train", "loss": win[0] / win[2],
-                                   "error": 100.0 * win[1] / win[2], "lr": state.optimizer.param_groups[0]["lr"],
-                                   "img_per_s": win[2] / max(win[3], 1e-9), "elapsed_s": state.elapsed()}  # fmt: skip
+            loss_sum, wrong, n = dist.all_reduce_sum(win[:3], device)  # the global batch's
+            row: dict[str, Any] = {"step": state.step, "phase": "train", "loss": loss_sum / n,
+                                   "error": 100.0 * wrong / n, "lr": state.optimizer.param_groups[0]["lr"],
+                                   "img_per_s": n / max(win[3], 1e-9), "elapsed_s": state.elapsed()}  # fmt: skip
             for name, ts in thetas.items():
                 if ts:
                     stats = theta_stats(torch.cat([t.detach() for t in ts]))
@@ -203,11 +223,48 @@ def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = No
     return True
 
 
-def _checkpoint_payload(state: RunState, in_shape, num_classes, final: bool) -> dict[str, Any]:
-    return {"config": to_dict(state.cfg), "model": state.model.state_dict(), "optimizer": state.optimizer.state_dict(),
-            "scheduler": state.scheduler.state_dict(), "step": state.step, "rng": ckpt.get_rng_state(state.generator),
-            "version": ckpt.code_version(), "in_shape": list(in_shape), "num_classes": int(num_classes),
-            "elapsed_s": state.elapsed(), "final": final}  # fmt: skip
+def _backward_step(state: RunState, total: torch.Tensor) -> None:
+    """Backward (DDP averages the gradients over the ranks here), optional clipping, the optimiser step; with a
+    gradient scaler the loss is scaled and the gradients unscaled before clipping."""
+    scaler, clip = state.scaler, state.cfg.optim.grad_clip
+    (total if scaler is None else scaler.scale(total)).backward()
+    if clip > 0:
+        if scaler is not None:
+            scaler.unscale_(state.optimizer)
+        nn.utils.clip_grad_norm_(state.model.parameters(), clip)
+    if scaler is None:
+        state.optimizer.step()
+    else:
+        scaler.step(state.optimizer)  # skipped when the scaled gradients overflowed
+        scaler.update()
+
+
+def _autocast(device: str | torch.device, amp: str) -> contextlib.AbstractContextManager:
+    if amp == "off":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def _check_amp(amp: str, device: torch.device) -> None:
+    """Device checks of ``run.amp`` (its value is checked with the config)."""
+    if amp == "fp16" and device.type != "cuda":
+        raise ConfigError(f"run.amp = 'fp16' needs CUDA (it scales the loss with a GradScaler); on {device.type} use "
+                          "run.amp = 'bf16'")  # fmt: skip
+    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"run.amp = 'bf16' but {torch.cuda.get_device_name(device)} has no bfloat16; use 'fp16'")
+
+
+def _checkpoint_payload(state: RunState, in_shape, num_classes, final: bool,
+                        rank_states: list[torch.Tensor]) -> dict[str, Any]:  # fmt: skip
+    """What ``last.pt`` holds; ``rank_states``: every rank's data-generator state, in rank order."""
+    payload = {"config": to_dict(state.cfg), "model": state.model.state_dict(),
+               "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(), "step": state.step,
+               "rng": ckpt.get_rng_state(state.generator, rank_states=rank_states), "world_size": len(rank_states),
+               "version": ckpt.code_version(), "in_shape": list(in_shape), "num_classes": int(num_classes),
+               "elapsed_s": state.elapsed(), "final": final}  # fmt: skip
+    if state.scaler is not None:
+        payload["scaler"] = state.scaler.state_dict()
+    return payload
 
 
 def _check_resume_config(saved: TrainConfig, given: TrainConfig) -> TrainConfig:
@@ -221,16 +278,14 @@ def _check_resume_config(saved: TrainConfig, given: TrainConfig) -> TrainConfig:
     return dataclasses.replace(saved, run=given.run)
 
 
-def _device(name: str) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"run.device={name!r} but CUDA is not available; use run.device=cpu (--device cpu)")
-    return torch.device(name)
-
-
 def fit(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool = False, gif: bool = False,
         progress: bool = True, stop_after: int | None = None, stream: TextIO | None = None,
         command: str | None = None, datasets: tuple[Any, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     """Train ``cfg`` (resolving its schedule), evaluate on the full test set and write the run directory.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) every process calls this; it joins the process group
+    (:func:`torchstn.train.distributed.setup`), trains with DistributedDataParallel, and rank 0 alone writes the run
+    directory and evaluates while the others wait.
 
     Args:
         cfg: the config; ``optim`` fields left unset come from its schedule.
@@ -245,53 +300,79 @@ def fit(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool = F
 
     Returns:
         The result dict written to ``result.json`` (``test_error``, ``test_loss``, ``parameters``, ``steps``,
-        ``wall_s``, ...), or with ``stop_after`` a dict with ``"stopped": True`` and the step.
+        ``wall_s``, ...), or with ``stop_after`` a dict with ``"stopped": True`` and the step; the same on every rank.
+
+    Raises:
+        ConfigError: a bad ``run.amp`` / ``run.device`` for this machine, a global batch that the processes cannot
+            share evenly, or a resume into a run directory of a different experiment.
     """
     t0 = time.monotonic()
     out = Path(out_dir or cfg.run.out or "runs/run")
     cfg = resolve(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=str(out))))
+    device = dist.setup(cfg.run.device, cfg.run.dist_timeout)  # joins torchrun's process group, if any
+    main, world = dist.is_main(), dist.world_size()
+    progress = progress and main
     say = (lambda msg: print(msg, file=stream or sys.stdout, flush=True)) if progress else (lambda msg: None)
     saved = None
-    if resume and (out / "last.pt").is_file():
-        saved = ckpt.load_checkpoint(out / "last.pt")
-        cfg = _check_resume_config(from_dict(saved["config"]), cfg)
+    if resume:  # rank 0 reads the checkpoint and hands it to the others (no shared file system needed)
+        last = out / "last.pt"
+        saved = dist.broadcast_object(ckpt.load_checkpoint(last) if main and last.is_file() else None)
+        if saved is not None:
+            cfg = _check_resume_config(from_dict(saved["config"]), cfg)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     if cfg.run.deterministic:
         torch.use_deterministic_algorithms(True)
-    device = _device(cfg.run.device)
-    train_set, test_set = datasets if datasets is not None else build_datasets(cfg)
+    _check_amp(cfg.run.amp, device)
+    dist.split_batch(cfg.optim.batch_size, world)
+    if datasets is None:
+        with dist.main_first():  # rank 0 fetches and caches the data, then the others read it
+            datasets = build_datasets(cfg, test=main)
+    train_set, test_set = datasets
     in_shape, num_classes = tuple(train_set.image_shape), int(train_set.num_classes)
     torch.manual_seed(cfg.run.seed)
     random.seed(cfg.run.seed)
     model = build_model(cfg, in_shape, num_classes).to(device)
     optimizer = build_optimizer(model, cfg.optim)
     state = RunState(cfg, model, optimizer, build_scheduler(optimizer, cfg.optim), train_set,
-                     data_generator(cfg.run.seed), device)  # fmt: skip
+                     dist.rank_generator(cfg.run.seed, dist.rank()), device, amp=cfg.run.amp,
+                     scaler=torch.amp.GradScaler(device.type) if cfg.run.amp == "fp16" else None)  # fmt: skip
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         state.scheduler.load_state_dict(saved["scheduler"])
-        ckpt.set_rng_state(saved["rng"], state.generator)
+        ckpt.set_rng_state(saved["rng"], state.generator, rank=dist.rank())
+        if state.scaler is not None and "scaler" in saved:
+            state.scaler.load_state_dict(saved["scaler"])
         state.step, state.elapsed_before = int(saved["step"]), float(saved["elapsed_s"])
-        say(f"resuming {out} at iteration {state.step}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.toml").write_text(to_toml(cfg, header=f"torchstn run config (resolved); {command or ''}".strip()))
+        saved_world = int(saved.get("world_size", 1))
+        say(f"resuming {out} at iteration {state.step}" + ("" if saved_world == world else
+            f" with {world} processes where the checkpoint's run had {saved_world}: the same batches, but no longer "
+            "the distortions of an uninterrupted run"))  # fmt: skip
+    if world > 1:
+        state.net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        header = f"torchstn run config (resolved); {command or ''}".strip()
+        (out / "config.toml").write_text(to_toml(cfg, header=header))
     total, loc = count_parameters(model)
     say(f"model {cfg.model.name}" + (f" ({cfg.model.transform})" if cfg.model.transform else "")
         + f": {total:,} parameters ({loc:,} in localisation); data {cfg.data.variant} {in_shape}; "
         + f"{cfg.optim.schedule} schedule: {cfg.optim.optimizer} lr {cfg.optim.lr:g} batch {cfg.optim.batch_size} "
-        + f"x {cfg.optim.iterations:,} iterations; device {device}, {_threads()}")
+        + f"x {cfg.optim.iterations:,} iterations; device {device}, {_threads()}"
+        + (f"; {world} processes ({cfg.optim.batch_size // world} images each)" if world > 1 else "")
+        + ("" if cfg.run.amp == "off" else f"; amp {cfg.run.amp}"))
 
     sts = list(_transformers(model))
-    logger = MetricsLogger(out, _theta_columns(sts) if sts else (), resume_step=state.step if saved else None)
+    columns = _theta_columns(sts) if sts else ()
+    logger = MetricsLogger(out, columns, resume_step=state.step if saved else None) if main else None
     iterations = cfg.optim.iterations
     by_time = cfg.optim.clock == "time"
     cap = iterations * _TIME_CLOCK_CAP if by_time else iterations  # by time, iterations is only the schedule's scale
     stop = cap if stop_after is None else min(cap, stop_after)
     every = [e for e in (cfg.run.eval_every, cfg.run.checkpoint_every) if e > 0]
-    frames = _GifFrames(out, model, test_set) if gif and sts else None
-    gif_every = cfg.run.eval_every or max(1, iterations // 10)
+    gif_every = (cfg.run.eval_every or max(1, iterations // 10)) if gif and sts else 0  # the same on every rank
+    frames = _GifFrames(out, model, test_set) if gif_every and main else None
     if frames is not None and state.step == 0:
         frames.add(0)
     time_limit_s = None if cfg.run.time_limit is None else cfg.run.time_limit * 60
@@ -299,16 +380,18 @@ def fit(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool = F
     finished_in_time = True
     state.session_start = time.monotonic()
 
-    def save(final: bool = False) -> None:
-        ckpt.save_checkpoint(out / "last.pt", _checkpoint_payload(state, in_shape, num_classes, final))
+    def save(final: bool = False) -> None:  # a collective under DDP: every rank calls it at the same steps
+        rank_states = dist.all_gather_states(state.generator)  # also the barrier after rank 0's evaluation
+        if main:
+            ckpt.save_checkpoint(out / "last.pt", _checkpoint_payload(state, in_shape, num_classes, final, rank_states))
 
     try:
         while state.step < stop and finished_in_time:
-            nxt = min([stop] + [(state.step // e + 1) * e for e in every + [gif_every if frames else 0] if e > 0])
+            nxt = min([stop] + [(state.step // e + 1) * e for e in every + [gif_every] if e > 0])
             finished_in_time = train_steps(state, nxt, logger=logger, progress=bar, time_limit_s=time_limit_s)
-            if cfg.run.eval_every and state.step % cfg.run.eval_every == 0 and state.step < iterations:
+            if main and cfg.run.eval_every and state.step % cfg.run.eval_every == 0 and state.step < iterations:
                 res = evaluate(model, test_set, batch_size=cfg.run.eval_batch_size, device=device,
-                               limit=cfg.run.eval_limit)  # fmt: skip
+                               limit=cfg.run.eval_limit, amp=cfg.run.amp)  # fmt: skip
                 logger.log({"step": state.step, "phase": "test", "loss": res["loss"], "error": res["error"],
                             "elapsed_s": state.elapsed()})  # fmt: skip
                 bar.write(f"iteration {state.step}: test error {res['error']:.2f}% (loss {res['loss']:.4f}, "
@@ -317,36 +400,44 @@ def fit(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool = F
                 frames.add(state.step)
             save()
     except KeyboardInterrupt:
-        save()
+        if world == 1:  # under DDP the ranks may stand at different steps: the last periodic checkpoint stands
+            save()
         bar.close()
-        logger.close()
-        say(f"interrupted at iteration {state.step}; checkpoint saved: continue with --resume --out {out}")
+        if logger is not None:
+            logger.close()
+        say(f"interrupted at iteration {state.step}; " + ("checkpoint saved: continue" if world == 1 else
+            "continue from the last checkpoint") + f" with --resume --out {out}")  # fmt: skip
         raise
     bar.close()
     completed = not finished_in_time if by_time else state.step >= iterations
     if not finished_in_time and not by_time:
         say(f"time limit of {cfg.run.time_limit:g} min reached at iteration {state.step}/{iterations}")
     if stop_after is not None and state.step < cap and finished_in_time:
-        logger.close()
+        if logger is not None:
+            logger.close()
         return {"stopped": True, "step": state.step, "out": str(out)}
     train_s = state.elapsed()
-    res = evaluate(model, test_set, batch_size=cfg.run.eval_batch_size, device=device)
-    logger.log({"step": state.step, "phase": "test", "loss": res["loss"], "error": res["error"],
-                "elapsed_s": state.elapsed()})  # fmt: skip
-    logger.close()
+    result = None
+    if main:
+        res = evaluate(model, test_set, batch_size=cfg.run.eval_batch_size, device=device, amp=cfg.run.amp)
+        logger.log({"step": state.step, "phase": "test", "loss": res["loss"], "error": res["error"],
+                    "elapsed_s": state.elapsed()})  # fmt: skip
+        logger.close()
     save(final=True)
-    if frames is not None:
-        frames.add(state.step)
-        frames.write_gif(out / "st.gif")
-    result = {"test_error": res["error"], "test_loss": res["loss"], "test_images": res["n"], "steps": state.step,
-              "iterations": iterations, "completed": completed, "parameters": total,
-              "localisation_parameters": loc, "train_s": train_s, "wall_s": time.monotonic() - t0,
-              "device": _device_name(device), "threads": torch.get_num_threads(), "command": command or "",
-              "version": ckpt.code_version(), "config": to_dict(cfg)}  # fmt: skip
-    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    say(f"test error {res['error']:.2f}% on {res['n']:,} images after {state.step:,} iterations "
-        f"({train_s / 60:.1f} min training); run directory {out}")
-    return result
+    if main:
+        if frames is not None:
+            frames.add(state.step)
+            frames.write_gif(out / "st.gif")
+        result = {"test_error": res["error"], "test_loss": res["loss"], "test_images": res["n"], "steps": state.step,
+                  "iterations": iterations, "completed": completed, "parameters": total,
+                  "localisation_parameters": loc, "train_s": train_s, "wall_s": time.monotonic() - t0,
+                  "device": _device_name(device), "threads": torch.get_num_threads(), "processes": world,
+                  "amp": cfg.run.amp, "command": command or "", "version": ckpt.code_version(),
+                  "config": to_dict(cfg)}  # fmt: skip
+        (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        say(f"test error {res['error']:.2f}% on {res['n']:,} images after {state.step:,} iterations "
+            f"({train_s / 60:.1f} min training); run directory {out}")
+    return dist.broadcast_object(result)
 
 
 def _device_name(device: torch.device) -> str:
