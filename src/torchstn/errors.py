@@ -15,6 +15,7 @@ __all__ = [
     "DataError",
     "ChecksumError",
     "ConfigError",
+    "ExportError",
 ]
 
 
@@ -48,3 +49,7 @@ class ChecksumError(DataError):
 
 class ConfigError(TorchstnError, ValueError):
     """A configuration has an unknown key or a bad value."""
+
+
+class ExportError(TorchstnError, ValueError):
+    """A model cannot be exported (ONNX, ``torch.export``), or its exported form disagrees with PyTorch."""

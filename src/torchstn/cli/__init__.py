@@ -1,4 +1,5 @@
-"""The ``torchstn`` command line: ``train``, ``eval``, ``show``, ``reproduce``, ``data`` and ``demo``.
+"""The ``torchstn`` command line: ``train``, ``eval``, ``show``, ``reproduce``, ``data``, ``demo``, ``export``,
+``svhn`` and ``cub``.
 
 Each subcommand lives in its own module with ``get_args_parser(parser)`` and ``main(args)`` (the torchvision
 references' shape); the logic lives in :mod:`torchstn.train`. ``torchstn --help`` lists them; ``python -m torchstn``
@@ -18,12 +19,12 @@ from torchstn.errors import TorchstnError
 
 __all__ = ["main", "get_args_parser"]
 
-_COMMANDS = ("train", "eval", "show", "reproduce", "data", "demo", "svhn", "cub")
+_COMMANDS = ("train", "eval", "show", "reproduce", "data", "demo", "export", "svhn", "cub")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subparser per command."""
-    from torchstn.cli import data, demo, evaluate, reproduce, show, train
+    from torchstn.cli import data, demo, evaluate, export, reproduce, show, train
     from torchstn.experiments import cub, svhn
 
     parser = argparse.ArgumentParser(
@@ -39,6 +40,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         ("reproduce", reproduce, "run the paper's experiments and write a results table"),
         ("data", data, "fetch or look at data"),
         ("demo", demo, "fetch MNIST, train an ST-CNN on RTS for a few minutes, evaluate and draw it"),
+        ("export", export, "export a checkpoint to ONNX (checked with onnxruntime) or a torch.export program"),
         ("svhn", svhn, "SVHN multi-digit (paper Table 2): prepare the format-1 release, train, evaluate"),
         ("cub", cub, "CUB-200-2011 (paper Table 3): train, evaluate, show the parts"),
     ]:

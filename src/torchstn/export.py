@@ -1,0 +1,311 @@
+"""Export models for deployment: ONNX files (checked against onnxruntime) and ``torch.export`` programs.
+
+ONNX goes through PyTorch's dynamo exporter (``torch.onnx.export(..., dynamo=True)``, which needs ``onnxscript``).
+The legacy TorchScript exporter cannot be used: it does not trace the custom autograd function behind
+:func:`torchstn.affine_grid`. Every grid generator here is plain tensor arithmetic, so a spatial transformer becomes
+``Gemm``/``MatMul``/``Mul``/``Add`` nodes (the TPS basis is a constant) and one ``GridSample``; no ``AffineGrid`` node
+is emitted. The batch dimension is dynamic (named ``batch``).
+
+**Opset.** ``GridSample`` exists from opset 16 for 4-D inputs (2D images) only; opset 20 generalised it to N-D
+(volumes). The default is 20: the lowest opset that is valid for every family, 2D and 3D, and PyTorch's own default
+for the dynamo exporter. Opsets 16-19 are accepted for 2D models; 3D models need 20 or later. Running opset 20
+needs onnxruntime >= 1.17 (its first release with ``GridSample``-20, 5-D included, on the CPU provider); 5-D
+``GridSample`` on onnxruntime's CUDA provider was not checked here.
+
+**Support** (torch 2.13, onnx 1.23, onnxruntime 1.32, CPU; ``tests/export/test_onnx.py``). Every registered family
+exports to ONNX (opsets 16 and 20 for 2D, 20 for 3D) and to ``torch.export``, with a dynamic batch. onnxruntime
+matches PyTorch to 1.6e-6 on small random models and 2.9e-5 on a trained ST-CNN's logits (``docs/deploy.md``), so
+the default check tolerance is ``1e-4``:
+
+======================================================  ====================  ==============
+family / option                                          ONNX                  torch.export
+======================================================  ====================  ==============
+affine, attention, similarity, translation, projective   yes (opset >= 16)     yes
+tps                                                      yes (opset >= 16)     yes
+affine3d, attention3d, translation3d                     yes (opset >= 20)     yes
+every mode (bicubic: 2D) and padding mode                yes                   yes
+``antialias=True``                                       no                    no
+======================================================  ====================  ==============
+
+``antialias=True`` cannot be traced: the sampler picks the pyramid levels and tap counts from the data (``.item()``
+on the footprint), so the graph's shape depends on the input. Build an export copy with ``antialias=False`` (the
+outputs then differ where the transform zooms out). The paper models (``fcn``, ``cnn``, ``st_fcn``, ``st_cnn``, the
+``_2x`` variants, ``tutorial_stn``) export whole. The ``check_finite`` test on theta is skipped while exporting.
+
+The command line is ``torchstn export CHECKPOINT`` (:mod:`torchstn.cli.export`); see ``docs/deploy.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import re
+import secrets
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from torchstn._checks import check_float_tensor, check_rank
+from torchstn.errors import ExportError, OptionError, TorchstnError
+
+__all__ = ["DEFAULT_OPSET", "ExportError", "check_onnx", "check_opset", "export_onnx", "export_program"]
+
+#: Default ONNX opset: the first with N-D ``GridSample`` (so 2D and 3D models share it).
+DEFAULT_OPSET = 20
+MIN_OPSET_2D = 16  # GridSample-16: 4-D inputs only
+MIN_OPSET_3D = 20  # GridSample-20: N-D inputs
+_INSTALL = "pip install torchstn[export]"
+
+
+def check_opset(opset: object, spatial_rank: int = 2) -> int:
+    """Return ``opset`` if ONNX can express a ``spatial_rank``-D spatial transformer in it.
+
+    Raises:
+        OptionError: not an int, below 16 (no ``GridSample``), below 20 for 3D (``GridSample`` was 4-D only before
+            opset 20), or newer than the installed ``onnx`` knows.
+
+    Example:
+        >>> check_opset(17)
+        17
+        >>> check_opset(17, spatial_rank=3)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        torchstn.errors.OptionError: opset 17 cannot express a 3D spatial transformer: ... from opset 20; ...
+    """
+    if isinstance(opset, bool) or not isinstance(opset, int):
+        raise OptionError(f"opset must be an int, got {opset!r}")
+    if opset < MIN_OPSET_2D:
+        raise OptionError(f"opset {opset} has no GridSample (added in opset {MIN_OPSET_2D}); use opset "
+                          f"{MIN_OPSET_2D} or later (default {DEFAULT_OPSET})")  # fmt: skip
+    if spatial_rank == 3 and opset < MIN_OPSET_3D:
+        raise OptionError(f"opset {opset} cannot express a 3D spatial transformer: ONNX GridSample takes 5-D inputs "
+                          f"from opset {MIN_OPSET_3D}; use opset {MIN_OPSET_3D} or later")  # fmt: skip
+    try:
+        import onnx
+    except ImportError:  # export_onnx says what to install; only the upper bound goes unchecked here
+        return opset
+    if opset > onnx.defs.onnx_opset_version():
+        raise OptionError(f"opset {opset} is newer than the installed onnx {onnx.__version__} knows "
+                          f"(at most {onnx.defs.onnx_opset_version()})")  # fmt: skip
+    return opset
+
+
+def export_onnx(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    path: str | os.PathLike[str],
+    *,
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = True,
+    check: bool = True,
+    atol: float = 1e-4,
+) -> Path:
+    """Export ``model`` (one image or volume batch in, one tensor out) to the ONNX file ``path``.
+
+    The model is traced in eval mode (its mode is restored afterwards). The file is written to a temporary name
+    next to ``path`` and moved into place only once it is complete and, with ``check``, verified: onnxruntime runs
+    it on ``example_input`` and its output must match PyTorch's within ``atol``. A failed export or check leaves
+    ``path`` untouched.
+
+    Args:
+        model: e.g. a :class:`~torchstn.nn.SpatialTransformer` or a paper model.
+        example_input: ``(B, C, H, W)`` or ``(B, C, D, H, W)`` float tensor; fixes every size but the batch.
+        path: the ``.onnx`` file to write (parent directories are created).
+        opset: ONNX opset (see :func:`check_opset`).
+        dynamic_batch: export the batch size as a free dimension ``batch``; otherwise it is fixed to ``B``.
+        check: verify the file with onnxruntime (see :func:`check_onnx`).
+        atol: largest accepted absolute difference from PyTorch.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ImportError: ``onnx``/``onnxscript`` (or, with ``check``, ``onnxruntime``) is not installed.
+        ShapeError: ``example_input`` is not 4-D or 5-D.
+        OptionError: bad ``opset`` for the input's rank.
+        ExportError: the model cannot be traced (e.g. ``antialias=True``), or onnxruntime disagrees beyond ``atol``.
+
+    Example:
+        >>> import tempfile
+        >>> from torchstn.nn import SpatialTransformer
+        >>> loc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 8 * 8, 16), torch.nn.Tanh())
+        >>> st = SpatialTransformer(loc, "affine", in_features=16)
+        >>> path = export_onnx(st, torch.rand(2, 2, 8, 8), Path(tempfile.mkdtemp()) / "st.onnx")
+        >>> path.name, check_onnx(path, st, torch.rand(5, 2, 8, 8)) < 1e-4  # any batch size
+        ('st.onnx', True)
+    """
+    example_input = _check_example(example_input)
+    opset = check_opset(opset, example_input.dim() - 2)
+    _require("onnx")
+    _require("onnxscript")  # the dynamo exporter's op library
+    if check:
+        _require("onnxruntime")
+    _refuse_untraceable(model)
+    path = Path(path)
+    with _eval_mode(model), _quiet_exporter():
+        try:
+            program = torch.onnx.export(
+                model, (_trace_input(example_input, dynamic_batch),), dynamo=True, opset_version=opset,
+                dynamic_shapes=_batch_dim(dynamic_batch), input_names=["input"], output_names=["output"],
+                verbose=False,
+            )  # fmt: skip
+        except TorchstnError:  # the model refused its input: that message is already the clear one
+            raise
+        except Exception as e:  # torch raises its own exporter errors; keep them chained for --debug
+            raise ExportError(f"torch.onnx.export failed for {type(model).__name__}: {_first_line(e)}") from e
+
+        def write(tmp: Path) -> None:
+            program.save(tmp, external_data=False)
+            if check:
+                check_onnx(tmp, model, example_input, atol=atol)
+
+        _atomic_write(path, write)
+    return path
+
+
+def check_onnx(
+    path: str | os.PathLike[str], model: nn.Module, inputs: torch.Tensor, *, atol: float | None = None
+) -> float:
+    """Run the ONNX file ``path`` with onnxruntime (CPU) on ``inputs`` and return the largest absolute difference
+    from ``model(inputs)`` (computed in eval mode, without gradients).
+
+    Raises:
+        ImportError: ``onnxruntime`` is not installed.
+        ExportError: the difference exceeds ``atol`` (when given), or the shapes differ.
+    """
+    ort = _require("onnxruntime")
+    inputs = _check_example(inputs)
+    session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: inputs.detach().cpu().numpy()})
+    with _eval_mode(model), torch.no_grad():
+        want = model(inputs).detach().cpu()
+    got = torch.from_numpy(got)
+    if got.shape != want.shape:
+        raise ExportError(f"{path}: onnxruntime returned shape {tuple(got.shape)}, PyTorch {tuple(want.shape)}")
+    diff = float((got.double() - want.double()).abs().max()) if want.numel() else 0.0
+    if atol is not None and not diff <= atol:
+        raise ExportError(f"{path}: onnxruntime differs from PyTorch by up to {diff:.3g} on {len(inputs)} inputs, "
+                          f"more than atol={atol:g}")  # fmt: skip
+    return diff
+
+
+def export_program(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    dynamic_batch: bool = True,
+) -> torch.export.ExportedProgram:
+    """Trace ``model`` (in eval mode) with :func:`torch.export.export`; with ``path``, also save it there
+    atomically with :func:`torch.export.save` (a ``.pt2`` file; load it with :func:`torch.export.load`).
+
+    Raises:
+        ShapeError: ``example_input`` is not 4-D or 5-D.
+        ExportError: the model cannot be traced (e.g. ``antialias=True``).
+
+    Example:
+        >>> from torchstn.nn import SpatialTransformer
+        >>> loc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 8 * 8, 16), torch.nn.Tanh())
+        >>> st = SpatialTransformer(loc, "tps", in_features=16)
+        >>> program = export_program(st, torch.rand(2, 2, 8, 8))
+        >>> x = torch.rand(5, 2, 8, 8)
+        >>> torch.allclose(program.module()(x), st(x), atol=1e-6)
+        True
+    """
+    example_input = _check_example(example_input)
+    _refuse_untraceable(model)
+    with _eval_mode(model):
+        try:
+            program = torch.export.export(model, (_trace_input(example_input, dynamic_batch),),
+                                          dynamic_shapes=_batch_dim(dynamic_batch))  # fmt: skip
+        except TorchstnError:
+            raise
+        except Exception as e:
+            raise ExportError(f"torch.export.export failed for {type(model).__name__}: {_first_line(e)}") from e
+    if path is not None:
+        _atomic_write(Path(path), lambda tmp: torch.export.save(program, tmp))
+    return program
+
+
+# -- helpers -------------------------------------------------------------------------------------------------------
+def _require(name: str):
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        raise ImportError(f"exporting to ONNX needs the {name!r} package: {_INSTALL}") from e
+
+
+def _check_example(x: object) -> torch.Tensor:
+    check_float_tensor("example_input", x)
+    assert isinstance(x, torch.Tensor)
+    check_rank("example_input", x, (4, 5), "(B, C, H, W) or (B, C, D, H, W)")
+    return x
+
+
+def _trace_input(x: torch.Tensor, dynamic_batch: bool) -> torch.Tensor:
+    """The tensor to trace with: a batch of 1 is repeated to 2, since the tracer specialises size-1 dimensions."""
+    return torch.cat([x, x]) if dynamic_batch and x.shape[0] == 1 else x
+
+
+def _batch_dim(dynamic_batch: bool):
+    return ({0: torch.export.Dim("batch")},) if dynamic_batch else None
+
+
+def _refuse_untraceable(model: nn.Module) -> None:
+    from torchstn.nn import SpatialTransformer
+
+    for name, m in model.named_modules():
+        if isinstance(m, SpatialTransformer) and m.antialias:
+            raise ExportError(f"{type(model).__name__}{'.' + name if name else ''} samples with antialias=True, which "
+                              "cannot be exported: it picks pyramid levels and tap counts from the data. Rebuild it "
+                              "with antialias=False and load the same state_dict (outputs then differ where the "
+                              "transform zooms out)")  # fmt: skip
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """``write`` a hidden temporary next to ``path`` (same suffix, default permissions), then move it into place;
+    if ``write`` raises, remove the temporary and leave ``path`` as it was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _first_line(e: BaseException) -> str:
+    """``Type: first line`` of the innermost cause (the exporter wraps the real error in generic ones)."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()  # without terminal colours
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's warnings about unrelated optional packages (torchvision ops) and deprecations."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        logger.setLevel(level)
