@@ -1,4 +1,4 @@
-"""torch.compile parity of every 2D paper model: no graph breaks (``fullgraph=True``), same outputs and gradients.
+"""torch.compile parity of every paper model (and the 3D experiment's volume model): no graph breaks (``fullgraph=True``), same outputs and gradients.
 
 The ``eager`` backend checks what Dynamo traces (graph breaks, guards) in a second or two per model; one inductor
 case (slow) checks the generated code as well. Timings: ``benchmarks/bench_compile.py``.
@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from torchstn.models import TutorialSTN, build_model
+from torchstn.models import TutorialSTN, build_model, model_spatial_dims
 
 IN_SHAPE, NUM_CLASSES, BATCH = (1, 28, 28), 10, 2
 TABLE1_TRANSFORMS = ("affine", "projective", "tps")
@@ -25,6 +25,7 @@ CASES = [
     ("st_fcn", "projective", {"st_pool": True}),
     ("st_cnn", "affine", {"st_options": {"deterministic": True}}),
     ("tutorial_stn", None, {}),
+    ("st3d_cnn", "affine3d", {}),
 ]
 IDS = [f"{n}-{t}" + "".join(f"-{k}" for k in opts) for n, t, opts in CASES]
 
@@ -41,10 +42,14 @@ def _fresh_dynamo_one_thread():
     torch._dynamo.reset()
 
 
+def _in_shape(name):
+    return (1, 28, 28, 28) if model_spatial_dims(name) == 3 else IN_SHAPE
+
+
 def _model(name, transform, opts):
     """The model in eval mode (no dropout) with its transform heads moved off the identity."""
     torch.manual_seed(0)
-    model = build_model(name, in_shape=IN_SHAPE, num_classes=NUM_CLASSES, transform=transform, **opts).eval()
+    model = build_model(name, in_shape=_in_shape(name), num_classes=NUM_CLASSES, transform=transform, **opts).eval()
     heads = [model.fc_loc[2]] if isinstance(model, TutorialSTN) else [st.head.linear for st in model.transformers]
     with torch.no_grad():
         for head in heads:
@@ -72,7 +77,7 @@ def _check_parity(model, compiled, x, atol):
 @pytest.mark.parametrize("name,transform,opts", CASES, ids=IDS)
 def test_compiles_without_graph_breaks_and_matches_eager(name, transform, opts):
     model = _model(name, transform, opts)
-    x = torch.rand(BATCH, *IN_SHAPE, generator=torch.Generator().manual_seed(1))
+    x = torch.rand(BATCH, *_in_shape(name), generator=torch.Generator().manual_seed(1))
     compiled = torch.compile(model, backend="eager", fullgraph=True)  # fullgraph: a graph break raises
     _check_parity(model, compiled, x, atol=1e-6)
 
