@@ -15,12 +15,7 @@ from torchstn.experiments import colocalisation as coloc
 from torchstn.models.mnist import cnn, st_cnn
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

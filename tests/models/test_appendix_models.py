@@ -15,12 +15,7 @@ from torchstn.train.config_io import load_config
 from torchstn.train.trainer import fit
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 ADDITION_CONFIGS = ["addition_fcn", "addition_cnn", "addition_st_fcn_affine", "addition_st_fcn_2x_affine",

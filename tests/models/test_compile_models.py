@@ -31,14 +31,11 @@ IDS = [f"{n}-{t}" + "".join(f"-{k}" for k in opts) for n, t, opts in CASES]
 
 
 @pytest.fixture(autouse=True)
-def _fresh_dynamo_one_thread():
+def _fresh_dynamo_one_thread(one_thread):
     """A fresh Dynamo cache per test (every model is another instance of the same class: without a reset the
     recompile limit would be reached and later models would silently run eagerly), and one thread."""
     torch._dynamo.reset()
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(before)
     torch._dynamo.reset()
 
 

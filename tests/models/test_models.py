@@ -36,13 +36,7 @@ MNIST_MODELS = [n for n in list_models() if not n.startswith(("svhn_", "cub_")) 
 CASES = [(name, t, shape, nc) for name in MNIST_MODELS for t in _transforms(name) for shape, nc in SHAPES]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small nets run faster on one thread, and do not fight other test processes for the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _heads(model: torch.nn.Module) -> list[torch.nn.Linear]:

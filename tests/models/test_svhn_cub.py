@@ -38,12 +38,7 @@ SMALL = {"channels": (4, 5, 6, 7, 8, 8, 8, 8), "fc": (16, 16)}
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _perturb_heads(model: nn.Module) -> None:
