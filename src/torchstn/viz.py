@@ -135,14 +135,7 @@ def st_figure(model: nn.Module, images: torch.Tensor, out: str | os.PathLike[str
         label = view["name"] or "ST"
         axes[2 * v_i, 0].set_ylabel(f"{label} input", fontsize=7)
         axes[2 * v_i + 1, 0].set_ylabel(f"{label} output", fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out, title)
 
 
 @torch.no_grad()
@@ -176,6 +169,11 @@ def volume_figure(model: nn.Module, volumes: torch.Tensor, out: str | os.PathLik
         head = f"pred {int(pred[i])}" + (f" ({int(labels[i])})" if labels is not None else "")
         wrong = labels is not None and pred[i] != labels[i]
         axes[i, 0].set_ylabel(head, fontsize=7, color="red" if wrong else "black")
+    return _save(plt, fig, out, title)
+
+
+def _save(plt, fig, out: str | os.PathLike[str], title: str = "") -> Path:
+    """Title, lay out, write (making the folder) and close ``fig``; returns the path."""
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
