@@ -23,11 +23,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from torchstn.models.mnist import cnn_classifier, fit_width, _meta_count
+from torchstn.errors import OptionError, ShapeError
+from torchstn.models.mnist import _check_widths, _meta_count, cnn_classifier, fit_width
 from torchstn.models.registry import count_parameters, register_model
 from torchstn.nn import SpatialTransformer, conv_localisation
 from torchstn.transforms import get_transform
-from torchstn.errors import OptionError, ShapeError
 
 __all__ = ["VolumeNet"]
 
@@ -80,9 +80,7 @@ def _build(name: str, in_shape: tuple[int, int, int, int], num_classes: int, *, 
         return cnn_classifier(C, out[1:], ws, num_classes)
 
     if channels is not None:
-        if len(channels) != 2 or not all(isinstance(c, int) and c > 0 for c in channels):
-            raise OptionError(f"channels must be two positive ints, got {channels!r}")
-        ws = (int(channels[0]), int(channels[1]))
+        ws = _check_widths("channels", channels)
     else:
         if budget is None:
             budget = _meta_count(lambda: make((64, 64)))
