@@ -163,6 +163,9 @@ def test_reproduce_shortened_runs_get_their_own_directory(monkeypatch, tmp_path)
     assert command.endswith("--set run.threads=1 --set optim.iterations=300")
     md = (tmp_path / "addition_cpu.md").read_text()
     assert "| addition | st_fcn_2x_tps | 5.8 | 5.00 +- 0.00 | 1 | 10 | 4,000 |" in md
+    short_md = (tmp_path / "addition_cpu+optim.iterations=300.md").read_text()  # its own table, not overwritten
+    assert "| addition | st_fcn_2x_tps | 5.8 | 5.00 +- 0.00 | 1 | 10 | 300 |" in short_md
+    assert "`cpu+optim.iterations=300` schedule" in short_md
 
 
 def test_demo_smoke(monkeypatch, tmp_path, capsys):

@@ -145,11 +145,17 @@ def _summary(cell: str, config: str, results: list[dict[str, Any]], schedule: st
 
 
 def write_table(rows: list[dict[str, Any]], out_dir: str | Path, schedule: str, *, note: str = "",
-                experiment: str = "table1") -> tuple[Path, Path]:  # fmt: skip
-    """Write ``<experiment>_<schedule>.md`` and ``.csv`` into ``out_dir``; returns their paths."""
+                experiment: str = "table1", key: str | None = None) -> tuple[Path, Path]:  # fmt: skip
+    """Write ``<experiment>_<key>.md`` and ``.csv`` into ``out_dir``; returns their paths.
+
+    ``key`` is the run key (:func:`_run_key`: the schedule plus the overrides that change what is computed, e.g.
+    ``cpu+optim.iterations=40000``), so a shortened or lengthened reproduction writes its own table instead of
+    overwriting the schedule's; it defaults to ``schedule``.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = out_dir / f"{experiment}_{schedule}.csv", out_dir / f"{experiment}_{schedule}.md"
+    stem = f"{experiment}_{key or schedule}"
+    csv_path, md_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
     cols = ["variant", "model", "paper_error", "ours_mean", "ours_std", "seeds", "errors", "parameters", "wall_s",
             "iterations", "completed", "device", "command"]  # fmt: skip
     with open(csv_path, "w", newline="") as f:
@@ -160,7 +166,7 @@ def write_table(rows: list[dict[str, Any]], out_dir: str | Path, schedule: str, 
                         "ours_mean": f"{r['ours_mean']:.3f}", "ours_std": f"{r['ours_std']:.3f}"})  # fmt: skip
     v = code_version()
     title = EXPERIMENTS.get(experiment, ((), experiment))[1]
-    lines = [f"# {title}, `{schedule}` schedule", "",
+    lines = [f"# {title}, `{key or schedule}` schedule", "",
              f"% test error on the fixed test sets; ours is mean +- std over seeds. torchstn {v['torchstn']} "
              f"(git {v['git'] or 'unknown'}), torch {v['torch']}, {datetime.date.today().isoformat()}.",
              *([note] if note else []), "",
@@ -187,7 +193,8 @@ def reproduce(experiment: str = "table1", *, schedule: str = "cpu", seeds: int =
         schedule: ``cpu`` or ``paper`` (any name of :data:`~torchstn.train.schedules.SCHEDULES`).
         seeds: seeds ``0 .. seeds - 1``.
         only: cells or globs to run (default all).
-        out: directory for ``<experiment>_<schedule>.md`` / ``.csv``.
+        out: directory for the table ``<experiment>_<schedule>[+<overrides>].md`` / ``.csv`` (overrides as in the
+            run directories' names, so a shortened run does not overwrite the schedule's table).
         runs: directory for the run directories (default ``runs/<experiment>``).
         overrides: extra ``key=value`` config overrides for every run (e.g. ``run.threads=2``,
             ``optim.iterations=1000`` for a shortened run).
@@ -223,7 +230,7 @@ def reproduce(experiment: str = "table1", *, schedule: str = "cpu", seeds: int =
             say(f"  {cell} seed {seed}: {result['test_error']:.2f}% in {(time.monotonic() - t0) / 60:.1f} min")
             results.append(result)
         rows.append(_summary(cell, config, results, schedule, overrides, experiment))
-        md, _ = write_table(rows, out, schedule, experiment=experiment)
+        md, _ = write_table(rows, out, schedule, experiment=experiment, key=_run_key(schedule, overrides))
     if rows:
         say(f"wrote {md} and {md.with_suffix('.csv')}")
     return rows
