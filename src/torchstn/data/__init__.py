@@ -23,7 +23,8 @@ from torchstn.data.distortions import (
     TranslateClutter,
     get_distortion,
 )
-from torchstn.data.mnist import fetch_mnist, load_mnist, read_idx, write_idx
+from torchstn.data.idx import read_idx, write_idx
+from torchstn.data.mnist import fetch_mnist, load_mnist
 from torchstn.data.show import save_samples_figure
 
 __all__ = [
