@@ -145,12 +145,15 @@ def _summary(cell: str, config: str, results: list[dict[str, Any]], schedule: st
 
 
 def write_table(rows: list[dict[str, Any]], out_dir: str | Path, schedule: str, *, note: str = "",
-                experiment: str = "table1", key: str | None = None) -> tuple[Path, Path]:  # fmt: skip
+                experiment: str = "table1", key: str | None = None,
+                version: dict | None = None) -> tuple[Path, Path]:  # fmt: skip
     """Write ``<experiment>_<key>.md`` and ``.csv`` into ``out_dir``; returns their paths.
 
     ``key`` is the run key (:func:`_run_key`: the schedule plus the overrides that change what is computed, e.g.
     ``cpu+optim.iterations=40000``), so a shortened or lengthened reproduction writes its own table instead of
-    overwriting the schedule's; it defaults to ``schedule``.
+    overwriting the schedule's; it defaults to ``schedule``. ``version`` (:func:`code_version`, taken now when not
+    given) is the code the table names: :func:`reproduce` takes it once before its first write, since the tables it
+    writes make the tree dirty.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -164,7 +167,7 @@ def write_table(rows: list[dict[str, Any]], out_dir: str | Path, schedule: str, 
         for r in rows:
             w.writerow({**r, "errors": ";".join(f"{e:.2f}" for e in r["errors"]), "wall_s": f"{r['wall_s']:.0f}",
                         "ours_mean": f"{r['ours_mean']:.3f}", "ours_std": f"{r['ours_std']:.3f}"})  # fmt: skip
-    v = code_version()
+    v = version or code_version()
     title = EXPERIMENTS.get(experiment, ((), experiment))[1]
     lines = [f"# {title}, `{key or schedule}` schedule", "",
              f"% test error on the fixed test sets; ours is mean +- std over seeds. torchstn {v['torchstn']} "
@@ -209,7 +212,7 @@ def reproduce(experiment: str = "table1", *, schedule: str = "cpu", seeds: int =
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     cells = experiment_cells(experiment, only)
     runs = Path(runs if runs is not None else f"runs/{experiment}")
-    rows = []
+    rows, version = [], code_version()
     for i, (cell, config) in enumerate(cells.items()):
         results = []
         for seed in range(seeds):
@@ -230,7 +233,8 @@ def reproduce(experiment: str = "table1", *, schedule: str = "cpu", seeds: int =
             say(f"  {cell} seed {seed}: {result['test_error']:.2f}% in {(time.monotonic() - t0) / 60:.1f} min")
             results.append(result)
         rows.append(_summary(cell, config, results, schedule, overrides, experiment))
-        md, _ = write_table(rows, out, schedule, experiment=experiment, key=_run_key(schedule, overrides))
+        md, _ = write_table(rows, out, schedule, experiment=experiment, key=_run_key(schedule, overrides),
+                            version=version)
     if rows:
         say(f"wrote {md} and {md.with_suffix('.csv')}")
     return rows
