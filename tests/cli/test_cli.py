@@ -168,6 +168,15 @@ def test_reproduce_shortened_runs_get_their_own_directory(monkeypatch, tmp_path)
     assert "`cpu+optim.iterations=300` schedule" in short_md
 
 
+def test_run_key_joins_each_override_with_plus():
+    from torchstn.train.reproduce import _run_key
+
+    assert _run_key("cpu", ["run.threads=1"]) == "cpu"  # run-only settings do not change what is computed
+    assert _run_key("cpu", ["optim.iterations=40000", "model.bound=1", "run.threads=2"]) == \
+        "cpu+model.bound=1+optim.iterations=40000"
+    assert _run_key("paper", ["model.channels=[4, 4]"]) == "paper+model.channels=-4--4-"
+
+
 def test_demo_smoke(monkeypatch, tmp_path, capsys):
     import torchstn.data.mnist as mnist
 

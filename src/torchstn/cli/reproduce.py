@@ -3,8 +3,9 @@
 EXPERIMENT is ``table1`` (distorted MNIST R/RTS/P/E), ``tc`` (translated cluttered MNIST), ``addition`` (MNIST
 addition), ``3d`` (the 3D transformer) or ``colocalisation``. The classification experiments take
 ``[--schedule cpu|paper] [--seeds N] [--only CELLS] [--set KEY=VALUE]`` and write ``OUT/<experiment>_<schedule>.md``
-and ``.csv`` (``<experiment>_<schedule>+optim.iterations=N.md`` for a run with that override, and so on): the paper's error, ours (mean +- std over seeds), parameter count, iterations, training time, device
-and the command for every cell. Runs already finished are reused; interrupted ones resume. ``colocalisation`` has
+and ``.csv`` (``<experiment>_<schedule>+optim.iterations=N.md`` for a run with that override, and so on): the
+paper's error, ours (mean +- std over seeds), parameter count, iterations, training time, device and the command for
+every cell. Runs already finished are reused; interrupted ones resume. ``colocalisation`` has
 its own options (``torchstn reproduce colocalisation --help``).
 """
 

@@ -122,8 +122,7 @@ def _run_key(schedule: str, overrides: Sequence[str]) -> str:
     from torchstn.train.trainer import RESUMABLE_RUN_KEYS
 
     kept = sorted(o for o in overrides if o.partition("=")[0].strip() not in {f"run.{k}" for k in RESUMABLE_RUN_KEYS})
-    slug = "".join(c if c.isalnum() or c in ".=-_" else "-" for c in "+".join(kept))
-    return schedule + (f"+{slug}" if slug else "")
+    return "+".join([schedule, *("".join(c if c.isalnum() or c in ".=-_" else "-" for c in o) for o in kept)])
 
 
 def _summary(cell: str, config: str, results: list[dict[str, Any]], schedule: str,
