@@ -168,6 +168,32 @@ def test_reproduce_shortened_runs_get_their_own_directory(monkeypatch, tmp_path)
     assert "`cpu+optim.iterations=300` schedule" in short_md
 
 
+def test_reproduce_reuses_a_finished_run_only_if_its_config_is_the_cells(monkeypatch, tmp_path, capsys):
+    import torchstn.train.trainer as trainer
+    from torchstn.train.config import to_dict
+    from torchstn.train.config_io import apply_overrides, load_config
+    from torchstn.train.schedules import resolve
+
+    calls = []
+    monkeypatch.setattr(trainer, "fit", lambda cfg, out, **kwargs: calls.append(out))
+    cfg = resolve(apply_overrides(load_config("addition_st_fcn_2x_affine"), ["run.seed=0", "optim.iterations=300"]))
+    run_dir = tmp_path / "runs" / "addition_st_fcn_2x_affine" / "cpu+optim.iterations=300" / "seed0"
+    run_dir.mkdir(parents=True)
+    result = {"test_error": 7.0, "parameters": 10, "train_s": 1.0, "iterations": 300, "completed": True,
+              "device": "cpu", "config": to_dict(cfg)}
+    (run_dir / "result.json").write_text(json.dumps(result))
+    argv = ["reproduce", "addition", "--seeds", "1", "--only", "addition/st_fcn_2x_affine", "--out", str(tmp_path),
+            "--runs", str(tmp_path / "runs"), "--quiet", "--set", "run.threads=1", "--set", "optim.iterations=300"]
+    assert main(argv) == 0 and calls == []  # the same config (run.threads may differ): reused, not retrained
+    assert "| 7.00 +- 0.00 |" in (tmp_path / "addition_cpu+optim.iterations=300.md").read_text()
+
+    result["config"]["optim"]["loc_lr_mult"] = 1.0  # trained before the packaged config changed
+    (run_dir / "result.json").write_text(json.dumps(result))
+    assert main(argv) == 2 and calls == []
+    err = capsys.readouterr().err
+    assert "trained with another config" in err and "optim.loc_lr_mult" in err and str(run_dir) in err
+
+
 def test_run_key_joins_each_override_with_plus():
     from torchstn.train.reproduce import _run_key
 

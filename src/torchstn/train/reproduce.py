@@ -183,6 +183,21 @@ def write_table(rows: list[dict[str, Any]], out_dir: str | Path, schedule: str, 
     return md_path, csv_path
 
 
+def _check_reused(run_dir: Path, result: dict[str, Any], cfg: TrainConfig) -> None:
+    """Refuse to reuse a finished run trained with another config than the one the cell has now (a packaged config
+    changed since): its number would stand in the table for a model that is no longer the cell's."""
+    from torchstn.train.config import from_dict
+    from torchstn.train.trainer import config_differences
+
+    if "config" not in result:
+        raise ConfigError(f"{run_dir / 'result.json'} records no config, so it cannot be checked against the cell's; "
+                          "move the run directory away to train the cell again")  # fmt: skip
+    diff = config_differences(from_dict(result["config"]), cfg)
+    if diff:
+        raise ConfigError(f"{run_dir} was trained with another config than the cell's now (it differs in "
+                          f"{', '.join(diff)}); move it away to train the cell again, or pass another --runs")
+
+
 def reproduce(experiment: str = "table1", *, schedule: str = "cpu", seeds: int = 3, only: Sequence[str] = (),
               out: str | Path = "docs/results", runs: str | Path | None = None, overrides: Sequence[str] = (),
               progress: bool = True, fit_fn: Callable[..., dict] | None = None,
@@ -220,6 +235,7 @@ def reproduce(experiment: str = "table1", *, schedule: str = "cpu", seeds: int =
             done = run_dir / "result.json"
             if done.is_file():
                 result = json.loads(done.read_text())
+                _check_reused(run_dir, result, cfg)
                 if result.get("completed"):
                     say(f"[{i + 1}/{len(cells)}] {cell} seed {seed}: done before, {result['test_error']:.2f}%")
                     results.append(result)

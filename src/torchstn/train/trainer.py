@@ -44,7 +44,7 @@ from torchstn.train.loop import (
 )
 from torchstn.train.schedules import build_optimizer, build_scheduler, resolve
 
-__all__ = ["fit", "train_steps", "evaluate", "build_model", "count_parameters", "RunState", "RESUMABLE_RUN_KEYS",
+__all__ = ["fit", "config_differences", "train_steps", "evaluate", "build_model", "count_parameters", "RunState", "RESUMABLE_RUN_KEYS",
            "AMP_MODES"]
 
 _TIME_CLOCK_CAP = 100  # with optim.clock = "time", at most this many times optim.iterations
@@ -67,11 +67,17 @@ def _checkpoint_payload(state: RunState, in_shape, num_classes, final: bool,
     return payload
 
 
+def config_differences(saved: TrainConfig, given: TrainConfig) -> list[str]:
+    """The ``section.field`` names in which two configs differ in what they compute (the ``run`` fields of
+    :data:`RESUMABLE_RUN_KEYS` do not count). ``given`` is resolved first, as :func:`fit` does."""
+    a, b = to_dict(saved), to_dict(resolve(given))
+    return [f"{s}.{k}" for s in a for k in a[s] if a[s][k] != b[s][k] and not (s == "run" and k in RESUMABLE_RUN_KEYS)]
+
+
 def _check_resume_config(saved: TrainConfig, given: TrainConfig) -> TrainConfig:
     """The saved config with the ``run`` fields a resume may change taken from ``given``; anything else differing is
     an error (resuming a different experiment into the same directory)."""
-    a, b = to_dict(saved), to_dict(given)
-    diff = [f"{s}.{k}" for s in a for k in a[s] if a[s][k] != b[s][k] and not (s == "run" and k in RESUMABLE_RUN_KEYS)]
+    diff = config_differences(saved, given)
     if diff:
         raise ConfigError(f"cannot resume: the config differs from the checkpoint's in {', '.join(diff)}; "
                           "use another --out or the same config")  # fmt: skip
