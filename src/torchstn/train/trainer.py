@@ -44,8 +44,8 @@ from torchstn.train.loop import (
 )
 from torchstn.train.schedules import build_optimizer, build_scheduler, resolve
 
-__all__ = ["fit", "config_differences", "train_steps", "evaluate", "build_model", "count_parameters", "RunState", "RESUMABLE_RUN_KEYS",
-           "AMP_MODES"]
+__all__ = ["fit", "config_differences", "train_steps", "evaluate", "build_model", "count_parameters", "RunState",
+           "RESUMABLE_RUN_KEYS", "AMP_MODES"]
 
 _TIME_CLOCK_CAP = 100  # with optim.clock = "time", at most this many times optim.iterations
 
