@@ -5,8 +5,9 @@ addition), ``3d`` (the 3D transformer) or ``colocalisation``. The classification
 ``[--schedule cpu|paper] [--seeds N] [--only CELLS] [--set KEY=VALUE]`` and write ``OUT/<experiment>_<schedule>.md``
 and ``.csv`` (``<experiment>_<schedule>+optim.iterations=N.md`` for a run with that override, and so on): the
 paper's error, ours (mean +- std over seeds), parameter count, iterations, training time, device and the command for
-every cell. Runs already finished are reused; interrupted ones resume. ``colocalisation`` has
-its own options (``torchstn reproduce colocalisation --help``).
+every cell. Runs already finished are reused (refused, with the differing fields named, if the cell's config has
+changed since); interrupted ones resume. ``colocalisation`` has its own options
+(``torchstn reproduce colocalisation --help``).
 """
 
 from __future__ import annotations

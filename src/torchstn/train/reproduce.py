@@ -219,6 +219,10 @@ def reproduce(experiment: str = "table1", *, schedule: str = "cpu", seeds: int =
 
     Returns:
         One summary dict per cell (the table's rows).
+
+    Raises:
+        ConfigError: a finished run in ``runs`` whose saved config is no longer the cell's (for example after a
+            packaged config changed): move it away or pass another ``runs``.
     """
     if fit_fn is None:
         from torchstn.train.trainer import fit as fit_fn
