@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torchstn.data.datasets import MNISTAddition, Volume3D, synthetic_digits
 from torchstn.errors import OptionError, ShapeError
 from torchstn.models import build_model, count_parameters, model_spatial_dims
+from torchstn.nn import param_groups
 from torchstn.train.config import from_dict
 from torchstn.train.config_io import load_config
 from torchstn.train.trainer import fit
@@ -104,11 +105,14 @@ def test_st3d_starts_as_the_fixed_projection():
 
 
 def test_st3d_learns_on_small_volumes():
-    """End to end from labels only: 60 Adam steps on small extruded digits (28^3) lower the loss clearly."""
+    """End to end from labels only: 60 Adam steps on small extruded digits (28^3) lower the loss clearly, and the
+    transform stays per-sample. At lr 1e-2 for every parameter the localisation net's ReLUs died within 60 steps on
+    one machine (theta the same for every volume, std 0.0); at x0.1 for the localisation, as the training configs
+    allow, it stays alive (std 0.046)."""
     torch.manual_seed(0)
     ds = Volume3D(source=synthetic_digits(64, seed=1), canvas=28, depth=4, max_angle=15.0)
     model = build_model("st3d_cnn", in_shape=(1, 28, 28, 28), channels=(8, 8))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    opt = torch.optim.Adam(param_groups(model, 1e-2, loc_lr_mult=0.1))
     g = torch.Generator().manual_seed(0)
     losses = []
     for step in range(60):
@@ -121,7 +125,7 @@ def test_st3d_learns_on_small_volumes():
     assert all(torch.isfinite(torch.tensor(losses)))
     assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10, losses  # measured: 2.30 -> 0.44
     theta = model.transformers[0].predict_theta(x)
-    assert theta.shape == (32, 12) and not torch.allclose(theta, model.transformers[0].predict_theta(x[:1]))
+    assert theta.shape == (32, 12) and float(theta.std(dim=0).max()) > 1e-3, theta.std(dim=0)  # measured 0.046
 
 
 # ---------------------------------------------------------------------------------------------------- pictures
