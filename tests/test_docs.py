@@ -12,7 +12,7 @@ under docs/results/ (links and repository paths only).
   and its ``--set`` overrides are loaded too (``load_config``), and ``reproduce --only`` cells must exist.
 * A ```toml block that holds ``[model]`` is loaded as a training config.
 * Every relative link, and every backticked path into the repository (``src/...``, ``tests/...``, a top-level
-  ``NAME.md``), must name a file or folder that exists.
+  ``NAME.md``) outside the generated tables, must name a file or folder that exists.
 
 A page can steer one block with an HTML comment on the line(s) right before its opening fence (rare; each says why):
 
@@ -333,7 +333,8 @@ def _targets(page: Path) -> list[tuple[int, str, Path]]:
             continue  # a web address, or an anchor on the same page
         path = target.split("#")[0]
         found.append((prose.count("\n", 0, m.start()) + 1, target, (page.parent / path).resolve()))
-    for m in _REPO_PATH.finditer(prose):
+    generated = page.is_relative_to(ROOT / "docs" / "results")  # their recorded paths name run outputs
+    for m in _REPO_PATH.finditer("" if generated else prose):
         path = (m.group(1) or m.group(2)).rstrip(".")
         if _is_pattern(path):
             continue  # docs/img/data_NAME.png, docs/results/<experiment>_cpu.md: a pattern, not a file
