@@ -11,6 +11,7 @@ under docs/results/ (links and repository paths only).
   ``torchstn`` argparse parser without running it: an unknown subcommand or option fails. A packaged config name
   and its ``--set`` overrides are loaded too (``load_config``), and ``reproduce --only`` cells must exist.
 * A ```toml block that holds ``[model]`` is loaded as a training config.
+* No page (generated tables included) names a folder of the machine it was written on (``/tmp/...``, a home).
 * Every relative link, and every backticked path into the repository (``src/...``, ``tests/...``, a top-level
   ``NAME.md``) outside the generated tables, must name a file or folder that exists.
 
@@ -354,3 +355,14 @@ def test_fake_mnist_is_what_blocks_read(fake_mnist):
 
     images, _ = load_mnist("train")
     assert images.shape[0] == 300
+
+
+MACHINE_PATH = re.compile(r"(?<![\w.~])(/work/|/root\b|/home/|/tmp/|/Users/|scratch/)")
+
+
+@pytest.mark.parametrize("page", LINK_PAGES + sorted((ROOT / "docs" / "results").rglob("*.csv")), ids=_rel)
+def test_no_machine_paths(page):
+    """No page names a folder of the machine it was written on; examples use relative paths (runs/x, .venv-bench)."""
+    hits = [f"{_rel(page)}:{k}: {line.strip()[:100]}" for k, line in enumerate(page.read_text().splitlines(), 1)
+            if MACHINE_PATH.search(line)]
+    assert not hits, "machine-specific paths:\n" + "\n".join(hits)
