@@ -57,7 +57,7 @@ KNOWN_BROKEN = {
 
 
 def _rel(page: Path) -> str:
-    return page.relative_to(ROOT).as_posix()
+    return page.relative_to(ROOT).as_posix() if page.is_relative_to(ROOT) else page.name
 
 
 # --- reading a page ------------------------------------------------------------------------------------------------
@@ -69,7 +69,7 @@ class Block:
     line: int  # 1-based line of the opening fence
     lang: str
     text: str
-    markers: dict[str, str] = field(default_factory=dict)
+    markers: dict = field(default_factory=dict)  # {"skip" or "setup": text, "line": its first line}
 
     @property
     def where(self) -> str:
@@ -94,7 +94,8 @@ def _markers(lines: list[str], fence: int, page: Path) -> dict[str, str]:
     if directive not in ("skip", "setup") or not arg:
         raise AssertionError(f"{_rel(page)}:{start + 1}: doc-test marker needs `skip REASON` or `setup CODE`, "
                              f"got {m.group(0)!r}")
-    return {directive: arg}
+    arg_line = start + 1 + m.string.count("\n", 0, m.start(2))  # 1-based line where CODE / REASON starts
+    return {directive: arg, "line": arg_line}
 
 
 def read_page(page: Path) -> tuple[list[Block], str]:
@@ -139,36 +140,76 @@ def fake_mnist(tmp_path, monkeypatch, one_thread):
     return data
 
 
-def _run_python(code: str, first_line: int, page: Path, namespace: dict, what: str) -> None:
-    # Pad so that a traceback's line numbers are the page's.
-    compiled = compile("\n" * first_line + code, str(page), "exec")
+def _run_python(code: str, first_line: int, page: Path, namespace: dict, what: str) -> str | None:
+    """Run ``code`` (from line ``first_line`` of ``page``) in ``namespace``; the failure report, or None."""
+    compiled = compile("\n" * first_line + code, str(page), "exec")  # padded: tracebacks show the page's lines
     try:
         exec(compiled, namespace)
-        return
     except Exception as e:  # report any failure with the page's line
         frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == str(page)]
         line = frames[-1].lineno if frames else first_line
         tb = "".join(traceback.format_exception(type(e), e, e.__traceback__, limit=-8))
-        message = f"{_rel(page)}:{line}: {what} failed: {type(e).__name__}: {e}\n\n{tb}"
-    pytest.fail(message, pytrace=False)
+        return f"{_rel(page)}:{line}: {what} failed: {type(e).__name__}: {e}\n\n{tb}"
+    return None
 
 
 PYTHON_PAGES = [p for p in CODE_PAGES if any(b.lang == "python" for b in read_page(p)[0])]
 
 
+def run_python_blocks(page: Path) -> list[tuple[Block, str | None]]:
+    """Run the python blocks of ``page`` in order in one namespace: each block with its failure report or None."""
+    namespace: dict = {"__name__": "__doc_test__"}
+    results = []
+    for b in (b for b in read_page(page)[0] if b.lang == "python" and "skip" not in b.markers):
+        error = None
+        if "setup" in b.markers:
+            error = _run_python(b.markers["setup"], b.markers["line"] - 1, page, namespace, "doc-test setup")
+        error = error or _run_python(b.text, b.line, page, namespace, f"python block at line {b.line}")
+        results.append((b, error))
+    return results
+
+
 @pytest.mark.parametrize("page", PYTHON_PAGES, ids=_rel)
 def test_python_blocks_run(page, fake_mnist):
-    blocks = [b for b in read_page(page)[0] if b.lang == "python"]
-    namespace: dict = {"__name__": "__doc_test__"}
-    for b in blocks:
-        if "skip" in b.markers:
-            continue
+    for b, error in run_python_blocks(page):
         known = next((r for (p, start), r in KNOWN_BROKEN.items() if p == _rel(page) and b.text.startswith(start)), None)
-        if known:
+        if known and error:
             pytest.xfail(f"{b.where}: {known}")
-        if "setup" in b.markers:
-            _run_python(b.markers["setup"], b.line - 1, page, namespace, "doc-test setup")
-        _run_python(b.text, b.line, page, namespace, f"python block at line {b.line}")
+        if known:
+            pytest.fail(f"{b.where} runs now: remove its KNOWN_BROKEN entry", pytrace=False)
+        if error:
+            pytest.fail(error, pytrace=False)
+
+
+def test_markers_steer_blocks(tmp_path):
+    """A setup marker runs first in the page's namespace, a skip marker skips, and failures name the page's line."""
+    page = tmp_path / "page.md"
+    page.write_text("""# A page
+
+<!-- doc-test: setup
+x = 2
+-->
+```python
+y = x + 1
+```
+
+<!-- doc-test: skip it would download something -->
+```python
+raise RuntimeError("skipped blocks never run")
+```
+
+```python
+assert y == 3
+z = 1 / 0
+```
+""")
+    results = run_python_blocks(page)
+    assert [b.line for b, _ in results] == [6, 15]
+    assert results[0][1] is None
+    assert "page.md:17: python block at line 15 failed: ZeroDivisionError" in results[1][1]
+    page.write_text("<!-- doc-test: skipp typo -->\n```python\npass\n```\n")
+    with pytest.raises(AssertionError, match="doc-test marker needs"):
+        read_page(page)
 
 
 def test_known_broken_blocks_still_exist():
