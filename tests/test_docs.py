@@ -46,8 +46,8 @@ MODULES = {"torchstn": [], "torchstn.experiments.colocalisation": ["reproduce", 
 COMMAND_LANGS = {"", "bash", "sh", "shell", "console", "text"}
 PLACEHOLDER = re.compile(r"<[^>]*>|[A-Z][A-Z0-9_]*")  # a whole value the reader fills in: <cell>, N, CELLS
 
-# Python blocks of pages outside this test's part that fail on their current text; the lead adds the setup named
-# here at merge. strict: the test fails once the block runs, so the entry must then be removed.
+# Python blocks known to fail on their current text, with what each needs. Strict: such a block still runs, and the
+# test fails once it passes, so that the entry is removed.
 KNOWN_BROKEN = {
     ("docs/antialias.md", "V = torchstn.sample(U, grid, antialias=True)"):
         "a fragment: U, grid and loc are undefined (needs a `doc-test: setup` marker or its own imports)",
