@@ -172,7 +172,8 @@ def run_python_blocks(page: Path) -> list[tuple[Block, str | None]]:
 @pytest.mark.parametrize("page", PYTHON_PAGES, ids=_rel)
 def test_python_blocks_run(page, fake_mnist):
     for b, error in run_python_blocks(page):
-        known = next((r for (p, start), r in KNOWN_BROKEN.items() if p == _rel(page) and b.text.startswith(start)), None)
+        known = next((why for (p, start), why in KNOWN_BROKEN.items() if p == _rel(page) and b.text.startswith(start)),
+                     None)
         if known and error:
             pytest.xfail(f"{b.where}: {known}")
         if known:
