@@ -253,8 +253,8 @@ def torchstn_argv(command: str, variables: dict[str, str] | None = None) -> list
         words = shlex.split(_expand(command, variables or {}), comments=True)
     except ValueError:
         return None
-    while words and words[0] in ("time", "sudo", "nohup"):
-        words = words[1:]
+    while words and (words[0] in ("time", "sudo", "nohup", "env") or re.fullmatch(r"\w+=.*", words[0])):
+        words = words[1:]  # time torchstn ..., TORCHSTN_CACHE=dir torchstn ...
     if words[:1] == ["torchstn"]:
         return words[1:]
     for k in range(len(words) - 1):  # python -m torchstn ..., torchrun ... -m torchstn ...
@@ -313,8 +313,8 @@ def page_commands(page: Path) -> list[tuple[int, str, list[str]]]:
             continue
         variables: dict[str, str] = {}
         for line, command in _commands_in_block(b):
-            assign = re.fullmatch(r"\s*(\w+)=(.*)", command)
-            if assign:
+            assign = re.fullmatch(r"\s*(\w+)=(\"[^\"]*\"|'[^']*'|\S*)\s*(#.*)?", command)
+            if assign:  # W="--backbone ...": later lines use $W
                 variables[assign.group(1)] = " ".join(shlex.split(assign.group(2)))
                 continue
             argv = torchstn_argv(command, variables)
