@@ -116,8 +116,9 @@ def check_bool(name: str, value: object) -> bool:
     return value
 
 
-def check_fill_value(fill_value: object, padding_mode: str) -> None:
-    """Require a number, a sequence of numbers or a 0-D / 1-D tensor, and ``padding_mode="fill"`` unless it is 0."""
+def check_fill_value(fill_value: object, padding_mode: str | None = None) -> None:
+    """Require a number, a sequence of numbers or a 0-D / 1-D tensor; given ``padding_mode``, also require
+    ``padding_mode="fill"`` for any value but 0 (a set-once module option that would otherwise be ignored)."""
     if isinstance(fill_value, torch.Tensor):
         ok = fill_value.dim() <= 1 and fill_value.numel() > 0 and not fill_value.dtype == torch.bool
     elif isinstance(fill_value, (tuple, list)):
@@ -127,7 +128,7 @@ def check_fill_value(fill_value: object, padding_mode: str) -> None:
     if not ok:
         raise OptionError("fill_value must be a number, a sequence of numbers (one per channel) or a 0-D / (C,) "
                           f"tensor, got {fill_value!r}")
-    if padding_mode != "fill" and not (_is_number(fill_value) and fill_value == 0):
+    if padding_mode not in (None, "fill") and not (_is_number(fill_value) and fill_value == 0):
         raise OptionError(f"fill_value={fill_value!r} is only used with padding_mode='fill', got "
                           f"padding_mode={padding_mode!r}")
 

@@ -191,7 +191,7 @@ def test_sample_refuses_the_same_settings():
     x, grid = torch.rand(1, 1, 2, 2), identity_grid((2, 2))
     with pytest.raises(torchstn.OptionError, match="fill_value must be a number"):
         torchstn.sample(x, grid, padding_mode="fill", fill_value="white")
-    with pytest.raises(torchstn.OptionError, match="only used with padding_mode='fill'"):
-        torchstn.sample(x, grid, fill_value=0.5)
+    with pytest.raises(torchstn.OptionError, match="fill_value must be a number"):
+        torchstn.sample(x, grid, padding_mode="fill", fill_value=None)
     with pytest.raises(torchstn.OptionError, match="align_corners must be True or False"):
         torchstn.sample(x, grid, align_corners="yes")

@@ -75,8 +75,7 @@ def sample(
         ShapeError: ranks that do not match, wrong last grid dim, or batch sizes that differ.
         OptionError: unknown ``mode`` / ``padding_mode``, ``bicubic`` on volumes, ``antialias`` with a mode other
             than bilinear, ``jacobian`` without ``antialias``, ``deterministic=True`` with ``mode="bicubic"``
-            or ``antialias``, a non-bool ``align_corners``, or a malformed ``fill_value`` or a non-zero one without
-            ``padding_mode="fill"``.
+            or ``antialias``, a non-bool ``align_corners`` or a malformed ``fill_value``.
         NonFiniteError: non-finite grid values with ``check_finite=True``.
 
     Example:
@@ -121,7 +120,7 @@ def _check_args(input, grid, mode, padding_mode, fill_value=0.0, align_corners=F
     check_rank("input", input, (4, 5), "(B, C, H, W) / (B, C, D, H, W)")
     look_up_option("mode", mode, MODES)
     look_up_option("padding_mode", padding_mode, PADDING_MODES)
-    check_fill_value(fill_value, padding_mode)
+    check_fill_value(fill_value)  # its form only: a loop over padding modes may pass one fill_value to all
     check_bool("align_corners", align_corners)
     n = input.dim() - 2
     if grid.dim() != n + 2 or grid.shape[-1] != n:

@@ -41,8 +41,10 @@ class SpatialTransformer(nn.Module):
         transform: family name (see :func:`torchstn.list_transforms`) or a built family.
         out_size: spatial output size; ``None`` keeps the input's.
         in_features: feature count ``F`` of ``localisation``; by default its ``out_features`` attribute, else
-            inferred at the first forward.
-        mode, padding_mode, fill_value, align_corners, check_finite: passed to :func:`torchstn.sample`.
+            inferred at the first forward: until then the head's weight is uninitialised, so parameter shapes and
+            :func:`torchstn.param_groups` are known only after one forward (build the optimiser after it).
+        mode, padding_mode, fill_value, align_corners, check_finite: passed to :func:`torchstn.sample`;
+            ``fill_value`` (a number, one per channel, or a ``(C,)`` tensor) needs ``padding_mode="fill"``.
         antialias: sample with ``torchstn.sample(..., antialias=True)`` so an ST that zooms out does not alias
             (bilinear only). Affine families pass their exact per-sample footprint; the others estimate it per pixel.
         bound: keep every parameter within ``bound`` of the identity through a tanh (see :class:`ThetaHead`).
@@ -51,10 +53,22 @@ class SpatialTransformer(nn.Module):
             mode on CUDA (see ``docs/determinism.md``).
         **transform_options: options of the family, e.g. ``grid_size=4`` for ``"tps"``.
 
+    Calling it: ``st(U, loc_input=None, return_theta=False)``; ``loc_input`` (default ``U``) is what the
+    localisation net sees, a float tensor with ``U``'s batch size. A ``channels_last`` input gives an
+    NCHW-contiguous output, as ``F.grid_sample`` does.
+
     Raises:
-        OptionError: unknown transform, option or mode, ``antialias`` with a mode other than bilinear, or
-            ``deterministic=True`` with ``mode="bicubic"`` or ``antialias``.
-        ShapeError: an input whose spatial rank the family does not support.
+        OptionError: at construction: ``localisation`` not a module; unknown transform, keyword (with a suggestion),
+            option or mode; ``mode="bicubic"`` with a 3D family; a non-bool ``align_corners`` / ``check_finite`` /
+            ``antialias``; a malformed ``fill_value`` or a non-zero one without ``padding_mode="fill"``;
+            ``antialias`` with a mode other than bilinear, or ``deterministic=True`` with ``mode="bicubic"`` or
+            ``antialias``.
+        ShapeError: at forward: an input whose spatial rank the family does not support, a ``loc_input`` of another
+            batch size, localisation features that do not match ``in_features`` (or an input of another shape than
+            the one :func:`torchstn.conv_localisation` / :func:`torchstn.fc_localisation` was built for).
+        DTypeError: at forward: a non-float input or ``loc_input``.
+        NonFiniteError: at forward, with ``check_finite``: a NaN/inf theta; the message says whether the
+            localisation input holds NaN/inf (the data is at fault) or the network diverged.
 
     Example:
         >>> loc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 32), torch.nn.ReLU())
