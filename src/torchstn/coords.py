@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 
 from torchstn._checks import check_size, look_up_option
-from torchstn.errors import ShapeError
+from torchstn.errors import DTypeError, ShapeError
 
 __all__ = [
     "linspace_coords",
@@ -121,7 +121,11 @@ def pixel_from_normalised(
 
 
 def to_homogeneous(matrix: torch.Tensor) -> torch.Tensor:
-    """``(..., n, n+1)`` affine -> ``(..., n+1, n+1)`` with last row ``(0, ..., 0, 1)``; square input passes through."""
+    """``(..., n, n+1)`` affine -> ``(..., n+1, n+1)`` with last row ``(0, ..., 0, 1)``; square input passes through.
+    Takes a tensor only (:func:`matrix_to_pixel` / :func:`matrix_from_pixel` convert NumPy arrays)."""
+    if not isinstance(matrix, torch.Tensor):
+        raise DTypeError(f"matrix must be a torch.Tensor, got {type(matrix).__name__}; wrap a NumPy array in "
+                         "torch.from_numpy")
     if matrix.shape[-2] == matrix.shape[-1]:
         return matrix
     n = matrix.shape[-2]

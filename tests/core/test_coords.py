@@ -99,3 +99,9 @@ def test_pixel_converters_check_the_matrix_shape_and_keep_integers_from_truncati
         coords.matrix_to_pixel(torch.eye(3, 4), (4, 4), (4, 4))  # a 3D matrix with 2D sizes
     shift = coords.matrix_from_pixel([[1, 0, 1], [0, 1, 0]], (4, 8), (4, 8))  # an integer pixel shift
     torch.testing.assert_close(shift, torch.tensor([[1.0, 0.0, 0.25], [0.0, 1.0, 0.0]]))
+
+
+def test_to_homogeneous_names_a_numpy_matrix():
+    np = pytest.importorskip("numpy")
+    with pytest.raises(torchstn.DTypeError, match="matrix must be a torch.Tensor, got ndarray"):
+        coords.to_homogeneous(np.eye(2, 3))
