@@ -28,14 +28,14 @@ class _Localisation(nn.Sequential):
         self.builder = builder
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_float_tensor(f"the input of {self.builder}", x)
         if torch.jit.is_tracing():  # sizes are tensors there and a trace keeps no Python check: nothing to gain
             return super().forward(x)
+        check_float_tensor("the localisation input", x)
         if len(self.in_shape) == 1:  # fc: flattened
             if x.dim() < 2 or math.prod(x.shape[1:]) != self.in_shape[0]:
                 raise ShapeError(f"{self.builder} was built for {self.in_shape[0]} input values per sample, got "
                                  f"input of shape {tuple(x.shape)}")
-        elif tuple(x.shape[1:]) != self.in_shape:
+        elif x.shape[1:] != self.in_shape:
             raise ShapeError(f"{self.builder} was built for inputs {self.in_shape} (channels, *in_size) per sample, "
                              f"got {tuple(x.shape[1:])}: build it for this shape or resize the input")
         return super().forward(x)
