@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import numbers
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -16,13 +17,33 @@ def look_up_option(name: str, value: object, allowed: Iterable[str]) -> str:
     allowed = tuple(allowed)
     if isinstance(value, str) and value in allowed:
         return value
-    hint = ""
-    if isinstance(value, str):
-        lower = {a.lower(): a for a in allowed}
-        close = [lower[value.lower()]] if value.lower() in lower else difflib.get_close_matches(value, allowed, 1, 0.5)
-        if close:
-            hint = f" Did you mean {close[0]!r}?"
-    raise OptionError(f"{name} must be one of {list(allowed)}, got {value!r}.{hint}")
+    raise OptionError(f"{name} must be one of {list(allowed)}, got {value!r}.{_did_you_mean(value, allowed)}")
+
+
+def check_keywords(owner: str, given: Iterable[str], allowed: Iterable[str]) -> None:
+    """Refuse keyword names ``given`` to ``owner`` that are not in ``allowed``, suggesting the nearest allowed one.
+
+    Example:
+        >>> check_keywords("SpatialTransformer", ["paddingmode"], ["mode", "padding_mode"])
+        Traceback (most recent call last):
+        ...
+        torchstn.errors.OptionError: unknown keyword 'paddingmode' for SpatialTransformer. Did you mean 'padding_mode'?
+    """
+    allowed = tuple(allowed)
+    unknown = [k for k in given if k not in allowed]
+    if unknown:
+        plural = "s" if len(unknown) > 1 else ""
+        names = ", ".join(repr(k) for k in unknown)
+        raise OptionError(f"unknown keyword{plural} {names} for {owner}.{_did_you_mean(unknown[0], allowed)}")
+
+
+def _did_you_mean(value: object, allowed: tuple[str, ...]) -> str:
+    """`` Did you mean 'x'?`` for the allowed name nearest ``value`` (a case-only difference first), else ``''``."""
+    if not isinstance(value, str):
+        return ""
+    lower = {a.lower(): a for a in allowed}
+    close = [lower[value.lower()]] if value.lower() in lower else difflib.get_close_matches(value, allowed, 1, 0.5)
+    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 def check_float_tensor(name: str, x: object) -> torch.Tensor:
@@ -60,19 +81,67 @@ def check_size(name: str, size: object, rank: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-def check_finite(name: str, x: torch.Tensor) -> None:
-    """Raise :class:`NonFiniteError` if ``x`` holds NaN/inf. Skipped while ``torch.compile`` traces."""
+def check_finite(name: str, x: torch.Tensor, *, source: tuple[str, torch.Tensor] | None = None) -> None:
+    """Raise :class:`NonFiniteError` if ``x`` holds NaN/inf. Skipped while ``torch.compile`` traces.
+
+    ``source`` is ``(name, tensor)`` of what ``x`` was computed from (the localisation input for theta): only when
+    ``x`` fails is it checked too, so the message can blame the data instead of the network.
+    """
     if _compiling():
         return
     if bool(torch.isfinite(x.sum())):  # fast path: one reduction; NaN/inf propagate into the sum
         return
-    if not bool(torch.isfinite(x).all()):  # the sum overflowed (huge or half-precision values): check exactly
-        bad = int((~torch.isfinite(x)).sum())
-        raise NonFiniteError(
-            f"{name} holds {bad} non-finite value(s) (NaN or inf); this usually means the localisation network "
-            "diverged: lower its learning rate, bound theta (bound=...) or add the identity regulariser. "
-            "Pass check_finite=False to skip this check."
-        )
+    bad = _count_non_finite(x)
+    if not bad:  # the sum overflowed (huge or half-precision values)
+        return
+    bad_source = _count_non_finite(source[1]) if source is not None else 0
+    if bad_source:
+        cause = (f" because the {source[0]} holds {bad_source} non-finite value(s) of {source[1].numel()}: the data "
+                 "is at fault, not the network; clean it (e.g. torch.nan_to_num) or find where the NaN/inf enter")
+    else:
+        cause = ("; this usually means the localisation network diverged: lower its learning rate, bound theta "
+                 "(bound=...) or add the identity regulariser")
+    raise NonFiniteError(f"{name} holds {bad} non-finite value(s) (NaN or inf){cause}. "
+                         "Pass check_finite=False to skip this check.")
+
+
+def _count_non_finite(x: torch.Tensor) -> int:
+    return int((~torch.isfinite(x)).sum()) if x.is_floating_point() or x.is_complex() else 0
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Require a real ``bool`` (so ``align_corners="no"`` is not read as ``True``)."""
+    if not isinstance(value, bool):
+        raise OptionError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_fill_value(fill_value: object, padding_mode: str | None = None) -> None:
+    """Require a number, a sequence of numbers or a 0-D / 1-D tensor; given ``padding_mode``, also require
+    ``padding_mode="fill"`` for any value but 0 (a set-once module option that would otherwise be ignored)."""
+    if isinstance(fill_value, torch.Tensor):
+        ok = fill_value.dim() <= 1 and fill_value.numel() > 0 and not fill_value.dtype == torch.bool
+    elif isinstance(fill_value, (tuple, list)):
+        ok = len(fill_value) > 0 and all(_is_number(v) for v in fill_value)
+    else:
+        ok = _is_number(fill_value)
+    if not ok:
+        raise OptionError("fill_value must be a number, a sequence of numbers (one per channel) or a 0-D / (C,) "
+                          f"tensor, got {fill_value!r}")
+    if padding_mode not in (None, "fill") and not (_is_number(fill_value) and fill_value == 0):
+        raise OptionError(f"fill_value={fill_value!r} is only used with padding_mode='fill', got "
+                          f"padding_mode={padding_mode!r}")
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Require an integer (not a bool) of at least 1; returns it as an ``int``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise OptionError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
 
 
 def _compiling() -> bool:

@@ -19,6 +19,9 @@ from collections.abc import Sequence
 
 import torch
 
+from torchstn._checks import check_size, look_up_option
+from torchstn.errors import DTypeError, ShapeError
+
 __all__ = [
     "linspace_coords",
     "identity_grid",
@@ -118,7 +121,11 @@ def pixel_from_normalised(
 
 
 def to_homogeneous(matrix: torch.Tensor) -> torch.Tensor:
-    """``(..., n, n+1)`` affine -> ``(..., n+1, n+1)`` with last row ``(0, ..., 0, 1)``; square input passes through."""
+    """``(..., n, n+1)`` affine -> ``(..., n+1, n+1)`` with last row ``(0, ..., 0, 1)``; square input passes through.
+    Takes a tensor only (:func:`matrix_to_pixel` / :func:`matrix_from_pixel` convert NumPy arrays)."""
+    if not isinstance(matrix, torch.Tensor):
+        raise DTypeError(f"matrix must be a torch.Tensor, got {type(matrix).__name__}; wrap a NumPy array in "
+                         "torch.from_numpy")
     if matrix.shape[-2] == matrix.shape[-1]:
         return matrix
     n = matrix.shape[-2]
@@ -138,15 +145,21 @@ def matrix_to_pixel(
 
     Args:
         matrix: ``(B, n, n+1)`` affine or ``(B, n+1, n+1)`` projective matrix in normalised coordinates, mapping
-            output (destination) points to input (source) points.
-        in_size: spatial size of the input ``(H, W)`` / ``(D, H, W)``.
-        out_size: spatial size of the output.
+            output (destination) points to input (source) points; the unbatched ``(n, n+1)`` / ``(n+1, n+1)`` works
+            too. A tensor or a NumPy array (converted with ``torch.as_tensor``; integers become the default float).
+        in_size: spatial size of the input ``(H, W)`` / ``(D, H, W)``: height first, not OpenCV's ``(W, H)`` dsize
+            (a swapped size of a non-square image is accepted and gives a wrong matrix).
+        out_size: spatial size of the output, in the same order.
         align_corners: the convention the normalised matrix uses.
         direction: ``"dst_to_src"`` (the matrix ``cv2.warpAffine(..., flags=WARP_INVERSE_MAP)`` takes) or
             ``"src_to_dst"`` (what ``cv2.warpAffine`` and ``kornia.geometry.warp_affine`` take by default).
 
     Returns:
-        Same shape as ``matrix``, in pixel coordinates (pixel centres at integers).
+        A tensor of the shape of ``matrix``, in pixel coordinates (pixel centres at integers).
+
+    Raises:
+        ShapeError: a matrix that is not ``(..., n, n+1)`` / ``(..., n+1, n+1)`` for ``n = len(in_size)``.
+        OptionError: an unknown ``direction``.
 
     Example:
         >>> theta = torch.tensor([[[1.0, 0.0, 0.5], [0.0, 1.0, 0.0]]])  # read half an image-width to the right
@@ -154,9 +167,8 @@ def matrix_to_pixel(
         tensor([[[1., 0., 2.],
                  [0., 1., 0.]]])
     """
-    from torchstn._checks import look_up_option
-
     look_up_option("direction", direction, ("dst_to_src", "src_to_dst"))
+    matrix, in_size, out_size = _check_matrix(matrix, in_size, out_size)
     h = to_homogeneous(matrix).to(torch.float64)
     n_out = normalised_from_pixel(out_size, align_corners, device=matrix.device)
     p_in = pixel_from_normalised(in_size, align_corners, device=matrix.device)
@@ -175,15 +187,18 @@ def matrix_from_pixel(
 ) -> torch.Tensor:
     """Inverse of :func:`matrix_to_pixel`: a pixel-space matrix to our normalised output->input matrix.
 
+    Takes the same shapes, sizes and options as :func:`matrix_to_pixel`, e.g. the NumPy ``(2, 3)`` matrix
+    ``cv2.getRotationMatrix2D`` / ``cv2.getAffineTransform`` return, which maps source to destination
+    (``direction="src_to_dst"``). Sizes are ``(H, W)``, not OpenCV's ``(W, H)``.
+
     Example:
         >>> pix = torch.tensor([[[1.0, 0.0, 2.0], [0.0, 1.0, 0.0]]])
         >>> matrix_from_pixel(pix, (4, 8), (4, 8))
         tensor([[[1.0000, 0.0000, 0.5000],
                  [0.0000, 1.0000, 0.0000]]])
     """
-    from torchstn._checks import look_up_option
-
     look_up_option("direction", direction, ("dst_to_src", "src_to_dst"))
+    matrix, in_size, out_size = _check_matrix(matrix, in_size, out_size)
     h = to_homogeneous(matrix).to(torch.float64)
     if direction == "src_to_dst":
         h = torch.linalg.inv(h)
@@ -191,6 +206,20 @@ def matrix_from_pixel(
     p_out = pixel_from_normalised(out_size, align_corners, device=matrix.device)
     norm = n_in @ h @ p_out
     return norm[..., : matrix.shape[-2], :].to(matrix.dtype)
+
+
+def _check_matrix(matrix: object, in_size: object, out_size: object):
+    """``matrix`` as a float tensor (arrays converted) of shape ``(..., n, n+1)`` / ``(..., n+1, n+1)``, and the
+    sizes as ``n`` ints each."""
+    if not isinstance(matrix, torch.Tensor):
+        matrix = torch.as_tensor(matrix)  # NumPy arrays and nested lists; numpy itself is not imported here
+    if not matrix.is_floating_point():
+        matrix = matrix.to(torch.get_default_dtype())
+    n = matrix.shape[-1] - 1 if matrix.dim() >= 2 else 0
+    if n not in (2, 3) or matrix.shape[-2] not in (n, n + 1):
+        raise ShapeError("matrix must be (B, n, n+1) affine or (B, n+1, n+1) projective with n = 2 or 3 (the batch "
+                         f"dim is optional), got shape {tuple(matrix.shape)}")
+    return matrix, check_size("in_size", in_size, n), check_size("out_size", out_size, n)
 
 
 def grid_to_displacement(grid: torch.Tensor, align_corners: bool = False, order: str = "ij") -> torch.Tensor:
@@ -205,8 +234,6 @@ def grid_to_displacement(grid: torch.Tensor, align_corners: bool = False, order:
         >>> grid_to_displacement(g).abs().max().item() < 1e-6
         True
     """
-    from torchstn._checks import look_up_option
-
     look_up_option("order", order, ("ij", "xy"))
     size = grid.shape[1:-1]
     ident = identity_grid(size, align_corners, device=grid.device, dtype=grid.dtype)
@@ -231,8 +258,6 @@ def displacement_to_grid(flow: torch.Tensor, align_corners: bool = False, order:
         >>> displacement_to_grid(flow)[0, 0, 0]
         tensor([-0.2500, -0.6667])
     """
-    from torchstn._checks import look_up_option
-
     look_up_option("order", order, ("ij", "xy"))
     size = flow.shape[2:]
     n = flow.shape[1]

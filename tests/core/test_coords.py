@@ -76,3 +76,32 @@ def test_bad_options_are_named():
         coords.matrix_to_pixel(torch.eye(2, 3)[None], (4, 4), (4, 4), direction="forward")
     with pytest.raises(torchstn.OptionError, match="Did you mean 'xy'"):
         coords.grid_to_displacement(coords.identity_grid((3, 3)), order="yx")
+
+
+def test_pixel_converters_take_the_numpy_matrix_opencv_returns():
+    np = pytest.importorskip("numpy")
+    # what cv2.getRotationMatrix2D((30, 20), 25, 0.9) returns: a src->dst (2, 3) float64 array
+    angle, scale = np.deg2rad(25.0), 0.9
+    a, b = scale * np.cos(angle), scale * np.sin(angle)
+    cv = np.array([[a, b, (1 - a) * 30 - b * 20], [-b, a, b * 30 + (1 - a) * 20]])
+    theta = coords.matrix_from_pixel(cv.astype(np.float32), (40, 60), (40, 60), direction="src_to_dst")
+    assert isinstance(theta, torch.Tensor) and theta.shape == (2, 3) and theta.dtype == torch.float32
+    expected = coords.matrix_from_pixel(torch.from_numpy(cv)[None], (40, 60), (40, 60), direction="src_to_dst")[0]
+    torch.testing.assert_close(theta, expected.float())
+    back = coords.matrix_to_pixel(theta.numpy(), (40, 60), (40, 60), direction="src_to_dst")
+    torch.testing.assert_close(back, torch.from_numpy(cv).float(), atol=1e-4, rtol=0)
+
+
+def test_pixel_converters_check_the_matrix_shape_and_keep_integers_from_truncating():
+    with pytest.raises(torchstn.ShapeError, match=r"matrix must be .*got shape \(2, 2\)"):
+        coords.matrix_from_pixel(torch.eye(2), (4, 4), (4, 4))
+    with pytest.raises(torchstn.ShapeError, match="in_size must be 3"):
+        coords.matrix_to_pixel(torch.eye(3, 4), (4, 4), (4, 4))  # a 3D matrix with 2D sizes
+    shift = coords.matrix_from_pixel([[1, 0, 1], [0, 1, 0]], (4, 8), (4, 8))  # an integer pixel shift
+    torch.testing.assert_close(shift, torch.tensor([[1.0, 0.0, 0.25], [0.0, 1.0, 0.0]]))
+
+
+def test_to_homogeneous_names_a_numpy_matrix():
+    np = pytest.importorskip("numpy")
+    with pytest.raises(torchstn.DTypeError, match="matrix must be a torch.Tensor, got ndarray"):
+        coords.to_homogeneous(np.eye(2, 3))

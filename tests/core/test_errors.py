@@ -66,7 +66,7 @@ def test_unknown_option_strings_suggest_the_meant_one():
         torchstn.sample(torch.rand(1, 1, 2, 2), identity_grid((2, 2)), mode="bilinar")
     with pytest.raises(torchstn.OptionError, match="Did you mean 'reflection'"):
         torchstn.SpatialTransformer(torchstn.fc_localisation(4), padding_mode="reflect")
-    with pytest.raises(torchstn.OptionError, match="unknown \\['gridsize'\\]"):
+    with pytest.raises(torchstn.OptionError, match="unknown keyword 'gridsize'.*Did you mean 'grid_size'"):
         torchstn.get_transform("tps", gridsize=3)
     with pytest.raises(torchstn.OptionError, match="grid_size"):
         torchstn.get_transform("tps", grid_size=1)
@@ -76,7 +76,7 @@ def test_non_finite_theta_raises_by_default():
     st = torchstn.SpatialTransformer(torchstn.fc_localisation(16), "affine")
     with torch.no_grad():
         st.head.linear.bias[0] = float("nan")
-    with pytest.raises(torchstn.NonFiniteError, match="theta holds 2 non-finite"):
+    with pytest.raises(torchstn.NonFiniteError, match="theta holds 2 non-finite.*localisation network diverged"):
         st(torch.rand(2, 1, 4, 4))
     with pytest.raises(torchstn.NonFiniteError):
         torchstn.get_transform("affine").check_theta(torch.full((1, 6), float("inf")))
@@ -90,3 +90,108 @@ def test_fill_value_shape():
 def test_errors_subclass_builtins():
     assert issubclass(torchstn.ShapeError, ValueError) and issubclass(torchstn.DTypeError, TypeError)
     assert issubclass(torchstn.OptionError, ValueError) and issubclass(torchstn.NonFiniteError, ValueError)
+
+
+# -- issue 14: honest errors in the library API ------------------------------------------------------------------
+def test_unknown_transform_option_lists_the_real_options():
+    with pytest.raises(torchstn.OptionError, match=r"'grid_size' for transform 'affine' \(it takes no options\)") as e:
+        torchstn.get_transform("affine", grid_size=3)
+    assert "args" not in str(e.value)
+
+
+def test_mistyped_spatial_transformer_keyword_is_named_with_a_suggestion():
+    loc = torchstn.fc_localisation(16)
+    with pytest.raises(torchstn.OptionError,
+                       match="unknown keyword 'paddingmode' for SpatialTransformer.*Did you mean 'padding_mode'"):
+        torchstn.SpatialTransformer(loc, "affine", paddingmode="border")
+    with pytest.raises(torchstn.OptionError, match="Did you mean 'grid_size'"):
+        torchstn.SpatialTransformer(loc, "tps", gridsize=3)
+    with pytest.raises(torchstn.OptionError, match="Did you mean 'align_corners'"):
+        torchstn.SpatialTransformer(loc, torchstn.get_transform("affine"), align_corner=True)
+
+
+def test_non_finite_input_is_blamed_instead_of_the_network():
+    st = torchstn.SpatialTransformer(torchstn.fc_localisation(16), "affine")
+    x = torch.rand(2, 1, 4, 4)
+    x[0, 0, 0, 0] = float("nan")
+    with pytest.raises(torchstn.NonFiniteError, match="localisation input holds 1 non-finite value") as e:
+        st(x)
+    assert "diverged" not in str(e.value)
+    with pytest.raises(torchstn.NonFiniteError, match="localisation input holds 1 non-finite value"):
+        st(torch.rand(2, 1, 4, 4), x)  # the NaN is in loc_input
+
+
+@pytest.mark.parametrize("build, x, match", [
+    (lambda: torchstn.conv_localisation(3, (64, 64), channels=2, fc=4), torch.rand(2, 3, 48, 80),
+     r"built for inputs \(3, 64, 64\).*got \(3, 48, 80\)"),
+    (lambda: torchstn.conv_localisation(3, (64, 64), channels=2, fc=4), torch.rand(2, 1, 64, 64),
+     r"built for inputs \(3, 64, 64\).*got \(1, 64, 64\)"),
+    (lambda: torchstn.fc_localisation(100), torch.rand(2, 3, 8, 8), r"fc_localisation\(100\) was built for 100 input"),
+], ids=["conv-size", "conv-channels", "fc-features"])
+def test_localisation_size_mismatch_names_what_the_net_was_built_for(build, x, match):
+    st = torchstn.SpatialTransformer(build(), "affine")
+    with pytest.raises(torchstn.ShapeError, match=match):
+        st(x)
+
+
+def test_wrong_in_features_is_named_by_the_head():
+    st = torchstn.SpatialTransformer(torchstn.fc_localisation(16), "affine", in_features=10)
+    with pytest.raises(torchstn.ShapeError, match=r"head expects 10 localisation features, got 32.*in_features=32"):
+        st(torch.rand(2, 1, 4, 4))
+    with pytest.raises(torchstn.OptionError, match="in_features must be a positive int"):
+        torchstn.SpatialTransformer(torchstn.fc_localisation(16), "affine", in_features=10.5)
+
+
+def test_error_inside_a_user_localisation_net_keeps_its_text_and_gains_the_input_shape():
+    loc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 5))
+    st = torchstn.SpatialTransformer(loc, "affine", in_features=5)
+    with pytest.raises(RuntimeError, match="mat1 and mat2") as e:
+        st(torch.rand(2, 1, 5, 5))
+    if hasattr(e.value, "add_note"):  # Python >= 3.11
+        assert "localisation network of SpatialTransformer on an input of shape (2, 1, 5, 5)" in e.value.__notes__[0]
+
+
+def test_loc_input_is_checked_at_the_boundary():
+    st = torchstn.SpatialTransformer(torchstn.fc_localisation(16), "affine")
+    x = torch.rand(2, 1, 4, 4)
+    with pytest.raises(torchstn.DTypeError, match="loc_input must be a torch.Tensor, got bool"):
+        st(x, True)
+    with pytest.raises(torchstn.DTypeError, match="loc_input must be a floating-point"):
+        st(x, torch.zeros(2, 1, 4, 4, dtype=torch.uint8))
+    with pytest.raises(torchstn.ShapeError, match=r"loc_input .*batch 2\), got shape \(3, 1, 4, 4\)"):
+        st(x, torch.rand(3, 1, 4, 4))
+
+
+@pytest.mark.parametrize("args, kwargs, match", [
+    ((None, "affine"), {}, "localisation must be a torch.nn.Module"),
+    ((), {"transform": "affine3d", "mode": "bicubic"}, "bicubic.*2D only"),
+    ((), {"align_corners": "yes"}, "align_corners must be True or False"),
+    ((), {"antialias": 1}, "antialias must be True or False"),
+    ((), {"fill_value": 0.5}, "fill_value=0.5 is only used with padding_mode='fill'"),
+    ((), {"padding_mode": "fill", "fill_value": "white"}, "fill_value must be a number"),
+    ((), {"padding_mode": "fill", "fill_value": None}, "fill_value must be a number"),
+    ((), {"padding_mode": "fill", "fill_value": torch.zeros(2, 2)}, "fill_value must be"),
+], ids=["no-localisation", "bicubic-3d", "align-corners-str", "antialias-int", "fill-without-fill-padding",
+        "fill-str", "fill-none", "fill-2d-tensor"])
+def test_construction_refuses_settings_that_would_fail_or_be_ignored_later(args, kwargs, match):
+    args = args or (torchstn.fc_localisation(16),)
+    with pytest.raises(torchstn.OptionError, match=match):
+        torchstn.SpatialTransformer(*args, **kwargs)
+
+
+def test_construction_accepts_the_fill_forms():
+    loc = torchstn.fc_localisation(16 * 3)
+    x = torch.rand(2, 3, 4, 4)
+    for fill in (0.5, 1, (0.1, 0.2, 0.3), torch.tensor([0.1, 0.2, 0.3]), torch.tensor(0.5)):
+        assert torchstn.SpatialTransformer(loc, padding_mode="fill", fill_value=fill)(x).shape == x.shape
+    torchstn.SpatialTransformer(loc, fill_value=0)  # the default value with any padding
+
+
+def test_sample_refuses_the_same_settings():
+    x, grid = torch.rand(1, 1, 2, 2), identity_grid((2, 2))
+    with pytest.raises(torchstn.OptionError, match="fill_value must be a number"):
+        torchstn.sample(x, grid, padding_mode="fill", fill_value="white")
+    with pytest.raises(torchstn.OptionError, match="fill_value must be a number"):
+        torchstn.sample(x, grid, padding_mode="fill", fill_value=None)
+    with pytest.raises(torchstn.OptionError, match="align_corners must be True or False"):
+        torchstn.sample(x, grid, align_corners="yes")

@@ -114,6 +114,35 @@ def test_conv_localisation_2d_and_3d():
         torchstn.conv_localisation(1, (8, 8))
 
 
+def test_conv_localisation_takes_an_int_size_and_names_the_option_that_fits():
+    net = torchstn.conv_localisation(3, 32, channels=2, fc=4)  # a square image, as out_size=32 is
+    assert net(torch.rand(1, 3, 32, 32)).shape == (1, 4)
+    with pytest.raises(torchstn.ShapeError, match=r"\(16, 20, 24\) is too small.*at least 28; pass downsample=1"):
+        torchstn.conv_localisation(1, (16, 20, 24))
+    with pytest.raises(torchstn.ShapeError, match="pass kernel_size=3 with downsample=1"):
+        torchstn.conv_localisation(1, (8, 8))
+    torchstn.conv_localisation(1, (16, 20, 24), downsample=1, channels=2, fc=4)  # the named fix works
+    with pytest.raises(torchstn.OptionError, match="downsample must be a positive int"):
+        torchstn.conv_localisation(1, (28, 28), downsample=0)
+
+
+def test_compile_fullgraph_after_an_eager_run_keeps_the_checks_out_of_the_graph():
+    st = torchstn.SpatialTransformer(torchstn.conv_localisation(1, (28, 28), channels=2, fc=4), "affine")
+    U = torch.rand(2, 1, 28, 28)
+    loc_in = U.clone()
+    expected = st(U, loc_in)
+    compiled = torch.compile(st, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(U, loc_in), expected)
+
+
+def test_channels_last_input_gives_a_contiguous_output_and_lazy_shapes_come_at_the_first_forward():
+    """The two behaviours the SpatialTransformer docstring and docs/conventions.md state (probe #33)."""
+    st = torchstn.SpatialTransformer(nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4)), "affine")
+    assert isinstance(st.head.linear.weight, nn.parameter.UninitializedParameter)
+    out = st(torch.rand(2, 3, 8, 8).contiguous(memory_format=torch.channels_last))
+    assert out.is_contiguous() and st.head.linear.weight.shape == (6, 4)
+
+
 def test_module_moves_with_to_and_has_no_persistent_extras():
     st = _st("tps")
     keys = set(st.state_dict())

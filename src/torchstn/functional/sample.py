@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from torchstn._checks import check_finite as _check_finite
-from torchstn._checks import _compiling, check_float_tensor, check_rank, look_up_option
+from torchstn._checks import _compiling, check_bool, check_fill_value, check_float_tensor, check_rank, look_up_option
 from torchstn.errors import OptionError, ShapeError
 
 __all__ = ["sample", "MODES", "PADDING_MODES"]
@@ -74,8 +74,8 @@ def sample(
         DTypeError: non-float ``input`` or ``grid``.
         ShapeError: ranks that do not match, wrong last grid dim, or batch sizes that differ.
         OptionError: unknown ``mode`` / ``padding_mode``, ``bicubic`` on volumes, ``antialias`` with a mode other
-            than bilinear, ``jacobian`` without ``antialias``, or ``deterministic=True`` with ``mode="bicubic"``
-            or ``antialias``.
+            than bilinear, ``jacobian`` without ``antialias``, ``deterministic=True`` with ``mode="bicubic"``
+            or ``antialias``, a non-bool ``align_corners`` or a malformed ``fill_value``.
         NonFiniteError: non-finite grid values with ``check_finite=True``.
 
     Example:
@@ -91,7 +91,7 @@ def sample(
         >>> torch.allclose(sample(x, g, deterministic=True), sample(x, g), atol=1e-6)
         True
     """
-    grid = _check_args(input, grid, mode, padding_mode)
+    grid = _check_args(input, grid, mode, padding_mode, fill_value, align_corners)
     if check_finite:
         _check_finite("grid", grid)
     gather = _use_gather(deterministic, input, grid, mode, antialias)
@@ -113,13 +113,15 @@ def sample(
     return _sample(x, grid, mode, padding_mode, fill_value, align_corners, read).to(input.dtype)
 
 
-def _check_args(input, grid, mode, padding_mode):
+def _check_args(input, grid, mode, padding_mode, fill_value=0.0, align_corners=False):
     """Validate the tensors and options of :func:`sample`; returns ``grid`` expanded to the batch of ``input``."""
     check_float_tensor("input", input)
     check_float_tensor("grid", grid)
     check_rank("input", input, (4, 5), "(B, C, H, W) / (B, C, D, H, W)")
     look_up_option("mode", mode, MODES)
     look_up_option("padding_mode", padding_mode, PADDING_MODES)
+    check_fill_value(fill_value)  # its form only: a loop over padding modes may pass one fill_value to all
+    check_bool("align_corners", align_corners)
     n = input.dim() - 2
     if grid.dim() != n + 2 or grid.shape[-1] != n:
         want = "(B, H', W', 2)" if n == 2 else "(B, D', H', W', 3)"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from torchstn.errors import OptionError
+from torchstn._checks import check_float_tensor, check_positive_int
+from torchstn.errors import OptionError, ShapeError
 
 __all__ = ["ThetaHead"]
 
@@ -56,7 +57,7 @@ class ThetaHead(nn.Module):
         if in_features is None:
             self.linear: nn.Module = _LazyIdentityLinear(identity)
         else:
-            self.linear = nn.Linear(int(in_features), identity.numel())
+            self.linear = nn.Linear(check_positive_int("in_features", in_features), identity.numel())
             _identity_init_(self.linear, identity)
 
     def reset_parameters(self) -> None:
@@ -65,7 +66,23 @@ class ThetaHead(nn.Module):
             _identity_init_(self.linear, self.identity)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        raw = self.linear(features.flatten(1))  # (B, P)
+        """``features (B, ...)`` (flattened to ``(B, F)``) -> ``theta (B, P)``.
+
+        Raises:
+            ShapeError: ``F`` differs from ``in_features`` (once known), or ``features`` has no batch dim.
+        """
+        check_float_tensor("localisation output", features)
+        if features.dim() < 2:
+            raise ShapeError(f"the localisation output must be (B, F) features, got shape {tuple(features.shape)}")
+        flat = features.flatten(1)  # (B, F)
+        expected = self.linear.in_features  # 0 while a lazy head waits for its first input
+        if expected and not torch.jit.is_tracing() and flat.shape[1] != expected:  # (a trace keeps no check)
+            raise ShapeError(
+                f"the head expects {expected} localisation features, got {flat.shape[1]} (localisation output "
+                f"{tuple(features.shape)}, in_features={expected}): pass in_features={flat.shape[1]}, or None to "
+                "infer it at the first forward"
+            )
+        raw = self.linear(flat)  # (B, P)
         if self.bound is None:
             return raw
         ident = self.identity.to(raw.dtype)

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from torchstn._checks import autocast_enabled, autocast_off, check_finite, check_float_tensor, check_size, look_up_option
+from torchstn._checks import (
+    autocast_enabled,
+    autocast_off,
+    check_bool,
+    check_fill_value,
+    check_finite,
+    check_float_tensor,
+    check_keywords,
+    check_size,
+    look_up_option,
+)
 from torchstn.errors import OptionError, ShapeError
 from torchstn.functional.antialias import affine_jacobian
 from torchstn.functional.sample import MODES, PADDING_MODES, sample
 from torchstn.nn.head import ThetaHead
 from torchstn.transforms import TransformFamily, get_transform
+from torchstn.transforms.base import transform_options as family_options
 
 __all__ = ["SpatialTransformer", "ParallelSpatialTransformers"]
 
@@ -29,8 +41,10 @@ class SpatialTransformer(nn.Module):
         transform: family name (see :func:`torchstn.list_transforms`) or a built family.
         out_size: spatial output size; ``None`` keeps the input's.
         in_features: feature count ``F`` of ``localisation``; by default its ``out_features`` attribute, else
-            inferred at the first forward.
-        mode, padding_mode, fill_value, align_corners, check_finite: passed to :func:`torchstn.sample`.
+            inferred at the first forward: until then the head's weight is uninitialised, so parameter shapes and
+            :func:`torchstn.param_groups` are known only after one forward (build the optimiser after it).
+        mode, padding_mode, fill_value, align_corners, check_finite: passed to :func:`torchstn.sample`;
+            ``fill_value`` (a number, one per channel, or a ``(C,)`` tensor) needs ``padding_mode="fill"``.
         antialias: sample with ``torchstn.sample(..., antialias=True)`` so an ST that zooms out does not alias
             (bilinear only). Affine families pass their exact per-sample footprint; the others estimate it per pixel.
         bound: keep every parameter within ``bound`` of the identity through a tanh (see :class:`ThetaHead`).
@@ -39,10 +53,22 @@ class SpatialTransformer(nn.Module):
             mode on CUDA (see ``docs/determinism.md``).
         **transform_options: options of the family, e.g. ``grid_size=4`` for ``"tps"``.
 
+    Calling it: ``st(U, loc_input=None, return_theta=False)``; ``loc_input`` (default ``U``) is what the
+    localisation net sees, a float tensor with ``U``'s batch size. A ``channels_last`` input gives an
+    NCHW-contiguous output, as ``F.grid_sample`` does.
+
     Raises:
-        OptionError: unknown transform, option or mode, ``antialias`` with a mode other than bilinear, or
-            ``deterministic=True`` with ``mode="bicubic"`` or ``antialias``.
-        ShapeError: an input whose spatial rank the family does not support.
+        OptionError: at construction: ``localisation`` not a module; unknown transform, keyword (with a suggestion),
+            option or mode; ``mode="bicubic"`` with a 3D family; a non-bool ``align_corners`` / ``check_finite`` /
+            ``antialias``; a malformed ``fill_value`` or a non-zero one without ``padding_mode="fill"``;
+            ``antialias`` with a mode other than bilinear, or ``deterministic=True`` with ``mode="bicubic"`` or
+            ``antialias``.
+        ShapeError: at forward: an input whose spatial rank the family does not support, a ``loc_input`` of another
+            batch size, localisation features that do not match ``in_features`` (or an input of another shape than
+            the one :func:`torchstn.conv_localisation` / :func:`torchstn.fc_localisation` was built for).
+        DTypeError: at forward: a non-float input or ``loc_input``.
+        NonFiniteError: at forward, with ``check_finite``: a NaN/inf theta; the message says whether the
+            localisation input holds NaN/inf (the data is at fault) or the network diverged.
 
     Example:
         >>> loc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 32), torch.nn.ReLU())
@@ -71,13 +97,21 @@ class SpatialTransformer(nn.Module):
         **transform_options,
     ):
         super().__init__()
+        if not isinstance(localisation, nn.Module):
+            raise OptionError("localisation must be a torch.nn.Module (the localisation network), got "
+                              f"{type(localisation).__name__}")
+        _check_transform_options(transform, transform_options)
         self.family = get_transform(transform, **transform_options)
         self.mode = look_up_option("mode", mode, MODES)
         self.padding_mode = look_up_option("padding_mode", padding_mode, PADDING_MODES)
+        check_fill_value(fill_value, self.padding_mode)
         self.fill_value = fill_value
-        self.align_corners = bool(align_corners)
-        self.check_finite = bool(check_finite)
-        self.antialias = bool(antialias)
+        self.align_corners = check_bool("align_corners", align_corners)
+        self.check_finite = check_bool("check_finite", check_finite)
+        self.antialias = check_bool("antialias", antialias)
+        if self.mode == "bicubic" and 2 not in self.family.ranks:
+            raise OptionError(f"mode='bicubic' is 2D only (PyTorch has no tricubic sampler); transform "
+                              f"{self.family.name!r} works on volumes: use mode='bilinear' or 'nearest'")
         if self.antialias and self.mode != "bilinear":
             raise OptionError(f"antialias=True needs mode='bilinear', got mode={self.mode!r}")
         if deterministic not in (None, True, False):
@@ -103,12 +137,36 @@ class SpatialTransformer(nn.Module):
                 + ("; use 'affine3d' / 'attention3d' / 'translation3d' for volumes" if rank == 3 else "")
             )
 
+    def _check_loc_input(self, U: torch.Tensor, loc_input: object) -> None:
+        if loc_input is None:
+            return
+        check_float_tensor("loc_input", loc_input)
+        assert isinstance(loc_input, torch.Tensor)
+        if loc_input.dim() == 0 or (not torch.jit.is_tracing() and loc_input.shape[0] != U.shape[0]):
+            raise ShapeError(f"loc_input must hold one sample per sample of the input (batch {U.shape[0]}), got "
+                             f"shape {tuple(loc_input.shape)}")
+
     def predict_theta(self, U: torch.Tensor) -> torch.Tensor:
-        """Run the localisation net and head: ``U -> theta (B, P)``."""
-        theta = self.head(self.localisation(U))
+        """Run the localisation net and head: ``U -> theta (B, P)``.
+
+        Raises:
+            NonFiniteError: non-finite theta (with ``check_finite``); the message says whether ``U`` holds NaN/inf.
+            ShapeError: the localisation features do not match the head's ``in_features``.
+        """
+        theta = self.head(self._localise(U))
         if self.check_finite:
-            check_finite("theta", theta)
+            check_finite("theta", theta, source=("localisation input", U))
         return theta
+
+    def _localise(self, U: torch.Tensor) -> torch.Tensor:
+        """``self.localisation(U)``; an error it raises keeps its type and text and gains a note naming the input."""
+        try:
+            return self.localisation(U)
+        except RuntimeError as exc:  # e.g. a size mismatch inside the user's own network
+            if hasattr(exc, "add_note"):  # Python >= 3.11
+                exc.add_note(f"(raised by the localisation network of SpatialTransformer on an input of shape "
+                             f"{tuple(U.shape)}: was it built for this input size?)")
+            raise
 
     def warp(self, U: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """Sample ``U`` with the transform ``theta`` (no localisation): the grid generator plus the sampler.
@@ -140,6 +198,7 @@ class SpatialTransformer(nn.Module):
         ``return_theta=True`` returns ``(V, theta)``. To log theta without changing calls use
         :func:`torchstn.nn.record_theta`."""
         self._check_input(U)
+        self._check_loc_input(U, loc_input)
         theta = self.predict_theta(U if loc_input is None else loc_input)
         V = self.warp(U, theta)
         return (V, theta) if return_theta else V
@@ -149,6 +208,17 @@ class SpatialTransformer(nn.Module):
                 f"padding_mode={self.padding_mode!r}, align_corners={self.align_corners}"
                 + (", antialias=True" if self.antialias else "")
                 + (f", deterministic={self.deterministic}" if self.deterministic is not None else ""))
+
+
+def _check_transform_options(transform: object, options: dict) -> None:
+    """Refuse a keyword that is neither an argument of SpatialTransformer nor an option of its family."""
+    if not options:
+        return
+    family_keys = family_options(transform) if isinstance(transform, str) else ()
+    params = list(inspect.signature(SpatialTransformer.__init__).parameters.values())[1:]  # without self
+    own = [p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    takes = f"takes {list(family_keys)}" if family_keys else "takes no options"
+    check_keywords(f"SpatialTransformer (transform {transform!r} {takes})", options, own + list(family_keys))
 
 
 class ParallelSpatialTransformers(nn.Module):

@@ -14,10 +14,10 @@ from typing import ClassVar
 
 import torch
 
-from torchstn._checks import check_finite, check_float_tensor, check_size, look_up_option
+from torchstn._checks import check_finite, check_float_tensor, check_keywords, check_size, look_up_option
 from torchstn.errors import OptionError, ShapeError
 
-__all__ = ["TransformFamily", "register_transform", "get_transform", "list_transforms"]
+__all__ = ["TransformFamily", "register_transform", "get_transform", "list_transforms", "transform_options"]
 
 _REGISTRY: dict[str, type[TransformFamily]] = {}
 
@@ -109,6 +109,21 @@ def list_transforms() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def transform_options(name: str) -> tuple[str, ...]:
+    """The option names the family ``name`` takes (its constructor's keyword arguments).
+
+    Example:
+        >>> transform_options("tps"), transform_options("affine")
+        (('grid_size', 'regularisation', 'precompute'), ())
+    """
+    cls = _REGISTRY[look_up_option("transform", name, _REGISTRY)]
+    if cls.__init__ is object.__init__:  # its signature is (self, /, *args, **kwargs): no options
+        return ()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # without self
+    return tuple(p.name for p in params if p.kind in kinds)
+
+
 def get_transform(name: str | TransformFamily, **options) -> TransformFamily:
     """Return the family ``name`` built with ``options`` (e.g. ``get_transform("tps", grid_size=5)``).
 
@@ -125,10 +140,6 @@ def get_transform(name: str | TransformFamily, **options) -> TransformFamily:
         if options:
             raise OptionError(f"options {sorted(options)} given with an already built family {name!r}")
         return name
-    look_up_option("transform", name, _REGISTRY)
-    cls = _REGISTRY[name]
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise OptionError(f"transform {name!r} takes options {accepted or 'none'}, got unknown {unknown}")
-    return cls(**options)
+    accepted = transform_options(name)
+    check_keywords(f"transform {name!r} (it takes {list(accepted) if accepted else 'no options'})", options, accepted)
+    return _REGISTRY[name](**options)
