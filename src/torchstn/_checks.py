@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import inspect
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
@@ -18,6 +19,23 @@ def look_up_option(name: str, value: object, allowed: Iterable[str]) -> str:
     if isinstance(value, str) and value in allowed:
         return value
     raise OptionError(f"{name} must be one of {list(allowed)}, got {value!r}.{_did_you_mean(value, allowed)}")
+
+
+def keyword_options(fn: Callable, exclude: Iterable[str] = ("self",)) -> tuple[str, ...]:
+    """The named keyword arguments of ``fn`` (a function or a class's ``__init__``), without ``*args``/``**kwargs``.
+
+    Example:
+        >>> def build(in_shape, num_classes=10, *args, width=8, **kwargs): ...
+        >>> keyword_options(build, exclude=("in_shape",))
+        ('num_classes', 'width')
+        >>> keyword_options(object.__init__)
+        ()
+    """
+    if fn is object.__init__:  # a class without its own __init__: (self, /, *args, **kwargs)
+        return ()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    params = inspect.signature(fn).parameters.values()
+    return tuple(p.name for p in params if p.kind in kinds and p.name not in tuple(exclude))
 
 
 def check_keywords(owner: str, given: Iterable[str], allowed: Iterable[str]) -> None:

@@ -280,6 +280,10 @@ def test_bad_variant_suggests():
     assert canonical_variant("tc") == "TC"
     with pytest.raises(OptionError, match="unknown"):
         get_distortion("R", scale_range=(1, 2))
+    with pytest.raises(OptionError, match=r"'canvs' for distortion 'R' \(it takes \[.*'canvas'.*Did you mean 'canvas'"):
+        get_distortion("R", canvs=42)
+    with pytest.raises(OptionError, match="distortion 'plain' [(]it takes no options[)]"):  # not ['args', 'kwargs']
+        get_distortion("plain", canvas=42)
 
 
 @pytest.mark.parametrize(

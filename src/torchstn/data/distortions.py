@@ -23,7 +23,6 @@ integers, ``y`` down); a positive angle turns the digit counter-clockwise as dis
 from __future__ import annotations
 
 import difflib
-import inspect
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -43,6 +42,7 @@ from torchstn.data.distortions_base import (
     warp,
 )
 from torchstn.data.distortions_canvas import Extrude3D, TranslateClutter
+from torchstn._checks import check_keywords, keyword_options
 from torchstn.errors import OptionError
 from torchstn.functional.tps import lattice
 from torchstn.transforms import get_transform
@@ -354,9 +354,8 @@ def get_distortion(variant: str, **options) -> Distortion:
         RotateTranslateScale(max_angle=45.0, scale_range=(1.0, 1.0), canvas=42, placement='box')
     """
     cls = DISTORTIONS[canonical_variant(variant)]
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise OptionError(f"distortion {variant!r} takes options {accepted or 'none'}, got unknown {unknown}")
+    accepted = keyword_options(cls.__init__)
+    check_keywords(f"distortion {variant!r} (it takes {list(accepted) if accepted else 'no options'})", options,
+                   accepted)
     return cls(**options)
 

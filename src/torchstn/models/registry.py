@@ -7,13 +7,12 @@ raises :class:`~torchstn.errors.OptionError` with a suggestion instead of being 
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from torchstn._checks import look_up_option
+from torchstn._checks import check_keywords, keyword_options, look_up_option
 from torchstn.errors import OptionError, ShapeError
 
 __all__ = ["register_model", "build_model", "list_models", "model_options", "model_spatial_dims", "count_parameters",
@@ -140,7 +139,7 @@ def build_model(
         >>> build_model("st_cnn", in_shape=(1, 28, 28), chanels=(8, 8))  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        torchstn.errors.OptionError: model 'st_cnn' takes options [...], got unknown 'chanels'. Did you mean 'channels'?
+        torchstn.errors.OptionError: unknown keyword 'chanels' for model 'st_cnn' (it takes [...]). Did you mean 'channels'?
     """
     look_up_option("model", name, _REGISTRY)
     builder = _REGISTRY[name]
@@ -160,14 +159,12 @@ def build_model(
         if "st_pool" not in params:
             raise OptionError(f"model {name!r} does not take st_pool")
         kwargs["st_pool"] = True
-    accepted = [p for p in params if p not in _RESERVED]
     for key in options:
         if key in _RESERVED:
             raise OptionError(f"pass {key!r} as build_model's own argument, not as a model option")
-        if key not in accepted:
-            close = difflib.get_close_matches(key, accepted + list(_RESERVED), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise OptionError(f"model {name!r} takes options {accepted or 'none'}, got unknown {key!r}.{hint}")
+    accepted = keyword_options(builder, exclude=_RESERVED)
+    owner = f"model {name!r} (it takes {list(accepted) if accepted else 'no options'})"
+    check_keywords(owner, options, accepted + _RESERVED)  # the reserved names were refused above: for suggestions
     return builder(**kwargs, **options)
 
 

@@ -8,13 +8,19 @@ families with a matrix form also provide ``matrix(theta)``.
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import torch
 
-from torchstn._checks import check_finite, check_float_tensor, check_keywords, check_size, look_up_option
+from torchstn._checks import (
+    check_finite,
+    check_float_tensor,
+    check_keywords,
+    check_size,
+    keyword_options,
+    look_up_option,
+)
 from torchstn.errors import OptionError, ShapeError
 
 __all__ = ["TransformFamily", "register_transform", "get_transform", "list_transforms", "transform_options"]
@@ -116,12 +122,7 @@ def transform_options(name: str) -> tuple[str, ...]:
         >>> transform_options("tps"), transform_options("affine")
         (('grid_size', 'regularisation', 'precompute'), ())
     """
-    cls = _REGISTRY[look_up_option("transform", name, _REGISTRY)]
-    if cls.__init__ is object.__init__:  # its signature is (self, /, *args, **kwargs): no options
-        return ()
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # without self
-    return tuple(p.name for p in params if p.kind in kinds)
+    return keyword_options(_REGISTRY[look_up_option("transform", name, _REGISTRY)].__init__)
 
 
 def get_transform(name: str | TransformFamily, **options) -> TransformFamily:
