@@ -92,9 +92,9 @@ def test_train_list_shows_packaged_configs(capsys):
 def test_data_fetch_and_show(monkeypatch, tmp_path, capsys):
     import torchstn.data.mnist as mnist
 
-    monkeypatch.setattr(mnist, "fetch_mnist", lambda root=None, source="auto": tmp_path / "mnist")
+    monkeypatch.setattr(mnist, "fetch_mnist", lambda root=None, source="auto", say=None: tmp_path / "mnist")
     assert main(["data", "fetch", "mnist"]) == 0
-    assert capsys.readouterr().out.strip() == str(tmp_path / "mnist")
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(tmp_path / "mnist")
 
     calls = []
     fake = types.ModuleType("torchstn.data.show")
