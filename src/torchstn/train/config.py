@@ -31,6 +31,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+import torch
+
 from torchstn.errors import ConfigError
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "from_dict",
     "to_dict",
     "SECTIONS",
+    "parse_device",
 ]
 
 VARIANTS = ("R", "RTS", "P", "E", "TC", "plain", "addition", "3D")
@@ -266,9 +269,8 @@ def _check_values(cfg: TrainConfig) -> TrainConfig:
     choice("run.amp", cfg.run.amp, AMP_MODES)
     if cfg.optim.clock == "time" and cfg.run.time_limit is None:
         raise ConfigError("optim.clock = 'time' needs run.time_limit (minutes), e.g. --set run.time_limit=4")
-    device = cfg.run.device
-    if not (device in DEVICES or (device.startswith("cuda:") and device[5:].isdigit())):
-        raise ConfigError(f"run.device must be one of {list(DEVICES)} or 'cuda:N', got {device!r}")
+    if not _is_device_name(cfg.run.device):
+        raise ConfigError(f"run.device must be one of {list(DEVICES)} or 'cuda:N', got {cfg.run.device!r}")
     o, r = cfg.optim, cfg.run
     for key, value in [("optim.lr", o.lr), ("optim.batch_size", o.batch_size), ("optim.iterations", o.iterations),
                        ("optim.gamma", o.gamma), ("optim.loc_lr_mult", o.loc_lr_mult), ("model.bound", cfg.model.bound),
@@ -289,6 +291,35 @@ def _check_values(cfg: TrainConfig) -> TrainConfig:
     if o.lr_steps is not None and o.iterations is not None and any(s >= o.iterations for s in o.lr_steps):
         raise ConfigError(f"optim.lr_steps {list(o.lr_steps)} must lie below optim.iterations = {o.iterations}")
     return cfg
+
+
+def _is_device_name(name: str) -> bool:
+    return name in DEVICES or (name.startswith("cuda:") and name[5:].isdigit())
+
+
+def parse_device(name: str, key: str = "--device") -> torch.device:
+    """The device ``name`` names (``cpu``, ``cuda`` or ``cuda:N``), checked to be usable here.
+
+    Args:
+        name: the device string, as in ``run.device``.
+        key: how to name the setting in the error (``--device``, ``run.device``).
+
+    Raises:
+        ConfigError: an unknown device name, or a CUDA device where torch has no CUDA.
+
+    Example:
+        >>> parse_device("cpu")
+        device(type='cpu')
+        >>> parse_device("gpu")
+        Traceback (most recent call last):
+        ...
+        torchstn.errors.ConfigError: --device must be one of ['cpu', 'cuda'] or 'cuda:N', got 'gpu'
+    """
+    if not isinstance(name, str) or not _is_device_name(name):
+        raise ConfigError(f"{key} must be one of {list(DEVICES)} or 'cuda:N', got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"{key} {name} but CUDA is not available to this torch ({torch.__version__}); use cpu")
+    return torch.device(name)
 
 
 def from_dict(data: Mapping[str, Any]) -> TrainConfig:
