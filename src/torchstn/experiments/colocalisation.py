@@ -332,13 +332,15 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
                                                description=__doc__.splitlines()[0])  # fmt: skip
     parser.add_argument("--out", default="runs/colocalisation", help="results folder (runs go inside)")
     parser.add_argument("--digits", default="0,1,2,3,4,5,6,7,8,9", help="comma-separated classes (default all)")
-    parser.add_argument("--clutter", default="both", choices=("both", "plain", "cluttered"))
+    parser.add_argument("--clutter", default="both", choices=("both", "plain", "cluttered"),
+                        help="which sets: plain, cluttered or both (default)")
     parser.add_argument("--steps", type=int, default=SCHEDULE.iterations, help="SGD steps per case")
     parser.add_argument("--encoder", default=None, help="encoder run folder or checkpoint (default: train one)")
-    parser.add_argument("--features", default="concat", choices=FEATURES)
+    parser.add_argument("--features", default="concat", choices=FEATURES,
+                        help="what the encoder reads (default concat)")
     parser.add_argument("--encoder-set", action="append", default=[], metavar="KEY=VALUE",
                         help="override the encoder config, e.g. optim.iterations=3000")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sets and crops (default 0)")
     parser.add_argument("--n", type=int, default=100, help="images per set (paper: 100)")
     parser.add_argument("--synthetic", type=int, default=0, help="smoke run on this many synthetic digits")
     parser.add_argument("--root", default=None, help="folder of the MNIST IDX files")
