@@ -153,3 +153,30 @@ def test_demo_help_says_how_it_picks_threads(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     assert "one thread against torch's default" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_set_mistake_is_blamed_on_the_set_not_the_packaged_file(capsys):
+    assert main(["train", "table1_rts_st_cnn_affine", "--set", "optim.iteratons=5"]) == 2
+    err = _one_line_error(capsys, "train")
+    assert "error: --set optim.iteratons=5: unknown key 'optim.iteratons'. Did you mean 'optim.iterations'?" in err
+    assert ".toml" not in err
+
+
+def test_every_problem_of_a_config_is_reported_at_once(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[model]\nname = "st_cnn"\ntransform = "afine"\n[optim]\niterations = -5\nlr = "fast"\n')
+    assert main(["train", str(bad), "--set", "optim.batch_size=0", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("torchstn train: error: 4 problems in the config:\n") and "Traceback" not in err
+    assert f"{bad}: model.transform must be one of" in err and "Did you mean 'affine'?" in err
+    assert f"{bad}: optim.iterations must be > 0, got -5" in err and f"{bad}: optim.lr must be float" in err
+    assert "--set optim.batch_size=0: optim.batch_size must be > 0" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_set_replaces_a_bad_file_value_before_it_is_checked(tmp_path):
+    from torchstn.train.config_io import load_config
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[optim]\niterations = -5\n")
+    assert load_config(bad, ["optim.iterations=3"]).optim.iterations == 3
