@@ -56,6 +56,7 @@ from torchstn.experiments.colocalisation_parts import (
     random_crops,
     triplet_loss,
 )
+from torchstn.train.reproduce import display_path
 
 __all__ = ["PAPER_RATE", "SCHEDULE", "FEATURES", "Window", "triplet_loss", "colocalisation_loss", "box_iou",
            "attention_boxes", "Encoder", "load_encoder", "WindowHead", "localiser", "random_crops",
@@ -175,7 +176,7 @@ def _encoder(out: Path, checkpoint, features: str, overrides: Sequence[str], syn
             extra = [f"data.synthetic={synthetic}"] if synthetic else []
             extra += [f"data.root={root}"] if root else []
             cfg = load_config(ENCODER_CONFIG, [*extra, *overrides])
-            command = f"torchstn train {ENCODER_CONFIG} --out {checkpoint}" + "".join(
+            command = f"torchstn train {ENCODER_CONFIG} --out {display_path(checkpoint)}" + "".join(
                 f" --set {o}" for o in [*extra, *overrides])
             say(f"training the encoder: {command}")
             fit(cfg, checkpoint, resume=True, progress=False, command=command)
@@ -297,17 +298,17 @@ def reproduce_colocalisation(out_dir: str | Path, *, digits: Iterable[int] = ran
                 images, _ = data.batch(torch.arange(min(len(data), 6)))
                 shown[clut][digit] = (images, data.boxes[: len(images)], predict_boxes(st, images))
     v = _version()
-    command = (f"torchstn reproduce colocalisation --out {out} --steps {steps} --seed {seed} --n {n} "
+    command = (f"torchstn reproduce colocalisation --out {display_path(out)} --steps {steps} --seed {seed} --n {n} "
                f"--features {features} --digits {','.join(map(str, digits))} "
                f"--clutter {'both' if len(clutters) == 2 else ('cluttered' if clutters[0] else 'plain')}"
-               + (f" --encoder {encoder_checkpoint}" if encoder_checkpoint else "")
+               + (f" --encoder {display_path(encoder_checkpoint)}" if encoder_checkpoint else "")
                + (f" --synthetic {synthetic}" if synthetic else ""))  # fmt: skip
     header = ["# Co-localisation (paper Appendix A.2)", "",
               (f"Share of the {n} images of each set whose ST window has IoU > 0.5 with the true 28x28 box. "
                f"torchstn {v['torchstn']} (git {v['git'] or 'unknown'}), torch {v['torch']}, "
                f"{torch.get_num_threads()} thread(s), {datetime.date.today().isoformat()}."), "",
               f"Command: `{command}`", "",
-              (f"Encoder: `{encoder_info['path']}`, test error {encoder_info['test_error']}% "
+              (f"Encoder: `{display_path(encoder_info['path'])}`, test error {encoder_info['test_error']}% "
                f"(`{encoder_info['command'] or 'given'}`); features `{features}`, L2-normalised."),
               *(["", "**Synthetic digits: a smoke run, not a result.**"] if synthetic else [])]  # fmt: skip
     _write_tables(rows, out, header)
