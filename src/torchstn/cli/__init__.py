@@ -25,6 +25,7 @@ _COMMANDS = ("train", "eval", "show", "reproduce", "data", "demo", "export", "sv
 def get_args_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subparser per command."""
     from torchstn.cli import data, demo, evaluate, export, reproduce, show, train
+    from torchstn.cli.args import plain_text
     from torchstn.experiments import cub, svhn
 
     parser = argparse.ArgumentParser(
@@ -44,7 +45,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         ("svhn", svhn, "SVHN multi-digit (paper Table 2): prepare the format-1 release, train, evaluate"),
         ("cub", cub, "CUB-200-2011 (paper Table 3): train, evaluate, show the parts"),
     ]:
-        p = sub.add_parser(name, help=help_, description=(module.__doc__ or help_).strip().splitlines()[0])
+        p = sub.add_parser(name, help=help_, description=plain_text(module.__doc__, help_))
         module.get_args_parser(p)
         p.set_defaults(func=module.main)
     return parser

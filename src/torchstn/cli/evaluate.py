@@ -10,6 +10,8 @@ import argparse
 
 import torch
 
+from torchstn.cli.args import positive_int
+from torchstn.train.config import parse_device
 from torchstn.train.runs import checkpoint_path, eval_dataset, load_run
 from torchstn.train.trainer import evaluate
 
@@ -17,19 +19,21 @@ from torchstn.train.trainer import evaluate
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="torchstn eval", description=__doc__)
     parser.add_argument("checkpoint", help="a checkpoint file or a run directory")
-    parser.add_argument("--data", help="evaluate on this tensor file instead of the variant's test set")
-    parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int)
+    parser.add_argument("--data", help="evaluate on this tensor file (.npz) instead of the variant's test set")
+    parser.add_argument("--batch-size", type=positive_int, default=500,
+                        help="images per forward pass (default 500; the result does not depend on it)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--threads", type=positive_int, help="CPU threads (default: torch's)")
     return parser
 
 
 def main(args: argparse.Namespace) -> int:
+    device = parse_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg, model, payload = load_run(args.checkpoint, args.device)
+    cfg, model, payload = load_run(args.checkpoint, device)
     dataset = eval_dataset(cfg, payload, args.data)
-    res = evaluate(model, dataset, batch_size=args.batch_size, device=args.device)
+    res = evaluate(model, dataset, batch_size=args.batch_size, device=device)
     what = args.data or f"the fixed {cfg.data.variant} test set"
     model_name = cfg.model.name + (f" ({cfg.model.transform})" if cfg.model.transform else "")
     wrong = round(res["error"] * res["n"] / 100)

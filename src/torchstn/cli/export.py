@@ -36,7 +36,7 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
                         help="compare the export with PyTorch on the images (default: on)")  # fmt: skip
     parser.add_argument("--atol", type=float, default=1e-4, help="largest accepted difference (default 1e-4)")
     parser.add_argument("--fixed-batch", action="store_true", help="fix the batch size to -n instead of a free one")
-    parser.add_argument("--threads", type=int)
+    parser.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
     return parser
 
 

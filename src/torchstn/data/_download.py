@@ -33,7 +33,9 @@ from torchstn.errors import ChecksumError, DataError
 
 __all__ = [
     "cache_root",
+    "describe_cache_root",
     "file_digest",
+    "content_digest",
     "atomic_path",
     "verify_file",
     "download_url",
@@ -63,6 +65,17 @@ def cache_root() -> Path:
     return Path.home() / ".cache" / "torchstn"
 
 
+def describe_cache_root() -> str:
+    """Where :func:`cache_root` points and why, for messages: ``"/x/torchstn (from $TORCHSTN_CACHE)"``."""
+    if os.environ.get("TORCHSTN_CACHE"):
+        why = "from $TORCHSTN_CACHE"
+    elif os.environ.get("XDG_CACHE_HOME"):
+        why = "$XDG_CACHE_HOME/torchstn; set $TORCHSTN_CACHE to move it"
+    else:
+        why = "the default; set $TORCHSTN_CACHE to move it"
+    return f"{cache_root()} ({why})"
+
+
 def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
     """Hex digest of a file, read in 1 MiB chunks.
 
@@ -77,6 +90,26 @@ def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def content_digest(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
+    """Hex digest of a file's content: of its decompressed bytes when it is gzip data (told by the magic bytes, not
+    the name), else of the file itself, so ``x`` and ``x.gz`` holding the same bytes give the same digest.
+
+    Raises:
+        DataError: If the file is a corrupt or truncated gzip stream.
+    """
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as raw:
+        is_gz = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        try:
+            with gzip.GzipFile(fileobj=raw) if is_gz else contextlib.nullcontext(raw) as f:
+                for chunk in iter(lambda: f.read(_CHUNK), b""):
+                    h.update(chunk)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+            raise DataError(f"{path}: corrupt or truncated gzip data ({e})") from e
     return h.hexdigest()
 
 

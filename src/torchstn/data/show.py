@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from torchstn._checks import look_up_option
+from torchstn.errors import OptionError
 
 __all__ = ["save_samples_figure", "NAMES"]
 
@@ -79,7 +80,8 @@ def save_samples_figure(
         The path written.
 
     Raises:
-        OptionError: unknown ``name`` (with a suggestion).
+        OptionError: unknown ``name`` (with a suggestion), ``n`` below 1, or an ``out`` suffix that names no image
+            format matplotlib writes (checked before any data is loaded).
         ModuleNotFoundError: matplotlib is not installed.
 
     Example:
@@ -90,12 +92,17 @@ def save_samples_figure(
         True
     """
     name = look_up_option("name", name.lower() if isinstance(name, str) else name, NAMES)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise OptionError(f"n must be a positive int, got {n!r}")
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
         from matplotlib.patches import Rectangle
     except ImportError as e:
         raise ModuleNotFoundError("save_samples_figure needs matplotlib: `pip install matplotlib`.") from e
+    from torchstn.viz import check_figure_path
+
+    out = check_figure_path(out)
     images, titles, boxes = _panels(name, n, seed, root, source)
     k = images.shape[0]
     cols = min(_COLS, k)
@@ -115,7 +122,6 @@ def save_samples_figure(
         ax.set_title(titles[i], fontsize=7)
     fig.suptitle(f"{name} (test set)", fontsize=9)
     fig.tight_layout()
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     return out

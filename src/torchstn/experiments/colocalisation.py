@@ -56,6 +56,7 @@ from torchstn.experiments.colocalisation_parts import (
     random_crops,
     triplet_loss,
 )
+from torchstn.train.reproduce import display_path
 
 __all__ = ["PAPER_RATE", "SCHEDULE", "FEATURES", "Window", "triplet_loss", "colocalisation_loss", "box_iou",
            "attention_boxes", "Encoder", "load_encoder", "WindowHead", "localiser", "random_crops",
@@ -175,7 +176,7 @@ def _encoder(out: Path, checkpoint, features: str, overrides: Sequence[str], syn
             extra = [f"data.synthetic={synthetic}"] if synthetic else []
             extra += [f"data.root={root}"] if root else []
             cfg = load_config(ENCODER_CONFIG, [*extra, *overrides])
-            command = f"torchstn train {ENCODER_CONFIG} --out {checkpoint}" + "".join(
+            command = f"torchstn train {ENCODER_CONFIG} --out {display_path(checkpoint)}" + "".join(
                 f" --set {o}" for o in [*extra, *overrides])
             say(f"training the encoder: {command}")
             fit(cfg, checkpoint, resume=True, progress=False, command=command)
@@ -297,17 +298,17 @@ def reproduce_colocalisation(out_dir: str | Path, *, digits: Iterable[int] = ran
                 images, _ = data.batch(torch.arange(min(len(data), 6)))
                 shown[clut][digit] = (images, data.boxes[: len(images)], predict_boxes(st, images))
     v = _version()
-    command = (f"torchstn reproduce colocalisation --out {out} --steps {steps} --seed {seed} --n {n} "
+    command = (f"torchstn reproduce colocalisation --out {display_path(out)} --steps {steps} --seed {seed} --n {n} "
                f"--features {features} --digits {','.join(map(str, digits))} "
                f"--clutter {'both' if len(clutters) == 2 else ('cluttered' if clutters[0] else 'plain')}"
-               + (f" --encoder {encoder_checkpoint}" if encoder_checkpoint else "")
+               + (f" --encoder {display_path(encoder_checkpoint)}" if encoder_checkpoint else "")
                + (f" --synthetic {synthetic}" if synthetic else ""))  # fmt: skip
     header = ["# Co-localisation (paper Appendix A.2)", "",
               (f"Share of the {n} images of each set whose ST window has IoU > 0.5 with the true 28x28 box. "
                f"torchstn {v['torchstn']} (git {v['git'] or 'unknown'}), torch {v['torch']}, "
                f"{torch.get_num_threads()} thread(s), {datetime.date.today().isoformat()}."), "",
               f"Command: `{command}`", "",
-              (f"Encoder: `{encoder_info['path']}`, test error {encoder_info['test_error']}% "
+              (f"Encoder: `{display_path(encoder_info['path'])}`, test error {encoder_info['test_error']}% "
                f"(`{encoder_info['command'] or 'given'}`); features `{features}`, L2-normalised."),
               *(["", "**Synthetic digits: a smoke run, not a result.**"] if synthetic else [])]  # fmt: skip
     _write_tables(rows, out, header)
@@ -332,13 +333,15 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
                                                description=__doc__.splitlines()[0])  # fmt: skip
     parser.add_argument("--out", default="runs/colocalisation", help="results folder (runs go inside)")
     parser.add_argument("--digits", default="0,1,2,3,4,5,6,7,8,9", help="comma-separated classes (default all)")
-    parser.add_argument("--clutter", default="both", choices=("both", "plain", "cluttered"))
+    parser.add_argument("--clutter", default="both", choices=("both", "plain", "cluttered"),
+                        help="which sets: plain, cluttered or both (default)")
     parser.add_argument("--steps", type=int, default=SCHEDULE.iterations, help="SGD steps per case")
     parser.add_argument("--encoder", default=None, help="encoder run folder or checkpoint (default: train one)")
-    parser.add_argument("--features", default="concat", choices=FEATURES)
+    parser.add_argument("--features", default="concat", choices=FEATURES,
+                        help="what the encoder reads (default concat)")
     parser.add_argument("--encoder-set", action="append", default=[], metavar="KEY=VALUE",
                         help="override the encoder config, e.g. optim.iterations=3000")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sets and crops (default 0)")
     parser.add_argument("--n", type=int, default=100, help="images per set (paper: 100)")
     parser.add_argument("--synthetic", type=int, default=0, help="smoke run on this many synthetic digits")
     parser.add_argument("--root", default=None, help="folder of the MNIST IDX files")

@@ -120,29 +120,35 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     p.add_argument("--out", required=True, help="cache folder")
     p.add_argument("--size", type=int, default=64, help="64 (default) or 128 (the looser crops)")
     p.add_argument("--no-extra", action="store_true", help="leave out the 202k extra images")
-    p.add_argument("--val-size", type=int, default=5000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-size", type=int, default=5000,
+                   help="training images held out as the val split (default 5000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the val draw (default 0)")
     p.add_argument("--context", type=float, default=None, help="extra enlargement (default 1, or size/64)")
     t = sub.add_parser("train", help="train a model on a prepared cache")
     t.add_argument("--data", required=True, help="the cache folder of `prepare`")
     t.add_argument("--out", required=True, help="run folder (last.pt, metrics.jsonl, result.json)")
-    t.add_argument("--model", default="svhn_st_cnn_multi", choices=svhn_models.SVHN_MODELS)
-    t.add_argument("--size", type=int, default=64)
-    t.add_argument("--schedule", default="paper", choices=sorted(SCHEDULES))
+    t.add_argument("--model", default="svhn_st_cnn_multi", choices=svhn_models.SVHN_MODELS,
+                   help="the CNN, one ST in front, or an ST before each of the first four conv layers (default)")
+    t.add_argument("--size", type=int, default=64, help="which prepared crops to read: 64 (default) or 128")
+    t.add_argument("--schedule", default="paper", choices=sorted(SCHEDULES),
+                   help="paper (400k iterations, default) or smoke (20 iterations: does the pipeline run)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a schedule field")
-    t.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE")
+    t.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a model option, e.g. batch_norm=True")
     t.add_argument("--crop", type=int, default=None, help="random crops of this size at train time (54: Goodfellow)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--eval-every", type=int, default=0)
-    t.add_argument("--eval-split", default="val", choices=("val", "test"))
+    t.add_argument("--seed", type=int, default=0, help="seed of the batch order and the crops (default 0)")
+    t.add_argument("--eval-every", type=int, default=0,
+                   help="evaluate every N iterations (default 0: at the end only)")
+    t.add_argument("--eval-split", default="val", choices=("val", "test"),
+                   help="held-out split evaluated during training (default val)")
     t.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N held-out images only")
-    t.add_argument("--resume", action="store_true")
-    t.add_argument("--device", default="cpu")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     e = sub.add_parser("eval", help="sequence error of a checkpoint")
-    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--checkpoint", required=True, help="a last.pt of svhn train")
     e.add_argument("--data", default=None, help="cache folder (default: the one the run used)")
-    e.add_argument("--split", default="test", choices=("train", "val", "test"))
-    e.add_argument("--device", default="cpu")
+    e.add_argument("--split", default="test", choices=("train", "val", "test"), help="default test")
+    e.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     return parser
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 import random
 import subprocess
 import tempfile
@@ -89,10 +90,24 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises RuntimeError, pickle.UnpicklingError, EOFError, ... on damaged files
-        raise DataError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e})") from None
+        raise DataError(_unreadable(path, e)) from None
     if not isinstance(payload, dict):
         raise DataError(f"{path}: not a torchstn checkpoint (holds a {type(payload).__name__})")
     return payload
+
+
+def _unreadable(path: Path, error: Exception) -> str:
+    """Why ``torch.load`` failed on ``path``, in our words: torch's own advice for a weights-only failure ("re-running
+    with weights_only=False will likely succeed") is wrong for a file that is not a checkpoint, and unsafe."""
+    with open(path, "rb") as f:
+        zip_file = f.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
+    if not zip_file:
+        what = "a TOML config" if path.suffix == ".toml" else "not a file torch.save writes"
+        return f"{path} is not a torchstn checkpoint ({what}); pass a run directory or its last.pt"
+    if isinstance(error, pickle.UnpicklingError):
+        return (f"{path} is not a torchstn checkpoint: it holds Python objects that a checkpoint never holds (only "
+                f"tensors and plain data), so it is not loaded (unpickling them could run code)")
+    return f"{path}: cannot read checkpoint ({type(error).__name__}: {error})"
 
 
 @functools.lru_cache(maxsize=1)

@@ -31,6 +31,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+import torch
+
 from torchstn.errors import ConfigError
 
 __all__ = [
@@ -43,6 +45,9 @@ __all__ = [
     "from_dict",
     "to_dict",
     "SECTIONS",
+    "parse_device",
+    "config_problems",
+    "problems_error",
 ]
 
 VARIANTS = ("R", "RTS", "P", "E", "TC", "plain", "addition", "3D")
@@ -242,9 +247,12 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
 
 
-def _check_values(cfg: TrainConfig) -> TrainConfig:
-    """Range and choice checks that do not need the model or data registries."""
+def _value_problems(cfg: TrainConfig) -> list[tuple[str, str]]:
+    """Range and choice checks that do not need the model or data registries: ``[(key, message), ...]``."""
     from torchstn.train.schedules import CLOCKS, DECAYS, OPTIMIZERS, SCHEDULES  # schedules imports config lazily
+    from torchstn.transforms import list_transforms
+
+    problems: list[tuple[str, str]] = []
 
     def choice(key: str, value: str | None, allowed: Iterable[str]) -> None:
         allowed = tuple(allowed)
@@ -252,12 +260,13 @@ def _check_values(cfg: TrainConfig) -> TrainConfig:
             by_lower = {a.lower(): a for a in allowed}
             close = difflib.get_close_matches(str(value).lower(), list(by_lower), n=1)
             hint = f" Did you mean {by_lower[close[0]]!r}?" if close else ""
-            raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}.{hint}")
+            problems.append((key, f"{key} must be one of {list(allowed)}, got {value!r}.{hint}"))
 
     def positive(key: str, value: float | None, allow_zero: bool = False) -> None:
         if value is not None and (value < 0 or (value == 0 and not allow_zero)):
-            raise ConfigError(f"{key} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+            problems.append((key, f"{key} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}"))
 
+    choice("model.transform", cfg.model.transform, list_transforms())
     choice("data.variant", cfg.data.variant, VARIANTS)
     choice("optim.schedule", cfg.optim.schedule, SCHEDULES)
     choice("optim.optimizer", cfg.optim.optimizer, OPTIMIZERS)
@@ -265,10 +274,11 @@ def _check_values(cfg: TrainConfig) -> TrainConfig:
     choice("optim.clock", cfg.optim.clock, CLOCKS)
     choice("run.amp", cfg.run.amp, AMP_MODES)
     if cfg.optim.clock == "time" and cfg.run.time_limit is None:
-        raise ConfigError("optim.clock = 'time' needs run.time_limit (minutes), e.g. --set run.time_limit=4")
-    device = cfg.run.device
-    if not (device in DEVICES or (device.startswith("cuda:") and device[5:].isdigit())):
-        raise ConfigError(f"run.device must be one of {list(DEVICES)} or 'cuda:N', got {device!r}")
+        problems.append(("optim.clock", "optim.clock = 'time' needs run.time_limit (minutes), e.g. "
+                                        "--set run.time_limit=4"))  # fmt: skip
+    if not _is_device_name(cfg.run.device):
+        problems.append(("run.device", f"run.device must be one of {list(DEVICES)} or 'cuda:N', got "
+                                       f"{cfg.run.device!r}"))  # fmt: skip
     o, r = cfg.optim, cfg.run
     for key, value in [("optim.lr", o.lr), ("optim.batch_size", o.batch_size), ("optim.iterations", o.iterations),
                        ("optim.gamma", o.gamma), ("optim.loc_lr_mult", o.loc_lr_mult), ("model.bound", cfg.model.bound),
@@ -283,39 +293,115 @@ def _check_values(cfg: TrainConfig) -> TrainConfig:
                        ("data.synthetic", cfg.data.synthetic)]:  # fmt: skip
         positive(key, value, allow_zero=True)
     if o.warmup is not None and o.iterations is not None and o.warmup >= o.iterations:
-        raise ConfigError(f"optim.warmup ({o.warmup}) must be below optim.iterations ({o.iterations})")
+        problems.append(("optim.warmup", f"optim.warmup ({o.warmup}) must be below optim.iterations "
+                                         f"({o.iterations})"))  # fmt: skip
     if o.lr_steps is not None and (list(o.lr_steps) != sorted(o.lr_steps) or any(s <= 0 for s in o.lr_steps)):
-        raise ConfigError(f"optim.lr_steps must be increasing positive iterations, got {list(o.lr_steps)}")
-    if o.lr_steps is not None and o.iterations is not None and any(s >= o.iterations for s in o.lr_steps):
-        raise ConfigError(f"optim.lr_steps {list(o.lr_steps)} must lie below optim.iterations = {o.iterations}")
+        problems.append(("optim.lr_steps", f"optim.lr_steps must be increasing positive iterations, got "
+                                           f"{list(o.lr_steps)}"))  # fmt: skip
+    elif o.lr_steps is not None and o.iterations is not None and any(s >= o.iterations for s in o.lr_steps):
+        problems.append(("optim.lr_steps", f"optim.lr_steps {list(o.lr_steps)} must lie below optim.iterations = "
+                                           f"{o.iterations}"))  # fmt: skip
+    return problems
+
+
+def _check_values(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` if its values pass :func:`_value_problems`, else a ConfigError naming every problem."""
+    problems = _value_problems(cfg)
+    if problems:
+        raise problems_error([message for _, message in problems])
     return cfg
+
+
+def _is_device_name(name: str) -> bool:
+    return name in DEVICES or (name.startswith("cuda:") and name[5:].isdigit())
+
+
+def parse_device(name: str, key: str = "--device") -> torch.device:
+    """The device ``name`` names (``cpu``, ``cuda`` or ``cuda:N``), checked to be usable here.
+
+    Args:
+        name: the device string, as in ``run.device``.
+        key: how to name the setting in the error (``--device``, ``run.device``).
+
+    Raises:
+        ConfigError: an unknown device name, or a CUDA device where torch has no CUDA.
+
+    Example:
+        >>> parse_device("cpu")
+        device(type='cpu')
+        >>> parse_device("gpu")
+        Traceback (most recent call last):
+        ...
+        torchstn.errors.ConfigError: --device must be one of ['cpu', 'cuda'] or 'cuda:N', got 'gpu'
+    """
+    if not isinstance(name, str) or not _is_device_name(name):
+        raise ConfigError(f"{key} must be one of {list(DEVICES)} or 'cuda:N', got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"{key} {name} but CUDA is not available to this torch ({torch.__version__}); use cpu")
+    return torch.device(name)
+
+
+def config_problems(data: Mapping[str, Any]) -> tuple[TrainConfig, list[tuple[str, str]]]:
+    """Every problem of a config given as nested plain data, not just the first, so one run of a command reports
+    them all.
+
+    Returns:
+        ``(config, problems)``: the config with each bad field left at its default, and ``(key, message)`` for each
+        problem (``key`` is ``section.name``, or the section for a whole-section problem) in the order found.
+
+    Example:
+        >>> _, problems = config_problems({"optim": {"lr": "fast", "iterations": -5}})
+        >>> [key for key, _ in problems]
+        ['optim.lr', 'optim.iterations']
+    """
+    if not isinstance(data, Mapping):
+        return TrainConfig(), [("", f"a config must be a table of sections, got {type(data).__name__}")]
+    problems: list[tuple[str, str]] = []
+    sections = {}
+    for name, values in data.items():
+        if name not in SECTIONS:
+            owner = next((s for s, cls in SECTIONS.items() if name in _fields(cls)), None)
+            if not isinstance(values, Mapping) and owner is not None:
+                problems.append((name, f"key {name!r} belongs in the [{owner}] section"))
+            else:
+                problems.append((name, str(_unknown(name, SECTIONS))))
+            continue
+        if not isinstance(values, Mapping):
+            problems.append((name, f"[{name}] must be a table of keys, got {values!r}"))
+            continue
+        types_ = _fields(SECTIONS[name])
+        kwargs = {}
+        for key, value in values.items():
+            if key not in types_:
+                problems.append((f"{name}.{key}", str(_unknown(f"{name}.{key}", [f"{name}.{k}" for k in types_]))))
+                continue
+            try:
+                kwargs[key] = _coerce(f"{name}.{key}", value, types_[key])
+            except ConfigError as e:
+                problems.append((f"{name}.{key}", str(e)))
+        sections[name] = SECTIONS[name](**kwargs)
+    cfg = TrainConfig(**sections)
+    return cfg, problems + _value_problems(cfg)
+
+
+def problems_error(messages: list[str]) -> ConfigError:
+    """One :class:`~torchstn.errors.ConfigError` for one or several problem messages (one line each)."""
+    if len(messages) == 1:
+        return ConfigError(messages[0])
+    return ConfigError(f"{len(messages)} problems in the config:\n  " + "\n  ".join(messages))
 
 
 def from_dict(data: Mapping[str, Any]) -> TrainConfig:
     """Build and check a :class:`TrainConfig` from nested plain data (a parsed TOML file or a checkpoint's dict).
 
     Raises:
-        ConfigError: an unknown section or key, a value of the wrong type or out of range.
+        ConfigError: an unknown section or key, a value of the wrong type or out of range (every problem, one line
+            each).
     """
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"a config must be a table of sections, got {type(data).__name__}")
-    sections = {}
-    for name, values in data.items():
-        if name not in SECTIONS:
-            if not isinstance(values, Mapping) and any(name in _fields(cls) for cls in SECTIONS.values()):
-                owner = next(s for s, cls in SECTIONS.items() if name in _fields(cls))
-                raise ConfigError(f"key {name!r} belongs in the [{owner}] section")
-            raise _unknown(name, SECTIONS)
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"[{name}] must be a table of keys, got {values!r}")
-        types_ = _fields(SECTIONS[name])
-        kwargs = {}
-        for key, value in values.items():
-            if key not in types_:
-                raise _unknown(f"{name}.{key}", [f"{name}.{k}" for k in types_])
-            kwargs[key] = _coerce(f"{name}.{key}", value, types_[key])
-        sections[name] = SECTIONS[name](**kwargs)
-    return _check_values(TrainConfig(**sections))
+    cfg, problems = config_problems(data)
+    if problems:
+        raise problems_error([message for _, message in problems])
+    return cfg
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, dict[str, Any]]:

@@ -9,7 +9,7 @@ Example:
     >>> apply_overrides(cfg, ["optim.lrr=0.1"])
     Traceback (most recent call last):
     ...
-    torchstn.errors.ConfigError: unknown key 'optim.lrr'. Did you mean 'optim.lr'? ...
+    torchstn.errors.ConfigError: --set optim.lrr=0.1: unknown key 'optim.lrr'. Did you mean 'optim.lr'? ...
 """
 
 from __future__ import annotations
@@ -23,7 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from torchstn.errors import ConfigError
-from torchstn.train.config import SECTIONS, TrainConfig, _all_keys, _fields, _unknown, from_dict, to_dict
+from torchstn.train.config import (
+    SECTIONS,
+    TrainConfig,
+    _all_keys,
+    _fields,
+    _unknown,
+    config_problems,
+    problems_error,
+    to_dict,
+)
 
 try:  # Python >= 3.11
     import tomllib as _toml
@@ -85,6 +94,43 @@ def _resolve_key(key: str) -> tuple[str, str]:
     raise _unknown(key, _all_keys())
 
 
+def _merge(data: dict[str, Any], overrides: Iterable[str]) -> tuple[dict[str, str], list[str]]:
+    """Write ``key=value`` overrides into the nested ``data`` in place; returns ``({section.name: override})`` (which
+    override set each key, to blame it for a bad value) and the messages of the overrides that could not apply."""
+    origin: dict[str, str] = {}
+    problems: list[str] = []
+    for item in overrides:
+        if "=" not in item:
+            problems.append(f"--set {item}: an override must look like key=value, e.g. optim.lr=0.01")
+            continue
+        key, text = (s.strip() for s in item.split("=", 1))
+        try:
+            section, name = _resolve_key(key)
+        except ConfigError as e:
+            problems.append(f"--set {item}: {e}")
+            continue
+        tp = _fields(SECTIONS[section])[name]
+        value = _parse_value(text)
+        if value is not None and str in (typing.get_args(tp) or (tp,)) and not isinstance(value, str):
+            value = text  # a string field given something that parses as a number: keep the text
+        if not isinstance(data.get(section, {}), dict):
+            continue  # the file's section is not a table: reported with the file
+        data.setdefault(section, {})[name] = value
+        origin[f"{section}.{name}"] = item
+    return origin, problems
+
+
+def _merged_config(data: dict[str, Any], overrides: Iterable[str], where: str = "") -> TrainConfig:
+    """``data`` with ``overrides`` applied, checked; every problem is blamed on its ``--set`` or on ``where``."""
+    origin, problems = _merge(data, overrides)
+    cfg, found = config_problems(data)
+    prefix = f"{where}: " if where else ""
+    problems += [f"--set {origin[key]}: {msg}" if key in origin else prefix + msg for key, msg in found]
+    if problems:
+        raise problems_error(problems)
+    return cfg
+
+
 def apply_overrides(cfg: TrainConfig, overrides: Iterable[str]) -> TrainConfig:
     """Return ``cfg`` with ``key=value`` overrides applied (``section.key`` or a key unique to one section).
 
@@ -92,20 +138,10 @@ def apply_overrides(cfg: TrainConfig, overrides: Iterable[str]) -> TrainConfig:
     not a TOML literal is taken as a string (``model.transform=tps``).
 
     Raises:
-        ConfigError: an override without ``=``, an unknown key, or a bad value.
+        ConfigError: an override without ``=``, an unknown key, or a bad value; every problem, each naming its
+            override (``--set optim.lr=fast: optim.lr must be float ...``).
     """
-    data = to_dict(cfg)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key=value, e.g. optim.lr=0.01")
-        key, text = (s.strip() for s in item.split("=", 1))
-        section, name = _resolve_key(key)
-        tp = _fields(SECTIONS[section])[name]
-        value = _parse_value(text)
-        if value is not None and str in (typing.get_args(tp) or (tp,)) and not isinstance(value, str):
-            value = text  # a string field given something that parses as a number: keep the text
-        data[section][name] = value
-    return from_dict(data)
+    return _merged_config(to_dict(cfg), overrides)
 
 
 def packaged_configs() -> dict[str, Path]:
@@ -125,7 +161,9 @@ def load_config(source: str | os.PathLike[str], overrides: Iterable[str] = ()) -
         overrides: ``key=value`` strings (see :func:`apply_overrides`).
 
     Raises:
-        ConfigError: the file is missing or not valid TOML, or holds an unknown key or a bad value.
+        ConfigError: the file is missing or not valid TOML, or it or an override holds an unknown key or a bad value:
+            every problem, each blamed on the file or on its ``--set``. An override replaces the file's value before
+            anything is checked, so ``--set`` can fix a bad value in the file.
     """
     path = Path(source)
     if not path.is_file():
@@ -144,10 +182,7 @@ def load_config(source: str | os.PathLike[str], overrides: Iterable[str] = ()) -
             data = _toml.load(f)
     except _toml.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
-    try:
-        return apply_overrides(from_dict(data), overrides)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+    return _merged_config(data, overrides, where=str(path))
 
 
 def config_name(source: str | os.PathLike[str]) -> str:

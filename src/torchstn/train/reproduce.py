@@ -10,7 +10,10 @@ An experiment is a set of packaged configs (``torchstn train --list``), one per 
 A cell is named ``<VARIANT>/<model>[_<transform>]``, e.g. ``RTS/st_cnn_affine``. Runs go to
 ``<runs>/<cell>/<schedule>[+<overrides>]/seed<k>`` (overrides that change what is computed, such as
 ``optim.iterations=1000``, get their own directory) and are resumed or skipped when already there, so an interrupted
-reproduction picks up where it stopped. The table (markdown and CSV) is rewritten after every run.
+reproduction picks up where it stopped. The table (markdown and CSV) is rewritten after every run, beside the runs
+unless ``out`` says otherwise (the project's docs/results tables are written with ``--out docs/results`` from the
+repository root). Each row records the command that makes it, with paths relative to the working directory (or under
+``~``), never an absolute machine path.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import csv
 import datetime
 import fnmatch
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +35,7 @@ from torchstn.train.config import TrainConfig
 from torchstn.train.config_io import apply_overrides, load_config, packaged_configs
 
 __all__ = ["PAPER_TABLE1", "PAPER_ERRORS", "EXPERIMENTS", "experiment_cells", "table1_cells", "reproduce",
-           "reproduce_table1", "write_table"]
+           "reproduce_table1", "write_table", "display_path"]
 
 #: % test error of the paper's Table 1 (and the TC column, whose ST rows the paper does not split by transform;
 #: we run them with the affine transform).
@@ -125,20 +129,40 @@ def _run_key(schedule: str, overrides: Sequence[str]) -> str:
     return "+".join([schedule, *("".join(c if c.isalnum() or c in ".=-_" else "-" for c in o) for o in kept)])
 
 
+def display_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as a recorded command should show it: relative to the working directory, or ``~/...`` under the home
+    directory when outside it; an absolute path elsewhere is made relative (``../..``). Never a machine's absolute
+    path or home directory.
+
+    Example:
+        >>> display_path(Path.cwd() / "runs" / "table1")
+        'runs/table1'
+        >>> display_path("docs/results")
+        'docs/results'
+    """
+    p = Path(path)
+    if not p.is_absolute():
+        return p.as_posix()
+    for base, prefix in ((Path.cwd(), ""), (Path.home(), "~/")):
+        if p == base or base in p.parents:
+            return (prefix + p.relative_to(base).as_posix()).rstrip("/") or "."
+    return Path(os.path.relpath(p, Path.cwd())).as_posix()
+
+
 def _summary(cell: str, config: str, results: list[dict[str, Any]], schedule: str,
-             overrides: Sequence[str] = (), experiment: str = "table1") -> dict[str, Any]:  # fmt: skip
+             overrides: Sequence[str] = (), experiment: str = "table1", where: str = "") -> dict[str, Any]:  # fmt: skip
     variant, model = cell.split("/", 1)
     first = results[0]["config"]["model"]
     errors = [r["test_error"] for r in results]
     return {
         "variant": variant, "model": model,
         "paper_error": PAPER_ERRORS.get((variant, first["name"], first["transform"])),
-        "ours_mean": statistics.fmean(errors), "ours_std": statistics.stdev(errors) if len(errors) > 1 else 0.0,
+        "ours_mean": statistics.fmean(errors), "ours_std": statistics.stdev(errors) if len(errors) > 1 else None,
         "seeds": len(errors), "errors": errors, "parameters": results[0]["parameters"],
         "wall_s": statistics.fmean(r["train_s"] for r in results), "iterations": results[0]["iterations"],
         "completed": all(r["completed"] for r in results), "device": results[0]["device"],
         "command": f"torchstn reproduce {experiment} --schedule {schedule} --seeds {len(errors)} --only {cell}"
-                   + "".join(f" --set {o}" for o in overrides),
+                   + "".join(f" --set {o}" for o in overrides) + where,
         "config": config,
     }  # fmt: skip
 
@@ -164,19 +188,22 @@ def write_table(rows: list[dict[str, Any]], out_dir: str | Path, schedule: str, 
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         for r in rows:
+            std = "" if r["ours_std"] is None else f"{r['ours_std']:.3f}"  # one seed has no spread
             w.writerow({**r, "errors": ";".join(f"{e:.2f}" for e in r["errors"]), "wall_s": f"{r['wall_s']:.0f}",
-                        "ours_mean": f"{r['ours_mean']:.3f}", "ours_std": f"{r['ours_std']:.3f}"})  # fmt: skip
+                        "ours_mean": f"{r['ours_mean']:.3f}", "ours_std": std})  # fmt: skip
     v = version or code_version()
     title = EXPERIMENTS.get(experiment, ((), experiment))[1]
     lines = [f"# {title}, `{key or schedule}` schedule", "",
-             f"% test error on the fixed test sets; ours is mean +- std over seeds. torchstn {v['torchstn']} "
+             f"% test error on the fixed test sets; ours is mean +- std over seeds (one seed: its error, n=1). "
+             f"torchstn {v['torchstn']} "
              f"(git {v['git'] or 'unknown'}), torch {v['torch']}, {datetime.date.today().isoformat()}.",
              *([note] if note else []), "",
              "| Set | Model | Paper | Ours | Seeds | Parameters | Iterations | Train time / seed | Device | Command |",
              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         paper = "-" if r["paper_error"] is None else f"{r['paper_error']:.1f}"
-        ours = f"{r['ours_mean']:.2f} +- {r['ours_std']:.2f}" + ("" if r["completed"] else " (stopped early)")
+        spread = " (n=1)" if r["ours_std"] is None else f" +- {r['ours_std']:.2f}"
+        ours = f"{r['ours_mean']:.2f}{spread}" + ("" if r["completed"] else " (stopped early)")
         lines.append(f"| {r['variant']} | {r['model']} | {paper} | {ours} | {r['seeds']} | {r['parameters']:,} | "
                      f"{r['iterations']:,} | {r['wall_s'] / 60:.1f} min | {r['device']} | `{r['command']}` |")  # fmt: skip
     md_path.write_text("\n".join(lines) + "\n")
@@ -199,7 +226,7 @@ def _check_reused(run_dir: Path, result: dict[str, Any], cfg: TrainConfig) -> No
 
 
 def reproduce(experiment: str = "table1", *, schedule: str = "cpu", seeds: int = 3, only: Sequence[str] = (),
-              out: str | Path = "docs/results", runs: str | Path | None = None, overrides: Sequence[str] = (),
+              out: str | Path | None = None, runs: str | Path | None = None, overrides: Sequence[str] = (),
               progress: bool = True, fit_fn: Callable[..., dict] | None = None,
               say: Callable[[str], None] = print) -> list[dict]:  # fmt: skip
     """Train every selected cell of ``experiment`` for ``seeds`` seeds with ``schedule`` and write the table after
@@ -211,7 +238,7 @@ def reproduce(experiment: str = "table1", *, schedule: str = "cpu", seeds: int =
         seeds: seeds ``0 .. seeds - 1``.
         only: cells or globs to run (default all).
         out: directory for the table ``<experiment>_<schedule>[+<overrides>].md`` / ``.csv`` (overrides as in the
-            run directories' names, so a shortened run does not overwrite the schedule's table).
+            run directories' names, so a shortened run does not overwrite the schedule's table); default ``runs``.
         runs: directory for the run directories (default ``runs/<experiment>``).
         overrides: extra ``key=value`` config overrides for every run (e.g. ``run.threads=2``,
             ``optim.iterations=1000`` for a shortened run).
@@ -229,7 +256,11 @@ def reproduce(experiment: str = "table1", *, schedule: str = "cpu", seeds: int =
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     cells = experiment_cells(experiment, only)
-    runs = Path(runs if runs is not None else f"runs/{experiment}")
+    default_runs = Path(f"runs/{experiment}")
+    runs = Path(runs) if runs is not None else default_runs
+    out = Path(out) if out is not None else runs
+    where = (f" --runs {display_path(runs)}" if runs != default_runs else "") + \
+        (f" --out {display_path(out)}" if out != runs else "")
     rows, version = [], code_version()
     for i, (cell, config) in enumerate(cells.items()):
         results = []
@@ -251,7 +282,7 @@ def reproduce(experiment: str = "table1", *, schedule: str = "cpu", seeds: int =
                             command=command + "".join(f" --set {o}" for o in overrides))
             say(f"  {cell} seed {seed}: {result['test_error']:.2f}% in {(time.monotonic() - t0) / 60:.1f} min")
             results.append(result)
-        rows.append(_summary(cell, config, results, schedule, overrides, experiment))
+        rows.append(_summary(cell, config, results, schedule, overrides, experiment, where))
         md, _ = write_table(rows, out, schedule, experiment=experiment, key=_run_key(schedule, overrides),
                             version=version)
     if rows:
