@@ -6,7 +6,7 @@ Example:
     >>> d = Path(tempfile.mkdtemp())
     >>> run_files(d)
     []
-    >>> (d / "metrics.csv").write_text("step\n") and run_files(d)
+    >>> (d / "metrics.csv").write_text("step") and run_files(d)
     ['metrics.csv']
     >>> clear_run(d); run_files(d)
     []

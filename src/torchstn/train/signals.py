@@ -4,8 +4,10 @@ While :func:`torchstn.train.trainer.fit` trains, a :class:`StopRequest` holds bo
 records itself: the loop finishes the iteration it is in (an evaluation stops between two batches), writes the
 checkpoint at that iteration boundary and raises :class:`TrainingInterrupted`, so ``--resume`` continues exactly as
 if nothing had happened. A second signal stops at once, without a checkpoint (the last one written stands: a
-checkpoint is written atomically, so it is never torn). The previous handlers come back when training ends, and a
-signal that was ignored when training started (a background job's SIGINT) stays ignored.
+checkpoint is written atomically, so it is never torn). A repeat within :data:`SAME_SIGNAL_S` seconds counts as the
+same signal: SLURM signals every process of a job step and ``torchrun`` forwards what it gets to its workers, so a
+worker may receive one stop request twice within milliseconds. The previous handlers come back when training ends, and
+a signal that was ignored when training started (a background job's SIGINT) stays ignored.
 
 Exit statuses follow the shell's convention, 128 + the signal number: 130 for SIGINT, 143 for SIGTERM
 (:attr:`TrainingInterrupted.exit_status`).
@@ -25,9 +27,13 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from typing import Any
 
-__all__ = ["StopRequest", "TrainingInterrupted"]
+__all__ = ["StopRequest", "TrainingInterrupted", "SAME_SIGNAL_S"]
+
+#: A signal this soon after the first (seconds) is a copy of it (a launcher forwarding it), not a second request.
+SAME_SIGNAL_S = 1.0
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -70,7 +76,7 @@ class StopRequest:
     """
 
     def __init__(self, *, notice: bool = True):
-        self.notice, self.signum = notice, None
+        self.notice, self.signum, self._first_at = notice, None, 0.0
         self.last_saved: int | None = None
         self.out: str | None = None
         self._previous: dict[int, Any] = {}
@@ -97,12 +103,14 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
+        if self.signum is not None and time.monotonic() - self._first_at < SAME_SIGNAL_S:
+            return  # the same request, delivered twice
         if self.signum is not None:  # the second signal: stop now, wherever the program is
             where = ("no checkpoint was written yet" if self.last_saved is None else
                      f"the checkpoint of iteration {self.last_saved} stands")  # fmt: skip
             raise TrainingInterrupted(f"stopped at once by a second {name}, without a checkpoint: {where}",
                                       signum=signum, step=self.last_saved, saved=False, out=self.out)  # fmt: skip
-        self.signum = signum
+        self.signum, self._first_at = signum, time.monotonic()
         if self.notice:
             again = "Ctrl-C again" if signum == signal.SIGINT else f"another {name}"
             _write_stderr(f"\n{name} received: stopping at the end of this iteration and saving a checkpoint "
