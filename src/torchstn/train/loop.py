@@ -25,7 +25,8 @@ from torchstn.train.metrics import MetricsLogger, Progress
 from torchstn.train.schedules import lr_factor_fn
 from torchstn.train.signals import StopRequest
 
-__all__ = ["build_model", "count_parameters", "evaluate", "RunState", "train_steps"]
+__all__ = ["build_model", "count_parameters", "evaluate", "RunState", "train_steps", "transformers", "theta_columns",
+           "check_amp"]
 
 
 def build_model(cfg: TrainConfig, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -58,11 +59,13 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return total, loc
 
 
-def _transformers(model: nn.Module) -> dict[str, SpatialTransformer]:
+def transformers(model: nn.Module) -> dict[str, SpatialTransformer]:
+    """Every spatial transformer of ``model``, by module name."""
     return {name: m for name, m in model.named_modules() if isinstance(m, SpatialTransformer)}
 
 
-def _theta_columns(names: list[str]) -> list[str]:
+def theta_columns(names: list[str]) -> list[str]:
+    """The ``metrics.csv`` columns of the theta statistics of the transformers ``names`` (unprefixed for one)."""
     keys = ("theta_mean", "theta_std", "theta_min", "theta_max")
     if len(names) == 1:
         return list(keys)
@@ -163,7 +166,7 @@ def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = No
     o, bs = cfg.optim, cfg.optim.batch_size
     rank, world = dist.rank(), dist.world_size()
     shared_clock = world > 1 and (time_limit_s is not None or o.clock == "time")
-    sts = _transformers(model)
+    sts = transformers(model)
     identities = {name: st.head.identity for name, st in sts.items()}
     n_train = len(state.train_set)
     model.train()
@@ -262,8 +265,12 @@ def _autocast(device: str | torch.device, amp: str) -> contextlib.AbstractContex
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
-def _check_amp(amp: str, device: torch.device) -> None:
-    """Device checks of ``run.amp`` (its value is checked with the config)."""
+def check_amp(amp: str, device: torch.device) -> None:
+    """Device checks of ``run.amp`` (its value is checked with the config).
+
+    Raises:
+        ConfigError: ``fp16`` off CUDA, or ``bf16`` on a GPU without bfloat16.
+    """
     if amp == "fp16" and device.type != "cuda":
         raise ConfigError(f"run.amp = 'fp16' needs CUDA (it scales the loss with a GradScaler); on {device.type} use "
                           "run.amp = 'bf16'")  # fmt: skip
