@@ -159,3 +159,19 @@ def test_a_directory_holding_a_run_is_refused_unless_resume_or_overwrite(tiny_co
     assert not (run / "st.gif").exists() and not (run / "gif").exists() and not (run / "tb").exists()
     assert (run / "notes.txt").read_text() == "mine" and (run / "result.json").is_file()
     assert main(["train", str(tiny_config), "--out", str(run), "--overwrite", "--resume", *fast]) == 2
+
+
+def test_other_commands_report_a_stopped_training_with_its_exit_status(monkeypatch, tmp_path, capsys):
+    # reproduce (and demo) let fit's TrainingInterrupted through: the CLI says where the checkpoint is, 143 for SIGTERM
+    import torchstn.train.trainer as trainer
+    from torchstn.train.signals import TrainingInterrupted
+
+    def stopped_fit(cfg, out, **kwargs):
+        raise TrainingInterrupted(f"interrupted by SIGTERM: checkpoint saved at iteration 7 in {out}/last.pt",
+                                  signum=signal.SIGTERM, step=7, saved=True, out=str(out))  # fmt: skip
+
+    monkeypatch.setattr(trainer, "fit", stopped_fit)
+    argv = ["reproduce", "table1", "--seeds", "1", "--only", "R/fcn", "--out", str(tmp_path), "--runs",
+            str(tmp_path / "runs"), "--quiet"]  # fmt: skip
+    assert main(argv) == 143
+    assert "torchstn reproduce: interrupted by SIGTERM: checkpoint saved at iteration 7" in capsys.readouterr().err
