@@ -111,10 +111,13 @@ def test_two_processes_match_one_process(tmp_path):
 
 
 _RESUME_SCRIPT = """
+import os
+import signal
 import sys
 import torch
 from tests.train._toy import toy_config, toy_datasets
 from torchstn.train import distributed
+from torchstn.train.signals import TrainingInterrupted
 from torchstn.train.trainer import fit
 
 out = sys.argv[1]
@@ -125,6 +128,24 @@ assert fit(cfg, out + "/part", progress=False, datasets=toy_datasets(), stop_aft
 torch.manual_seed(1234 + distributed.rank())  # scramble what a fresh process would not have
 result = fit(cfg, out + "/part", resume=True, progress=False, datasets=toy_datasets())
 assert result["steps"] == 12 and result["processes"] == 2, result  # every rank gets rank 0's result
+
+train, test = toy_datasets()
+if distributed.rank() == 1:  # a SIGTERM that reaches rank 1 alone, inside its 5th iteration
+    real, calls = train.batch, []
+
+    def batch(indices, generator=None):
+        calls.append(1)
+        if len(calls) == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(indices, generator)
+
+    train.batch = batch
+try:
+    fit(cfg, out + "/sig", progress=False, datasets=(train, test))
+    raise AssertionError("not interrupted")
+except TrainingInterrupted as e:  # on both ranks, at the same iteration
+    assert (e.step, e.signum, e.saved) == (5, signal.SIGTERM, True), (e.step, e.signum, e.saved)
+fit(cfg, out + "/sig", resume=True, progress=False, datasets=toy_datasets())
 assert distributed.is_distributed()  # left for the exit handler to destroy
 """
 
@@ -134,10 +155,12 @@ def test_resume_under_ddp_is_exact_and_generators_are_per_rank(tmp_path):
     script.write_text(_RESUME_SCRIPT)
     proc, _ = _torchrun([str(script), str(tmp_path)])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    full, part = tmp_path / "full", tmp_path / "part"
-    assert [(r["step"], r["loss"]) for r in _train_rows(full)] == [(r["step"], r["loss"]) for r in _train_rows(part)]
-    a, b = ckpt.load_checkpoint(full / "last.pt"), ckpt.load_checkpoint(part / "last.pt")
-    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    full = tmp_path / "full"
+    for other in ("part", "sig"):  # stopped by stop_after, and by a signal to one rank (all ranks stop together)
+        rows = [(r["step"], r["loss"]) for r in _train_rows(tmp_path / other)]
+        assert [(r["step"], r["loss"]) for r in _train_rows(full)] == rows, other
+        a, b = ckpt.load_checkpoint(full / "last.pt"), ckpt.load_checkpoint(tmp_path / other / "last.pt")
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), other
     # each rank drew its distortions from its own generator, seeded from (seed, rank), and all were saved
     train, _ = toy_datasets()
     states = a["rng"]["data_ranks"]

@@ -73,6 +73,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"torchstn {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"torchstn {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # a training stopped by a signal says where its checkpoint is, and which signal
+        print(f"torchstn {args.command}: {str(e) or 'interrupted'}", file=sys.stderr)
+        return getattr(e, "exit_status", 130)

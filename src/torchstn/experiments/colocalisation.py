@@ -179,7 +179,7 @@ def _encoder(out: Path, checkpoint, features: str, overrides: Sequence[str], syn
             command = f"torchstn train {ENCODER_CONFIG} --out {display_path(checkpoint)}" + "".join(
                 f" --set {o}" for o in [*extra, *overrides])
             say(f"training the encoder: {command}")
-            fit(cfg, checkpoint, resume=True, progress=False, command=command)
+            fit(cfg, checkpoint, resume="auto", progress=False, command=command)
     encoder = load_encoder(checkpoint, features)
     result_file = Path(encoder.source).parent / "result.json"
     info = json.loads(result_file.read_text()) if result_file.is_file() else {}

@@ -6,6 +6,9 @@ figure. Training gets what is left after an estimate of the rest, as ``run.time_
 that clock (``optim.clock = "time"``: warm-up then cosine decay over the minutes, however busy the machine is). The
 calibration times a few iterations on a throw-away copy of the model to estimate ``optim.iterations``, which only
 sets the schedule's scale: the warm-up is 5% of it. The resolved config is saved in the run directory.
+
+Running the demo again into the same directory replaces the earlier demo run there (and says so); a directory that
+holds any other run is refused, as ``torchstn train`` refuses it.
 """
 
 from __future__ import annotations
@@ -56,6 +59,16 @@ def calibrate(cfg: TrainConfig, train_set, steps: int = 5, warmup: int = 2) -> f
     return min(times)
 
 
+def _a_demo(out: str | Path) -> bool:
+    """Whether ``out`` holds an earlier demo run (its config was written by ``torchstn demo``)."""
+    config = Path(out) / "config.toml"
+    try:
+        with open(config) as f:
+            return "; torchstn demo " in f.readline()
+    except OSError:
+        return False
+
+
 def run_demo(minutes: float = 5.0, out: str | Path = "runs/demo", *, threads: int | None = None,
              overrides: list[str] | tuple[str, ...] = (), progress: bool = True,
              stream: TextIO | None = None) -> dict[str, Any]:  # fmt: skip
@@ -96,7 +109,7 @@ def run_demo(minutes: float = 5.0, out: str | Path = "runs/demo", *, threads: in
     cfg = apply_overrides(cfg, [f"optim.iterations={iterations}", f"optim.warmup={max(1, iterations // 20)}",
                                 f"run.time_limit={max(budget, 5) / 60:.4f}"])  # fmt: skip
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, threads=threads))
-    result = fit(cfg, out, progress=progress, stream=stream, datasets=(train_set, test_set),
+    result = fit(cfg, out, progress=progress, stream=stream, datasets=(train_set, test_set), overwrite=_a_demo(out),
                  command=f"torchstn demo --minutes {minutes:g} --out {out}")  # fmt: skip
     figure = Path(out) / "st.png"
     from torchstn import viz

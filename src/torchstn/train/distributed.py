@@ -40,8 +40,8 @@ import torch.distributed as dist
 from torchstn.errors import ConfigError
 
 __all__ = ["launched", "is_distributed", "rank", "world_size", "local_rank", "is_main", "on_main", "setup",
-           "teardown", "main_first", "rank_generator", "split_batch", "shard", "all_gather_states", "broadcast_object",
-           "broadcast_float", "all_reduce_sum", "barrier"]  # fmt: skip
+           "teardown", "main_first", "rank_generator", "split_batch", "shard", "all_gather_states", "all_gather_object",
+           "broadcast_object", "broadcast_float", "all_reduce_sum", "all_reduce_max", "barrier"]  # fmt: skip
 
 T = TypeVar("T")
 _OWN_GROUP = False  # setup() initialised the process group (and teardown() destroys it)
@@ -192,12 +192,16 @@ def shard(indices: torch.Tensor, rank: int, world: int) -> torch.Tensor:
 
 def all_gather_states(generator: torch.Generator) -> list[torch.Tensor]:
     """Every rank's ``generator.get_state()``, in rank order (a collective: all ranks must call it)."""
-    state = generator.get_state()
+    return [s.cpu() for s in all_gather_object(generator.get_state())]
+
+
+def all_gather_object(obj: T) -> list[T]:
+    """Every rank's ``obj``, in rank order (a collective; pickled, so keep it small)."""
     if not is_distributed():
-        return [state]
-    states: list[Any] = [None] * world_size()
-    dist.all_gather_object(states, state)
-    return [s.cpu() for s in states]
+        return [obj]
+    objects: list[Any] = [None] * world_size()
+    dist.all_gather_object(objects, obj)
+    return objects
 
 
 def broadcast_object(obj: T, src: int = 0) -> T:
@@ -225,6 +229,16 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def all_reduce_max(value: int, device: torch.device) -> int:
+    """The largest ``value`` over the ranks (a collective; one int64, cheap enough for every step). The trainer
+    uses it to agree on a stop: a signal that reached any rank stops all of them at the same iteration."""
+    if not is_distributed():
+        return int(value)
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t)
 
 
 def barrier() -> None:

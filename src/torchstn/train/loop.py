@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -22,8 +23,10 @@ from torchstn.train.config import TrainConfig
 from torchstn.train.data import batch_indices
 from torchstn.train.metrics import MetricsLogger, Progress
 from torchstn.train.schedules import lr_factor_fn
+from torchstn.train.signals import StopRequest
 
-__all__ = ["build_model", "count_parameters", "evaluate", "RunState", "train_steps"]
+__all__ = ["build_model", "count_parameters", "evaluate", "RunState", "train_steps", "transformers", "theta_columns",
+           "check_amp"]
 
 
 def build_model(cfg: TrainConfig, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -56,11 +59,13 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return total, loc
 
 
-def _transformers(model: nn.Module) -> dict[str, SpatialTransformer]:
+def transformers(model: nn.Module) -> dict[str, SpatialTransformer]:
+    """Every spatial transformer of ``model``, by module name."""
     return {name: m for name, m in model.named_modules() if isinstance(m, SpatialTransformer)}
 
 
-def _theta_columns(names: list[str]) -> list[str]:
+def theta_columns(names: list[str]) -> list[str]:
+    """The ``metrics.csv`` columns of the theta statistics of the transformers ``names`` (unprefixed for one)."""
     keys = ("theta_mean", "theta_std", "theta_min", "theta_max")
     if len(names) == 1:
         return list(keys)
@@ -69,25 +74,38 @@ def _theta_columns(names: list[str]) -> list[str]:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset, *, batch_size: int = 500, device: str | torch.device = "cpu",
-             limit: int = 0, amp: str = "off") -> dict[str, float]:  # fmt: skip
+             limit: int = 0, amp: str = "off", progress: Progress | None = None,
+             should_stop: Callable[[], bool] | None = None) -> dict[str, float] | None:  # fmt: skip
     """Mean cross-entropy and % error of ``model`` on ``dataset`` (its first ``limit`` images; 0 = all), with the
     forward pass under ``amp`` (see :data:`AMP_MODES`).
 
+    Args:
+        progress: advanced by the number of images evaluated after each batch.
+        should_stop: asked after each batch; when it returns ``True`` the evaluation is abandoned (a stop request).
+
     Returns:
-        ``{"loss": ..., "error": ..., "n": ...}``.
+        ``{"loss": ..., "error": ..., "n": ...}``, or ``None`` if ``should_stop`` abandoned it.
     """
     was_training = model.training
     model.eval()
     n = len(dataset) if limit <= 0 else min(limit, len(dataset))
     loss_sum, wrong = 0.0, 0
-    for start in range(0, n, batch_size):
-        images, labels = dataset.batch(torch.arange(start, min(n, start + batch_size)))
-        images, labels = images.to(device), labels.to(device)
-        with _autocast(device, amp):
-            logits = model(images).float()
-        loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
-        wrong += int((logits.argmax(1) != labels).sum())
-    model.train(was_training)
+    try:
+        for start in range(0, n, batch_size):
+            if should_stop is not None and should_stop():
+                return None
+            images, labels = dataset.batch(torch.arange(start, min(n, start + batch_size)))
+            images, labels = images.to(device), labels.to(device)
+            with _autocast(device, amp):
+                logits = model(images).float()
+            loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+            wrong += int((logits.argmax(1) != labels).sum())
+            if progress is not None:
+                progress.update(min(n, start + batch_size))
+    finally:
+        model.train(was_training)
+        if progress is not None:
+            progress.close()
     return {"loss": loss_sum / max(1, n), "error": 100.0 * wrong / max(1, n), "n": n}
 
 
@@ -111,6 +129,9 @@ class RunState:
     net: nn.Module | None = None  # what a step calls: ``model`` wrapped in DistributedDataParallel (None: ``model``)
     amp: str = "off"  # run.amp
     scaler: torch.amp.GradScaler | None = None  # with amp = "fp16"
+    stop: StopRequest | None = None  # checked at every iteration boundary (all ranks agree under DDP)
+    stopped_by: int | None = None  # the signal that stopped :func:`train_steps` at an iteration boundary
+    pending_eval: bool = False  # a stop abandoned the evaluation due at ``step``: a resume runs it first
 
     def elapsed(self) -> float:
         """Wall time of this run so far, over all its sessions."""
@@ -122,6 +143,10 @@ def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = No
     """Train from ``state.step`` up to iteration ``stop`` (the torchvision ``train_one_epoch`` of an iteration-counted
     run). Logs every ``run.log_every`` iterations.
 
+    A signal caught by ``state.stop`` (:class:`~torchstn.train.signals.StopRequest`) stops it at the next iteration
+    boundary, before the next batch is drawn, with ``state.stopped_by`` set: every state then is exactly that of an
+    uninterrupted run after ``state.step`` iterations, so a checkpoint of it resumes bit for bit.
+
     Returns:
         ``False`` if it stopped because the run's wall time (:meth:`RunState.elapsed`) reached ``time_limit_s``,
         else ``True``. With ``optim.clock = "time"`` the learning-rate schedule follows that wall time too: its
@@ -129,8 +154,9 @@ def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = No
         machine runs.
 
     Under DDP each rank trains on its share of the global batch (:func:`torchstn.train.distributed.shard`); the
-    logged loss and error are those of the global batch, theta statistics those of rank 0's share, and the time
-    limit and the time clock follow rank 0's clock (every rank must stop at the same step).
+    logged loss and error are those of the global batch, theta statistics those of rank 0's share; the time limit
+    and the time clock follow rank 0's clock, and a signal that reached any rank stops them all (every rank must stop
+    at the same step; one small all-reduce per iteration).
 
     Raises:
         NonFiniteError: the loss became NaN or infinite.
@@ -140,7 +166,7 @@ def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = No
     o, bs = cfg.optim, cfg.optim.batch_size
     rank, world = dist.rank(), dist.world_size()
     shared_clock = world > 1 and (time_limit_s is not None or o.clock == "time")
-    sts = _transformers(model)
+    sts = transformers(model)
     identities = {name: st.head.identity for name, st in sts.items()}
     n_train = len(state.train_set)
     model.train()
@@ -148,6 +174,11 @@ def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = No
     by_time = o.clock == "time"
     factor = lr_factor_fn(o) if by_time else None
     while state.step < stop:
+        if state.stop is not None:  # the iteration boundary: the one place a signal may stop the run
+            signum = dist.all_reduce_max(state.stop.signum or 0, device) if world > 1 else state.stop.signum
+            if signum:
+                state.stopped_by = signum
+                return True
         elapsed = state.elapsed()
         if shared_clock:  # one clock for all ranks: they must agree on the lr and on when to stop
             elapsed = dist.broadcast_float(elapsed, device)
@@ -177,29 +208,39 @@ def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = No
         if not math.isfinite(loss_val):
             raise NonFiniteError(f"the training loss became {loss_val} at iteration {state.step}: lower optim.lr or "
                                  "optim.loc_lr_mult, set model.bound or optim.identity_weight")  # fmt: skip
+        n_wrong = int((logits.detach().argmax(1) != labels).sum())
         win[0] += loss_val * labels.numel()
-        win[1] += int((logits.detach().argmax(1) != labels).sum())
+        win[1] += n_wrong
         win[2] += labels.numel()
         win[3] += time.perf_counter() - t_step
+        row = None
         if state.step % cfg.run.log_every == 0 or state.step == o.iterations:
-            loss_sum, wrong, n = dist.all_reduce_sum(win[:3], device)  # the global batch's
-            row: dict[str, Any] = {"step": state.step, "phase": "train", "loss": loss_sum / n,
-                                   "error": 100.0 * wrong / n, "lr": state.optimizer.param_groups[0]["lr"],
-                                   "img_per_s": n / max(win[3], 1e-9), "elapsed_s": state.elapsed()}  # fmt: skip
-            for name, ts in thetas.items():
-                if ts:
-                    stats = theta_stats(torch.cat([t.detach() for t in ts]))
-                    prefix = "" if len(thetas) == 1 else f"{name}/"
-                    row.update({prefix + k: v for k, v in stats.items()})
-            state.history.append({k: v for k, v in row.items() if k != "phase"})
+            row = _log_row(state, thetas)
             if logger is not None:
                 logger.log(row)
-            if progress is not None:
-                progress.update(state.step, row)
-            win[:] = [0.0, 0, 0, 0.0]
-        elif progress is not None:
-            progress.update(state.step)
+        if progress is not None:  # loss and error from the first iteration on (the bar smooths them)
+            live = {"loss": loss_val, "error": 100.0 * n_wrong / labels.numel(),
+                    "lr": state.optimizer.param_groups[0]["lr"]}  # fmt: skip
+            progress.update(state.step, row, live=live, elapsed=state.elapsed() if by_time else None)
     return True
+
+
+def _log_row(state: RunState, thetas: dict[str, list[torch.Tensor]]) -> dict[str, Any]:
+    """The metrics row of the iterations since the last one (the global batch's under DDP: a collective), which
+    also starts the next window."""
+    win = state.window
+    loss_sum, wrong, n = dist.all_reduce_sum(win[:3], state.device)
+    row: dict[str, Any] = {"step": state.step, "phase": "train", "loss": loss_sum / n, "error": 100.0 * wrong / n,
+                           "lr": state.optimizer.param_groups[0]["lr"], "img_per_s": n / max(win[3], 1e-9),
+                           "elapsed_s": state.elapsed()}  # fmt: skip
+    for name, ts in thetas.items():
+        if ts:
+            stats = theta_stats(torch.cat([t.detach() for t in ts]))
+            prefix = "" if len(thetas) == 1 else f"{name}/"
+            row.update({prefix + k: v for k, v in stats.items()})
+    state.history.append({k: v for k, v in row.items() if k != "phase"})
+    win[:] = [0.0, 0, 0, 0.0]
+    return row
 
 
 def _backward_step(state: RunState, total: torch.Tensor) -> None:
@@ -224,8 +265,12 @@ def _autocast(device: str | torch.device, amp: str) -> contextlib.AbstractContex
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
-def _check_amp(amp: str, device: torch.device) -> None:
-    """Device checks of ``run.amp`` (its value is checked with the config)."""
+def check_amp(amp: str, device: torch.device) -> None:
+    """Device checks of ``run.amp`` (its value is checked with the config).
+
+    Raises:
+        ConfigError: ``fp16`` off CUDA, or ``bf16`` on a GPU without bfloat16.
+    """
     if amp == "fp16" and device.type != "cuda":
         raise ConfigError(f"run.amp = 'fp16' needs CUDA (it scales the loss with a GradScaler); on {device.type} use "
                           "run.amp = 'bf16'")  # fmt: skip

@@ -28,11 +28,14 @@ class MetricsLogger:
         columns: extra columns after :data:`BASE_COLUMNS` (theta statistics).
         resume_step: when resuming, the checkpoint's step: rows logged after it (by the interrupted run) are dropped
             so the file reads as one uninterrupted run. ``None`` starts a fresh file.
+        drop_final_test: when resuming a run that had finished (a time limit, or a resume to re-evaluate), also drop
+            its final evaluation, the last ``test`` row at ``resume_step``: the resumed run logs its own.
         tensorboard: ``None`` = use it when installed; ``False`` = never.
     """
 
     def __init__(self, out_dir: str | os.PathLike[str], columns: Sequence[str] = (), *,
-                 resume_step: int | None = None, tensorboard: bool | None = None):  # fmt: skip
+                 resume_step: int | None = None, drop_final_test: bool = False,
+                 tensorboard: bool | None = None):  # fmt: skip
         self.path = Path(out_dir) / "metrics.csv"
         self.columns = list(BASE_COLUMNS) + [c for c in columns if c not in BASE_COLUMNS]
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,6 +43,8 @@ class MetricsLogger:
         if resume_step is not None and self.path.is_file():
             with open(self.path, newline="") as f:
                 kept = [row for row in csv.DictReader(f) if int(row.get("step") or 0) <= resume_step]
+            if drop_final_test and kept and kept[-1].get("phase") == "test" and int(kept[-1]["step"]) == resume_step:
+                kept.pop()
         self._file: TextIO = open(self.path, "w", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="ignore")
         self._writer.writeheader()
@@ -74,48 +79,91 @@ def _summary_writer(path: Path, resume_step: int | None):
         from torch.utils.tensorboard import SummaryWriter
     except Exception:  # tensorboard is optional
         return None
-    return SummaryWriter(str(path), purge_step=resume_step)
+    # purge_step hides events at steps >= it: keep those of the checkpoint's own step, which the resume does not redo
+    return SummaryWriter(str(path), purge_step=None if resume_step is None else resume_step + 1)
 
 
 class Progress:
-    """A progress bar over iterations: tqdm when installed and ``stream`` is a terminal-like stream, else a plain
-    line every ``every`` updates.
+    """A progress bar: tqdm when installed and ``stream`` is a terminal-like stream, else a plain line every ``every``
+    updates that carry a metrics row.
+
+    The bar shows the loss, error and learning rate from the first iteration on: :meth:`update` takes each
+    iteration's values (``live``) and shows their running mean over about the last ten iterations, beside the
+    throughput and theta spread of the latest metrics row.
 
     Args:
-        total: last iteration.
-        initial: first iteration (when resuming).
+        total: last iteration; with ``seconds``, the time budget in seconds.
+        initial: first iteration (when resuming); with ``seconds``, the seconds already used.
         every: how often the plain fallback prints.
         enabled: ``False`` prints nothing.
         stream: where to write (default ``sys.stderr`` for tqdm, ``sys.stdout`` for plain lines).
+        desc: the bar's label.
+        seconds: the bar counts seconds of a time budget, not iterations (``optim.clock = "time"``: the number of
+            iterations is not known in advance); the iteration count shows beside it.
+        unit: what the bar counts (``it``, ``img``), when not ``seconds``.
+        leave: keep the bar on screen when it is closed.
     """
 
-    def __init__(self, total: int, initial: int = 0, *, every: int = 50, enabled: bool = True,
-                 stream: TextIO | None = None, desc: str = "train"):  # fmt: skip
+    def __init__(self, total: int | float, initial: int | float = 0, *, every: int = 50, enabled: bool = True,
+                 stream: TextIO | None = None, desc: str = "train", seconds: bool = False, unit: str = "it",
+                 leave: bool = True):  # fmt: skip
         self.total, self.step, self.every, self.enabled = total, initial, max(1, every), enabled
-        self.stream, self.desc = stream, desc
+        self.stream, self.desc, self.seconds = stream, desc, seconds
         self._bar = None
+        self._row: dict[str, float] = {}
+        self._mean: dict[str, float] = {}  # exponential moving averages of the live values (bias-corrected)
+        self._raw: dict[str, float] = {}
+        self._updates = 0
         if enabled:
             try:
                 from tqdm.auto import tqdm
             except ImportError:
                 tqdm = None
             if tqdm is not None and not isinstance(stream, io.StringIO):
-                self._bar = tqdm(total=total, initial=initial, desc=desc, file=stream or sys.stderr,
-                                 dynamic_ncols=True, leave=True, mininterval=1.0)  # fmt: skip
+                fmt = ("{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]"
+                       if seconds else None)  # fmt: skip
+                self._bar = tqdm(total=total, initial=min(initial, total), desc=desc, file=stream or sys.stderr,
+                                 dynamic_ncols=True, leave=leave, mininterval=1.0, unit=unit,
+                                 bar_format=fmt)  # fmt: skip
 
-    def update(self, step: int, stats: dict[str, float] | None = None) -> None:
-        """Advance to ``step``; ``stats`` (loss, error, img_per_s, ...) shows beside the bar or in the line."""
+    def update(self, step: int, stats: dict[str, float] | None = None, *, live: dict[str, float] | None = None,
+               elapsed: float | None = None) -> None:  # fmt: skip
+        """Advance to ``step``.
+
+        Args:
+            step: the iteration (or count) reached.
+            stats: a metrics row (loss, error, img_per_s, ...): beside the bar, or the plain line.
+            live: this iteration's ``loss``, ``error`` and ``lr``, averaged for the bar.
+            elapsed: seconds used so far (the bar's position with ``seconds``).
+        """
         if not self.enabled:
             self.step = step
             return
+        if stats:
+            self._row = stats
+        if live:
+            self._average(live)
         if self._bar is not None:
-            self._bar.update(step - self.step)
-            if stats:
-                self._bar.set_postfix_str(format_stats(stats), refresh=False)
-        elif stats is not None and (step % self.every == 0 or step == self.total):
-            print(f"{self.desc} {step}/{self.total}  {format_stats(stats)}", file=self.stream or sys.stdout,
-                  flush=True)  # fmt: skip
+            position = min(self.total, elapsed or 0.0) if self.seconds else step
+            self._bar.update(position - self._bar.n)
+            shown = {**self._row, **self._mean}
+            if shown or self.seconds:
+                text = format_stats(shown)
+                self._bar.set_postfix_str(f"iteration {step}  {text}" if self.seconds else text, refresh=False)
+        elif stats is not None and (step % self.every == 0 or (not self.seconds and step == self.total)):
+            where = f"{step}/{self.total}" if not self.seconds else f"{step} ({elapsed or 0:.0f}/{self.total:.0f} s)"
+            print(f"{self.desc} {where}  {format_stats(stats)}", file=self.stream or sys.stdout, flush=True)
         self.step = step
+
+    def _average(self, live: dict[str, float], beta: float = 0.9) -> None:
+        self._updates += 1
+        correction = 1.0 - beta**self._updates
+        for k, v in live.items():
+            if k == "lr":  # the current value, not an average
+                self._mean[k] = v
+                continue
+            self._raw[k] = self._raw.get(k, 0.0) * beta + (1 - beta) * v
+            self._mean[k] = self._raw[k] / correction
 
     def write(self, line: str) -> None:
         """Print a line without breaking the bar."""
@@ -128,6 +176,8 @@ class Progress:
 
     def close(self) -> None:
         if self._bar is not None:
+            if self.seconds:  # the budget is used up (or the run stopped): show where it ended
+                self._bar.refresh()
             self._bar.close()
 
 

@@ -278,7 +278,7 @@ def reproduce(experiment: str = "table1", *, schedule: str = "cpu", seeds: int =
             say(f"[{i + 1}/{len(cells)}] {cell} seed {seed} -> {run_dir}")
             t0 = time.monotonic()
             command = f"torchstn train {config} --set optim.schedule={schedule} --set run.seed={seed}"
-            result = fit_fn(cfg, run_dir, resume=True, progress=progress,
+            result = fit_fn(cfg, run_dir, resume="auto", progress=progress,
                             command=command + "".join(f" --set {o}" for o in overrides))
             say(f"  {cell} seed {seed}: {result['test_error']:.2f}% in {(time.monotonic() - t0) / 60:.1f} min")
             results.append(result)

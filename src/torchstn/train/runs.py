@@ -1,8 +1,21 @@
-"""Using finished runs: load a checkpoint's model and config, and pick the data to evaluate or show it on."""
+"""Run directories: what marks one (:func:`run_files`), clearing one for a new run (:func:`clear_run`), and using a
+finished run: load a checkpoint's model and config, and pick the data to evaluate or show it on.
+
+Example:
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> run_files(d)
+    []
+    >>> (d / "metrics.csv").write_text("step") and run_files(d)
+    ['metrics.csv']
+    >>> clear_run(d); run_files(d)
+    []
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +26,32 @@ from torchstn.errors import DataError
 from torchstn.train.checkpoint import load_checkpoint
 from torchstn.train.config import TrainConfig, from_dict
 from torchstn.train.data import build_datasets
-from torchstn.train.trainer import build_model
+from torchstn.train.loop import build_model
 
-__all__ = ["checkpoint_path", "load_run", "eval_dataset"]
+__all__ = ["checkpoint_path", "load_run", "eval_dataset", "run_files", "clear_run", "RUN_FILES"]
+
+#: What a training run writes into its directory (``fit``, ``--gif``, the demo's figure); ``tb`` and ``gif`` are
+#: folders. A directory holding any of these holds a run.
+RUN_FILES = ("config.toml", "last.pt", "metrics.csv", "result.json", "tb", "gif", "st.gif", "st.png")
+
+
+def run_files(out: str | os.PathLike[str]) -> list[str]:
+    """The names of :data:`RUN_FILES` that ``out`` holds (``[]`` when it holds no run or does not exist)."""
+    out = Path(out)
+    return [name for name in RUN_FILES if (out / name).exists()]
+
+
+def clear_run(out: str | os.PathLike[str]) -> None:
+    """Delete the run in ``out``: the :data:`RUN_FILES` and leftover temporary checkpoints; other files stay."""
+    out = Path(out)
+    for name in run_files(out):
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    for tmp in out.glob(".last.pt.*.tmp"):  # a checkpoint write cut short by a kill
+        tmp.unlink()
 
 
 def checkpoint_path(path: str | os.PathLike[str]) -> Path:
