@@ -296,7 +296,7 @@ def _inline_commands(prose: str) -> list[tuple[int, str]]:
     out = []
     for m in re.finditer(r"`((?:python3? -m )?torchstn[\w.]* [^`]+)`", prose):
         text = " ".join(m.group(1).split())
-        if "|" in text or "..." in text:
+        if "|" in text or "..." in text or re.match(r"\S+ \w+:", text):  # `torchstn train: ...` is its output
             continue
         text = re.sub(r"\[[^\]]*\]", "", text)  # [--set optim.iterations=2000]: an optional part
         if len(text.split()) > 2 and torchstn_argv(text) is not None:  # `torchstn export` names a command only

@@ -38,6 +38,7 @@ import torch
 import torch.distributed as dist
 
 from torchstn.errors import ConfigError
+from torchstn.train.config import parse_device
 
 __all__ = ["launched", "is_distributed", "rank", "world_size", "local_rank", "is_main", "on_main", "setup",
            "teardown", "main_first", "rank_generator", "split_batch", "shard", "all_gather_states", "all_gather_object",
@@ -145,11 +146,10 @@ def main_first() -> Iterator[None]:
 
 
 def _device(name: str, local: int | None) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"run.device={name!r} but CUDA is not available; use run.device=cpu (--device cpu)")
+    device = parse_device(name, key="run.device")  # the same check and message as eval --device
     if name == "cuda" and local is not None:
         return torch.device("cuda", local)
-    return torch.device(name)
+    return device
 
 
 def rank_generator(seed: int, rank: int) -> torch.Generator:
