@@ -256,7 +256,7 @@ def torchstn_argv(command: str, variables: dict[str, str] | None = None) -> list
     while words and (words[0] in ("time", "sudo", "nohup", "env") or re.fullmatch(r"\w+=.*", words[0])):
         words = words[1:]  # time torchstn ..., TORCHSTN_CACHE=dir torchstn ...
     if words[:1] == ["torchstn"]:
-        return words[1:]
+        return None if words[1:2] and words[1].endswith(":") else words[1:]  # `torchstn train: ...`: its output
     for k in range(len(words) - 1):  # python -m torchstn ..., torchrun ... -m torchstn ...
         if words[k] == "-m" and words[k + 1] in MODULES and words[0] in ("python", "python3", "torchrun"):
             return MODULES[words[k + 1]] + words[k + 2 :]
@@ -296,7 +296,7 @@ def _inline_commands(prose: str) -> list[tuple[int, str]]:
     out = []
     for m in re.finditer(r"`((?:python3? -m )?torchstn[\w.]* [^`]+)`", prose):
         text = " ".join(m.group(1).split())
-        if "|" in text or "..." in text or re.match(r"\S+ \w+:", text):  # `torchstn train: ...` is its output
+        if "|" in text or "..." in text:
             continue
         text = re.sub(r"\[[^\]]*\]", "", text)  # [--set optim.iterations=2000]: an optional part
         if len(text.split()) > 2 and torchstn_argv(text) is not None:  # `torchstn export` names a command only
