@@ -205,17 +205,25 @@ def _source_pixel(coord, size: int, padding_mode: str, align_corners: bool):
     else:
         x = ((coord + 1) * size - 1) / 2
     if padding_mode == "border":
-        x = x.clamp(0, size - 1)
+        x = _clip(x, size)
     elif padding_mode == "reflection":
         x = _reflect(x, 0, 2 * (size - 1)) if align_corners else _reflect(x, -1, 2 * size - 1)
-        x = x.clamp(0, size - 1)
+        x = _clip(x, size)
     return x
+
+
+def _clip(x, size: int):
+    """Clamp pixel coordinates to ``[0, size - 1]`` with ``F.grid_sample``'s gradient: 0 at the bounds and beyond.
+    (``torch.clamp`` passes a gradient of 1 *at* the bounds: at ``x = size - 1`` that left the zero-padding
+    derivative ``-v[size - 1]``, e.g. on every identity grid.) NaN stays NaN."""
+    inside = (x > 0) & (x < size - 1)
+    return torch.where(inside, x, x.detach().clamp(0, size - 1))
 
 
 def _reflect(x, twice_low: int, twice_high: int):
     """Reflect ``x`` into ``[twice_low / 2, twice_high / 2]`` (mirror at both ends, repeatedly)."""
-    if twice_low == twice_high:
-        return torch.zeros_like(x)
+    if twice_low == twice_high:  # a size-1 axis: always 0, with a zero gradient that keeps x in the graph
+        return torch.where(torch.zeros_like(x, dtype=torch.bool), x, 0.0)
     low, span = twice_low / 2, (twice_high - twice_low) / 2
     x = (x - low).abs()
     extra = torch.fmod(x, span)
