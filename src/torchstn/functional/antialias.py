@@ -385,7 +385,8 @@ def _antialiased(input, grid, padding_mode, fill_value, align_corners, jacobian,
     x, g = input.to(work), grid.to(work)
     jac = _check_jacobian(jacobian, x, g)
 
-    def read(img, padding):
-        return _sample_antialiased(img, g, jac, padding, align_corners, tap_share=tap_share, max_taps=max_taps)
+    def read(img, padding, grid):
+        j = None if jac is None else jac.to(grid.dtype)
+        return _sample_antialiased(img, grid, j, padding, align_corners, tap_share=tap_share, max_taps=max_taps)
 
     return _sample(x, g, "bilinear", padding_mode, fill_value, align_corners, read).to(input.dtype)

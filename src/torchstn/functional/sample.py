@@ -48,7 +48,8 @@ def sample(
             ``"reflection"``, or ``"fill"`` (``fill_value``, a scalar or a per-channel ``(C,)`` tensor; use the
             background value of your data, e.g. the normalised black level, so an ST that zooms out does not paste
             an artificial frame).
-        fill_value: the value for ``padding_mode="fill"``.
+        fill_value: the value for ``padding_mode="fill"``. Where every tap of a point is inside the input it plays
+            no part (no cancellation however large it is); the fill path computes half precision in float32.
         align_corners: see ``docs/conventions.md``.
         check_finite: raise :class:`~torchstn.NonFiniteError` if the grid holds NaN/inf (the default policy;
             skipped inside ``torch.compile``). With ``False`` non-finite points behave as ``F.grid_sample`` does.
@@ -107,7 +108,7 @@ def sample(
     x, grid = input.to(work), grid.to(work)  # no-ops when the dtypes agree
     read = None
     if gather:
-        def read(img, padding):
+        def read(img, padding, grid):
             return _gather_sample(img, grid, mode, padding, align_corners)
 
     return _sample(x, grid, mode, padding_mode, fill_value, align_corners, read).to(input.dtype)
@@ -137,23 +138,34 @@ def _check_args(input, grid, mode, padding_mode):
 
 
 def _sample(input, grid, mode, padding_mode, fill_value, align_corners, read=None):
-    """``read(x, padding_mode)`` samples ``x`` at ``grid`` (default ``F.grid_sample``); this adds the fill padding."""
+    """``read(x, padding_mode, grid)`` samples ``x`` at ``grid`` (default ``F.grid_sample``); this adds the fill
+    padding.
+
+    ``fill`` reads ``input`` with zero padding and adds ``fill`` times the weight of the taps outside the image,
+    ``1 - read(ones, "zeros")``, so wherever every tap is inside the fill contributes nothing (up to the sampler's
+    rounding of its weights: exactly 0 on most points, at most ``|fill| * 1.5e-6`` in float32). (Sampling
+    ``input - fill`` and adding ``fill`` back cancels the data's digits when ``|fill|`` is large: a bf16 image in
+    ``[0, 1]`` with ``fill_value=-1000`` came back all zeros.) Half precision is computed in float32 here, since its
+    kernels' weights do not sum to 1 closely enough (bicubic bf16: off by 0.1).
+    """
     if read is None:
-        def read(x, padding):
+        def read(x, padding, grid):
             return F.grid_sample(x, grid, mode=mode, padding_mode=padding, align_corners=align_corners)
 
     if padding_mode != "fill":
-        return read(input, padding_mode)
-    # The kernel weights of every output point sum to one and zero padding contributes nothing, so sampling
-    # (input - fill) with zero padding and adding fill back gives exactly fill outside and a correct blend at edges.
-    fill = torch.as_tensor(fill_value, dtype=input.dtype, device=input.device)
+        return read(input, padding_mode, grid)
+    work = torch.promote_types(input.dtype, torch.float32)
+    input, grid = input.to(work), grid.to(work)
+    fill = torch.as_tensor(fill_value, dtype=work, device=input.device)
     if fill.dim() == 1:
         if fill.shape[0] != input.shape[1]:
             raise ShapeError(f"fill_value must be a scalar or ({input.shape[1]},) per channel, got {tuple(fill.shape)}")
         fill = fill.view(1, -1, *([1] * (input.dim() - 2)))
     elif fill.dim() != 0:
         raise ShapeError(f"fill_value must be a scalar or a (C,) tensor, got shape {tuple(fill.shape)}")
-    return read(input - fill, "zeros") + fill
+    inside = read(input.new_ones((1, 1, *input.shape[2:])).expand(input.shape[0], 1, *input.shape[2:]), "zeros",
+                  grid)  # (B, 1, *out): the weight of the taps inside the image
+    return read(input, "zeros", grid) + fill * (1 - inside)
 
 
 # -- the deterministic sampler -----------------------------------------------------------------------------------
