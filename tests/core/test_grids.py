@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -155,3 +157,22 @@ def test_tps_regularisation_smooths_towards_affine():
     def bend(g):
         return (g[:, 2:] - 2 * g[:, 1:-1] + g[:, :-2]).abs().mean()
     assert bend(smooth) < 0.5 * bend(bent)
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_similarity_positive_angle_turns_the_picture_counter_clockwise_on_screen(align_corners):
+    # pins the documented direction (docs/conventions.md, Similarity): y points down, so on screen "up" is row 0.
+    # A dot right of the centre must show up above it at +90 degrees, below it at -90, and at +30 degrees it must
+    # have moved up (counter-clockwise), not down
+    x = torch.zeros(1, 1, 9, 9, dtype=torch.float64)
+    x[0, 0, 4, 7] = 1.0  # row 4 (centre), column 7 (right)
+    fam = torchstn.get_transform("similarity")
+
+    def dot(degrees):
+        theta = torch.tensor([[math.radians(degrees), 0.0, 0.0, 0.0]], dtype=torch.float64)
+        v = torchstn.sample(x, fam.grid(theta, (9, 9), align_corners=align_corners), align_corners=align_corners)
+        return divmod(int(v.flatten().argmax()), 9)  # (row, column)
+
+    assert dot(90) == (1, 4) and dot(-90) == (7, 4) and dot(180) == (4, 1)
+    row, col = dot(30)
+    assert row < 4 and col > 4  # up and still right: counter-clockwise on screen
