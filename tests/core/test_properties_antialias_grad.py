@@ -39,7 +39,7 @@ from torchstn.functional.antialias import sample_antialiased
 
 EPS = 1e-7  # finite-difference step on theta (float64)
 MARGIN = 2e-5  # distance (level pixels, levels, ratios) kept from every kink; EPS moves coordinates by ~1e-6
-SETTINGS = settings(max_examples=70, deadline=None, derandomize=True, database=None,
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 KINDS_2D = ("affine", "isotropic", "integer_ratio", "projective", "tps")
 KINDS_3D = ("affine3d", "isotropic3d")
