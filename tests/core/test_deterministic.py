@@ -73,6 +73,57 @@ def test_fill_padding_matches_the_default_path(rank, mode):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("rank", [2, 3])
+@pytest.mark.parametrize("padding_mode,align_corners", list(itertools.product(PADDINGS, (False, True))))
+def test_grid_gradient_on_pixel_centres_matches_grid_sample(rank, padding_mode, align_corners):
+    # points exactly on pixel centres (identity grids, whole-pixel shifts) and the last one of each axis: border and
+    # reflection clip there, where F.grid_sample's grid gradient is 0 (torch.clamp's was 1: core-fuzz F1)
+    U, grid, grad_out = _case(rank, spread=1.3, seed=3)
+    lattice = (grid * 4).round() / 4  # quarter-pixel lattices hit the pixel centres and the bounds
+    ident = identity_grid(U.shape[2:], align_corners, dtype=U.dtype).expand(U.shape[0], *U.shape[2:], rank)
+    opts = {"padding_mode": padding_mode, "align_corners": align_corners}
+    for g, go in ((lattice, grad_out), (ident, torch.randn(U.shape, dtype=U.dtype))):
+        ours = _forward_backward(lambda u, g: torchstn.sample(u, g, deterministic=True, **opts), U, g, go)
+        ref = _forward_backward(lambda u, g: F.grid_sample(u, g, **opts), U, g, go)
+        for name, a, b in zip(("output", "input grad", "grid grad"), ours, ref):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("padding_mode", PADDINGS)
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_single_pixel_input_gives_a_zero_grid_gradient(padding_mode, align_corners):
+    # a 1x1 input: F.grid_sample's grid gradient is zeros (reflection with align_corners=True used to leave the
+    # grid out of the graph: no .grad at all, core-fuzz F7)
+    gen = torch.Generator().manual_seed(0)
+    for shape, gshape in (((1, 1, 1, 1), (1, 2, 2, 2)), ((1, 2, 1, 1, 1), (1, 2, 1, 2, 3))):
+        U = torch.rand(shape, generator=gen, dtype=torch.float64)
+        grid = torch.rand(gshape, generator=gen, dtype=torch.float64) * 2 - 1
+        go = torch.randn(shape[:2] + gshape[1:-1], generator=gen, dtype=torch.float64)
+        opts = {"padding_mode": padding_mode, "align_corners": align_corners}
+        ours = _forward_backward(lambda u, g: torchstn.sample(u, g, deterministic=True, **opts), U, grid, go)
+        ref = _forward_backward(lambda u, g: F.grid_sample(u, g, **opts), U, grid, go)
+        for a, b in zip(ours, ref):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("padding_mode", ["border", "reflection"])
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_spatial_transformer_at_identity_init_same_theta_gradient(padding_mode, align_corners):
+    # the user path of F1: at its identity init every output pixel reads an input pixel centre, including the last
+    # row and column, where the deterministic path used to give the zero-padding gradient
+    torch.manual_seed(0)
+    loc = torchstn.fc_localisation(2 * 6 * 7, (8,))
+    st = torchstn.SpatialTransformer(loc, "affine", padding_mode=padding_mode, align_corners=align_corners,
+                                     deterministic=True).double()
+    U = torch.rand(3, 2, 6, 7, dtype=torch.float64)
+    grads = {}
+    for det in (True, False):
+        st.deterministic = det
+        out = st(U)
+        (grads[det],) = torch.autograd.grad((out * out.detach().flip(-1)).sum(), st.head.linear.bias)
+    torch.testing.assert_close(grads[True], grads[False], atol=1e-10, rtol=1e-10)
+
+
 @pytest.mark.parametrize("rank,padding_mode,align_corners",
                          [(2, p, a) for p in (*PADDINGS, "fill") for a in (False, True)]
                          + [(3, "zeros", False), (3, "border", True), (3, "reflection", False)])

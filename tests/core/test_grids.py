@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -76,6 +78,34 @@ def test_projective_division_is_guarded():
     assert g16.dtype == torch.float16 and torch.isfinite(g16).all()
 
 
+def test_points_behind_the_horizon_go_far_outside_even_near_the_numerator_zero():
+    # both numerators vanish at (0.25, 0.25), where w = 1 - 6 * 0.25 = -0.5: behind the horizon. Dividing by the
+    # guard 1e-3 used to leave these points inside the image, reading it near (0, 0) (core-fuzz F3)
+    fam = torchstn.get_transform("projective")
+    theta = torch.tensor([[1.0, 0, -0.25, 0, 1.0, -0.25, -6.0, 0]], dtype=torch.float64, requires_grad=True)
+    grid = fam.grid(theta, (4, 4))  # pixel (2, 2) sits at (0.25, 0.25)
+    w = 1 - 6 * torchstn.coords.identity_grid((4, 4), dtype=torch.float64)[0, ..., 0]
+    behind, front = w <= 1e-3, w > 1e-3
+    assert behind[2, 2] and (grid[0][behind].abs() == 1e3).all()
+    x = torch.arange(1.0, 17, dtype=torch.float64).view(1, 1, 4, 4)
+    for padding, fill in (("zeros", 0.0), ("fill", -7.0)):
+        out = torchstn.sample(x, grid, padding_mode=padding, fill_value=fill)
+        assert (out[0, 0][behind] == fill).all()
+    # in front of the horizon: the plain division, clamped to +-1e3 (unchanged)
+    ident = torchstn.coords.identity_grid((4, 4), dtype=torch.float64)[0]
+    expected = ((ident - 0.25) / w.unsqueeze(-1)).clamp(-1e3, 1e3)
+    torch.testing.assert_close(grid[0][front], expected[front])
+    (grad,) = torch.autograd.grad(torchstn.sample(x, grid).sum(), theta)
+    assert torch.isfinite(grad).all()
+    pts = torch.tensor([[[0.2501, 0.25], [0.2499, 0.25], [0.0, -0.5]]], dtype=torch.float64)
+    mapped = torchstn.transform_points("projective", theta, pts)
+    assert (mapped[0, :2].abs() == 1e3).all() and (mapped[0, 0] > 0).all() and mapped[0, 1, 0] < 0
+    torch.testing.assert_close(mapped[0, 2], torch.tensor([-0.25, -0.75], dtype=torch.float64))
+    nan = theta.detach().clone()
+    nan[0, 0] = float("nan")  # a NaN numerator is not hidden behind the horizon
+    assert torch.isnan(fam.grid(nan, (4, 4))[..., 0]).all()
+
+
 def test_projective_perspective_matches_numpy_style_reference():
     theta = torch.tensor([[1.1, 0.1, 0.05, -0.1, 0.9, 0.1, 0.2, -0.1]], dtype=torch.float64)
     grid = torchstn.get_transform("projective").grid(theta, (3, 4))
@@ -127,3 +157,22 @@ def test_tps_regularisation_smooths_towards_affine():
     def bend(g):
         return (g[:, 2:] - 2 * g[:, 1:-1] + g[:, :-2]).abs().mean()
     assert bend(smooth) < 0.5 * bend(bent)
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_similarity_positive_angle_turns_the_picture_counter_clockwise_on_screen(align_corners):
+    # pins the documented direction (docs/conventions.md, Similarity): y points down, so on screen "up" is row 0.
+    # A dot right of the centre must show up above it at +90 degrees, below it at -90, and at +30 degrees it must
+    # have moved up (counter-clockwise), not down
+    x = torch.zeros(1, 1, 9, 9, dtype=torch.float64)
+    x[0, 0, 4, 7] = 1.0  # row 4 (centre), column 7 (right)
+    fam = torchstn.get_transform("similarity")
+
+    def dot(degrees):
+        theta = torch.tensor([[math.radians(degrees), 0.0, 0.0, 0.0]], dtype=torch.float64)
+        v = torchstn.sample(x, fam.grid(theta, (9, 9), align_corners=align_corners), align_corners=align_corners)
+        return divmod(int(v.flatten().argmax()), 9)  # (row, column)
+
+    assert dot(90) == (1, 4) and dot(-90) == (7, 4) and dot(180) == (4, 1)
+    row, col = dot(30)
+    assert row < 4 and col > 4  # up and still right: counter-clockwise on screen

@@ -24,6 +24,48 @@ def test_compose_matches_warping_twice():
     assert (once[inner] - twice[inner]).abs().max() < 0.02
 
 
+def _apply(matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Points (B, N, n) through an affine (B, n, n+1) or projective (B, n+1, n+1) matrix, dividing by w."""
+    n = points.shape[-1]
+    hom = torch.cat((points, torch.ones_like(points[..., :1])), -1) @ matrix.transpose(-1, -2)
+    return hom[..., :n] / hom[..., n:] if matrix.shape[-2] == n + 1 else hom
+
+
+def _random_matrix(n: int, projective: bool, batch: int, gen: torch.Generator) -> torch.Tensor:
+    m = torch.eye(n + 1, dtype=torch.float64) + 0.3 * torch.randn(batch, n + 1, n + 1, generator=gen,
+                                                                  dtype=torch.float64)
+    if projective:
+        m[:, n, :n] *= 0.5  # a mild perspective: w stays away from the horizon on [-1, 1]^n
+        m[:, n, n] = 1.0
+        return m
+    return m[:, :n]
+
+
+@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("first_projective, second_projective",
+                         [(False, False), (False, True), (True, False), (True, True)])
+def test_compose_maps_points_like_first_after_second(n, first_projective, second_projective):
+    gen = torch.Generator().manual_seed(n)
+    first = _random_matrix(n, first_projective, 4, gen)
+    second = _random_matrix(n, second_projective, 4, gen)
+    both = torchstn.compose_affine(first, second)
+    projective = first_projective or second_projective
+    assert both.shape == ((4, n + 1, n + 1) if projective else (4, n, n + 1))  # affine then projective: was (4, n, n+1)
+    pts = torch.rand(4, 20, n, generator=gen, dtype=torch.float64) * 2 - 1
+    torch.testing.assert_close(_apply(both, pts), _apply(first, _apply(second, pts)), atol=1e-12, rtol=1e-12)
+    shared = torchstn.compose_affine(first[:1], second)  # a batch of 1 broadcasts
+    torch.testing.assert_close(_apply(shared, pts), _apply(first[:1].expand_as(first), _apply(second, pts)))
+
+
+def test_compose_refuses_mixed_ranks_and_non_matrices():
+    with pytest.raises(torchstn.ShapeError, match="2D map with a 3D"):
+        torchstn.compose_affine(torch.eye(2, 3)[None], torch.eye(3, 4)[None])
+    with pytest.raises(torchstn.ShapeError, match="projective"):
+        torchstn.compose_affine(torch.eye(2, 4)[None], torch.eye(2, 3)[None])
+    with pytest.raises(torchstn.ShapeError, match="projective"):
+        torchstn.invert_affine(torch.eye(3, 5)[None])
+
+
 def test_invert_round_trip_affine_and_projective():
     A = torch.eye(2, 3) + 0.2 * torch.randn(3, 2, 3)
     torch.testing.assert_close(torchstn.compose_affine(A, torchstn.invert_affine(A)), torch.eye(2, 3).expand(3, -1, -1),

@@ -86,3 +86,29 @@ def test_non_finite_grid_policy():
         torchstn.sample(U, g.masked_fill(torch.isnan(g), float("inf")))
     out = torchstn.sample(U, g, check_finite=False)  # opt out: behaves like grid_sample
     assert out.shape == U.shape
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_fill_far_from_the_data_keeps_the_interior(mode, dtype):
+    # fill used to be sample(x - fill) + fill: with |fill| >> the data the digits of x cancelled (core-fuzz F4): a
+    # bf16 identity sample of [0, 1] data with fill -1000 came back all 0.0
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 8, 8).to(dtype)
+    ident = identity_grid((8, 8), dtype=dtype)
+    out = torchstn.sample(x, ident, mode=mode, padding_mode="fill", fill_value=-1000.0)
+    assert out.dtype == dtype and torch.equal(out, x)  # every tap inside: the fill plays no part
+    if dtype == torch.float32:
+        assert torch.equal(torchstn.sample(x, ident, mode=mode, padding_mode="fill", fill_value=1e5), x)
+    other_paths = [{"deterministic": True}] if mode != "bicubic" else []
+    other_paths += [{"antialias": True}] if mode == "bilinear" else []
+    for path in other_paths:
+        assert torch.equal(torchstn.sample(x, ident, mode=mode, padding_mode="fill", fill_value=-1000.0, **path), x)
+    # a grid that reaches outside: far points are the fill, the rest matches float64 at the same (rounded) points
+    g = (torch.rand(2, 5, 6, 2, dtype=torch.float64) * 2.4 - 1.2).to(dtype)
+    g[:, 0, 0] = 3.0
+    ref = torchstn.sample(x.double(), g.double(), mode=mode, padding_mode="fill", fill_value=-1000.0)
+    got = torchstn.sample(x, g, mode=mode, padding_mode="fill", fill_value=-1000.0)
+    assert (got[:, :, 0, 0] == -1000).all()
+    # the output's own rounding (half: one step near -1000), or float32 bicubic weights summing to 1 within 2e-6
+    torch.testing.assert_close(got.double(), ref, atol=1000 * max(torch.finfo(dtype).eps, 2e-6), rtol=0)

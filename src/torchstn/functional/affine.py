@@ -97,27 +97,67 @@ def affine_grid(matrix: torch.Tensor, out_size: Sequence[int] | int, align_corne
 
 
 def compose_affine(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """Compose two output->input affine maps: the result samples like applying the ST ``first`` and then ``second``.
+    """Compose two output->input maps: the result samples like applying the ST ``first`` and then ``second``.
 
     If ``V1 = warp(U, first)`` and ``V2 = warp(V1, second)`` then ``V2 ~= warp(U, compose_affine(first, second))``:
     an output point ``p`` of the second warp reads ``second @ p`` in V1, which reads ``first @ second @ p`` in U.
-    Works for ``(B, n, n+1)`` affine and ``(B, n+1, n+1)`` projective matrices (result keeps the first's shape).
+
+    Args:
+        first, second: ``(B, n, n+1)`` affine or ``(B, n+1, n+1)`` projective matrices of the same rank ``n``
+            (2 or 3), in any mix; a batch of 1 broadcasts.
+
+    Returns:
+        ``(B, n, n+1)`` when both are affine; otherwise the ``(B, n+1, n+1)`` projective product (the composite of a
+        projective map with any other is projective, so it is never cut back to an affine shape). The product is
+        not rescaled: it maps points exactly as ``first`` after ``second``.
+
+    Raises:
+        DTypeError: a matrix that is not floating point.
+        ShapeError: a matrix that is neither ``(B, n, n+1)`` nor ``(B, n+1, n+1)``, or ranks that differ.
 
     Example:
         >>> a = torch.tensor([[[2.0, 0.0, 0.1], [0.0, 2.0, 0.0]]])
         >>> compose_affine(a, invert_affine(a)).round(decimals=6)
         tensor([[[1., 0., 0.],
                  [0., 1., 0.]]])
+        >>> h = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.5, 0.0, 1.0]]])  # a homography
+        >>> compose_affine(a, h).shape  # the perspective row is kept
+        torch.Size([1, 3, 3])
     """
+    n, m = _matrix_rank("first", first), _matrix_rank("second", second)
+    if m != n:
+        raise ShapeError(f"cannot compose a {n}D map with a {m}D one: first {tuple(first.shape)}, "
+                         f"second {tuple(second.shape)}")
     out = to_homogeneous(first) @ to_homogeneous(second)
-    return out[..., : first.shape[-2], :]
+    projective = first.shape[-2] == first.shape[-1] or second.shape[-2] == second.shape[-1]
+    return out if projective else out[..., :n, :]
+
+
+def _matrix_rank(name: str, matrix: torch.Tensor) -> int:
+    """The spatial rank ``n`` of a ``(B, n, n+1)`` affine or ``(B, n+1, n+1)`` projective matrix, n in {2, 3}."""
+    check_float_tensor(name, matrix)
+    rows, cols = matrix.shape[-2:] if matrix.dim() == 3 else (0, 0)
+    if cols - 1 not in (2, 3) or rows not in (cols - 1, cols):
+        raise ShapeError(f"{name} must be a (B, n, n+1) affine or (B, n+1, n+1) projective matrix with n in (2, 3), "
+                         f"got {tuple(matrix.shape)}")
+    return cols - 1
 
 
 def invert_affine(matrix: torch.Tensor) -> torch.Tensor:
     """Inverse of ``(B, n, n+1)`` affine (or ``(B, n+1, n+1)`` projective) matrices, same shape as the input.
 
     Computed in at least float32 precision (half inputs are upcast and cast back).
+
+    Raises:
+        DTypeError: a matrix that is not floating point.
+        ShapeError: a matrix that is neither ``(B, n, n+1)`` nor ``(B, n+1, n+1)`` with n in (2, 3).
+
+    Example:
+        >>> invert_affine(torch.tensor([[[2.0, 0.0, 0.5], [0.0, 4.0, 0.0]]]))
+        tensor([[[ 0.5000,  0.0000, -0.2500],
+                 [ 0.0000,  0.2500,  0.0000]]])
     """
+    _matrix_rank("matrix", matrix)
     h = to_homogeneous(matrix)
     work = h if h.dtype in (torch.float32, torch.float64) else h.float()
     inv = torch.linalg.inv(work).to(matrix.dtype)

@@ -18,18 +18,23 @@ FAR = 1e3
 
 
 def _divide(num: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """num / w for points in front of the horizon; points with w <= HORIZON_EPS land far outside (finite)."""
-    w_safe = torch.where(w > HORIZON_EPS, w, torch.full_like(w, HORIZON_EPS))
-    out = num / w_safe
-    return out.clamp(-FAR, FAR)
+    """``num / w`` clamped to ``[-FAR, FAR]`` for points in front of the horizon (``w > HORIZON_EPS``); points on or
+    behind it go to ``+-FAR`` in every coordinate (the sign of ``num``, ``+`` where it is 0), so they read the
+    padding even where ``num`` is near 0 (dividing by ``HORIZON_EPS`` left those inside the image). Finite values
+    and gradients (0 behind the horizon); NaN stays NaN."""
+    front = w > HORIZON_EPS
+    out = (num / torch.where(front, w, 1.0)).clamp(-FAR, FAR)
+    far = torch.where(num < 0, -FAR, torch.where(num >= 0, FAR, num))  # NaN numerators stay NaN
+    return torch.where(w <= HORIZON_EPS, far, out)
 
 
 def projective_grid(matrix: torch.Tensor, out_size: Sequence[int], align_corners: bool = False) -> torch.Tensor:
     """Sampling grid of ``(B, 3, 3)`` homographies (output->input, normalised) -> ``(B, H, W, 2)``.
 
-    The perspective division never yields inf/NaN: where the denominator ``w`` is at or below ``HORIZON_EPS``
-    (the point is on or behind the homography's horizon) it is replaced by ``HORIZON_EPS``, and coordinates are
-    clamped to ``[-FAR, FAR]``, so such points read the padding. Half precision is computed in float32.
+    The perspective division never yields inf/NaN from finite matrices: coordinates are clamped to
+    ``[-FAR, FAR]``, and where the denominator ``w`` is at or below ``HORIZON_EPS`` (the point is on or behind the
+    homography's horizon) both coordinates are ``+-FAR`` (the sign of the numerator), so such points read the
+    padding. Half precision is computed in float32.
 
     Example:
         >>> H = torch.eye(3).unsqueeze(0)

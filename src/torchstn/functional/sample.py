@@ -48,7 +48,8 @@ def sample(
             ``"reflection"``, or ``"fill"`` (``fill_value``, a scalar or a per-channel ``(C,)`` tensor; use the
             background value of your data, e.g. the normalised black level, so an ST that zooms out does not paste
             an artificial frame).
-        fill_value: the value for ``padding_mode="fill"``.
+        fill_value: the value for ``padding_mode="fill"``. Where every tap of a point is inside the input it plays
+            no part (no cancellation however large it is); the fill path computes half precision in float32.
         align_corners: see ``docs/conventions.md``.
         check_finite: raise :class:`~torchstn.NonFiniteError` if the grid holds NaN/inf (the default policy;
             skipped inside ``torch.compile``). With ``False`` non-finite points behave as ``F.grid_sample`` does.
@@ -107,7 +108,7 @@ def sample(
     x, grid = input.to(work), grid.to(work)  # no-ops when the dtypes agree
     read = None
     if gather:
-        def read(img, padding):
+        def read(img, padding, grid):
             return _gather_sample(img, grid, mode, padding, align_corners)
 
     return _sample(x, grid, mode, padding_mode, fill_value, align_corners, read).to(input.dtype)
@@ -139,23 +140,34 @@ def _check_args(input, grid, mode, padding_mode, fill_value=0.0, align_corners=F
 
 
 def _sample(input, grid, mode, padding_mode, fill_value, align_corners, read=None):
-    """``read(x, padding_mode)`` samples ``x`` at ``grid`` (default ``F.grid_sample``); this adds the fill padding."""
+    """``read(x, padding_mode, grid)`` samples ``x`` at ``grid`` (default ``F.grid_sample``); this adds the fill
+    padding.
+
+    ``fill`` reads ``input`` with zero padding and adds ``fill`` times the weight of the taps outside the image,
+    ``1 - read(ones, "zeros")``, so wherever every tap is inside the fill contributes nothing (up to the sampler's
+    rounding of its weights: exactly 0 on most points, at most ``|fill| * 1.5e-6`` in float32). (Sampling
+    ``input - fill`` and adding ``fill`` back cancels the data's digits when ``|fill|`` is large: a bf16 image in
+    ``[0, 1]`` with ``fill_value=-1000`` came back all zeros.) Half precision is computed in float32 here, since its
+    kernels' weights do not sum to 1 closely enough (bicubic bf16: off by 0.1).
+    """
     if read is None:
-        def read(x, padding):
+        def read(x, padding, grid):
             return F.grid_sample(x, grid, mode=mode, padding_mode=padding, align_corners=align_corners)
 
     if padding_mode != "fill":
-        return read(input, padding_mode)
-    # The kernel weights of every output point sum to one and zero padding contributes nothing, so sampling
-    # (input - fill) with zero padding and adding fill back gives exactly fill outside and a correct blend at edges.
-    fill = torch.as_tensor(fill_value, dtype=input.dtype, device=input.device)
+        return read(input, padding_mode, grid)
+    work = torch.promote_types(input.dtype, torch.float32)
+    input, grid = input.to(work), grid.to(work)
+    fill = torch.as_tensor(fill_value, dtype=work, device=input.device)
     if fill.dim() == 1:
         if fill.shape[0] != input.shape[1]:
             raise ShapeError(f"fill_value must be a scalar or ({input.shape[1]},) per channel, got {tuple(fill.shape)}")
         fill = fill.view(1, -1, *([1] * (input.dim() - 2)))
     elif fill.dim() != 0:
         raise ShapeError(f"fill_value must be a scalar or a (C,) tensor, got shape {tuple(fill.shape)}")
-    return read(input - fill, "zeros") + fill
+    inside = read(input.new_ones((1, 1, *input.shape[2:])).expand(input.shape[0], 1, *input.shape[2:]), "zeros",
+                  grid)  # (B, 1, *out): the weight of the taps inside the image
+    return read(input, "zeros", grid) + fill * (1 - inside)
 
 
 # -- the deterministic sampler -----------------------------------------------------------------------------------
@@ -207,17 +219,25 @@ def _source_pixel(coord, size: int, padding_mode: str, align_corners: bool):
     else:
         x = ((coord + 1) * size - 1) / 2
     if padding_mode == "border":
-        x = x.clamp(0, size - 1)
+        x = _clip(x, size)
     elif padding_mode == "reflection":
         x = _reflect(x, 0, 2 * (size - 1)) if align_corners else _reflect(x, -1, 2 * size - 1)
-        x = x.clamp(0, size - 1)
+        x = _clip(x, size)
     return x
+
+
+def _clip(x, size: int):
+    """Clamp pixel coordinates to ``[0, size - 1]`` with ``F.grid_sample``'s gradient: 0 at the bounds and beyond.
+    (``torch.clamp`` passes a gradient of 1 *at* the bounds: at ``x = size - 1`` that left the zero-padding
+    derivative ``-v[size - 1]``, e.g. on every identity grid.) NaN stays NaN."""
+    inside = (x > 0) & (x < size - 1)
+    return torch.where(inside, x, x.detach().clamp(0, size - 1))
 
 
 def _reflect(x, twice_low: int, twice_high: int):
     """Reflect ``x`` into ``[twice_low / 2, twice_high / 2]`` (mirror at both ends, repeatedly)."""
-    if twice_low == twice_high:
-        return torch.zeros_like(x)
+    if twice_low == twice_high:  # a size-1 axis: always 0, with a zero gradient that keeps x in the graph
+        return torch.where(torch.zeros_like(x, dtype=torch.bool), x, 0.0)
     low, span = twice_low / 2, (twice_high - twice_low) / 2
     x = (x - low).abs()
     extra = torch.fmod(x, span)

@@ -39,7 +39,8 @@ class ThetaHead(nn.Module):
         in_features: ``F``; ``None`` infers it at the first forward (build the optimiser after that forward).
         identity: ``(P,)`` identity parameters of the transform family.
         bound: if given, ``theta = identity + bound * tanh((raw - identity) / bound)``: each parameter stays within
-            ``bound`` of the identity and the map has slope 1 at the identity (USERS.md item 2).
+            ``bound`` of the identity and the map has slope 1 at the identity (for a transformer that drifts away or
+            collapses; see "When a spatial transformer collapses" in ``docs/training.md``).
 
     Example:
         >>> head = ThetaHead(5, torch.tensor([1.0, 0.0, 0.0]))

@@ -70,14 +70,28 @@ def record_theta(model: nn.Module, detach: bool = True) -> Iterator[dict[str, li
 
 
 def identity_penalty(theta: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-    """Mean squared distance of ``theta (B, P)`` from the identity ``(P,)``: add ``weight * penalty`` to the loss to
-    keep a transformer from drifting into collapse (USERS.md item 2)."""
+    """Mean over the batch of the squared L2 distance of ``theta (B, P)`` from the identity ``(P,)``: add
+    ``weight * penalty`` to the loss to keep a transformer from drifting into collapse (the trainer's
+    ``optim.identity_weight``; see "When a spatial transformer collapses" in ``docs/training.md``).
+
+    Example:
+        >>> identity_penalty(torch.tensor([[1.0, 0.0], [1.0, 2.0]]), torch.tensor([1.0, 0.0]))  # (0 + 4) / 2
+        tensor(2.)
+    """
     return (theta - identity.to(theta)).pow(2).sum(-1).mean()
 
 
 def theta_stats(theta: torch.Tensor) -> dict[str, float]:
-    """Summary statistics of a batch of theta for logging: mean/std/min/max over all entries and the mean distance
-    from the batch mean."""
+    """Summary statistics of a batch of theta for logging: the mean, standard deviation, minimum and maximum over
+    all its entries (every sample and parameter together).
+
+    Returns:
+        ``{"theta_mean", "theta_std", "theta_min", "theta_max"}`` as floats (``theta_std`` is 0 for one entry).
+
+    Example:
+        >>> theta_stats(torch.tensor([[1.0, 0.0], [3.0, 0.0]]))
+        {'theta_mean': 1.0, 'theta_std': 1.4142135381698608, 'theta_min': 0.0, 'theta_max': 3.0}
+    """
     t = theta.detach().float()
     return {
         "theta_mean": t.mean().item(),

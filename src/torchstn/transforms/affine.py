@@ -88,10 +88,21 @@ class Translation(MatrixFamily):
 class Similarity(MatrixFamily):
     """Rotation, isotropic scale and translation, ``theta = (angle, log_scale, tx, ty)``.
 
-    The output point ``p`` reads the input at ``exp(log_scale) * R(angle) @ p + t``: rotation (radians,
-    counter-clockwise in the x-right/y-down frame means clockwise on screen) and scale act about the image centre,
-    then the translation. Scale is ``exp(log_scale)`` so it stays positive for any network output; the identity is
-    all zeros.
+    The output point ``p`` reads the input at ``exp(log_scale) * R(angle) @ p + t`` with
+    ``R = [[cos, -sin], [sin, cos]]`` (radians): rotation and scale act about the image centre, then the
+    translation. With y pointing down, a positive ``angle`` turns the **output picture counter-clockwise on
+    screen** (at +90° a dot right of the centre shows up above it): ``R`` turns the sampling points clockwise on
+    screen, and the content they read turns the other way. Scale is ``exp(log_scale)`` so it stays positive for
+    any network output; the identity is all zeros.
+
+    Example:
+        >>> import math
+        >>> from torchstn.functional.sample import sample
+        >>> x = torch.zeros(1, 1, 9, 9)
+        >>> x[0, 0, 4, 7] = 1.0  # a dot right of the centre (row 4, column 7)
+        >>> v = sample(x, Similarity().grid(torch.tensor([[math.pi / 2, 0.0, 0.0, 0.0]]), (9, 9)))
+        >>> divmod(int(v.flatten().argmax()), 9)  # (row, column): now above the centre
+        (1, 4)
     """
 
     ranks = (2,)
