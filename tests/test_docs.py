@@ -48,12 +48,7 @@ PLACEHOLDER = re.compile(r"<[^>]*>|[A-Z][A-Z0-9_]*")  # a whole value the reader
 
 # Python blocks known to fail on their current text, with what each needs. Strict: such a block still runs, and the
 # test fails once it passes, so that the entry is removed.
-KNOWN_BROKEN = {
-    ("docs/antialias.md", "V = torchstn.sample(U, grid, antialias=True)"):
-        "a fragment: U, grid and loc are undefined (needs a `doc-test: setup` marker or its own imports)",
-    ("docs/determinism.md", "v = torchstn.sample(feature_map, grid, deterministic=True)"):
-        "a fragment: torchstn, feature_map, grid, loc and build_model are undefined (needs a setup marker)",
-}
+KNOWN_BROKEN: dict[tuple[str, str], str] = {}  # (page, first line of the block) -> why it cannot run yet
 
 
 def _rel(page: Path) -> str:

@@ -353,7 +353,7 @@ def sample_antialiased(
         >>> sample_antialiased(stripes, identity_grid((4, 4)), tap_share=1.0)[0, 0, 0]  # 4x along x only
         tensor([0.5000, 0.5000, 0.5000, 0.5000])
     """
-    grid = _check_args(input, grid, "bilinear", padding_mode)
+    grid = _check_args(input, grid, "bilinear", padding_mode, fill_value, align_corners)
     if not float(tap_share) >= 1.0:
         raise OptionError(f"tap_share must be >= 1 input pixel (inf for a plain mip-map), got {tap_share!r}")
     if isinstance(max_taps, bool) or not isinstance(max_taps, int) or max_taps < 1:

@@ -75,7 +75,7 @@ class SpatialTransformer(nn.Module):
         >>> st = SpatialTransformer(loc, "affine", in_features=32)
         >>> x = torch.rand(4, 1, 28, 28)
         >>> v, theta = st(x, return_theta=True)
-        >>> torch.allclose(v, x, atol=1e-6), tuple(theta.shape)
+        >>> torch.allclose(v, x, atol=1e-5), tuple(theta.shape)  # identity up to float32 rounding of the grid
         (True, (4, 6))
     """
 
