@@ -17,8 +17,8 @@ __all__ = ["is_tracing", "jit_tracing_paused", "static_size", "untraced"]
 
 
 def is_tracing() -> bool:
-    """Whether ``torch.jit.trace`` or an ONNX exporter is recording the current call (``False`` eagerly and inside
-    ``torch.compile``).
+    """Whether ``torch.jit.trace``, an ONNX exporter or ``torch.export`` is recording the current call (``False``
+    eagerly and inside ``torch.compile``).
 
     Example:
         >>> is_tracing()
@@ -28,7 +28,8 @@ def is_tracing() -> bool:
         >>> seen
         [True]
     """
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.5
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or bool(exporting and exporting())
 
 
 @contextlib.contextmanager

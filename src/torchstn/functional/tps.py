@@ -121,8 +121,8 @@ def tps_grid(
     with autocast_off(src.device):  # autocast would run the product in half precision
         grid = (src @ M.t()).view(B, 2, -1).transpose(1, 2)  # (B, S, 2)
     grid = grid.reshape(B, *static, 2)
-    if any(isinstance(s, torch.Tensor) for s in out_size):  # traced from the input's shape: a traced model fed another size must fail, not
-        grid = grid.expand(B, *out_size, 2)  # sample at the traced size (a reshape alone passes 16x4 for 8x8)
+    if any(isinstance(s, torch.Tensor) for s in out_size):  # traced from the input's shape: a traced model given
+        grid = grid.expand(B, *out_size, 2)  # another size must fail (a reshape alone would pass 16x4 for 8x8)
     return grid.to(source_points.dtype)
 
 
