@@ -171,3 +171,15 @@ def test_jit_trace_fresh_tps_with_cold_cache():
         traced = torch.jit.trace(st, x)
     with torch.no_grad():
         torch.testing.assert_close(traced(x[:2]), st(x[:2]), atol=1e-6, rtol=0)
+
+
+def test_torch_export_with_a_dynamic_spatial_size():
+    """check_size rejected the SymInts of a dynamic height/width ('out_size must hold positive ints, got (s76, s73)')."""
+    dims = ({0: torch.export.Dim("batch"), 2: torch.export.Dim("h", min=2), 3: torch.export.Dim("w", min=2)},)
+    st = size_free_st("affine")
+    program = torch.export.export(st, (torch.rand(3, 2, 8, 8),), dynamic_shapes=dims)
+    other = torch.rand(2, 2, 12, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(other), st(other), atol=1e-6, rtol=0)
+    with pytest.raises(Exception, match="Constraints violated"):  # tps: one basis per size, torch says so
+        torch.export.export(size_free_st("tps"), (torch.rand(3, 2, 8, 8),), dynamic_shapes=dims)

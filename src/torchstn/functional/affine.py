@@ -2,7 +2,9 @@
 
 ``affine_grid`` computes the same grid as :func:`torch.nn.functional.affine_grid` by broadcast arithmetic on the
 per-axis pixel-centre coordinates instead of a batched matrix product against a materialised base grid, and its
-backward is one small matrix product. See ``benchmarks/bench_affine_st.py`` for the speed-up.
+backward is one small matrix product. See ``benchmarks/bench_affine_st.py`` for the speed-up. While a tracer records
+the call (``torch.jit.trace``, an ONNX exporter, ``torch.export``) the same arithmetic runs as plain ops, which every
+tracer keeps (the TorchScript ONNX exporter wrote a constant garbage grid from the custom autograd function).
 """
 
 from __future__ import annotations
