@@ -84,7 +84,12 @@ def check_rank(name: str, x: torch.Tensor, ranks: Sequence[int], layout: str = "
 
 
 def check_size(name: str, size: object, rank: int) -> tuple[int, ...]:
-    """Normalise an output size to a tuple of ``rank`` positive ints."""
+    """Normalise an output size to a tuple of ``rank`` positive ints.
+
+    A size read from a tensor's shape while a tracer records the model is kept as it is, so the traced graph
+    follows the input's size: a 0-dim integer tensor under ``torch.jit.trace`` (and the TorchScript ONNX exporter,
+    which traces), a ``torch.SymInt`` under ``torch.export`` / ``torch.compile`` with a dynamic size.
+    """
     if isinstance(size, int) and not isinstance(size, bool):
         size = (size,) * rank
     if isinstance(size, torch.Size):
@@ -93,10 +98,21 @@ def check_size(name: str, size: object, rank: int) -> tuple[int, ...]:
         raise ShapeError(f"{name} must be {rank} positive ints ({'D, ' if rank == 3 else ''}H, W), got {size!r}")
     out = []
     for s in size:
+        if _traced_size(s):
+            out.append(s)
+            continue
         if isinstance(s, bool) or not isinstance(s, int) or s <= 0:
             raise ShapeError(f"{name} must hold positive ints, got {tuple(size)!r}")
         out.append(int(s))
     return tuple(out)
+
+
+def _traced_size(s: object) -> bool:
+    """Whether ``s`` is one entry of a shape read while tracing (see :func:`check_size`)."""
+    if isinstance(s, torch.SymInt):
+        return True
+    return (isinstance(s, torch.Tensor) and s.dim() == 0 and s.dtype == torch.int64
+            and torch.jit.is_tracing())  # fmt: skip
 
 
 def check_finite(name: str, x: torch.Tensor, *, source: tuple[str, torch.Tensor] | None = None) -> None:

@@ -9,29 +9,46 @@ from torch import nn
 import torchstn
 
 
-@pytest.mark.parametrize("transform", ["affine", "projective", "tps"])
-def test_compile_parity(transform):
+@pytest.fixture
+def _fresh_dynamo():
+    """A fresh Dynamo cache: every case compiles the same forward, and past the recompile limit torch would run it
+    eagerly instead of checking it."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _fresh_st(transform, **kwargs):
+    """A SpatialTransformer that never ran eagerly (a random head), and an input batch for it."""
     torch.manual_seed(0)
-    st = torchstn.SpatialTransformer(torchstn.fc_localisation(2 * 12 * 12, (16,)), transform, out_size=(10, 10))
+    shape = (2, 12, 12) if torchstn.get_transform(transform).spatial_rank == 2 else (1, 6, 7, 8)
+    st = torchstn.SpatialTransformer(torchstn.fc_localisation(torch.Size(shape).numel(), (16,)), transform, **kwargs)
     with torch.no_grad():
         st.head.linear.weight.normal_(0, 0.05)
-    U = torch.rand(4, 2, 12, 12)
-    eager = st(U)
-    compiled = torch.compile(st, backend="eager", fullgraph=True)  # fullgraph: no graph breaks in forward
-    torch.testing.assert_close(compiled(U), eager, atol=1e-6, rtol=1e-6)
+    return st, torch.rand(4, *shape)
+
+
+@pytest.mark.usefixtures("_fresh_dynamo", "one_thread")
+@pytest.mark.parametrize("transform", torchstn.list_transforms())
+def test_compile_fullgraph_of_a_fresh_module(transform):
+    """Compiled before any eager call: on Python <= 3.11 a lazily cached value (functools.cached_property's lock)
+    failed here; fullgraph=True makes a graph break an error."""
+    st, U = _fresh_st(transform)
+    compiled = torch.compile(st, backend="eager", fullgraph=True)
+    got, got_theta = compiled(U, return_theta=True)
+    want, want_theta = st(U, return_theta=True)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(got_theta, want_theta, atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("_fresh_dynamo")
 def test_inductor_compile_parity_forward_and_backward():
-    torch.manual_seed(0)
-    st = torchstn.SpatialTransformer(torchstn.fc_localisation(12 * 12, (16,)), "tps", out_size=(10, 10))
-    with torch.no_grad():
-        st.head.linear.weight.normal_(0, 0.05)
-    U = torch.rand(4, 1, 12, 12)
+    st, U = _fresh_st("tps", out_size=(10, 10))
+    out = torch.compile(st, fullgraph=True)(U)  # inductor, before any eager call
+    (g_comp,) = torch.autograd.grad(out.square().sum(), st.head.linear.weight)
     eager = st(U)
     (g_eager,) = torch.autograd.grad(eager.square().sum(), st.head.linear.weight)
-    out = torch.compile(st, fullgraph=True)(U)
-    (g_comp,) = torch.autograd.grad(out.square().sum(), st.head.linear.weight)
     torch.testing.assert_close(out, eager, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(g_comp, g_eager, atol=1e-4, rtol=1e-4)
 

@@ -4,6 +4,8 @@ import pytest
 import torch
 from torch import nn
 
+import torchstn
+
 from torchstn.errors import OptionError, ShapeError
 from torchstn.export import ExportError, check_onnx, check_opset, export_onnx, export_program
 from torchstn.models import build_model
@@ -83,8 +85,9 @@ class Noisy(nn.Module):
 
 def test_failed_check_leaves_no_file(tmp_path):
     path = tmp_path / "noisy.onnx"
-    with pytest.raises(ExportError, match="differs from PyTorch by up to"):
+    with pytest.raises(ExportError, match="differs from PyTorch by up to") as err:
         export_onnx(Noisy(), torch.rand(2, 1, 4, 4), path)
+    assert str(err.value).startswith(f"{path} (not written): ")  # the user's file, not the temporary
     assert not list(tmp_path.iterdir())  # neither the file nor its temporary
     st, shape = small_st("affine")
     export_onnx(st, torch.rand(2, *shape), path)
@@ -92,6 +95,21 @@ def test_failed_check_leaves_no_file(tmp_path):
         st.head.linear.bias.add_(0.3)  # the file no longer matches the module
     with pytest.raises(ExportError, match="more than atol"):
         check_onnx(path, st, torch.rand(2, *shape), atol=ATOL)
+
+
+def test_torchscript_exporter_and_metadata(tmp_path):
+    import onnx
+
+    st, shape = small_st("projective")
+    path = export_onnx(st, torch.rand(1, *shape), tmp_path / "st.onnx", opset=17, dynamo=False,
+                       metadata={"input_range": "[0, 1]"})
+    assert check_onnx(path, st, torch.rand(4, *shape)) < ATOL
+    props = {p.key: p.value for p in onnx.load(path).metadata_props}
+    assert props == {"torchstn_version": torchstn.__version__, "input_layout": "NCHW", "input_shape": "batch,2,8,8",
+                     "input_dtype": "float32", "exporter": "torchscript", "opset": "17", "input_range": "[0, 1]"}
+    with pytest.raises(OptionError, match="metadata must map str to str"):
+        export_onnx(st, torch.rand(2, *shape), tmp_path / "b.onnx", dynamo=False, metadata={"num_classes": 10})
+    assert [p.name for p in tmp_path.iterdir()] == ["st.onnx"]
 
 
 TINY = """
@@ -116,13 +134,20 @@ log_every = 1
 """
 
 
-def test_cli(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny trained run directory."""
     from torchstn.cli import main
 
-    config = tmp_path / "tiny.toml"
+    tmp = tmp_path_factory.mktemp("tiny")
+    config = tmp / "tiny.toml"
     config.write_text(TINY)
-    run = tmp_path / "run"
-    assert main(["train", str(config), "--out", str(run), "--quiet"]) == 0
+    assert main(["train", str(config), "--out", str(tmp / "run"), "--quiet"]) == 0
+    return tmp / "run"
+
+
+def test_cli(run, tmp_path, capsys):
+    from torchstn.cli import main
 
     assert main(["export", str(run), "-n", "4"]) == 0
     out = capsys.readouterr().out
@@ -139,3 +164,33 @@ def test_cli(tmp_path, capsys):
     assert main(["export", str(run), "--opset", "12"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("torchstn export: error: opset 12 has no GridSample") and "Traceback" not in err
+
+
+def test_cli_format_from_suffix_metadata_and_messages(run, tmp_path, capsys):
+    """#27: --out x.pt2 wrote ONNX into it; the --atol failure named the temporary. #28: the file says what it takes."""
+    import onnx
+
+    from torchstn.cli import main
+
+    assert main(["export", str(run), "-n", "2", "--out", str(tmp_path / "m.pt2")]) == 0
+    in_shape = torch.load(run / "last.pt", weights_only=False)["in_shape"]
+    assert torch.export.load(tmp_path / "m.pt2").module()(torch.rand(3, *in_shape)).shape == (3, 10)
+
+    assert main(["export", str(run), "-n", "2", "--exporter", "torchscript", "--out", str(tmp_path / "m.onnx")]) == 0
+    props = {p.key: p.value for p in onnx.load(tmp_path / "m.onnx").metadata_props}
+    assert props["input_range"] == "[0, 1]" and props["num_classes"] == "10" and props["exporter"] == "torchscript"
+    assert props["input_shape"] == "batch," + ",".join(map(str, in_shape))
+    assert 'name = "st_fcn"' in props["config"] and props["torchstn_version"] == torchstn.__version__
+
+    capsys.readouterr()
+    for argv, message in [
+        (["--out", str(tmp_path / "m.xyz")], "cannot tell the format from the suffix '.xyz'"),
+        (["--format", "pt2", "--out", str(tmp_path / "n.onnx")], "--format pt2 would write pt2 into"),
+        (["--format", "pt2", "--opset", "17"], "--opset and --exporter apply to ONNX files only"),
+        (["--atol", "1e-12", "--out", str(tmp_path / "tight.onnx")], f"{tmp_path / 'tight.onnx'} (not written): "
+                                                                     "onnxruntime differs"),
+    ]:
+        assert main(["export", str(run), "-n", "2", *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and ".tmp" not in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.pt2"]

@@ -63,8 +63,10 @@ def _logits_and_grads(fn, model, x):
 
 
 def _check_parity(model, compiled, x, atol):
+    # compiled first: users compile a model that never ran eagerly (a lazily computed value traced inside the
+    # compiled region broke fullgraph on Python 3.11); compiled wraps the same module, so the same parameters
+    c_logits, c_grads = _logits_and_grads(compiled, model, x)
     logits, grads = _logits_and_grads(model, model, x)
-    c_logits, c_grads = _logits_and_grads(compiled, model, x)  # compiled wraps the same module: same parameters
     torch.testing.assert_close(c_logits, logits, atol=atol, rtol=atol)
     assert c_grads.keys() == grads.keys() and len(grads) == len(list(model.parameters()))
     for k in grads:

@@ -2,7 +2,9 @@
 
 ``affine_grid`` computes the same grid as :func:`torch.nn.functional.affine_grid` by broadcast arithmetic on the
 per-axis pixel-centre coordinates instead of a batched matrix product against a materialised base grid, and its
-backward is one small matrix product. See ``benchmarks/bench_affine_st.py`` for the speed-up.
+backward is one small matrix product. See ``benchmarks/bench_affine_st.py`` for the speed-up. While a tracer records
+the call (``torch.jit.trace``, an ONNX exporter, ``torch.export``) the same arithmetic runs as plain ops, which every
+tracer keeps (the TorchScript ONNX exporter wrote a constant garbage grid from the custom autograd function).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from torchstn._checks import check_float_tensor, check_size
+from torchstn._tracing import is_tracing
 from torchstn.coords import linspace_coords, to_homogeneous
 from torchstn.errors import ShapeError
 
@@ -25,9 +28,29 @@ def _axes(size: Sequence[int], align_corners: bool, like: torch.Tensor) -> list[
     for k, s in enumerate(reversed(tuple(size))):  # k = 0 -> x (last spatial dim)
         c = linspace_coords(s, align_corners, device=like.device, dtype=like.dtype)
         shape = [1] * (n + 1)
-        shape[n - k] = s
+        shape[n - k] = -1  # not s: under jit tracing s may be a traced size
         axes.append(c.view(shape))  # (1, ..., s, ..., 1)
     return axes
+
+
+def _affine_grid_traceable(matrix: torch.Tensor, size: Sequence[int], align_corners: bool) -> torch.Tensor:
+    """The grid of :class:`_AffineGrid` from plain broadcast ops (autograd gives the backward).
+
+    Used while tracing: the legacy ONNX exporter inlines a custom autograd Function and loses the slice-by-slice
+    fill of its output buffer (it baked a constant garbage grid and dropped the localisation net), and a traced
+    module holding a Python Function cannot be saved.
+    """
+    n = len(size)
+    B = matrix.shape[0]
+    axes = _axes(size, align_corners, matrix)
+    m = matrix.reshape(B, n, n + 1, *([1] * n))  # (B, n, n+1, 1, ..., 1)
+    coords = []
+    for r in range(n):  # output coordinate r = sum_j m[r, j] * axis_j + m[r, n]
+        acc = m[:, r, n] + m[:, r, 0] * axes[0]
+        for j in range(1, n):
+            acc = acc + m[:, r, j] * axes[j]
+        coords.append(acc)  # (B, *size)
+    return torch.stack(coords, dim=-1)  # (B, *size, n)
 
 
 class _AffineGrid(torch.autograd.Function):
@@ -93,6 +116,8 @@ def affine_grid(matrix: torch.Tensor, out_size: Sequence[int] | int, align_corne
         raise ShapeError(f"matrix must be (B, 2, 3) or (B, 3, 4), got {tuple(matrix.shape)}")
     n = matrix.shape[1]
     size = check_size("out_size", out_size, n)
+    if is_tracing():
+        return _affine_grid_traceable(matrix, size, bool(align_corners))
     return _AffineGrid.apply(matrix, size, bool(align_corners))
 
 

@@ -18,6 +18,7 @@ from functools import lru_cache
 import torch
 
 from torchstn._checks import autocast_off
+from torchstn._tracing import static_size, untraced
 from torchstn.coords import identity_grid
 
 __all__ = ["lattice", "tps_kernel", "tps_system_matrix", "tps_grid_matrix", "tps_grid", "tps_grid_direct",
@@ -61,21 +62,6 @@ def tps_system_matrix(ctrl: torch.Tensor, regularisation: float = 0.0) -> torch.
     return torch.cat((top, bottom), dim=0)
 
 
-def _real_tensors():
-    """Context in which tensors are real even inside a fake-tensor trace (torch.export / ONNX export)."""
-    import contextlib
-
-    stack = contextlib.ExitStack()
-    try:
-        from torch._subclasses.fake_tensor import unset_fake_temporarily
-        from torch.fx.experimental.proxy_tensor import disable_proxy_modes_tracing
-    except ImportError:  # pragma: no cover - older torch
-        return stack
-    stack.enter_context(unset_fake_temporarily())
-    stack.enter_context(disable_proxy_modes_tracing())
-    return stack
-
-
 @lru_cache(maxsize=64)
 def _grid_matrix_cpu64(grid_size: int, out_size: tuple[int, ...], align_corners: bool, reg: float) -> torch.Tensor:
     ctrl = lattice(grid_size)
@@ -105,7 +91,7 @@ def tps_grid_matrix(
     key = (grid_size, tuple(out_size), bool(align_corners), float(regularisation), dtype, str(device))
     m = _DEVICE_CACHE.get(key)
     if m is None:
-        with _real_tensors():  # never cache (or trace) a fake tensor made while torch.export traces
+        with untraced():  # a graph constant: never a traced or fake tensor (cached for the next call)
             m = _grid_matrix_cpu64(grid_size, tuple(out_size), bool(align_corners), float(regularisation))
             m = m.to(device=device, dtype=dtype)
         if len(_DEVICE_CACHE) > 64:
@@ -128,12 +114,16 @@ def tps_grid(
     """
     B, K, _ = source_points.shape
     work = _work_dtype(source_points.dtype)
-    M = tps_grid_matrix(grid_size, out_size, align_corners, regularisation, dtype=work, device=source_points.device)
+    static = static_size(out_size)  # M is per size: a size traced from the input's shape is fixed to its value
+    M = tps_grid_matrix(grid_size, static, align_corners, regularisation, dtype=work, device=source_points.device)
     # One (2B, K) @ (K, S) product is ~3x faster than the batched (S, K) @ (B, K, 2) on CPU (bench_tps.py "layout")
     src = source_points.to(work).transpose(1, 2).reshape(2 * B, K)  # (2B, K): rows x_b, y_b
     with autocast_off(src.device):  # autocast would run the product in half precision
         grid = (src @ M.t()).view(B, 2, -1).transpose(1, 2)  # (B, S, 2)
-    return grid.reshape(B, *out_size, 2).to(source_points.dtype)
+    grid = grid.reshape(B, *static, 2)
+    if any(isinstance(s, torch.Tensor) for s in out_size):  # traced from the input's shape: a traced model given
+        grid = grid.expand(B, *out_size, 2)  # another size must fail (a reshape alone would pass 16x4 for 8x8)
+    return grid.to(source_points.dtype)
 
 
 def tps_grid_direct(

@@ -19,7 +19,8 @@ from torchstn._checks import (
     check_size,
     look_up_option,
 )
-from torchstn.errors import OptionError, ShapeError
+from torchstn._tracing import is_tracing
+from torchstn.errors import ExportError, OptionError, ShapeError
 from torchstn.functional.antialias import affine_jacobian
 from torchstn.functional.sample import MODES, PADDING_MODES, sample
 from torchstn.nn.head import ThetaHead
@@ -180,7 +181,12 @@ class SpatialTransformer(nn.Module):
         return self._warp(U, theta)
 
     def _warp(self, U: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        size = self.out_size if self.out_size is not None else tuple(U.shape[2:])
+        if self.antialias and is_tracing():
+            raise ExportError("a SpatialTransformer with antialias=True cannot be traced or exported: it picks "
+                              "pyramid levels and tap counts from the data, so a trace would freeze those of the "
+                              "example input. Rebuild it with antialias=False and load the same state_dict "
+                              "(outputs then differ where the transform zooms out)")  # fmt: skip
+        size = self.out_size if self.out_size is not None else tuple(U.shape[2:])  # traced: follows the input
         grid = self.family.grid(theta, size, align_corners=self.align_corners)
         jacobian = None
         if self.antialias and self.family.has_matrix:
@@ -192,16 +198,26 @@ class SpatialTransformer(nn.Module):
                       jacobian=jacobian, deterministic=self.deterministic)
 
     def forward(
-        self, U: torch.Tensor, loc_input: torch.Tensor | None = None, *, return_theta: bool = False
+        self, U: torch.Tensor, loc_input: torch.Tensor | None = None, return_theta: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Transform ``U``. ``loc_input`` (default ``U``) is what the localisation net sees; with
         ``return_theta=True`` returns ``(V, theta)``. To log theta without changing calls use
-        :func:`torchstn.nn.record_theta`."""
+        :func:`torchstn.nn.record_theta`.
+
+        ``return_theta`` is not keyword-only: the TorchScript ONNX exporter (``dynamo=False``) passes every
+        argument's default positionally."""
         self._check_input(U)
         self._check_loc_input(U, loc_input)
         theta = self.predict_theta(U if loc_input is None else loc_input)
         V = self.warp(U, theta)
         return (V, theta) if return_theta else V
+
+    def __prepare_scriptable__(self):
+        """``torch.jit.script`` calls this on every module it compiles: refuse with a way out instead of
+        TorchScript's error about the transform family (a Python object that TorchScript cannot compile)."""
+        raise ExportError("SpatialTransformer cannot be compiled with torch.jit.script (its transform family is a "
+                          "Python object); use torch.jit.trace(model, example_input), torch.export or "
+                          "torch.onnx.export (see docs/deploy.md)")  # fmt: skip
 
     def extra_repr(self) -> str:
         return (f"family={self.family!r}, out_size={self.out_size}, mode={self.mode!r}, "

@@ -7,7 +7,6 @@ families with a matrix form also provide ``matrix(theta)``.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
@@ -21,6 +20,7 @@ from torchstn._checks import (
     keyword_options,
     look_up_option,
 )
+from torchstn._tracing import jit_tracing_paused
 from torchstn.errors import OptionError, ShapeError
 
 __all__ = ["TransformFamily", "register_transform", "get_transform", "list_transforms", "transform_options"]
@@ -37,9 +37,22 @@ class TransformFamily:
     #: Whether :meth:`matrix` exists.
     has_matrix: ClassVar[bool] = True
 
-    @functools.cached_property
+    @property
     def num_params(self) -> int:
-        return int(self.identity().numel())
+        """``P``, the length of ``theta``; computed once per family.
+
+        Not a ``functools.cached_property``: on Python <= 3.11 its first read takes a lock, which ``torch.compile``
+        cannot trace (``fullgraph=True`` of a module that never ran eagerly failed).
+        """
+        n = getattr(self, "_num_params", None)
+        if n is None:
+            if torch.jit.is_tracing():  # else the first of torch.jit.trace's two traces would record identity()
+                with jit_tracing_paused():
+                    n = int(self.identity().numel())
+            else:
+                n = int(self.identity().numel())
+            self._num_params = n
+        return n
 
     @property
     def spatial_rank(self) -> int:
