@@ -106,6 +106,21 @@ def test_jit_trace_every_family(family):
         torch.testing.assert_close(torch.jit.load(buffer)(x), st(x), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("family", ["affine", "affine3d"])
+def test_jit_trace_of_the_deterministic_sampler_saves(family):
+    """The gather-based sampler is a Python autograd Function eagerly; a trace records its plain gather instead."""
+    st, shape = fresh_st(family, deterministic=True, padding_mode="border")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(st, torch.rand(3, *shape))
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer)  # failed: Could not export Python function call '_GatherRows'
+    buffer.seek(0)
+    x = torch.rand(5, *shape)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(buffer)(x), st(x), atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize("family", ["affine", "projective"])
 def test_traced_out_size_follows_the_input(family, tmp_path):
     """``out_size=None`` means the input's size: the trace and the exported file keep it so, on another size."""

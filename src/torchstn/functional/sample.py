@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from torchstn._checks import check_finite as _check_finite
 from torchstn._checks import _compiling, check_bool, check_fill_value, check_float_tensor, check_rank, look_up_option
+from torchstn._tracing import is_tracing
 from torchstn.errors import OptionError, ShapeError
 
 __all__ = ["sample", "MODES", "PADDING_MODES"]
@@ -207,7 +208,10 @@ def _gather_sample(input, grid, mode, padding_mode, align_corners):
     rows = input.movedim(1, -1).reshape(B * S, C)  # (B * S, C): one row per input pixel, channels last
     if C == 1:
         rows = rows.view(-1)  # (B * S,): a 1-D gather and scatter are several times faster than of 1-wide rows
-    values = _GatherRows.apply(rows, index.view(-1)).view(K, -1, C)  # (K, B * N, C)
+    # a tracer records the plain gather (the forward is the same; a saved trace cannot hold a Python Function)
+    index = index.view(-1)
+    values = rows.index_select(0, index) if is_tracing() else _GatherRows.apply(rows, index)
+    values = values.view(K, -1, C)  # (K, B * N, C)
     out = (values * weight.view(K, -1, 1)).sum(0)  # (B * N, C)
     return out.view(B, -1, C).transpose(1, 2).reshape(B, C, *out_size)
 
