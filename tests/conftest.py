@@ -13,3 +13,39 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+#: The tiny training run the CLI and export tests start from: an ST-FCN on synthetic RTS digits (no MNIST download),
+#: a few ms per iteration on one thread.
+TINY_RUN = {
+    "model": {"name": "st_fcn", "transform": "affine", "hidden": [16, 16], "st_pool": True},
+    "data": {"variant": "RTS", "synthetic": 120},
+    "optim": {"schedule": "cpu", "lr": 0.005, "batch_size": 16, "iterations": 6, "warmup": 0},
+    "run": {"threads": 1, "log_every": 2},
+}
+
+
+def _toml(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return repr(value)
+
+
+@pytest.fixture(scope="session")
+def tiny_toml():
+    """``tiny_toml(**{"optim.iterations": 2, "model.st_pool": None})``: the TOML text of :data:`TINY_RUN` with
+    dotted keys replaced (``None`` drops a key)."""
+
+    def make(**overrides) -> str:
+        sections = {name: dict(values) for name, values in TINY_RUN.items()}
+        for key, value in overrides.items():
+            section, _, name = key.partition(".")
+            sections.setdefault(section, {})[name] = value
+        return "\n".join(f"[{name}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in values.items() if v is not None)
+                         for name, values in sections.items())
+
+    return make

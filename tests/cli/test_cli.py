@@ -9,34 +9,12 @@ import pytest
 
 from torchstn.cli import main
 
-TINY = """
-[model]
-name = "st_fcn"
-transform = "affine"
-hidden = [16, 16]
-st_pool = true
-
-[data]
-variant = "RTS"
-synthetic = 120
-
-[optim]
-schedule = "cpu"
-lr = 0.005
-batch_size = 16
-iterations = 6
-warmup = 0
-
-[run]
-threads = 1
-log_every = 2
-"""
 
 
 @pytest.fixture
-def tiny_config(tmp_path):
+def tiny_config(tmp_path, tiny_toml):
     path = tmp_path / "tiny.toml"
-    path.write_text(TINY)
+    path.write_text(tiny_toml())
     return path
 
 

@@ -8,33 +8,15 @@ import torch
 
 from torchstn.cli import main
 
-TINY = """
-[model]
-name = "st_fcn"
-transform = "affine"
-hidden = [8, 8]
-
-[data]
-variant = "RTS"
-synthetic = 120
-
-[optim]
-schedule = "cpu"
-batch_size = 8
-iterations = 2
-warmup = 0
-
-[run]
-threads = 1
-log_every = 1
-"""
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, tiny_toml):
     """A finished two-iteration run on synthetic digits (no MNIST needed)."""
     folder = tmp_path_factory.mktemp("cli_errors")
-    (folder / "tiny.toml").write_text(TINY)
+    (folder / "tiny.toml").write_text(
+        tiny_toml(**{"model.hidden": [8, 8], "model.st_pool": None, "optim.lr": None, "optim.batch_size": 8,
+                     "optim.iterations": 2, "run.log_every": 1}))
     assert main(["train", str(folder / "tiny.toml"), "--out", str(folder / "run"), "--quiet"]) == 0
     return folder / "run"
 

@@ -29,41 +29,16 @@ from torchstn.train import checkpoint as ckpt
 
 SRC = Path(torchstn.__file__).resolve().parents[1]
 
-# st_fcn on synthetic RTS digits: no download; about 5-10 ms per iteration on one thread. No periodic checkpoint
-# before the end: a resume can only come from the checkpoint the signal wrote.
-TINY = """
-[model]
-name = "st_fcn"
-transform = "affine"
-hidden = [16, 16]
-st_pool = true
-
-[data]
-variant = "RTS"
-synthetic = 120
-
-[optim]
-schedule = "cpu"
-lr = 0.005
-batch_size = 16
-iterations = 160
-warmup = 0
-
-[run]
-threads = 1
-log_every = 7
-checkpoint_every = 100000
-eval_every = 100
-eval_limit = 10
-"""
-
 _TIME_COLUMNS = ("img_per_s", "elapsed_s")
 
 
 @pytest.fixture
-def tiny_config(tmp_path):
+def tiny_config(tmp_path, tiny_toml):
+    """160 iterations of the tiny run (5-10 ms each on one thread) with no periodic checkpoint before the end: a
+    resume can only come from the checkpoint the signal wrote."""
     path = tmp_path / "tiny.toml"
-    path.write_text(TINY)
+    path.write_text(tiny_toml(**{"optim.iterations": 160, "run.log_every": 7, "run.checkpoint_every": 100000,
+                                 "run.eval_every": 100, "run.eval_limit": 10}))
     return path
 
 

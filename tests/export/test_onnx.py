@@ -112,36 +112,15 @@ def test_torchscript_exporter_and_metadata(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["st.onnx"]
 
 
-TINY = """
-[model]
-name = "st_fcn"
-transform = "affine"
-hidden = [16, 16]
-
-[data]
-variant = "RTS"
-synthetic = 40
-
-[optim]
-schedule = "cpu"
-batch_size = 8
-iterations = 2
-warmup = 0
-
-[run]
-threads = 1
-log_every = 1
-"""
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, tiny_toml):
     """A tiny trained run directory."""
     from torchstn.cli import main
 
     tmp = tmp_path_factory.mktemp("tiny")
     config = tmp / "tiny.toml"
-    config.write_text(TINY)
+    config.write_text(tiny_toml(**{"model.st_pool": None, "data.synthetic": 40, "optim.lr": None,
+                                   "optim.batch_size": 8, "optim.iterations": 2, "run.log_every": 1}))
     assert main(["train", str(config), "--out", str(tmp / "run"), "--quiet"]) == 0
     return tmp / "run"
 
