@@ -41,9 +41,10 @@ def _affine_grid_traceable(matrix: torch.Tensor, size: Sequence[int], align_corn
     module holding a Python Function cannot be saved.
     """
     n = len(size)
-    B = matrix.shape[0]
     axes = _axes(size, align_corners, matrix)
-    m = matrix.reshape(B, n, n + 1, *([1] * n))  # (B, n, n+1, 1, ..., 1)
+    # (B, n, n+1, 1, ..., 1) by indexing, not reshape(B, ...): torch 2.9's dynamo exporter guards a reshape by the
+    # traced batch size against a dynamic batch of 1 and fails
+    m = matrix[(..., *([None] * n))]
     coords = []
     for r in range(n):  # output coordinate r = sum_j m[r, j] * axis_j + m[r, n]
         acc = m[:, r, n] + m[:, r, 0] * axes[0]
