@@ -1,5 +1,7 @@
 """Fixtures shared by the test packages."""
 
+import signal
+
 import pytest
 import torch
 
@@ -49,3 +51,15 @@ def tiny_toml():
                          for name, values in sections.items())
 
     return make
+
+
+@pytest.fixture
+def foreground_signals():
+    """SIGINT and SIGTERM as in a foreground Python process for the test, restored after: pytest started as a
+    background job (``cmd &`` in a script, some CI runners) has SIGINT ignored, which the trainer respects."""
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGINT, before[0])
+    signal.signal(signal.SIGTERM, before[1])

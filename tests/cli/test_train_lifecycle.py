@@ -27,6 +27,8 @@ import torchstn
 from torchstn.cli import main
 from torchstn.train import checkpoint as ckpt
 
+from tests.fixtures.signals import default_signals_in_child
+
 SRC = Path(torchstn.__file__).resolve().parents[1]
 
 _TIME_COLUMNS = ("img_per_s", "elapsed_s")
@@ -63,7 +65,8 @@ def _interrupt(config: Path, out: Path, sig: int, delay: float, extra: list[str]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(SRC))
     with open(out.with_suffix(".err"), "w+") as err:
         proc = subprocess.Popen([sys.executable, "-m", "torchstn", "train", str(config), "--out", str(out), *extra],
-                                stdout=subprocess.DEVNULL, stderr=err, text=True, env=env)  # fmt: skip
+                                stdout=subprocess.DEVNULL, stderr=err, text=True, env=env,
+                                preexec_fn=default_signals_in_child)  # fmt: skip
         try:
             metrics = out / "metrics.csv"
             while proc.poll() is None and not (metrics.is_file() and metrics.read_text().count("\n") >= 2):

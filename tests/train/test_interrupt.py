@@ -19,7 +19,7 @@ from torchstn.train.trainer import fit
 
 from ._toy import toy_config, toy_datasets
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "foreground_signals")
 
 
 def _rows(run):
