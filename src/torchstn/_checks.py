@@ -179,10 +179,7 @@ def check_positive_int(name: str, value: object) -> int:
 
 
 def _compiling() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    if compiler is not None and hasattr(compiler, "is_compiling"):
-        return bool(compiler.is_compiling())
-    return False
+    return bool(torch.compiler.is_compiling())
 
 
 _AUTOCAST_DEVICES = ("cpu", "cuda")
@@ -200,10 +197,5 @@ def autocast_off(device: torch.device):
 
 
 def autocast_enabled(device: torch.device) -> bool:
-    """Whether autocast is on for ``device`` (works from torch 2.1, before ``is_autocast_enabled(device_type)``)."""
-    if device.type not in _AUTOCAST_DEVICES:
-        return False
-    try:
-        return bool(torch.is_autocast_enabled(device.type))
-    except TypeError:  # torch < 2.4
-        return bool(torch.is_autocast_cpu_enabled() if device.type == "cpu" else torch.is_autocast_enabled())
+    """Whether autocast is on for ``device``."""
+    return device.type in _AUTOCAST_DEVICES and bool(torch.is_autocast_enabled(device.type))

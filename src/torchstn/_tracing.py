@@ -28,8 +28,7 @@ def is_tracing() -> bool:
         >>> seen
         [True]
     """
-    exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.5
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or bool(exporting and exporting())
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or bool(torch.compiler.is_exporting())
 
 
 @contextlib.contextmanager
