@@ -189,7 +189,8 @@ def test_jit_trace_fresh_tps_with_cold_cache():
 
 
 def test_torch_export_with_a_dynamic_spatial_size():
-    """check_size rejected the SymInts of a dynamic height/width ('out_size must hold positive ints, got (s76, s73)')."""
+    """check_size rejected the SymInts of a dynamic height/width ('out_size must hold positive ints, got (s76,
+    s73)')."""
     dims = ({0: torch.export.Dim("batch"), 2: torch.export.Dim("h", min=2), 3: torch.export.Dim("w", min=2)},)
     st = size_free_st("affine")
     program = torch.export.export(st, (torch.rand(3, 2, 8, 8),), dynamic_shapes=dims)

@@ -1,4 +1,5 @@
-"""torch.compile parity of every paper model (and the 3D experiment's volume model): no graph breaks (``fullgraph=True``), same outputs and gradients.
+"""torch.compile parity of every paper model (and the 3D experiment's volume model): no graph breaks
+(``fullgraph=True``), same outputs and gradients.
 
 The ``eager`` backend checks what Dynamo traces (graph breaks, guards) in a second or two per model; one inductor
 case (slow) checks the generated code as well. Timings: ``benchmarks/bench_compile.py``.
