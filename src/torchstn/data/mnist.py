@@ -152,7 +152,7 @@ def _read_checked(path: Path) -> torch.Tensor:
         tensor = read_idx(path)
     except DataError as e:
         if in_cache:
-            raise DataError(f"{e}. The cached file is damaged: delete {path} and {_FETCH_HINT}.") from e
+            raise DataError(f"{e}. The cached file is damaged: {_FETCH_HINT} to download it again.") from e
         raise DataError(f"{e}. Replace {path} with an intact copy or delete it.") from e
     problem = _mismatch(path) if in_cache else None
     if problem is not None:
