@@ -24,6 +24,7 @@ from torchstn.errors import DTypeError, ShapeError
 
 __all__ = [
     "linspace_coords",
+    "axis_scale_shift",
     "identity_grid",
     "pixel_from_normalised",
     "normalised_from_pixel",
@@ -76,8 +77,13 @@ def identity_grid(
     return torch.stack(mesh[::-1], dim=-1).unsqueeze(0)  # (1, *size, n) with last dim (x, y[, z])
 
 
-def _axis_scale_shift(n: int, align_corners: bool) -> tuple[float, float]:
-    """Coefficients (a, b) with normalised = a * pixel + b along an axis of n pixels."""
+def axis_scale_shift(n: int, align_corners: bool) -> tuple[float, float]:
+    """Coefficients ``(a, b)`` with ``normalised = a * pixel + b`` along an axis of ``n`` pixels.
+
+    Example:
+        >>> axis_scale_shift(4, False), axis_scale_shift(4, True)
+        ((0.5, -0.75), (0.6666666666666666, -1.0))
+    """
     if align_corners:
         return (2.0 / (n - 1), -1.0) if n > 1 else (0.0, 0.0)
     return 2.0 / n, 1.0 / n - 1.0
@@ -99,7 +105,7 @@ def normalised_from_pixel(
     n = len(size)
     m = torch.eye(n + 1, dtype=dtype or torch.float64, device=device)
     for k, s in enumerate(reversed(tuple(size))):  # k=0 is x (width)
-        a, b = _axis_scale_shift(int(s), align_corners)
+        a, b = axis_scale_shift(int(s), align_corners)
         m[k, k] = a
         m[k, n] = b
     return m
@@ -112,7 +118,7 @@ def pixel_from_normalised(
     n = len(size)
     m = torch.eye(n + 1, dtype=dtype or torch.float64, device=device)
     for k, s in enumerate(reversed(tuple(size))):
-        a, b = _axis_scale_shift(int(s), align_corners)
+        a, b = axis_scale_shift(int(s), align_corners)
         if a == 0.0:
             raise ValueError("pixel_from_normalised: an axis of size 1 with align_corners=True has no inverse")
         m[k, k] = 1.0 / a
@@ -239,7 +245,7 @@ def grid_to_displacement(grid: torch.Tensor, align_corners: bool = False, order:
     ident = identity_grid(size, align_corners, device=grid.device, dtype=grid.dtype)
     scales = []
     for s in reversed(tuple(size)):  # x first
-        a, _ = _axis_scale_shift(int(s), align_corners)
+        a, _ = axis_scale_shift(int(s), align_corners)
         scales.append(1.0 / a if a != 0 else 0.0)
     scale = torch.tensor(scales, dtype=grid.dtype, device=grid.device)
     disp = (grid - ident) * scale  # (B, *size, n) in (x, y, z)
@@ -264,6 +270,6 @@ def displacement_to_grid(flow: torch.Tensor, align_corners: bool = False, order:
     disp = flow.movedim(1, -1)  # (B, *size, n)
     if order == "ij":
         disp = disp.flip(-1)
-    scales = [_axis_scale_shift(int(s), align_corners)[0] for s in reversed(tuple(size))]
+    scales = [axis_scale_shift(int(s), align_corners)[0] for s in reversed(tuple(size))]
     scale = torch.tensor(scales[:n], dtype=flow.dtype, device=flow.device)
     return identity_grid(size, align_corners, device=flow.device, dtype=flow.dtype) + disp * scale

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from torchstn._checks import check_float_tensor
-from torchstn.coords import _axis_scale_shift
+from torchstn.coords import axis_scale_shift
 from torchstn.errors import OptionError, ShapeError
-from torchstn.functional.sample import _check_args, _sample
+from torchstn.functional.reading import check_sample_args, read_padded
 
 __all__ = [
     "sample_antialiased",
@@ -54,7 +54,7 @@ TOLERANCE = 1e-3
 
 def _inv_scales(size: Sequence[int], align_corners: bool) -> list[float]:
     """Input pixels per normalised unit along (x, y[, z]) for an input of spatial ``size``."""
-    return [1.0 / a if a else 0.0 for a, _ in (_axis_scale_shift(int(s), align_corners) for s in reversed(size))]
+    return [1.0 / a if a else 0.0 for a, _ in (axis_scale_shift(int(s), align_corners) for s in reversed(size))]
 
 
 def _grid_edges(grid: torch.Tensor, in_size: Sequence[int], align_corners: bool) -> torch.Tensor:
@@ -118,7 +118,7 @@ def affine_jacobian(
     if matrix.dim() != 3 or n not in (2, 3) or matrix.shape[-1] != n + 1:
         raise ShapeError(f"affine matrix must be (B, 2, 3) or (B, 3, 4), got {tuple(matrix.shape)}")
     rows = torch.tensor(_inv_scales(in_size, align_corners), dtype=matrix.dtype, device=matrix.device)
-    cols = torch.tensor([_axis_scale_shift(int(s), align_corners)[0] for s in reversed(tuple(out_size))],
+    cols = torch.tensor([axis_scale_shift(int(s), align_corners)[0] for s in reversed(tuple(out_size))],
                         dtype=matrix.dtype, device=matrix.device)
     return rows.view(1, n, 1) * matrix[:, :, :n] * cols.view(1, 1, n)
 
@@ -286,7 +286,7 @@ def _sample_antialiased(input, grid, jac, padding_mode, align_corners, *, tap_sh
         return F.grid_sample(input, grid, mode="bilinear", padding_mode=padding_mode, align_corners=align_corners)
 
     offsets = None if spans is None else _tap_offsets(edges, spans, w, counts)  # (B, T, *out, n) input pixels
-    ab = [_axis_scale_shift(s, align_corners) for s in reversed(in_size)]  # normalised = a * pixel + b, per axis
+    ab = [axis_scale_shift(s, align_corners) for s in reversed(in_size)]  # normalised = a * pixel + b, per axis
     zeros = padding_mode == "zeros"
     reads = []
     img = input
@@ -353,12 +353,12 @@ def sample_antialiased(
         >>> sample_antialiased(stripes, identity_grid((4, 4)), tap_share=1.0)[0, 0, 0]  # 4x along x only
         tensor([0.5000, 0.5000, 0.5000, 0.5000])
     """
-    grid = _check_args(input, grid, "bilinear", padding_mode, fill_value, align_corners)
+    grid = check_sample_args(input, grid, "bilinear", padding_mode, fill_value, align_corners)
     if not float(tap_share) >= 1.0:
         raise OptionError(f"tap_share must be >= 1 input pixel (inf for a plain mip-map), got {tap_share!r}")
     if isinstance(max_taps, bool) or not isinstance(max_taps, int) or max_taps < 1:
         raise OptionError(f"max_taps must be a positive int, got {max_taps!r}")
-    return _antialiased(input, grid, padding_mode, fill_value, align_corners, jacobian, float(tap_share), max_taps)
+    return antialiased_sample(input, grid, padding_mode, fill_value, align_corners, jacobian, float(tap_share), max_taps)
 
 
 def _check_jacobian(jacobian: torch.Tensor | None, input: torch.Tensor, grid: torch.Tensor) -> torch.Tensor | None:
@@ -378,7 +378,7 @@ def _check_jacobian(jacobian: torch.Tensor | None, input: torch.Tensor, grid: to
     return jacobian.to(input.dtype).expand(B, *jacobian.shape[1:])
 
 
-def _antialiased(input, grid, padding_mode, fill_value, align_corners, jacobian, tap_share=TAP_SHARE,
+def antialiased_sample(input, grid, padding_mode, fill_value, align_corners, jacobian, tap_share=TAP_SHARE,
                  max_taps=MAX_TAPS):
     """Checked arguments (``grid`` batch == ``input`` batch) -> the anti-aliased sample, in the dtype of ``input``."""
     work = torch.promote_types(grid.dtype, input.dtype)
@@ -389,4 +389,4 @@ def _antialiased(input, grid, padding_mode, fill_value, align_corners, jacobian,
         j = None if jac is None else jac.to(grid.dtype)
         return _sample_antialiased(img, grid, j, padding, align_corners, tap_share=tap_share, max_taps=max_taps)
 
-    return _sample(x, g, "bilinear", padding_mode, fill_value, align_corners, read).to(input.dtype)
+    return read_padded(x, g, "bilinear", padding_mode, fill_value, align_corners, read).to(input.dtype)
