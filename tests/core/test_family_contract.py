@@ -118,3 +118,24 @@ def test_half_precision_grid_is_finite_and_close(name):
     g16 = family.grid(theta.to(torch.bfloat16), size)
     assert g16.dtype == torch.bfloat16 and torch.isfinite(g16).all()
     torch.testing.assert_close(g16.float(), g32, atol=2e-2, rtol=0)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_footprint_is_exact_for_matrix_families_and_left_to_the_grid_otherwise(name):
+    """An affine map's footprint is one Jacobian per sample; projective and TPS ones vary over the image (None: the
+    anti-aliased sampler estimates them from the grid)."""
+    from torchstn.functional.antialias import affine_jacobian, grid_jacobian
+
+    family = torchstn.get_transform(name)
+    torch.manual_seed(0)
+    theta = family.identity().expand(2, -1) + 0.1 * torch.randn(2, family.num_params)
+    in_size, out_size = ((16, 12), (5, 7)) if rank(name) == 2 else ((8, 10, 12), (3, 4, 5))
+    jac = family.footprint(theta, in_size, out_size)
+    matrix = family.matrix(theta) if family.has_matrix else None
+    if matrix is None or matrix.shape[-1] != matrix.shape[-2] + 1:
+        assert jac is None
+        return
+    torch.testing.assert_close(jac, affine_jacobian(matrix, in_size, out_size))
+    estimate = grid_jacobian(family.grid(theta, out_size).double(), in_size)  # an affine grid's differences agree
+    torch.testing.assert_close(estimate, jac.double().view(2, *[1] * len(out_size), *jac.shape[1:]).expand_as(estimate),
+                               atol=1e-5, rtol=0)  # fmt: skip

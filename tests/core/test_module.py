@@ -151,3 +151,21 @@ def test_module_moves_with_to_and_has_no_persistent_extras():
     assert st.head.identity.dtype == torch.float64
     out = st(torch.rand(1, 1, 8, 8, dtype=torch.float64))
     assert out.dtype == torch.float64
+
+
+def test_a_head_of_ones_own_replaces_the_default_one():
+    """``head=`` instead of replacing ``st.head`` after construction (co-localisation's window head does this)."""
+    loc = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 8 * 8, 4))
+    head = torch.nn.Linear(4, 3)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([0.5, 0.0, 0.0]))  # attention: the central half, zoomed in
+    st = torchstn.SpatialTransformer(loc, "attention", head=head)
+    x = torch.rand(2, 2, 8, 8)
+    v, theta = st(x, return_theta=True)
+    assert st.head is head and torch.equal(theta, torch.tensor([[0.5, 0.0, 0.0]] * 2))
+    torch.testing.assert_close(v, st.warp(x, theta))
+    with pytest.raises(torchstn.errors.OptionError, match="bound= and in_features= configure the default head"):
+        torchstn.SpatialTransformer(loc, "attention", head=head, bound=0.5)
+    with pytest.raises(torchstn.errors.OptionError, match="head must be a torch.nn.Module"):
+        torchstn.SpatialTransformer(loc, "attention", head=lambda f: f)

@@ -276,9 +276,8 @@ def localiser(in_size: Sequence[int] = (84, 84), window: Window = Window()) -> S
         nn.Linear(8 * h * w, 8), nn.ReLU(inplace=True),
         nn.Linear(8, 8), nn.ReLU(inplace=True),
     )  # fmt: skip
-    st = SpatialTransformer(loc, "attention", out_size=(CROP, CROP), in_features=8, antialias=window.antialias)
-    st.head = WindowHead(8, window.start_scale, window.coarse)
-    return st
+    return SpatialTransformer(loc, "attention", out_size=(CROP, CROP), antialias=window.antialias,
+                              head=WindowHead(8, window.start_scale, window.coarse))
 
 
 def random_crops(images: torch.Tensor, generator: torch.Generator, size: int = CROP) -> torch.Tensor:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 
 import torch
@@ -16,12 +15,12 @@ from torchstn._checks import (
     check_finite,
     check_float_tensor,
     check_keywords,
+    keyword_options,
     check_size,
     look_up_option,
 )
 from torchstn._tracing import is_tracing
 from torchstn.errors import ExportError, OptionError, ShapeError
-from torchstn.functional.antialias import affine_jacobian
 from torchstn.functional.sample import MODES, PADDING_MODES, sample
 from torchstn.nn.head import ThetaHead
 from torchstn.transforms import TransformFamily, get_transform
@@ -52,6 +51,9 @@ class SpatialTransformer(nn.Module):
         deterministic: passed to :func:`torchstn.sample`: ``True`` uses the sampler whose input gradient is
             deterministic on CUDA (bilinear / nearest, no antialias); ``None`` picks it under torch's deterministic
             mode on CUDA (see ``docs/determinism.md``).
+        head: a module mapping the localisation features ``(B, F)`` to ``theta (B, P)`` instead of the default
+            identity-initialised :class:`ThetaHead` (e.g. a head that keeps an attention window inside the image);
+            it should start at the family's identity.
         **transform_options: options of the family, e.g. ``grid_size=4`` for ``"tps"``.
 
     Calling it: ``st(U, loc_input=None, return_theta=False)``; ``loc_input`` (default ``U``) is what the
@@ -95,6 +97,7 @@ class SpatialTransformer(nn.Module):
         check_finite: bool = True,
         antialias: bool = False,
         deterministic: bool | None = None,
+        head: nn.Module | None = None,
         **transform_options,
     ):
         super().__init__()
@@ -123,9 +126,17 @@ class SpatialTransformer(nn.Module):
         self.deterministic = deterministic
         rank = self.family.spatial_rank
         self.out_size = None if out_size is None else check_size("out_size", out_size, rank)
+        self.localisation = localisation
+        if head is not None:
+            if not isinstance(head, nn.Module):
+                raise OptionError(f"head must be a torch.nn.Module mapping features to theta, got {type(head).__name__}")
+            if bound is not None or in_features is not None:
+                raise OptionError("bound= and in_features= configure the default head; with head= set them on your "
+                                  "own head")  # fmt: skip
+            self.head = head
+            return
         if in_features is None:
             in_features = getattr(localisation, "out_features", None)
-        self.localisation = localisation
         self.head = ThetaHead(in_features, self.family.identity(), bound)
 
     def _check_input(self, U: torch.Tensor) -> None:
@@ -188,11 +199,8 @@ class SpatialTransformer(nn.Module):
                               "(outputs then differ where the transform zooms out)")  # fmt: skip
         size = self.out_size if self.out_size is not None else tuple(U.shape[2:])  # traced: follows the input
         grid = self.family.grid(theta, size, align_corners=self.align_corners)
-        jacobian = None
-        if self.antialias and self.family.has_matrix:
-            matrix = self.family.matrix(theta)
-            if matrix.shape[-1] == matrix.shape[-2] + 1:  # affine: the exact per-sample footprint
-                jacobian = affine_jacobian(matrix, U.shape[2:], size, self.align_corners)
+        jacobian = self.family.footprint(theta, U.shape[2:], size, align_corners=self.align_corners) \
+            if self.antialias else None  # exact where the family knows it; else estimated from the grid
         return sample(U, grid, mode=self.mode, padding_mode=self.padding_mode, fill_value=self.fill_value,
                       align_corners=self.align_corners, check_finite=False, antialias=self.antialias,
                       jacobian=jacobian, deterministic=self.deterministic)
@@ -231,8 +239,7 @@ def _check_transform_options(transform: object, options: dict) -> None:
     if not options:
         return
     family_keys = family_options(transform) if isinstance(transform, str) else ()
-    params = list(inspect.signature(SpatialTransformer.__init__).parameters.values())[1:]  # without self
-    own = [p.name for p in params if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    own = list(keyword_options(SpatialTransformer.__init__, exclude=("self", "localisation")))
     takes = f"takes {list(family_keys)}" if family_keys else "takes no options"
     check_keywords(f"SpatialTransformer (transform {transform!r} {takes})", options, own + list(family_keys))
 

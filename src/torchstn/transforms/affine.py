@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from torchstn.functional.affine import affine_grid, transform_points_affine
+from torchstn.functional.antialias import affine_jacobian
 from torchstn.transforms.base import TransformFamily, register_transform
 
 __all__ = ["MatrixFamily", "Affine", "Attention", "Similarity", "Translation", "Affine3D", "Attention3D",
@@ -23,6 +24,16 @@ class MatrixFamily(TransformFamily):
     def transform_points(self, theta: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         theta = self.check_theta(theta, finite=False)
         return transform_points_affine(self.matrix(theta), self.check_points(points, theta.shape[0]))
+
+    def footprint(self, theta, in_size, out_size, *, align_corners=False):
+        """One footprint per sample: an affine map's Jacobian is constant over the image.
+
+        Example:
+            >>> Affine().footprint(torch.tensor([[2.0, 0, 0, 0, 2.0, 0]]), (16, 16), (8, 8))  # 4x zoom-out
+            tensor([[[4., 0.],
+                     [0., 4.]]])
+        """
+        return affine_jacobian(self.matrix(theta), in_size, out_size, align_corners)
 
 
 def _new(values: Sequence[float], dtype, device) -> torch.Tensor:

@@ -74,6 +74,14 @@ class TransformFamily:
         """Map output points ``(B, N, n)`` to the input points they read."""
         raise NotImplementedError
 
+    def footprint(
+        self, theta: torch.Tensor, in_size: Sequence[int], out_size: Sequence[int], *, align_corners: bool = False
+    ) -> torch.Tensor | None:
+        """The exact footprint ``d(input pixel) / d(output pixel)`` for anti-aliased sampling: ``(B, n, n)`` per
+        sample, or ``None`` where it varies over the image (the sampler then estimates it per pixel from the grid).
+        See :func:`torchstn.functional.antialias.affine_jacobian`."""
+        return None
+
     # -- validation shared by every family -------------------------------------------------------------------
     def check_theta(self, theta: object, *, finite: bool = True) -> torch.Tensor:
         """Validate ``theta`` as a float ``(B, P)`` tensor (optionally finite) and return it."""
