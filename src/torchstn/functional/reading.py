@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torchstn._checks import check_bool, check_fill_value, check_float_tensor, check_rank, look_up_option
 from torchstn.errors import OptionError, ShapeError
 
-__all__ = ["MODES", "PADDING_MODES", "check_sample_args", "read_padded"]
+__all__ = ["MODES", "PADDING_MODES", "check_deterministic", "check_sample_args", "read_padded"]
 
 MODES = ("bilinear", "nearest", "bicubic")
 PADDING_MODES = ("zeros", "border", "reflection", "fill")
@@ -78,3 +78,20 @@ def read_padded(input, grid, mode, padding_mode, fill_value, align_corners, read
     inside = read(input.new_ones((1, 1, *input.shape[2:])).expand(input.shape[0], 1, *input.shape[2:]), "zeros",
                   grid)  # (B, 1, *out): the weight of the taps inside the image
     return read(input, "zeros", grid) + fill * (1 - inside)
+
+
+def check_deterministic(deterministic: object, mode: str, antialias: bool) -> bool | None:
+    """Validate the ``deterministic`` option of a sampler (also at a module's construction, with the same message).
+
+    Example:
+        >>> check_deterministic(True, "bicubic", False)
+        Traceback (most recent call last):
+        ...
+        torchstn.errors.OptionError: deterministic=True supports mode='bilinear' and 'nearest' without antialias, got mode='bicubic', antialias=False
+    """
+    if deterministic not in (None, True, False):
+        raise OptionError(f"deterministic must be True, False or None, got {deterministic!r}")
+    if deterministic and (mode not in ("bilinear", "nearest") or antialias):
+        raise OptionError("deterministic=True supports mode='bilinear' and 'nearest' without antialias, got "
+                          f"mode={mode!r}, antialias={antialias}")
+    return deterministic  # type: ignore[return-value]

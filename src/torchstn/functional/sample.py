@@ -13,7 +13,7 @@ from torchstn._checks import check_finite as _check_finite
 from torchstn._tracing import is_tracing
 from torchstn.errors import OptionError
 from torchstn.functional.antialias import antialiased_sample
-from torchstn.functional.reading import MODES, PADDING_MODES, check_sample_args, read_padded
+from torchstn.functional.reading import MODES, PADDING_MODES, check_deterministic, check_sample_args, read_padded
 
 __all__ = ["sample", "MODES", "PADDING_MODES"]
 
@@ -119,13 +119,7 @@ def _use_gather(deterministic, input, grid, mode, antialias) -> bool:
         # F.grid_sample's CUDA backward raises under torch's deterministic mode (even for the grid gradient alone)
         return (input.is_cuda and mode != "bicubic" and not antialias and torch.are_deterministic_algorithms_enabled()
                 and torch.is_grad_enabled() and (input.requires_grad or grid.requires_grad))
-    if deterministic not in (True, False):
-        raise OptionError(f"deterministic must be True, False or None, got {deterministic!r}")
-    if deterministic and mode not in ("bilinear", "nearest"):
-        raise OptionError(f"deterministic=True supports mode='bilinear' and 'nearest', got mode={mode!r}")
-    if deterministic and antialias:
-        raise OptionError("deterministic=True is not available with antialias=True")
-    return bool(deterministic)
+    return bool(check_deterministic(deterministic, mode, antialias))
 
 
 def _gather_sample(input, grid, mode, padding_mode, align_corners):

@@ -21,6 +21,7 @@ from torchstn._checks import (
 )
 from torchstn._tracing import is_tracing
 from torchstn.errors import ExportError, OptionError, ShapeError
+from torchstn.functional.reading import check_deterministic
 from torchstn.functional.sample import MODES, PADDING_MODES, sample
 from torchstn.nn.head import ThetaHead
 from torchstn.transforms import TransformFamily, get_transform
@@ -118,12 +119,7 @@ class SpatialTransformer(nn.Module):
                               f"{self.family.name!r} works on volumes: use mode='bilinear' or 'nearest'")
         if self.antialias and self.mode != "bilinear":
             raise OptionError(f"antialias=True needs mode='bilinear', got mode={self.mode!r}")
-        if deterministic not in (None, True, False):
-            raise OptionError(f"deterministic must be True, False or None, got {deterministic!r}")
-        if deterministic and (self.mode == "bicubic" or self.antialias):
-            raise OptionError("deterministic=True needs mode='bilinear' or 'nearest' and antialias=False, got "
-                              f"mode={self.mode!r}, antialias={self.antialias}")
-        self.deterministic = deterministic
+        self.deterministic = check_deterministic(deterministic, self.mode, self.antialias)
         rank = self.family.spatial_rank
         self.out_size = None if out_size is None else check_size("out_size", out_size, rank)
         self.localisation = localisation

@@ -1,8 +1,9 @@
 """Transform families and their registry.
 
 A family turns a parameter vector ``theta (B, P)`` into a sampling grid. Every family provides ``num_params``,
-``identity()``, ``grid(theta, out_size)``, ``transform_points(theta, points)`` and the spatial ranks it supports;
-families with a matrix form also provide ``matrix(theta)``.
+``identity()``, ``grid(theta, out_size)``, ``transform_points(theta, points)``, ``footprint(theta, in_size,
+out_size)`` (the exact anti-aliasing footprint, or ``None`` to estimate it from the grid) and the spatial ranks it
+supports; families with a matrix form also provide ``matrix(theta)``.
 """
 
 from __future__ import annotations
