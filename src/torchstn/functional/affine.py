@@ -9,7 +9,7 @@ tracer keeps (the TorchScript ONNX exporter wrote a constant garbage grid from t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -33,41 +33,31 @@ def _axes(size: Sequence[int], align_corners: bool, like: torch.Tensor) -> list[
     return axes
 
 
-def _affine_grid_traceable(matrix: torch.Tensor, size: Sequence[int], align_corners: bool) -> torch.Tensor:
-    """The grid of :class:`_AffineGrid` from plain broadcast ops (autograd gives the backward).
-
-    Used while tracing: the legacy ONNX exporter inlines a custom autograd Function and loses the slice-by-slice
-    fill of its output buffer (it baked a constant garbage grid and dropped the localisation net), and a traced
-    module holding a Python Function cannot be saved.
-    """
+def _grid_coords(matrix: torch.Tensor, size: Sequence[int], align_corners: bool) -> Iterator[torch.Tensor]:
+    """The ``n`` output coordinates ``(B, *size)`` of the grid, one at a time (``coord_r = sum_j m[r, j] * axis_j +
+    m[r, n]``): the eager Function writes each into its output before the next is made."""
     n = len(size)
     axes = _axes(size, align_corners, matrix)
     # (B, n, n+1, 1, ..., 1) by indexing, not reshape(B, ...): torch 2.9's dynamo exporter guards a reshape by the
     # traced batch size against a dynamic batch of 1 and fails
     m = matrix[(..., *([None] * n))]
-    coords = []
-    for r in range(n):  # output coordinate r = sum_j m[r, j] * axis_j + m[r, n]
+    for r in range(n):
         acc = m[:, r, n] + m[:, r, 0] * axes[0]
         for j in range(1, n):
             acc = acc + m[:, r, j] * axes[j]
-        coords.append(acc)  # (B, *size)
-    return torch.stack(coords, dim=-1)  # (B, *size, n)
+        yield acc  # (B, *size)
 
 
 class _AffineGrid(torch.autograd.Function):
+    """The grid with a one-product backward (eager and ``torch.compile``). A tracer records :func:`_grid_coords`
+    stacked instead: the TorchScript ONNX exporter inlined this Function and lost the slice-by-slice fill of its
+    output buffer (a constant garbage grid, the localisation net dropped), and a saved trace cannot hold it."""
+
     @staticmethod
     def forward(matrix: torch.Tensor, size: tuple[int, ...], align_corners: bool) -> torch.Tensor:
-        n = len(size)
-        B = matrix.shape[0]
-        axes = _axes(size, align_corners, matrix)
-        grid = matrix.new_empty((B, *size, n))
-        m = matrix.unsqueeze(-1) if n == 2 else matrix.view(B, n, n + 1, 1, 1)
-        for r in range(n):  # output coordinate r = sum_j m[r, j] * axis_j + m[r, n]
-            rows = m[:, r].view(B, n + 1, *([1] * n))  # (B, n+1, 1, ..., 1)
-            acc = rows[:, n] + rows[:, 0] * axes[0]
-            for j in range(1, n):
-                acc = acc + rows[:, j] * axes[j]
-            grid[..., r] = acc
+        grid = matrix.new_empty((matrix.shape[0], *size, len(size)))
+        for r, coord in enumerate(_grid_coords(matrix, size, align_corners)):
+            grid[..., r] = coord
         return grid
 
     @staticmethod
@@ -118,7 +108,7 @@ def affine_grid(matrix: torch.Tensor, out_size: Sequence[int] | int, align_corne
     n = matrix.shape[1]
     size = check_size("out_size", out_size, n)
     if is_tracing():
-        return _affine_grid_traceable(matrix, size, bool(align_corners))
+        return torch.stack(list(_grid_coords(matrix, size, bool(align_corners))), dim=-1)  # (B, *size, n)
     return _AffineGrid.apply(matrix, size, bool(align_corners))
 
 
