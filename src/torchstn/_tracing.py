@@ -54,13 +54,11 @@ def static_size(size) -> tuple[int, ...]:
 def untraced() -> contextlib.ExitStack:
     """A context in which tensors are real and unrecorded, even inside a fake-tensor trace (``torch.export``, the
     dynamo ONNX exporter) or a ``torch.jit.trace``: what is built inside it is a constant of the traced graph."""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+    from torch.fx.experimental.proxy_tensor import disable_proxy_modes_tracing
+
     stack = contextlib.ExitStack()
     stack.enter_context(jit_tracing_paused())
-    try:
-        from torch._subclasses.fake_tensor import unset_fake_temporarily
-        from torch.fx.experimental.proxy_tensor import disable_proxy_modes_tracing
-    except ImportError:  # pragma: no cover - older torch
-        return stack
     stack.enter_context(unset_fake_temporarily())
     stack.enter_context(disable_proxy_modes_tracing())
     return stack

@@ -15,8 +15,8 @@ from torchstn._checks import (
     check_finite,
     check_float_tensor,
     check_keywords,
-    keyword_options,
     check_size,
+    keyword_options,
     look_up_option,
 )
 from torchstn._tracing import is_tracing
@@ -123,17 +123,16 @@ class SpatialTransformer(nn.Module):
         rank = self.family.spatial_rank
         self.out_size = None if out_size is None else check_size("out_size", out_size, rank)
         self.localisation = localisation
-        if head is not None:
-            if not isinstance(head, nn.Module):
-                raise OptionError(f"head must be a torch.nn.Module mapping features to theta, got {type(head).__name__}")
-            if bound is not None or in_features is not None:
-                raise OptionError("bound= and in_features= configure the default head; with head= set them on your "
-                                  "own head")  # fmt: skip
-            self.head = head
-            return
-        if in_features is None:
-            in_features = getattr(localisation, "out_features", None)
-        self.head = ThetaHead(in_features, self.family.identity(), bound)
+        if head is None:
+            if in_features is None:
+                in_features = getattr(localisation, "out_features", None)
+            head = ThetaHead(in_features, self.family.identity(), bound)
+        elif not isinstance(head, nn.Module):
+            raise OptionError(f"head must be a torch.nn.Module mapping features to theta, got {type(head).__name__}")
+        elif bound is not None or in_features is not None:
+            raise OptionError("bound= and in_features= configure the default head; with head= set them on your own "
+                              "head")  # fmt: skip
+        self.head = head
 
     def _check_input(self, U: torch.Tensor) -> None:
         check_float_tensor("input", U)
