@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from torchstn._checks import check_float_tensor
+from torchstn._checks import check_float_tensor, check_positive_int
 from torchstn.coords import axis_scale_shift
 from torchstn.errors import OptionError, ShapeError
 from torchstn.functional.reading import check_sample_args, read_padded
@@ -356,9 +356,9 @@ def sample_antialiased(
     grid = check_sample_args(input, grid, "bilinear", padding_mode, fill_value, align_corners)
     if not float(tap_share) >= 1.0:
         raise OptionError(f"tap_share must be >= 1 input pixel (inf for a plain mip-map), got {tap_share!r}")
-    if isinstance(max_taps, bool) or not isinstance(max_taps, int) or max_taps < 1:
-        raise OptionError(f"max_taps must be a positive int, got {max_taps!r}")
-    return antialiased_sample(input, grid, padding_mode, fill_value, align_corners, jacobian, float(tap_share), max_taps)
+    max_taps = check_positive_int("max_taps", max_taps)
+    return antialiased_sample(input, grid, padding_mode, fill_value, align_corners, jacobian, float(tap_share),
+                              max_taps)
 
 
 def _check_jacobian(jacobian: torch.Tensor | None, input: torch.Tensor, grid: torch.Tensor) -> torch.Tensor | None:
@@ -379,7 +379,7 @@ def _check_jacobian(jacobian: torch.Tensor | None, input: torch.Tensor, grid: to
 
 
 def antialiased_sample(input, grid, padding_mode, fill_value, align_corners, jacobian, tap_share=TAP_SHARE,
-                 max_taps=MAX_TAPS):
+                       max_taps=MAX_TAPS):
     """Checked arguments (``grid`` batch == ``input`` batch) -> the anti-aliased sample, in the dtype of ``input``."""
     work = torch.promote_types(grid.dtype, input.dtype)
     x, g = input.to(work), grid.to(work)

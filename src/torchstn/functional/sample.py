@@ -17,7 +17,6 @@ from torchstn.functional.reading import MODES, PADDING_MODES, check_deterministi
 
 __all__ = ["sample", "MODES", "PADDING_MODES"]
 
-
 Mode = Literal["bilinear", "nearest", "bicubic"]
 PaddingMode = Literal["zeros", "border", "reflection", "fill"]
 
