@@ -86,10 +86,14 @@ def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
     Returns:
         The lowercase hex digest.
     """
-    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
+        return _stream_digest(f, algorithm)
+
+
+def _stream_digest(f, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
+    for chunk in iter(lambda: f.read(_CHUNK), b""):
+        h.update(chunk)
     return h.hexdigest()
 
 
@@ -100,17 +104,14 @@ def content_digest(path: str | os.PathLike[str], algorithm: str = "sha256") -> s
     Raises:
         DataError: If the file is a corrupt or truncated gzip stream.
     """
-    h = hashlib.new(algorithm)
     with open(path, "rb") as raw:
         is_gz = raw.read(2) == b"\x1f\x8b"
         raw.seek(0)
         try:
             with gzip.GzipFile(fileobj=raw) if is_gz else contextlib.nullcontext(raw) as f:
-                for chunk in iter(lambda: f.read(_CHUNK), b""):
-                    h.update(chunk)
+                return _stream_digest(f, algorithm)
         except (EOFError, zlib.error, gzip.BadGzipFile) as e:
             raise DataError(f"{path}: corrupt or truncated gzip data ({e})") from e
-    return h.hexdigest()
 
 
 def _temp_name(dest: Path) -> Path:
