@@ -4,7 +4,7 @@ Question: how much slower is one SGD training step of ST-CNN Multi (an affine ST
 layers) than the paper's 11-layer CNN? Goal: at most 10% slower on CPU, batch 32, 64x64 inputs.
 
 Implementations, timed interleaved in the same process (see ``benchmarks/README.md``): ``cnn``, ``st_single``,
-``st_multi`` at the paper's widths (``torchstn.models.svhn``), train mode (dropout 0.5 on), one step =
+``st_multi`` at the paper's widths (``torchstn.experiments.svhn.models``), train mode (dropout 0.5 on), one step =
 ``zero_grad`` + forward + the 5-head sequence loss + backward + ``SGD.step`` (momentum 0.9, weight decay 5e-4,
 localisation lr / 10). The transformers' regression weights are perturbed off zero so that theta is not the identity
 (the sampling cost is the same either way, but the localisation nets' backward is then non-trivial).
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 from _common import Method, fmt_ms, fmt_ratio, paired_ratio, table, time_interleaved  # noqa: E402
 
-from torchstn.models.svhn import sequence_loss, svhn_cnn, svhn_st_cnn_multi, svhn_st_cnn_single  # noqa: E402
+from torchstn.experiments.svhn.models import sequence_loss, svhn_cnn, svhn_st_cnn_multi, svhn_st_cnn_single  # noqa: E402
 from torchstn.nn import param_groups  # noqa: E402
 
 IMPLS = {"cnn": svhn_cnn, "st_single": svhn_st_cnn_single, "st_multi": svhn_st_cnn_multi}

@@ -260,10 +260,10 @@ def torchstn_argv(command: str, variables: dict[str, str] | None = None) -> list
 
 def check_command(argv: list[str]) -> str | None:
     """Parse ``torchstn ARGV`` with the real parser (nothing runs); the error text, or None if it is accepted."""
-    from torchstn.cli import get_args_parser
+    from torchstn.experiments.cli import get_args_parser
     from torchstn.errors import TorchstnError
-    from torchstn.train.config_io import load_config, packaged_configs
-    from torchstn.train.reproduce import EXPERIMENTS, experiment_cells
+    from torchstn.experiments.engine.config_io import load_config, packaged_configs
+    from torchstn.experiments.reproduce import EXPERIMENTS, experiment_cells
 
     err = io.StringIO()
     try:
@@ -332,7 +332,7 @@ def test_torchstn_commands_parse(page):
 
 @pytest.mark.parametrize("page", CODE_PAGES, ids=_rel)
 def test_toml_config_blocks_load(page, tmp_path):
-    from torchstn.train.config_io import load_config
+    from torchstn.experiments.engine.config_io import load_config
 
     for b in read_page(page)[0]:
         if b.lang == "toml" and "[model]" in b.text and "skip" not in b.markers:

@@ -2,7 +2,7 @@
 
 import sys
 
-from torchstn.cli import main
+from torchstn.experiments.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -35,7 +35,7 @@ outputs then differ where the transform zooms out). The paper models (``fcn``, `
 ``_2x`` variants, ``tutorial_stn``) export whole. The ``check_finite`` test on theta is not in the exported graph:
 a non-finite theta gives NaN outputs instead of an error.
 
-The command line is ``torchstn export CHECKPOINT`` (:mod:`torchstn.cli.export`); see ``docs/deploy.md``.
+The command line is ``torchstn export CHECKPOINT`` (:mod:`torchstn.experiments.cli.export`); see ``docs/deploy.md``.
 """
 
 from __future__ import annotations

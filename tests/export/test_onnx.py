@@ -115,7 +115,7 @@ def test_torchscript_exporter_and_metadata(tmp_path):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, tiny_toml):
     """A tiny trained run directory."""
-    from torchstn.cli import main
+    from torchstn.experiments.cli import main
 
     tmp = tmp_path_factory.mktemp("tiny")
     config = tmp / "tiny.toml"
@@ -126,7 +126,7 @@ def run(tmp_path_factory, tiny_toml):
 
 
 def test_cli(run, tmp_path, capsys):
-    from torchstn.cli import main
+    from torchstn.experiments.cli import main
 
     assert main(["export", str(run), "-n", "4"]) == 0
     out = capsys.readouterr().out
@@ -149,7 +149,7 @@ def test_cli_format_from_suffix_metadata_and_messages(run, tmp_path, capsys):
     """#27: --out x.pt2 wrote ONNX into it; the --atol failure named the temporary. #28: the file says what it takes."""
     import onnx
 
-    from torchstn.cli import main
+    from torchstn.experiments.cli import main
 
     assert main(["export", str(run), "-n", "2", "--out", str(tmp_path / "m.pt2")]) == 0
     in_shape = torch.load(run / "last.pt", weights_only=False)["in_shape"]

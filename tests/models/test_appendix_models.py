@@ -11,9 +11,9 @@ from torchstn.data.datasets import MNISTAddition, Volume3D, synthetic_digits
 from torchstn.errors import OptionError, ShapeError
 from torchstn.models import build_model, count_parameters, model_spatial_dims
 from torchstn.nn import param_groups
-from torchstn.train.config import from_dict
-from torchstn.train.config_io import load_config
-from torchstn.train.trainer import fit
+from torchstn.experiments.engine.config import from_dict
+from torchstn.experiments.engine.config_io import load_config
+from torchstn.experiments.engine.trainer import fit
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -133,7 +133,7 @@ def test_st3d_learns_on_small_volumes():
 
 def test_pictures_of_both_addition_transformers_and_of_a_volume_model(tmp_path):
     pytest.importorskip("matplotlib")
-    from torchstn import viz
+    from torchstn.experiments import viz
 
     model = build_model("st_fcn_2x", in_shape=(2, 42, 42), num_classes=19, transform="affine", st_pool=True)
     _, views = viz.transformer_views(model, torch.rand(3, 2, 42, 42))

@@ -25,11 +25,10 @@ from torchstn.data.distortions import (
 )
 from torchstn.data.idx import read_idx, write_idx
 from torchstn.data.mnist import fetch_mnist, load_mnist
-from torchstn.data.show import save_samples_figure
 
 __all__ = [
     "load_mnist", "fetch_mnist", "read_idx", "write_idx",
     "DistortedMNIST", "MNISTAddition", "CoLocalisation", "Volume3D", "TensorFile", "TEST_SEED", "synthetic_digits",
     "DISTORTIONS", "VARIANTS", "Distortion", "Plain", "Rotate", "RotateTranslateScale", "ProjectiveJitter", "Elastic",
-    "TranslateClutter", "Extrude3D", "get_distortion", "save_samples_figure",
+    "TranslateClutter", "Extrude3D", "get_distortion",
 ]

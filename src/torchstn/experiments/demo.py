@@ -1,0 +1,128 @@
+"""The README demo: fetch MNIST, train an ST-CNN (affine) on RTS within a minutes budget, evaluate, draw.
+
+The budget covers everything from the call on: fetching, building the data sets (rendering the fixed test set),
+a short throughput calibration, training, the evaluation on the whole 10,000-image fixed RTS test set and the
+figure. Training gets what is left after an estimate of the rest, as ``run.time_limit``; the ``demo`` schedule runs on
+that clock (``optim.clock = "time"``: warm-up then cosine decay over the minutes, however busy the machine is). The
+calibration times a few iterations on a throw-away copy of the model to estimate ``optim.iterations``, which only
+sets the schedule's scale: the warm-up is 5% of it. The resolved config is saved in the run directory.
+
+Running the demo again into the same directory replaces the earlier demo run there (and says so); a directory that
+holds any other run is refused, as ``torchstn train`` refuses it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+import torch.nn.functional as F
+
+from torchstn.experiments.engine.config import TrainConfig
+from torchstn.experiments.engine.config_io import apply_overrides, load_config
+from torchstn.experiments.engine.data import batch_indices, build_datasets, data_generator
+from torchstn.experiments.engine.schedules import build_optimizer, resolve
+from torchstn.experiments.engine.trainer import build_model, fit
+
+__all__ = ["run_demo", "calibrate", "PAPER_RTS"]
+
+#: Paper, Table 1, RTS column (% test error).
+PAPER_RTS = {"ST-CNN": 0.5, "CNN": 0.8}
+_EVAL_COST = 0.4  # one test image costs about this fraction of a training image (forward only)
+_MARGIN_S = 15.0  # starting Python and torch, the figure, checkpoint and result files
+
+
+def calibrate(cfg: TrainConfig, train_set, steps: int = 5, warmup: int = 2) -> float:
+    """Seconds per training iteration of ``cfg``: the fastest of ``steps`` timed iterations after ``warmup`` untimed
+    ones (the first iterations set up kernels and allocators), on a throw-away model with data from a throw-away
+    generator, so the real run is untouched."""
+    cfg = resolve(cfg)
+    model = build_model(cfg, tuple(train_set.image_shape), int(train_set.num_classes))
+    model = copy.deepcopy(model).to(cfg.run.device).train()
+    opt = build_optimizer(model, cfg.optim)
+    gen = data_generator(cfg.run.seed + 12345)
+    times = []
+    for step in range(steps + warmup):
+        t = time.perf_counter()
+        images, labels = train_set.batch(batch_indices(step, cfg.optim.batch_size, len(train_set), 99), gen)
+        loss = F.cross_entropy(model(images.to(cfg.run.device)), labels.to(cfg.run.device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step >= warmup:
+            times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def _a_demo(out: str | Path) -> bool:
+    """Whether ``out`` holds an earlier demo run (its config was written by ``torchstn demo``)."""
+    config = Path(out) / "config.toml"
+    try:
+        with open(config) as f:
+            return "; torchstn demo " in f.readline()
+    except OSError:
+        return False
+
+
+def run_demo(minutes: float = 5.0, out: str | Path = "runs/demo", *, threads: int | None = None,
+             overrides: list[str] | tuple[str, ...] = (), progress: bool = True,
+             stream: TextIO | None = None) -> dict[str, Any]:  # fmt: skip
+    """Run the demo end to end within ``minutes`` (see the module docstring) and return the training result, with
+    ``total_s`` (the whole demo) and ``figure`` added.
+    """
+    t0 = time.monotonic()
+    say = lambda msg: print(msg, file=stream or sys.stdout, flush=True)  # noqa: E731
+    if threads:
+        torch.set_num_threads(threads)
+    from torchstn.data.mnist import fetch_mnist
+
+    say(f"MNIST: {fetch_mnist()}")
+    cfg = apply_overrides(load_config("demo"), [f"run.out={out}", *overrides])
+    t = time.monotonic()
+    train_set, test_set = build_datasets(cfg)
+    test_set.batch(torch.arange(1))  # render the fixed test set now, so that its time is not taken from training
+    say(f"data: RTS {tuple(train_set.image_shape)}, {len(train_set):,} training digits re-distorted every batch, "
+        f"{len(test_set):,} fixed test images ({time.monotonic() - t:.1f} s)")  # fmt: skip
+    if threads:
+        s_per_iter = calibrate(cfg, train_set)
+    else:  # fewest threads can win: on a small or busy machine, threads that wait for each other cost time
+        timings = {}
+        for n in sorted({1, torch.get_num_threads()}):
+            torch.set_num_threads(n)
+            timings[n] = calibrate(cfg, train_set)
+        threads = min(timings, key=timings.get)
+        s_per_iter = timings[threads]
+        torch.set_num_threads(threads)
+        tried = ", ".join(f"{n}: {t * 1000:.0f} ms" for n, t in timings.items())
+        say(f"threads: {tried} per iteration -> {threads}")
+    bs = resolve(cfg).optim.batch_size
+    eval_s = _EVAL_COST * s_per_iter / bs * len(test_set)
+    budget = minutes * 60 - (time.monotonic() - t0) - eval_s - _MARGIN_S
+    iterations = max(50, int(budget / s_per_iter))
+    say(f"calibration: {s_per_iter * 1000:.0f} ms per iteration of {bs} ({bs / s_per_iter:.0f} img/s) -> "
+        f"{iterations:,} iterations (~{iterations * bs / len(train_set):.1f} epochs) in {max(budget, 0) / 60:.1f} min")
+    cfg = apply_overrides(cfg, [f"optim.iterations={iterations}", f"optim.warmup={max(1, iterations // 20)}",
+                                f"run.time_limit={max(budget, 5) / 60:.4f}"])  # fmt: skip
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, threads=threads))
+    result = fit(cfg, out, progress=progress, stream=stream, datasets=(train_set, test_set), overwrite=_a_demo(out),
+                 command=f"torchstn demo --minutes {minutes:g} --out {out}")  # fmt: skip
+    figure = Path(out) / "st.png"
+    from torchstn.experiments import viz
+    from torchstn.experiments.engine.runs import load_run
+
+    _, model, _ = load_run(out)
+    images, labels = test_set.batch(torch.arange(8))
+    viz.st_figure(model, images, figure, labels=labels, title="ST-CNN (affine) on RTS: inputs with the sampling "
+                  "grid, and the transformer's outputs")  # fmt: skip
+    total = time.monotonic() - t0
+    say("")
+    say(f"RTS test error ({result['test_images']:,} images): ours {result['test_error']:.2f}% after "
+        f"{total / 60:.1f} min on {result['device']}")
+    say(f"paper (150k iterations): ST-CNN {PAPER_RTS['ST-CNN']}%, CNN {PAPER_RTS['CNN']}%")
+    say(f"figure: {figure}   run: {out}")
+    return {**result, "total_s": total, "figure": str(figure)}

@@ -1,0 +1,245 @@
+"""The training loop: :func:`fit` runs a config end to end; :func:`train_steps` and :func:`evaluate` are its parts
+(in :mod:`torchstn.experiments.engine.steps`, re-exported here).
+
+The loop itself, with its evaluations, checkpoints and stops, is a :class:`~torchstn.experiments.engine.session.Session`.
+A run directory holds ``config.toml`` (the resolved config), ``metrics.csv``, ``last.pt`` (the latest checkpoint,
+written atomically) and, once finished, ``result.json``; with ``gif=True`` also ``gif/`` frames and ``st.gif``.
+``fit(..., resume=True)`` continues from ``last.pt`` exactly: same batches, same distortions, same losses (bitwise on
+CPU), also after SIGINT or SIGTERM, which stop at an iteration boundary (:mod:`torchstn.experiments.engine.signals`).
+
+Under ``torchrun`` the model is wrapped in ``DistributedDataParallel`` and ``optim.batch_size`` is the global batch
+(:mod:`torchstn.experiments.engine.distributed` says how it is split and seeded); rank 0 alone logs, evaluates and checkpoints.
+``run.amp`` (``off``, ``bf16``, ``fp16``) runs the forward pass under :func:`torch.autocast`; the loss is computed in
+float32 and ``fp16`` scales it with a :class:`torch.amp.GradScaler` (checkpointed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+from torch import nn
+
+from torchstn.errors import ConfigError
+from torchstn.experiments.engine import checkpoint as ckpt
+from torchstn.experiments.engine import distributed as dist
+from torchstn.experiments.engine import runs
+from torchstn.experiments.engine.config import AMP_MODES, TrainConfig, from_dict, to_dict
+from torchstn.experiments.engine.config_io import to_toml
+from torchstn.experiments.engine.data import build_datasets
+from torchstn.experiments.engine.steps import RunState, build_model, check_amp, count_parameters, evaluate, train_steps
+from torchstn.experiments.engine.schedules import build_optimizer, build_scheduler, resolve
+from torchstn.experiments.engine.session import Session
+from torchstn.experiments.engine.signals import StopRequest
+
+__all__ = ["fit", "config_differences", "train_steps", "evaluate", "build_model", "count_parameters", "RunState",
+           "RESUMABLE_RUN_KEYS", "AMP_MODES"]
+
+# run.* fields a resumed run may change (they do not change what is computed)
+RESUMABLE_RUN_KEYS = ("device", "threads", "eval_every", "eval_limit", "eval_batch_size", "log_every",
+                      "checkpoint_every", "time_limit", "out", "dist_timeout")  # fmt: skip
+
+
+def config_differences(saved: TrainConfig, given: TrainConfig) -> list[str]:
+    """The ``section.field`` names in which two configs differ in what they compute (the ``run`` fields of
+    :data:`RESUMABLE_RUN_KEYS` do not count). ``given`` is resolved first, as :func:`fit` does."""
+    a, b = to_dict(saved), to_dict(resolve(given))
+    return [f"{s}.{k}" for s in a for k in a[s] if a[s][k] != b[s][k] and not (s == "run" and k in RESUMABLE_RUN_KEYS)]
+
+
+def _check_resume_config(saved: TrainConfig, given: TrainConfig) -> TrainConfig:
+    """The saved config with the ``run`` fields a resume may change taken from ``given``; anything else differing is
+    an error (resuming a different experiment into the same directory)."""
+    diff = config_differences(saved, given)
+    if diff:
+        raise ConfigError(f"cannot resume: the config differs from the checkpoint's in {', '.join(diff)}; "
+                          "use another --out or the same config")  # fmt: skip
+    return dataclasses.replace(saved, run=given.run)
+
+
+def fit(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool | str = False, overwrite: bool = False,
+        gif: bool = False, progress: bool = True, stop_after: int | None = None, stream: TextIO | None = None,
+        command: str | None = None, datasets: tuple[Any, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Train ``cfg`` (resolving its schedule), evaluate on the full test set and write the run directory.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) every process calls this; it joins the process group
+    (:func:`torchstn.experiments.engine.distributed.setup`), trains with DistributedDataParallel, and rank 0 alone writes the run
+    directory and evaluates while the others wait.
+
+    SIGINT (Ctrl-C) and SIGTERM stop training cleanly (:mod:`torchstn.experiments.engine.signals`): the iteration under way is
+    finished (an evaluation is abandoned between two batches), the checkpoint of that iteration boundary is written,
+    and :class:`~torchstn.experiments.engine.signals.TrainingInterrupted` is raised; ``resume=True`` then continues exactly as if
+    nothing had happened. A second signal stops at once, without a checkpoint.
+
+    Args:
+        cfg: the config; ``optim`` fields left unset come from its schedule.
+        out_dir: run directory (default ``cfg.run.out``, else ``runs/run``).
+        resume: ``True``: continue from ``<out_dir>/last.pt``, which must exist; ``"auto"``: continue from it if it
+            exists, else start afresh (clearing what an earlier try left there); ``False``: a new run, into a
+            directory that holds no run unless ``overwrite``.
+        overwrite: delete the run ``out_dir`` holds (:func:`torchstn.experiments.engine.runs.clear_run`) and start afresh.
+        gif: save the transformer's outputs at each evaluation and write ``st.gif`` at the end.
+        progress: show a progress bar / progress lines.
+        stop_after: stop (checkpointed, not evaluated) after this iteration, as if interrupted.
+        stream: where messages go (default stdout).
+        command: the command line recorded in ``result.json``.
+        datasets: ``(train_set, test_set)`` already built for ``cfg`` (default: built from ``cfg.data``).
+
+    Returns:
+        The result dict written to ``result.json`` (``test_error``, ``test_loss``, ``parameters``, ``steps``,
+        ``wall_s``, ...), or with ``stop_after`` a dict with ``"stopped": True`` and the step; the same on every rank.
+
+    Raises:
+        ConfigError: a bad ``run.amp`` / ``run.device`` for this machine, a global batch that the processes cannot
+            share evenly, a resume into a run directory of a different experiment or without a checkpoint, or a new
+            run into a directory that holds one (without ``overwrite``).
+        TrainingInterrupted: a signal stopped the run (a ``KeyboardInterrupt``; its ``step`` is the checkpoint's).
+    """
+    t0 = time.monotonic()
+    out = Path(out_dir or cfg.run.out or "runs/run")
+    cfg = resolve(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=str(out))))
+    device = dist.setup(cfg.run.device, cfg.run.dist_timeout)  # joins torchrun's process group, if any
+    main, world = dist.is_main(), dist.world_size()
+    progress = progress and main
+    say = (lambda msg: print(msg, file=stream or sys.stdout, flush=True)) if progress else (lambda msg: None)
+    saved = _open_run_dir(out, resume, overwrite, say)
+    if saved is not None:
+        cfg = _check_resume_config(from_dict(saved["config"]), cfg)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    if cfg.run.deterministic:
+        torch.use_deterministic_algorithms(True)
+    check_amp(cfg.run.amp, device)
+    dist.split_batch(cfg.optim.batch_size, world)
+    if datasets is None:
+        with dist.main_first():  # rank 0 fetches and caches the data, then the others read it
+            datasets = build_datasets(cfg, test=main)
+    state = _new_state(cfg, datasets[0], device)
+    if saved is not None:
+        _restore(state, saved)
+        saved_world = int(saved.get("world_size", 1))
+        say(f"resuming {out} at iteration {state.step}" + ("" if saved_world == world else
+            f" with {world} processes where the checkpoint's run had {saved_world}: the same batches, but no longer "
+            "the distortions of an uninterrupted run"))  # fmt: skip
+    if world > 1:
+        state.net = nn.parallel.DistributedDataParallel(state.model,
+                                                        device_ids=[device] if device.type == "cuda" else None)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        header = f"torchstn run config (resolved); {command or ''}".strip()
+        (out / "config.toml").write_text(to_toml(cfg, header=header))
+    session = Session(state, out, datasets[1], say=say, progress=progress, stream=stream, gif=gif,
+                       resumed=saved is not None, resumed_final=bool(saved and saved.get("final")))  # fmt: skip
+    with StopRequest(notice=main) as stop:  # from the opening line on, a signal stops at an iteration boundary
+        say(_describe(state, session.in_shape, world))
+        stop.out, stop.last_saved = str(out), state.step if saved is not None else None
+        state.stop = stop
+        try:
+            stopped = session.train(stop_after)
+            if stopped is not None:
+                return stopped
+            res = session.final_evaluation()
+        finally:
+            session.close()
+    train_s = state.elapsed()
+    result = None
+    if main:
+        total, loc = count_parameters(state.model)
+        result = {"test_error": res["error"], "test_loss": res["loss"], "test_images": res["n"], "steps": state.step,
+                  "iterations": cfg.optim.iterations, "completed": session.completed, "parameters": total,
+                  "localisation_parameters": loc, "train_s": train_s, "wall_s": time.monotonic() - t0,
+                  "device": _device_name(device), "threads": torch.get_num_threads(), "processes": world,
+                  "amp": cfg.run.amp, "command": command or "", "version": ckpt.code_version(),
+                  "config": to_dict(cfg)}  # fmt: skip
+        (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        say(f"test error {res['error']:.2f}% on {res['n']:,} images after {state.step:,} iterations "
+            f"({train_s / 60:.1f} min training); run directory {out}")
+    return dist.broadcast_object(result)
+
+
+def _open_run_dir(out: Path, resume: bool | str, overwrite: bool, say: Callable[[str], None]) -> dict | None:
+    """The checkpoint to resume from (``None``: a fresh run), after the checks of ``resume`` and ``overwrite``
+    against what ``out`` holds. Rank 0 looks and tells the others (no shared file system needed)."""
+    if resume not in (False, True, "auto"):
+        raise ConfigError(f"resume must be True, False or 'auto', got {resume!r}")
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in OUT and --overwrite deletes it: choose one")
+    main, last = dist.is_main(), out / "last.pt"
+    if resume:
+        saved = dist.broadcast_object(ckpt.load_checkpoint(last) if main and last.is_file() else None)
+        if saved is not None:
+            return saved
+        if resume is True:
+            raise ConfigError(f"cannot resume: {out} holds no checkpoint ({last} does not exist); check --out, or "
+                              "train without --resume to start afresh")  # fmt: skip
+        overwrite = True  # "auto": what an earlier try left there without a checkpoint is replaced
+    found = dist.broadcast_object(runs.run_files(out) if main else None)
+    if found and not overwrite:
+        raise ConfigError(f"{out} already holds a run ({', '.join(found)}): train into a new directory (--out NEW), "
+                          "continue it (--resume) or replace it (--overwrite)")  # fmt: skip
+    if found and main:
+        runs.clear_run(out)
+        say(f"replacing the run in {out} (deleted {', '.join(found)})")
+    return None
+
+
+def _new_state(cfg: TrainConfig, train_set, device: torch.device) -> RunState:
+    """A fresh run: seeded, the model built and on ``device``, optimiser, scheduler, this rank's data generator."""
+    in_shape, num_classes = tuple(train_set.image_shape), int(train_set.num_classes)
+    torch.manual_seed(cfg.run.seed)
+    random.seed(cfg.run.seed)
+    model = build_model(cfg, in_shape, num_classes).to(device)
+    optimizer = build_optimizer(model, cfg.optim)
+    return RunState(cfg, model, optimizer, build_scheduler(optimizer, cfg.optim), train_set,
+                    dist.rank_generator(cfg.run.seed, dist.rank()), device, amp=cfg.run.amp,
+                    scaler=torch.amp.GradScaler(device.type) if cfg.run.amp == "fp16" else None)  # fmt: skip
+
+
+def _restore(state: RunState, saved: dict[str, Any]) -> None:
+    """Load a checkpoint into a fresh ``state``: weights, optimiser, scheduler, random states, step, time, the
+    training-loss window since the last log row, and an evaluation a stop abandoned."""
+    rank, world = dist.rank(), dist.world_size()
+    state.model.load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    ckpt.set_rng_state(saved["rng"], state.generator, rank=rank)
+    if state.scaler is not None and "scaler" in saved:
+        state.scaler.load_state_dict(saved["scaler"])
+    state.step, state.elapsed_before = int(saved["step"]), float(saved["elapsed_s"])
+    windows = saved.get("windows")
+    if windows and len(windows) == world:
+        state.window[:] = list(windows[rank])
+    elif windows and rank == 0:  # another number of processes: rank 0 carries the whole window
+        state.window[:] = [sum(w[i] for w in windows) for i in range(3)] + [windows[0][3]]
+    state.pending_eval = bool(saved.get("pending_eval")) and rank == 0
+
+
+def _describe(state: RunState, in_shape: tuple[int, ...], world: int) -> str:
+    """The line that opens a run: model, parameters, data, schedule, device."""
+    cfg, (total, loc) = state.cfg, count_parameters(state.model)
+    return (f"model {cfg.model.name}" + (f" ({cfg.model.transform})" if cfg.model.transform else "")
+            + f": {total:,} parameters ({loc:,} in localisation); data {cfg.data.variant} {in_shape}; "
+            + f"{cfg.optim.schedule} schedule: {cfg.optim.optimizer} lr {cfg.optim.lr:g} batch {cfg.optim.batch_size} "
+            + f"x {cfg.optim.iterations:,} iterations; device {state.device}, {_threads()}"
+            + (f"; {world} processes ({cfg.optim.batch_size // world} images each)" if world > 1 else "")
+            + ("" if cfg.run.amp == "off" else f"; amp {cfg.run.amp}"))  # fmt: skip
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {_threads()})"
+
+
+def _threads() -> str:
+    n = torch.get_num_threads()
+    return f"{n} thread{'' if n == 1 else 's'}"

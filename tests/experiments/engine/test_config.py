@@ -1,0 +1,98 @@
+import pytest
+
+from torchstn.errors import ConfigError
+from torchstn.experiments.engine.config import TrainConfig, from_dict, to_dict
+from torchstn.experiments.engine.config_io import apply_overrides, load_config, packaged_configs, to_toml
+from torchstn.experiments.engine.schedules import SCHEDULES, lr_factor_fn, resolve
+
+
+def test_overrides_parse_by_field_type():
+    cfg = apply_overrides(TrainConfig(), ["optim.lr=0.05", "batch_size=64", "run.time_limit=2", "model.transform=tps",
+                                          "st_pool=true", "optim.lr_steps=[10, 20]", "model.bound=none",
+                                          "run.out=runs/123"])  # fmt: skip
+    assert cfg.optim.lr == 0.05 and cfg.optim.batch_size == 64 and cfg.run.time_limit == 2.0
+    assert cfg.model.transform == "tps" and cfg.model.st_pool is True and cfg.optim.lr_steps == (10, 20)
+    assert cfg.model.bound is None and cfg.run.out == "runs/123"
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("optim.lrr=0.1", r"unknown key 'optim.lrr'. Did you mean 'optim.lr'\?.*Accepted keys: .*optim.lr,"),
+        ("nosuch=1", "unknown key 'nosuch'"),
+        ("optim.lr=fast", r"optim.lr must be float or none, got 'fast'"),
+        ("optim.batch_size=1.5", "optim.batch_size must be int"),
+        ("run.seed=true", "run.seed must be int"),
+        ("data.variant=RST", r"data.variant must be one of \['R', 'RTS', 'P', 'E', 'TC', 'plain', 'addition', '3D'\].*'RTS'"),
+        ("optim.schedule=fast", r"optim.schedule must be one of \['paper', 'cpu', 'demo'\]"),
+        ("optim.optimizer=adma", "Did you mean 'adam'"),
+        ("optim.lr=-1", "optim.lr must be > 0"),
+        ("run.device=gpu", "run.device must be one of"),
+        ("optim.lr_steps=[20, 10]", "increasing"),
+        ("lr", "must look like key=value"),
+    ],
+)
+def test_bad_overrides_raise_config_error(override, match):
+    with pytest.raises(ConfigError, match=match):
+        apply_overrides(TrainConfig(), [override])
+
+
+def test_unknown_sections_and_keys_in_files(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[model]\nname = "st_cnn"\ntransfrom = "affine"\n')
+    with pytest.raises(ConfigError, match=r"bad.toml: unknown key 'model.transfrom'. Did you mean 'model.transform'"):
+        load_config(bad)
+    bad.write_text("[optimizer]\nlr = 0.1\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'optimizer'. Did you mean 'optim'"):
+        load_config(bad)
+    bad.write_text("lr = 0.1\n")
+    with pytest.raises(ConfigError, match=r"belongs in the \[optim\] section"):
+        load_config(bad)
+    bad.write_text("[model\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="neither a file nor a packaged config"):
+        load_config("table1_rts_st_cnn_afine")
+
+
+def test_config_is_frozen():
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        TrainConfig().optim.lr = 1.0  # type: ignore[misc]
+
+
+def test_toml_round_trip(tmp_path):
+    cfg = resolve(apply_overrides(TrainConfig(), ["model.transform=tps", "optim.lr_steps=[5]", "optim.decay=step",
+                                                  "optim.iterations=10", "model.channels=[8, 8]"]))  # fmt: skip
+    path = tmp_path / "c.toml"
+    path.write_text(to_toml(cfg, header="hello"))
+    assert load_config(path) == cfg
+    assert from_dict(to_dict(cfg)) == cfg
+
+
+def test_every_packaged_config_loads_and_resolves():
+    configs = packaged_configs()
+    assert "demo" in configs and len([n for n in configs if n.startswith("table1_")]) == 36
+    for name in configs:
+        cfg = resolve(load_config(name))
+        assert cfg.optim.iterations > 0
+
+
+def test_schedules():
+    paper = resolve(apply_overrides(TrainConfig(), ["optim.schedule=paper"])).optim
+    assert (paper.optimizer, paper.lr, paper.batch_size, paper.iterations) == ("sgd", 0.01, 256, 150_000)
+    assert paper.lr_steps == (50_000, 100_000) and paper.weight_decay == 0.0 and paper.momentum == 0.0
+    short = resolve(apply_overrides(TrainConfig(), ["optim.schedule=paper", "optim.iterations=300"])).optim
+    assert short.lr_steps == (100, 200)  # the paper's steps scale with a shorter run
+    f = lr_factor_fn(resolve(TrainConfig()).optim)
+    cpu = SCHEDULES["cpu"]
+    assert f(0) == pytest.approx(0.1) and f(cpu["warmup"]) == pytest.approx(1.0)
+    assert f(cpu["iterations"]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_short_runs_scale_the_warmup_and_reject_a_longer_one():
+    cfg = resolve(apply_overrides(TrainConfig(), ["optim.iterations=600"]))
+    assert cfg.optim.warmup == round(SCHEDULES["cpu"]["warmup"] * 600 / SCHEDULES["cpu"]["iterations"])
+    with pytest.raises(ConfigError, match="optim.warmup"):
+        resolve(apply_overrides(TrainConfig(), ["optim.iterations=50", "optim.warmup=50"]))
