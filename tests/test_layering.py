@@ -19,7 +19,8 @@ SRC = Path(torchstn.__file__).resolve().parent
 #: Rooms from the ground up; a module's room is the longest prefix of its dotted name listed here.
 FLOORS: list[tuple[str, ...]] = [
     ("torchstn.errors",),
-    ("torchstn._checks", "torchstn._tracing", "torchstn._registry", "torchstn._io"),
+    ("torchstn._checks", "torchstn._tracing", "torchstn._io"),
+    ("torchstn._registry",),
     ("torchstn.coords",),
     ("torchstn.functional",),
     ("torchstn.transforms",),

@@ -13,12 +13,21 @@ import torch
 from torchstn.errors import DTypeError, NonFiniteError, OptionError, ShapeError
 
 
-def look_up_option(name: str, value: object, allowed: Iterable[str]) -> str:
-    """Return ``value`` if it is one of ``allowed``; otherwise raise :class:`OptionError` with a suggestion."""
+def look_up_option(name: str, value: object, allowed: Iterable[str], *,
+                   error: type[Exception] = OptionError) -> str:  # fmt: skip
+    """Return ``value`` if it is one of ``allowed``; otherwise raise ``error`` (:class:`OptionError`; the harness
+    passes :class:`~torchstn.errors.ConfigError`) with a suggestion.
+
+    Example:
+        >>> look_up_option("mode", "bilnear", ["bilinear", "nearest"])
+        Traceback (most recent call last):
+        ...
+        torchstn.errors.OptionError: mode must be one of ['bilinear', 'nearest'], got 'bilnear'. Did you mean 'bilinear'?
+    """
     allowed = tuple(allowed)
     if isinstance(value, str) and value in allowed:
         return value
-    raise OptionError(f"{name} must be one of {list(allowed)}, got {value!r}.{_did_you_mean(value, allowed)}")
+    raise error(f"{name} must be one of {list(allowed)}, got {value!r}.{did_you_mean(value, allowed)}")
 
 
 def keyword_options(fn: Callable, exclude: Iterable[str] = ("self",)) -> tuple[str, ...]:
@@ -38,7 +47,8 @@ def keyword_options(fn: Callable, exclude: Iterable[str] = ("self",)) -> tuple[s
     return tuple(p.name for p in params if p.kind in kinds and p.name not in tuple(exclude))
 
 
-def check_keywords(owner: str, given: Iterable[str], allowed: Iterable[str]) -> None:
+def check_keywords(owner: str, given: Iterable[str], allowed: Iterable[str], *,
+                   error: type[Exception] = OptionError) -> None:  # fmt: skip
     """Refuse keyword names ``given`` to ``owner`` that are not in ``allowed``, suggesting the nearest allowed one.
 
     Example:
@@ -52,11 +62,18 @@ def check_keywords(owner: str, given: Iterable[str], allowed: Iterable[str]) -> 
     if unknown:
         plural = "s" if len(unknown) > 1 else ""
         names = ", ".join(repr(k) for k in unknown)
-        raise OptionError(f"unknown keyword{plural} {names} for {owner}.{_did_you_mean(unknown[0], allowed)}")
+        raise error(f"unknown keyword{plural} {names} for {owner}.{did_you_mean(unknown[0], allowed)}")
 
 
-def _did_you_mean(value: object, allowed: tuple[str, ...]) -> str:
-    """`` Did you mean 'x'?`` for the allowed name nearest ``value`` (a case-only difference first), else ``''``."""
+def did_you_mean(value: object, allowed: Iterable[str]) -> str:
+    """`` Did you mean 'x'?`` for the allowed name nearest ``value`` (a case-only difference first), else ``''``: the
+    one suggestion helper of the package.
+
+    Example:
+        >>> did_you_mean("RTs", ["R", "RTS"]), did_you_mean("zzz", ["R", "RTS"])
+        (" Did you mean 'RTS'?", '')
+    """
+    allowed = tuple(allowed)
     if not isinstance(value, str):
         return ""
     lower = {a.lower(): a for a in allowed}
