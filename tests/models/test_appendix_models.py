@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from torchstn.data.datasets import MNISTAddition, Volume3D, synthetic_digits
+from torchstn.data import MNISTAddition, Volume3D, synthetic_digits
 from torchstn.errors import OptionError, ShapeError
 from torchstn.models import build_model, count_parameters, model_spatial_dims
 from torchstn.nn import param_groups

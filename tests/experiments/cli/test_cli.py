@@ -33,7 +33,7 @@ def test_train_eval_show(tiny_config, tmp_path, capsys):
     assert (tmp_path / "fig.png").stat().st_size > 1000
 
     np = pytest.importorskip("numpy")
-    from torchstn.data.datasets import DistortedMNIST, synthetic_digits
+    from torchstn.data import DistortedMNIST, synthetic_digits
 
     images, labels = DistortedMNIST("RTS", "test", source=synthetic_digits(30, seed=5)).batch(list(range(30)))
     np.savez(tmp_path / "mine.npz", images=images.numpy(), labels=labels.numpy())

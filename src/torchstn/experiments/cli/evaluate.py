@@ -1,7 +1,7 @@
 """Test error of a trained model: ``torchstn eval CHECKPOINT [--data FILE.npz]``.
 
 CHECKPOINT is a ``last.pt`` file or a run directory. Without ``--data`` it evaluates on the fixed test set of the
-run's variant; with it, on your own tensor file (see :class:`torchstn.data.datasets.TensorFile`).
+run's variant; with it, on your own tensor file (see :class:`torchstn.data.TensorFile`).
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ class DataConfig:
         root: directory with the MNIST IDX files; ``None`` uses ``$TORCHSTN_DATA`` / the cache / the registry.
         synthetic: use this many synthetic seven-segment digits (and a sixth as many for testing) instead of MNIST:
             offline smoke runs and tests, not MNIST results (0 = MNIST).
-        train_file: train on this tensor file (:class:`torchstn.data.datasets.TensorFile`) instead of ``variant``.
+        train_file: train on this tensor file (:class:`torchstn.data.TensorFile`) instead of ``variant``.
         test_file: evaluate on this tensor file instead of the variant's fixed test set.
     """
 

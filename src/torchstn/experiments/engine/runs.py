@@ -89,7 +89,7 @@ def eval_dataset(cfg: TrainConfig, payload: dict[str, Any], data: str | os.PathL
         DataError: the file's image shape or class count does not fit the model.
     """
     if data is not None:
-        from torchstn.data.datasets import TensorFile
+        from torchstn.data.tensor_file import TensorFile
 
         dataset = TensorFile(data)
     else:
