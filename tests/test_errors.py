@@ -92,6 +92,13 @@ def test_errors_subclass_builtins():
     assert issubclass(torchstn.OptionError, ValueError) and issubclass(torchstn.NonFiniteError, ValueError)
 
 
+def test_every_error_class_is_at_the_top_level():
+    from torchstn import errors
+
+    assert set(errors.__all__) <= set(torchstn.__all__)
+    assert torchstn.ExportError is errors.ExportError
+
+
 # -- issue 14: honest errors in the library API ------------------------------------------------------------------
 def test_unknown_transform_option_lists_the_real_options():
     with pytest.raises(torchstn.OptionError, match=r"'grid_size' for transform 'affine' \(it takes no options\)") as e:

@@ -283,8 +283,7 @@ def _metadata(example: torch.Tensor, dynamo: bool, opset: int, extra: Mapping[st
 
 
 def _check_example(x: object) -> torch.Tensor:
-    check_float_tensor("example_input", x)
-    assert isinstance(x, torch.Tensor)
+    x = check_float_tensor("example_input", x)
     check_rank("example_input", x, (4, 5), "(B, C, H, W) or (B, C, D, H, W)")
     return x
 

@@ -147,8 +147,7 @@ class SpatialTransformer(nn.Module):
     def _check_loc_input(self, U: torch.Tensor, loc_input: object) -> None:
         if loc_input is None:
             return
-        check_float_tensor("loc_input", loc_input)
-        assert isinstance(loc_input, torch.Tensor)
+        loc_input = check_float_tensor("loc_input", loc_input)
         if loc_input.dim() == 0 or (not torch.jit.is_tracing() and loc_input.shape[0] != U.shape[0]):
             raise ShapeError(f"loc_input must hold one sample per sample of the input (batch {U.shape[0]}), got "
                              f"shape {tuple(loc_input.shape)}")

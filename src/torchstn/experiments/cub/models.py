@@ -50,7 +50,7 @@ from torchstn.errors import ConfigError, DataError, OptionError
 from torchstn.models.registry import register_model
 from torchstn.nn import SpatialTransformer, param_groups
 from torchstn.points import transform_boxes
-from torchstn.transforms.affine import MatrixFamily, _scaled_eye
+from torchstn.transforms import FixedScaleTranslation
 
 __all__ = ["register_backbone", "build_backbone", "list_backbones", "tiny_backbone", "FixedScaleTranslation",
            "tile_centres", "CUBNet", "CUBPartsNet", "cub_cnn", "cub_st_cnn", "cub_param_groups", "CUB_MODELS"]
@@ -180,36 +180,6 @@ def build_backbone(name: str | Callable[..., Backbone], *, weights: str | os.Pat
             raise ConfigError(msg + ", or allow_random_init=True to train from scratch (far from the paper's numbers)")
         warnings.warn(f"{msg}; training it from RANDOM initialisation as allow_random_init=True asks", stacklevel=2)
     return net, int(dim)
-
-
-class FixedScaleTranslation(MatrixFamily):
-    """Attention with a fixed scale: ``theta = (tx, ty)`` -> ``[[s, 0, tx], [0, s, ty]]``, a window of half-size
-    ``s`` (normalised units) centred at ``(tx, ty)``. Its "identity" (the regression layer's starting bias) is the
-    window's start ``centre``. Not registered: build it and pass it to :class:`~torchstn.nn.SpatialTransformer`.
-
-    Example:
-        >>> fam = FixedScaleTranslation(0.5, (0.5, -0.5))
-        >>> fam.matrix(fam.identity().unsqueeze(0))
-        tensor([[[ 0.5000,  0.0000,  0.5000],
-                 [ 0.0000,  0.5000, -0.5000]]])
-    """
-
-    name = "fixed_scale_translation"
-    ranks = (2,)
-
-    def __init__(self, scale: float = 0.5, centre: Sequence[float] = (0.0, 0.0)):
-        if not 0.0 < float(scale) <= 1.0 or len(centre) != 2:
-            raise OptionError(f"scale must be in (0, 1] and centre two numbers, got {scale!r}, {centre!r}")
-        self.scale, self.centre = float(scale), (float(centre[0]), float(centre[1]))
-
-    def identity(self, *, dtype=None, device=None):
-        return torch.tensor(self.centre, dtype=dtype or torch.get_default_dtype(), device=device)
-
-    def matrix(self, theta):
-        return _scaled_eye(torch.full_like(theta[:, 0], self.scale), theta)  # (B, 2, 3)
-
-    def extra_repr(self) -> str:
-        return f"scale={self.scale}, centre={self.centre}"
 
 
 def tile_centres(n: int, scale: float) -> list[tuple[float, float]]:
