@@ -154,8 +154,6 @@ KNOWN_PRIVATE = {
     "torchstn.experiments.engine.config_io imports _fields from torchstn.experiments.engine.config",
     "torchstn.experiments.engine.config_io imports _unknown from torchstn.experiments.engine.config",
     "torchstn.experiments.engine.schedules imports _check_values from torchstn.experiments.engine.config",
-    "torchstn.models.volume imports _check_widths from torchstn.models.mnist",
-    "torchstn.models.volume imports _meta_count from torchstn.models.mnist",
 }
 KNOWN_CIRCLES = {("torchstn.experiments.engine.config", "torchstn.experiments.engine.schedules")}
 
