@@ -139,7 +139,7 @@ def build_model(
         raise ShapeError(f"model {name!r}: {e}") from None
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise OptionError(f"num_classes must be a positive int, got {num_classes!r}")
-    params = inspect.signature(builder).parameters
+    params = _MODELS.options(name)
     kwargs: dict[str, object] = {"in_shape": in_shape, "num_classes": num_classes}
     if transform is not None:
         if "transform" not in params:
