@@ -77,7 +77,7 @@ def load_run(
         if key not in payload:
             raise DataError(f"{checkpoint_path(path)}: not a torchstn training checkpoint (no {key!r})")
     cfg = from_dict(payload["config"])
-    model = TASKS.get(cfg.task.name)(cfg).build_model(tuple(payload["in_shape"]), int(payload["num_classes"]))
+    model = TASKS.get(cfg.task.name)(cfg).build_saved_model(tuple(payload["in_shape"]), int(payload["num_classes"]))
     model.load_state_dict(payload["model"])
     return cfg, model.to(device).eval(), payload
 
