@@ -121,7 +121,7 @@ def test_reproduce_experiments_list_their_cells(experiment, cells, capsys):
 
 def test_reproduce_shortened_runs_get_their_own_directory(monkeypatch, tmp_path):
     import torchstn.experiments.engine.trainer as trainer
-    from torchstn.experiments.engine.schedules import resolve
+    from torchstn.experiments.engine.config import resolve
 
     seen = []
 
@@ -152,7 +152,7 @@ def test_reproduce_reuses_a_finished_run_only_if_its_config_is_the_cells(monkeyp
     import torchstn.experiments.engine.trainer as trainer
     from torchstn.experiments.engine.config import to_dict
     from torchstn.experiments.engine.config_io import apply_overrides, load_config
-    from torchstn.experiments.engine.schedules import resolve
+    from torchstn.experiments.engine.config import resolve
 
     calls = []
     monkeypatch.setattr(trainer, "fit", lambda cfg, out, **kwargs: calls.append(out))

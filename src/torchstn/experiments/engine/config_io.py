@@ -25,12 +25,12 @@ from typing import Any
 
 from torchstn._registry import Registry
 from torchstn.errors import ConfigError
+from torchstn.experiments.engine.fields import fields_of, unknown_key
+from torchstn.experiments.engine.tasks import DEFAULT_TASK, TASKS, task_keys
 from torchstn.experiments.engine.config import (
     SECTIONS,
     TrainConfig,
-    _all_keys,
-    _fields,
-    _unknown,
+    all_keys,
     config_problems,
     problems_error,
     to_dict,
@@ -91,15 +91,15 @@ def _parse_value(text: str) -> Any:
 def _resolve_key(key: str) -> tuple[str, str]:
     if "." in key:
         section, name = key.split(".", 1)
-        if section in SECTIONS and name in _fields(SECTIONS[section]):
-            return section, name
-        raise _unknown(key, _all_keys())
-    owners = [s for s, cls in SECTIONS.items() if key in _fields(cls)]
+        if (section in SECTIONS and name in fields_of(SECTIONS[section])) or (section == "task" and name):
+            return section, name  # a task option is checked against the task's options with the whole config
+        raise unknown_key(key, all_keys())
+    owners = [s for s, cls in SECTIONS.items() if key in fields_of(cls)]
     if len(owners) == 1:
         return owners[0], key
     if len(owners) > 1:
         raise ConfigError(f"key {key!r} is ambiguous: write one of {[f'{s}.{key}' for s in owners]}")
-    raise _unknown(key, _all_keys())
+    raise unknown_key(key, all_keys())
 
 
 def _merge(data: dict[str, Any], overrides: Iterable[str]) -> tuple[dict[str, str], list[str]]:
@@ -117,7 +117,7 @@ def _merge(data: dict[str, Any], overrides: Iterable[str]) -> tuple[dict[str, st
         except ConfigError as e:
             problems.append(f"--set {item}: {e}")
             continue
-        tp = _fields(SECTIONS[section])[name]
+        tp = fields_of(SECTIONS[section])[name] if section != "task" else _task_option_type(data, name)
         value = _parse_value(text)
         if value is not None and str in (typing.get_args(tp) or (tp,)) and not isinstance(value, str):
             value = text  # a string field given something that parses as a number: keep the text
@@ -126,6 +126,15 @@ def _merge(data: dict[str, Any], overrides: Iterable[str]) -> tuple[dict[str, st
         data.setdefault(section, {})[name] = value
         origin[f"{section}.{name}"] = item
     return origin, problems
+
+
+def _task_option_type(data: dict[str, Any], name: str) -> Any:
+    """The annotation of the option ``name`` of the task ``data`` names (``str`` for ``name`` itself and for what
+    the task does not know: the whole config's check reports it)."""
+    task = data.get("task", {}).get("name", DEFAULT_TASK) if isinstance(data.get("task"), dict) else DEFAULT_TASK
+    if name == "name" or task not in TASKS:
+        return str
+    return task_keys(task).get(name, str)
 
 
 def _merged_config(data: dict[str, Any], overrides: Iterable[str], where: str = "") -> TrainConfig:
