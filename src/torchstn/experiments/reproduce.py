@@ -165,7 +165,9 @@ def reproduce(experiment: str = "table1", *, schedule: str = "cpu", seeds: int =
             longer the cell's (for example after its spec changed): move it away or pass another ``runs``.
     """
     if fit_fn is None:
-        from torchstn.experiments.engine.trainer import fit as fit_fn
+        from torchstn.experiments.engine.trainer import fit
+
+        fit_fn = fit
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     spec = EXPERIMENTS.get(experiment)

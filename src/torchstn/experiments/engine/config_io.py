@@ -185,19 +185,19 @@ def load_config(source: str | os.PathLike[str], overrides: Iterable[str] = ()) -
     """
     path, name = Path(source), str(source)
     if not path.is_file() and name in NAMED_CONFIGS:
-        new = NAMED_CONFIGS.info(name).get("replaced_by")
-        if new:
-            warnings.warn(f"config name {name!r} is deprecated: use {new!r}", DeprecationWarning, stacklevel=2)
+        replaced_by = NAMED_CONFIGS.info(name).get("replaced_by")
+        if replaced_by:
+            warnings.warn(f"config name {name!r} is deprecated: use {replaced_by!r}", DeprecationWarning, stacklevel=2)
         return _merged_config(NAMED_CONFIGS.get(name)(), overrides, where=name)
     if not path.is_file():
         shipped = packaged_configs()
         if str(source) in shipped:
             path = shipped[str(source)]
         else:
-            new = {n: NAMED_CONFIGS.info(n).get("replaced_by") or n for n in NAMED_CONFIGS}  # an old name: its new one
-            close = dict.fromkeys(new.get(n, n) for n in difflib.get_close_matches(name, [*new, *shipped], n=3))
+            current = {n: NAMED_CONFIGS.info(n).get("replaced_by") or n for n in NAMED_CONFIGS}  # old name -> new
+            close = dict.fromkeys(current.get(n, n) for n in difflib.get_close_matches(name, [*current, *shipped], n=3))
             hint = f" Did you mean {', '.join(close)}?" if close else ""
-            count = len(set(new.values())) + len(shipped)
+            count = len(set(current.values())) + len(shipped)
             raise ConfigError(f"config {name!r} is neither a file nor a packaged config.{hint} "
                               f"`torchstn train --list` shows the {count} config names")  # fmt: skip
     if _toml is None:  # pragma: no cover - Python 3.10 without tomli
