@@ -31,14 +31,14 @@ FLOORS: list[tuple[str, ...]] = [
     ("torchstn.experiments.viz",),
     ("torchstn.experiments.engine",),
     ("torchstn.experiments.sgd_loop",),  # the old second loop, until every experiment runs on the engine
-    ("torchstn.experiments.data_figure",),
+    ("torchstn.experiments.data_figure", "torchstn.experiments.specs"),  # specs: what the MNIST spec modules share
     ("torchstn.experiments.<experiment>",),
     ("torchstn.experiments.reproduce", "torchstn.experiments.demo", "torchstn.experiments"),
     ("torchstn.experiments.cli",),
     ("torchstn.__main__", "torchstn.train"),
 ]
 #: The wing's shared rooms; every other ``torchstn.experiments.X`` is one experiment.
-WING_SHARED = {"engine", "viz", "data_figure", "reproduce", "demo", "cli", "configs", "sgd_loop"}
+WING_SHARED = {"engine", "viz", "data_figure", "specs", "reproduce", "demo", "cli", "configs", "sgd_loop"}
 
 
 def _module_name(path: Path) -> str:

@@ -309,7 +309,7 @@ def config_problems(data: Mapping[str, Any]) -> tuple[TrainConfig, list[tuple[st
     if not isinstance(data, Mapping):
         return TrainConfig(), [("", f"a config must be a table of sections, got {type(data).__name__}")]
     problems: list[tuple[str, str]] = []
-    sections = {}
+    sections: dict[str, Any] = {}
     for name, values in data.items():
         if name == "task" and isinstance(values, Mapping):
             sections["task"], task_problems = task_from_dict(values)
