@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tests.fixtures import make_cub
 from torchstn.errors import ConfigError, DataError, OptionError
 from torchstn.experiments.cub.models import (
     BACKBONES,
@@ -24,7 +25,6 @@ from torchstn.experiments.cub.models import (
     tiny_backbone,
 )
 from torchstn.models.registry import build_model, list_models
-from tests.fixtures import make_cub
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

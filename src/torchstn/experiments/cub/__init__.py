@@ -132,7 +132,7 @@ def train(root: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, mode
     cfg = train_config(root, model=model, size=size, schedule=schedule, overrides=overrides,
                        model_options=model_options, exclude=exclude, seed=seed, workers=workers, eval_every=eval_every,
                        device=device)  # fmt: skip
-    return fit(cfg, out_dir, resume="auto" if resume else False, overwrite=overwrite, progress=log is not None,
+    return fit(cfg, Path(out_dir), resume="auto" if resume else False, overwrite=overwrite, progress=log is not None,
                command=command)  # fmt: skip
 
 
@@ -173,7 +173,7 @@ def evaluate(checkpoint: str | os.PathLike[str], root: str | os.PathLike[str] | 
     task, model, _ = _saved_run(checkpoint, root, dev, workers=workers)
     res = task.evaluate(model, task.dataset(split, augment=False), batch_size=batch_size, device=dev, limit=0,
                         amp="off")  # fmt: skip
-    return {"checkpoint": str(checkpoint), "split": split, **res}
+    return {"checkpoint": str(checkpoint), "split": split, **(res or {})}  # None only when a should_stop said so
 
 
 def draw_part_boxes(images: torch.Tensor, boxes: torch.Tensor, out: str | os.PathLike[str], *,
