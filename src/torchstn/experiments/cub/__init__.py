@@ -40,7 +40,7 @@ import torch
 from torchstn.errors import ConfigError
 from torchstn.experiments.cub.data import IMAGENET_MEAN, IMAGENET_STD, read_cub
 from torchstn.experiments.cub.models import CUB_MODELS, CUBPartsNet
-from torchstn.experiments.cub.task import CUBTask, with_options
+from torchstn.experiments.cub.task import CUBTask
 from torchstn.experiments.engine import distributed
 from torchstn.experiments.engine.config import TrainConfig, from_dict, parse_device, to_dict
 from torchstn.experiments.engine.config_io import apply_overrides
@@ -143,9 +143,9 @@ def _saved_run(checkpoint: str | os.PathLike[str], root: str | os.PathLike[str] 
     cfg, model, payload = load_run(checkpoint, device)
     if cfg.task.name != "cub":
         raise ConfigError(f"{checkpoint}: a run of task {cfg.task.name!r}, not 'cub' (torchstn eval evaluates it)")
-    if root is not None:
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(root)))
-    return CUBTask(with_options(cfg, **options)), model, payload
+    data = cfg.data if root is None else dataclasses.replace(cfg.data, root=str(root))
+    task = dataclasses.replace(cfg.task, options=dataclasses.replace(cfg.task.options, **options))
+    return CUBTask(dataclasses.replace(cfg, data=data, task=task)), model, payload
 
 
 def model_from_checkpoint(path: str | os.PathLike[str], device: str = "cpu") -> tuple[torch.nn.Module, dict]:

@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -199,8 +198,3 @@ class CUBTask(ClassifyTask):
     def describe(self, in_shape: tuple[int, ...]) -> str:
         return f"data CUB-200-2011 {self.cfg.data.root} {tuple(in_shape)}"
 
-
-def with_options(cfg: Any, **changes: Any) -> Any:
-    """``cfg`` with some ``[task]`` options changed (e.g. ``workers`` for an evaluation)."""
-    options = dataclasses.replace(cfg.task.options, **changes)
-    return dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, options=options))
