@@ -13,7 +13,6 @@ holds any other run is refused, as ``torchstn train`` refuses it.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import sys
 import time
@@ -21,13 +20,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import torch
-import torch.nn.functional as F
 
-from torchstn.experiments.engine.config import TrainConfig
+from torchstn.experiments.engine.config import TrainConfig, resolve
 from torchstn.experiments.engine.config_io import apply_overrides, load_config
-from torchstn.experiments.engine.data import batch_indices, build_datasets, data_generator
-from torchstn.experiments.engine.schedules import build_optimizer, resolve
-from torchstn.experiments.engine.trainer import build_model, fit
+from torchstn.experiments.engine.data import build_datasets, data_generator
+from torchstn.experiments.engine.steps import train_steps
+from torchstn.experiments.engine.trainer import fit, new_state, task_of
 
 __all__ = ["run_demo", "calibrate", "PAPER_RTS"]
 
@@ -38,25 +36,20 @@ _MARGIN_S = 15.0  # starting Python and torch, the figure, checkpoint and result
 
 
 def calibrate(cfg: TrainConfig, train_set, steps: int = 5, warmup: int = 2) -> float:
-    """Seconds per training iteration of ``cfg``: the fastest of ``steps`` timed iterations after ``warmup`` untimed
-    ones (the first iterations set up kernels and allocators), on a throw-away model with data from a throw-away
-    generator, so the real run is untouched."""
+    """Seconds per training iteration of ``cfg``: the fastest of ``steps`` iterations of the engine's own step
+    (:func:`~torchstn.experiments.engine.steps.train_steps`) after ``warmup`` untimed ones (the first iterations set
+    up kernels and allocators), on a throw-away run state with data from a throw-away generator, so the real run is
+    untouched."""
     cfg = resolve(cfg)
-    model = build_model(cfg, tuple(train_set.image_shape), int(train_set.num_classes))
-    model = copy.deepcopy(model).to(cfg.run.device).train()
-    opt = build_optimizer(model, cfg.optim)
-    gen = data_generator(cfg.run.seed + 12345)
+    cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, clock="steps"))  # no time budget to follow
+    state = new_state(cfg, task_of(cfg), train_set, torch.device(cfg.run.device))
+    state.generator = data_generator(cfg.run.seed + 12345)
     times = []
-    for step in range(steps + warmup):
+    for _ in range(steps + warmup):
         t = time.perf_counter()
-        images, labels = train_set.batch(batch_indices(step, cfg.optim.batch_size, len(train_set), 99), gen)
-        loss = F.cross_entropy(model(images.to(cfg.run.device)), labels.to(cfg.run.device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step >= warmup:
-            times.append(time.perf_counter() - t)
-    return min(times)
+        train_steps(state, state.step + 1)
+        times.append(time.perf_counter() - t)
+    return min(times[warmup:])
 
 
 def _a_demo(out: str | Path) -> bool:

@@ -11,7 +11,7 @@ from torchstn.functional.projective import projective_grid
 from torchstn.functional.tps import lattice, tps_grid, tps_transform_points
 from torchstn.nn import SpatialTransformer
 from torchstn.experiments.engine import checkpoint as ckpt
-from torchstn.experiments.engine import trainer
+from torchstn.experiments.engine import classify, trainer
 from torchstn.experiments.engine.config import from_dict
 from torchstn.experiments.engine.trainer import evaluate, fit
 
@@ -28,7 +28,7 @@ def _losses(run_dir):
 @pytest.mark.parametrize("transform", ["affine", "projective", "tps"])
 def test_bf16_trains_st_cnn(tmp_path, monkeypatch, transform):
     seen = set()  # dtypes the linear layers produce during the run
-    build = trainer.build_model
+    build = classify.model_from_config
 
     def build_and_watch(*args, **kwargs):
         model = build(*args, **kwargs)
@@ -37,7 +37,7 @@ def test_bf16_trains_st_cnn(tmp_path, monkeypatch, transform):
                 m.register_forward_hook(lambda _m, _inp, out: seen.add(out.dtype))
         return model
 
-    monkeypatch.setattr(trainer, "build_model", build_and_watch)
+    monkeypatch.setattr(classify, "model_from_config", build_and_watch)
     cfg = from_dict({"model": {"name": "st_cnn", "transform": transform, "channels": [8, 8]},
                      "data": {"variant": "plain", "synthetic": 300},
                      "optim": {"optimizer": "adam", "lr": 3e-3, "batch_size": 32, "iterations": 30, "warmup": 0,
@@ -74,7 +74,7 @@ def test_amp_setting_is_checked(tmp_path):
 
 def test_evaluate_under_bf16_is_close_to_float32():
     torch.manual_seed(0)
-    model = trainer.build_model(toy_config(), (1, 12, 12), 4)
+    model = classify.model_from_config(toy_config(), (1, 12, 12), 4)
     _, test = toy_datasets()
     full, half = evaluate(model, test), evaluate(model, test, amp="bf16")
     assert half["n"] == full["n"] and half["loss"] == pytest.approx(full["loss"], rel=0.05)

@@ -1,5 +1,6 @@
 import csv
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ def test_crash_while_writing_keeps_previous_checkpoint(tmp_path, monkeypatch):
     real_save = torch.save
 
     def torn_save(obj, f, *args, **kwargs):
-        f.write(b"PK\x03\x04 half a zip file")  # a partial write, then the process "dies"
+        Path(f).write_bytes(b"PK\x03\x04 half a zip file")  # a partial write, then the process "dies"
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", torn_save)
@@ -37,7 +38,7 @@ def test_interrupt_during_training_checkpoint_leaves_last_good_one(tmp_path, mon
     def save_then_crash(obj, f, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
-            f.write(b"garbage")
+            Path(f).write_bytes(b"garbage")  # the partial file a kill leaves behind
             raise OSError("killed mid-write")
         real_save(obj, f, *args, **kwargs)
 

@@ -25,7 +25,8 @@ from torchstn.experiments.engine import checkpoint as ckpt
 from torchstn.experiments.engine import distributed
 from torchstn.experiments.engine.config_io import load_config
 from torchstn.experiments.engine.data import batch_indices, data_generator
-from torchstn.experiments.engine.trainer import build_model, fit
+from torchstn.experiments.engine.steps import model_from_config
+from torchstn.experiments.engine.trainer import fit
 
 from ._toy import toy_config, toy_datasets
 
@@ -98,7 +99,7 @@ def test_two_processes_match_one_process(tmp_path):
     assert a["world_size"] == 2 and len(a["rng"]["data_ranks"]) == 2 and "data_ranks" not in b["rng"]
     diff = max(float((a["model"][k] - b["model"][k]).abs().max()) for k in b["model"])
     torch.manual_seed(0)  # the initial weights, as fit makes them
-    start = build_model(load_config(str(config)), tuple(b["in_shape"]), b["num_classes"]).state_dict()
+    start = model_from_config(load_config(str(config)), tuple(b["in_shape"]), b["num_classes"]).state_dict()
     travel = max(float((start[k] - b["model"][k]).abs().max()) for k in b["model"])
     assert travel > 1e-2, travel  # the weights moved far ...
     assert diff < 1e-5, diff  # ... and along the same path
@@ -178,7 +179,8 @@ import sys
 import time
 from tests.experiments.engine._toy import toy_config, toy_datasets
 from torchstn.experiments.engine import distributed
-from torchstn.experiments.engine.trainer import build_model, fit
+from torchstn.experiments.engine.steps import model_from_config
+from torchstn.experiments.engine.trainer import fit
 
 out, how = sys.argv[1], sys.argv[2]
 train, test = toy_datasets()

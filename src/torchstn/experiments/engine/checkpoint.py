@@ -28,12 +28,12 @@ import os
 import pickle
 import random
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from torchstn._io import atomic_path
 from torchstn.errors import DataError
 
 __all__ = ["save_checkpoint", "load_checkpoint", "code_version", "get_rng_state", "set_rng_state"]
@@ -47,35 +47,8 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> No
         path: destination; its directory is created if needed.
         payload: what :func:`torch.save` should write.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_path(path, durable=True) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -24,16 +24,17 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
-import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import torch
 
+from torchstn._checks import did_you_mean
 from torchstn.errors import ConfigError
+from torchstn.experiments.engine.fields import coerce, fields_of, unknown_key
+from torchstn.experiments.engine.schedules import CLOCKS, DECAYS, OPTIMIZERS, SCHEDULES
+from torchstn.experiments.engine.tasks import TASKS, TaskConfig, task_from_dict, task_to_dict
 
 __all__ = [
     "ModelConfig",
@@ -48,6 +49,9 @@ __all__ = [
     "parse_device",
     "config_problems",
     "problems_error",
+    "check_values",
+    "resolve",
+    "all_keys",
 ]
 
 VARIANTS = ("R", "RTS", "P", "E", "TC", "plain", "addition", "3D")
@@ -180,76 +184,26 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """A whole training run: ``model``, ``data``, ``optim`` and ``run`` sections."""
+    """A whole training run: ``model``, ``data``, ``optim`` and ``run`` sections, and the ``task`` that says how the
+    engine trains it (:mod:`torchstn.experiments.engine.tasks`; default ``classify``)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
 
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "run": RunConfig}
 
 
-def _fields(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _all_keys() -> list[str]:
-    return [f"{s}.{k}" for s, cls in SECTIONS.items() for k in _fields(cls)]
-
-
-def _unknown(key: str, accepted: Iterable[str]) -> ConfigError:
-    accepted = list(accepted)
-    close = difflib.get_close_matches(key, accepted, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ConfigError(f"unknown key {key!r}.{hint} Accepted keys: {', '.join(accepted)}")
-
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if typing.get_origin(tp) is tuple:
-        return "a list of ints"
-    return "none" if tp is type(None) else tp.__name__
-
-
-def _coerce(key: str, value: Any, tp: Any) -> Any:
-    """Check ``value`` against the annotation ``tp`` (int -> float is allowed; bool is never a number)."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(key, value, arg)
-            except ConfigError:
-                pass
-    elif origin is tuple:
-        if isinstance(value, (list, tuple)):
-            return tuple(_coerce(key, v, int) for v in value)
-    elif tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+def all_keys() -> list[str]:
+    """Every ``section.key`` of the fixed sections (the task's options depend on the task: :func:`task_keys`)."""
+    return [f"{s}.{k}" for s, cls in SECTIONS.items() for k in fields_of(cls)] + ["task.name"]
 
 
 def _value_problems(cfg: TrainConfig) -> list[tuple[str, str]]:
     """Range and choice checks that do not need the model or data registries: ``[(key, message), ...]``."""
-    from torchstn.experiments.engine.schedules import CLOCKS, DECAYS, OPTIMIZERS, SCHEDULES  # schedules imports config lazily
     from torchstn.transforms import list_transforms
 
     problems: list[tuple[str, str]] = []
@@ -257,17 +211,15 @@ def _value_problems(cfg: TrainConfig) -> list[tuple[str, str]]:
     def choice(key: str, value: str | None, allowed: Iterable[str]) -> None:
         allowed = tuple(allowed)
         if value is not None and value not in allowed:
-            by_lower = {a.lower(): a for a in allowed}
-            close = difflib.get_close_matches(str(value).lower(), list(by_lower), n=1)
-            hint = f" Did you mean {by_lower[close[0]]!r}?" if close else ""
-            problems.append((key, f"{key} must be one of {list(allowed)}, got {value!r}.{hint}"))
+            problems.append((key, f"{key} must be one of {list(allowed)}, got {value!r}.{did_you_mean(value, allowed)}"))
 
     def positive(key: str, value: float | None, allow_zero: bool = False) -> None:
         if value is not None and (value < 0 or (value == 0 and not allow_zero)):
             problems.append((key, f"{key} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}"))
 
     choice("model.transform", cfg.model.transform, list_transforms())
-    choice("data.variant", cfg.data.variant, VARIANTS)
+    task = TASKS.get(cfg.task.name)
+    choice("data.variant", cfg.data.variant, task.variants or VARIANTS)
     choice("optim.schedule", cfg.optim.schedule, SCHEDULES)
     choice("optim.optimizer", cfg.optim.optimizer, OPTIMIZERS)
     choice("optim.decay", cfg.optim.decay, DECAYS)
@@ -304,7 +256,7 @@ def _value_problems(cfg: TrainConfig) -> list[tuple[str, str]]:
     return problems
 
 
-def _check_values(cfg: TrainConfig) -> TrainConfig:
+def check_values(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` if its values pass :func:`_value_problems`, else a ConfigError naming every problem."""
     problems = _value_problems(cfg)
     if problems:
@@ -357,26 +309,30 @@ def config_problems(data: Mapping[str, Any]) -> tuple[TrainConfig, list[tuple[st
     if not isinstance(data, Mapping):
         return TrainConfig(), [("", f"a config must be a table of sections, got {type(data).__name__}")]
     problems: list[tuple[str, str]] = []
-    sections = {}
+    sections: dict[str, Any] = {}
     for name, values in data.items():
+        if name == "task" and isinstance(values, Mapping):
+            sections["task"], task_problems = task_from_dict(values)
+            problems += task_problems
+            continue
         if name not in SECTIONS:
-            owner = next((s for s, cls in SECTIONS.items() if name in _fields(cls)), None)
+            owner = next((s for s, cls in SECTIONS.items() if name in fields_of(cls)), None)
             if not isinstance(values, Mapping) and owner is not None:
                 problems.append((name, f"key {name!r} belongs in the [{owner}] section"))
             else:
-                problems.append((name, str(_unknown(name, SECTIONS))))
+                problems.append((name, str(unknown_key(name, [*SECTIONS, "task"]))))
             continue
         if not isinstance(values, Mapping):
             problems.append((name, f"[{name}] must be a table of keys, got {values!r}"))
             continue
-        types_ = _fields(SECTIONS[name])
+        types_ = fields_of(SECTIONS[name])
         kwargs = {}
         for key, value in values.items():
             if key not in types_:
-                problems.append((f"{name}.{key}", str(_unknown(f"{name}.{key}", [f"{name}.{k}" for k in types_]))))
+                problems.append((f"{name}.{key}", str(unknown_key(f"{name}.{key}", [f"{name}.{k}" for k in types_]))))
                 continue
             try:
-                kwargs[key] = _coerce(f"{name}.{key}", value, types_[key])
+                kwargs[key] = coerce(f"{name}.{key}", value, types_[key])
             except ConfigError as e:
                 problems.append((f"{name}.{key}", str(e)))
         sections[name] = SECTIONS[name](**kwargs)
@@ -410,4 +366,33 @@ def to_dict(cfg: TrainConfig) -> dict[str, dict[str, Any]]:
     for name in SECTIONS:
         section = getattr(cfg, name)
         out[name] = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(section).items()}
+    out["task"] = task_to_dict(cfg.task)
     return out
+
+
+def resolve(cfg: TrainConfig) -> TrainConfig:
+    """Fill every unset (``None``) optimiser field of ``cfg`` from its named schedule
+    (:data:`~torchstn.experiments.engine.schedules.SCHEDULES`) and check the result: the config a run saves.
+
+    Returns:
+        A new config in which every ``optim`` field is set; when ``optim.iterations`` is given, the preset's warm-up
+        and ``step`` positions keep their fractions of the schedule.
+
+    Raises:
+        ConfigError: an unknown schedule, or a combination that does not fit (e.g. ``lr_steps`` past the end).
+
+    Example:
+        >>> cfg = resolve(TrainConfig())
+        >>> cfg.optim.optimizer, cfg.optim.batch_size, cfg.optim.decay
+        ('adam', 128, 'cosine')
+    """
+    preset = SCHEDULES.get(cfg.optim.schedule)
+    filled = {k: (preset[k] if getattr(cfg.optim, k) is None else getattr(cfg.optim, k)) for k in preset}
+    optim = dataclasses.replace(cfg.optim, **filled)
+    if cfg.optim.iterations is not None:  # iterations changed: the preset's warm-up and steps keep their fractions
+        scale = optim.iterations / preset["iterations"]
+        if cfg.optim.warmup is None:
+            optim = dataclasses.replace(optim, warmup=round(preset["warmup"] * scale))
+        if optim.decay == "step" and cfg.optim.lr_steps is None:
+            optim = dataclasses.replace(optim, lr_steps=tuple(max(1, round(s * scale)) for s in preset["lr_steps"]))
+    return check_values(dataclasses.replace(cfg, optim=optim))

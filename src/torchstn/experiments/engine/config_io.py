@@ -17,18 +17,20 @@ from __future__ import annotations
 import difflib
 import os
 import typing
+import warnings
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from torchstn._registry import Registry
 from torchstn.errors import ConfigError
+from torchstn.experiments.engine.fields import fields_of, unknown_key
+from torchstn.experiments.engine.tasks import DEFAULT_TASK, TASKS, task_keys
 from torchstn.experiments.engine.config import (
     SECTIONS,
     TrainConfig,
-    _all_keys,
-    _fields,
-    _unknown,
+    all_keys,
     config_problems,
     problems_error,
     to_dict,
@@ -42,9 +44,15 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     except ModuleNotFoundError:
         _toml = None
 
-__all__ = ["load_config", "apply_overrides", "to_toml", "packaged_configs", "config_name"]
+__all__ = ["load_config", "apply_overrides", "to_toml", "packaged_configs", "config_name", "NAMED_CONFIGS"]
 
 _NONE_WORDS = ("none", "null")
+
+#: Configs known by name without a file: each name maps to a function returning the nested data a TOML file would
+#: hold. The experiment specs (:mod:`torchstn.experiments.specs`) register their cells here
+#: (``table1:RTS/st_cnn_affine``) with the metadata ``run_name`` (the default run directory's name) and, for an old
+#: spelling, ``replaced_by``.
+NAMED_CONFIGS: Registry = Registry("config", error=ConfigError)
 
 
 def _toml_value(value: Any) -> str:
@@ -83,15 +91,15 @@ def _parse_value(text: str) -> Any:
 def _resolve_key(key: str) -> tuple[str, str]:
     if "." in key:
         section, name = key.split(".", 1)
-        if section in SECTIONS and name in _fields(SECTIONS[section]):
-            return section, name
-        raise _unknown(key, _all_keys())
-    owners = [s for s, cls in SECTIONS.items() if key in _fields(cls)]
+        if (section in SECTIONS and name in fields_of(SECTIONS[section])) or (section == "task" and name):
+            return section, name  # a task option is checked against the task's options with the whole config
+        raise unknown_key(key, all_keys())
+    owners = [s for s, cls in SECTIONS.items() if key in fields_of(cls)]
     if len(owners) == 1:
         return owners[0], key
     if len(owners) > 1:
         raise ConfigError(f"key {key!r} is ambiguous: write one of {[f'{s}.{key}' for s in owners]}")
-    raise _unknown(key, _all_keys())
+    raise unknown_key(key, all_keys())
 
 
 def _merge(data: dict[str, Any], overrides: Iterable[str]) -> tuple[dict[str, str], list[str]]:
@@ -109,7 +117,7 @@ def _merge(data: dict[str, Any], overrides: Iterable[str]) -> tuple[dict[str, st
         except ConfigError as e:
             problems.append(f"--set {item}: {e}")
             continue
-        tp = _fields(SECTIONS[section])[name]
+        tp = fields_of(SECTIONS[section])[name] if section != "task" else _task_option_type(data, name)
         value = _parse_value(text)
         if value is not None and str in (typing.get_args(tp) or (tp,)) and not isinstance(value, str):
             value = text  # a string field given something that parses as a number: keep the text
@@ -118,6 +126,15 @@ def _merge(data: dict[str, Any], overrides: Iterable[str]) -> tuple[dict[str, st
         data.setdefault(section, {})[name] = value
         origin[f"{section}.{name}"] = item
     return origin, problems
+
+
+def _task_option_type(data: dict[str, Any], name: str) -> Any:
+    """The annotation of the option ``name`` of the task ``data`` names (``str`` for ``name`` itself and for what
+    the task does not know: the whole config's check reports it)."""
+    task = data.get("task", {}).get("name", DEFAULT_TASK) if isinstance(data.get("task"), dict) else DEFAULT_TASK
+    if name == "name" or task not in TASKS:
+        return str
+    return task_keys(task).get(name, str)
 
 
 def _merged_config(data: dict[str, Any], overrides: Iterable[str], where: str = "") -> TrainConfig:
@@ -154,10 +171,11 @@ def packaged_configs() -> dict[str, Path]:
 
 
 def load_config(source: str | os.PathLike[str], overrides: Iterable[str] = ()) -> TrainConfig:
-    """Load a config from a TOML file (or the name of a packaged config) and apply ``overrides``.
+    """Load a config from a TOML file (or a config's name) and apply ``overrides``.
 
     Args:
-        source: a path to a ``.toml`` file, or a packaged config name such as ``table1_rts_st_cnn_affine``.
+        source: a path to a ``.toml`` file, a name of :data:`NAMED_CONFIGS` such as ``table1:RTS/st_cnn_affine``
+            (an old spelling warns with a DeprecationWarning naming the new one), or a packaged config name (``demo``).
         overrides: ``key=value`` strings (see :func:`apply_overrides`).
 
     Raises:
@@ -165,16 +183,23 @@ def load_config(source: str | os.PathLike[str], overrides: Iterable[str] = ()) -
             every problem, each blamed on the file or on its ``--set``. An override replaces the file's value before
             anything is checked, so ``--set`` can fix a bad value in the file.
     """
-    path = Path(source)
+    path, name = Path(source), str(source)
+    if not path.is_file() and name in NAMED_CONFIGS:
+        replaced_by = NAMED_CONFIGS.info(name).get("replaced_by")
+        if replaced_by:
+            warnings.warn(f"config name {name!r} is deprecated: use {replaced_by!r}", DeprecationWarning, stacklevel=2)
+        return _merged_config(NAMED_CONFIGS.get(name)(), overrides, where=name)
     if not path.is_file():
         shipped = packaged_configs()
         if str(source) in shipped:
             path = shipped[str(source)]
         else:
-            close = difflib.get_close_matches(str(source), list(shipped), n=3)
+            current = {n: NAMED_CONFIGS.info(n).get("replaced_by") or n for n in NAMED_CONFIGS}  # old name -> new
+            close = dict.fromkeys(current.get(n, n) for n in difflib.get_close_matches(name, [*current, *shipped], n=3))
             hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise ConfigError(f"config {str(source)!r} is neither a file nor a packaged config.{hint} "
-                              f"`torchstn train --list` shows the {len(shipped)} packaged configs")  # fmt: skip
+            count = len(set(current.values())) + len(shipped)
+            raise ConfigError(f"config {name!r} is neither a file nor a packaged config.{hint} "
+                              f"`torchstn train --list` shows the {count} config names")  # fmt: skip
     if _toml is None:  # pragma: no cover - Python 3.10 without tomli
         raise ConfigError("reading TOML on Python 3.10 needs the tomli package: pip install tomli")
     try:
@@ -186,5 +211,8 @@ def load_config(source: str | os.PathLike[str], overrides: Iterable[str] = ()) -
 
 
 def config_name(source: str | os.PathLike[str]) -> str:
-    """A short run name for a config source: the file stem (``runs/<name>`` is the default output directory)."""
+    """A short run name for a config source: the file stem, or a named config's ``run_name`` (``runs/<name>`` is the
+    default output directory)."""
+    if str(source) in NAMED_CONFIGS and not Path(source).is_file():
+        return NAMED_CONFIGS.info(str(source)).get("run_name", str(source))
     return Path(str(source)).stem

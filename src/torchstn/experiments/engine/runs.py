@@ -25,8 +25,7 @@ from torch import nn
 from torchstn.errors import DataError
 from torchstn.experiments.engine.checkpoint import load_checkpoint
 from torchstn.experiments.engine.config import TrainConfig, from_dict
-from torchstn.experiments.engine.data import build_datasets
-from torchstn.experiments.engine.steps import build_model
+from torchstn.experiments.engine.tasks import TASKS
 
 __all__ = ["checkpoint_path", "load_run", "eval_dataset", "run_files", "clear_run", "RUN_FILES", "display_path"]
 
@@ -50,8 +49,9 @@ def clear_run(out: str | os.PathLike[str]) -> None:
             shutil.rmtree(path)
         else:
             path.unlink()
-    for tmp in out.glob(".last.pt.*.tmp"):  # a checkpoint write cut short by a kill
-        tmp.unlink()
+    for pattern in (".last.*.tmp.pt", ".last.pt.*.tmp"):  # a checkpoint write cut short by a kill (now, before)
+        for tmp in out.glob(pattern):
+            tmp.unlink()
 
 
 def checkpoint_path(path: str | os.PathLike[str]) -> Path:
@@ -77,7 +77,7 @@ def load_run(
         if key not in payload:
             raise DataError(f"{checkpoint_path(path)}: not a torchstn training checkpoint (no {key!r})")
     cfg = from_dict(payload["config"])
-    model = build_model(cfg, tuple(payload["in_shape"]), int(payload["num_classes"]))
+    model = TASKS.get(cfg.task.name)(cfg).build_saved_model(tuple(payload["in_shape"]), int(payload["num_classes"]))
     model.load_state_dict(payload["model"])
     return cfg, model.to(device).eval(), payload
 
@@ -93,7 +93,7 @@ def eval_dataset(cfg: TrainConfig, payload: dict[str, Any], data: str | os.PathL
 
         dataset = TensorFile(data)
     else:
-        dataset = build_datasets(cfg, train=False)[1]
+        dataset = TASKS.get(cfg.task.name)(cfg).datasets(train=False)[1]
     want = tuple(payload["in_shape"])
     if tuple(dataset.image_shape) != want:
         raise DataError(f"{data or 'the test set'} holds images of shape {tuple(dataset.image_shape)}, but the model "

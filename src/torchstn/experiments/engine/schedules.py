@@ -1,6 +1,7 @@
 """Named training schedules, and the optimiser / learning-rate scheduler they build.
 
-A schedule is a preset of every :class:`~torchstn.experiments.engine.config.OptimConfig` field; :func:`resolve` fills the fields a
+A schedule is a preset of every :class:`~torchstn.experiments.engine.config.OptimConfig` field;
+:func:`~torchstn.experiments.engine.config.resolve` fills the fields a
 config leaves unset. Three are shipped (``docs/training.md`` explains each choice):
 
 * ``paper``: the paper's protocol (§4.1): SGD, batch 256, lr 0.01 x0.1 every 50k iterations, 150k iterations, no
@@ -15,11 +16,8 @@ config leaves unset. Three are shipped (``docs/training.md`` explains each choic
   however busy the machine is).
 
 Example:
-    >>> from torchstn.experiments.engine.config import TrainConfig
-    >>> cfg = resolve(TrainConfig())
-    >>> cfg.optim.optimizer, cfg.optim.batch_size, cfg.optim.decay
-    ('adam', 128, 'cosine')
-    >>> f = lr_factor_fn(resolve_optim_only("paper"))
+    >>> import types
+    >>> f = lr_factor_fn(types.SimpleNamespace(**SCHEDULES.get("paper")))
     >>> f(0), f(49_999), f(50_000), f(100_000)
     (1.0, 1.0, 0.1, 0.010000000000000002)
 """
@@ -33,11 +31,11 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from torchstn._registry import Registry
 from torchstn.errors import ConfigError
 from torchstn.nn import param_groups
 
-__all__ = ["SCHEDULES", "OPTIMIZERS", "DECAYS", "CLOCKS", "resolve", "lr_factor_fn", "build_optimizer",
-           "build_scheduler"]
+__all__ = ["SCHEDULES", "OPTIMIZERS", "DECAYS", "CLOCKS", "lr_factor_fn", "build_optimizer", "build_scheduler"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 DECAYS = ("constant", "step", "cosine", "linear")
@@ -51,43 +49,10 @@ _CPU = dict(optimizer="adam", lr=2e-3, momentum=0.9, weight_decay=0.0, batch_siz
             grad_clip=0.0, clock="steps")  # fmt: skip
 _DEMO = dict(_CPU, lr=6e-3, iterations=1_500, warmup=75, clock="time")
 
-SCHEDULES: dict[str, dict] = {"paper": _PAPER, "cpu": _CPU, "demo": _DEMO}
-
-
-def resolve(cfg):
-    """Fill every unset (``None``) optimiser field of ``cfg`` from its named schedule.
-
-    Args:
-        cfg: a :class:`~torchstn.experiments.engine.config.TrainConfig`.
-
-    Returns:
-        A new config in which every ``optim`` field is set; ``lr_steps`` of a ``step`` schedule must lie below
-        ``iterations``.
-
-    Raises:
-        ConfigError: an unknown schedule, or a combination that does not fit (e.g. ``lr_steps`` past the end).
-    """
-    from torchstn.experiments.engine.config import _check_values
-
-    if cfg.optim.schedule not in SCHEDULES:
-        raise ConfigError(f"optim.schedule must be one of {list(SCHEDULES)}, got {cfg.optim.schedule!r}")
-    preset = SCHEDULES[cfg.optim.schedule]
-    filled = {k: (preset[k] if getattr(cfg.optim, k) is None else getattr(cfg.optim, k)) for k in preset}
-    optim = dataclasses.replace(cfg.optim, **filled)
-    if cfg.optim.iterations is not None:  # iterations changed: the preset's warm-up and steps keep their fractions
-        scale = optim.iterations / preset["iterations"]
-        if cfg.optim.warmup is None:
-            optim = dataclasses.replace(optim, warmup=round(preset["warmup"] * scale))
-        if optim.decay == "step" and cfg.optim.lr_steps is None:
-            optim = dataclasses.replace(optim, lr_steps=tuple(max(1, round(s * scale)) for s in preset["lr_steps"]))
-    return _check_values(dataclasses.replace(cfg, optim=optim))
-
-
-def resolve_optim_only(schedule: str):
-    """The resolved :class:`~torchstn.experiments.engine.config.OptimConfig` of a named schedule (for inspection)."""
-    from torchstn.experiments.engine.config import OptimConfig, TrainConfig
-
-    return resolve(TrainConfig(optim=OptimConfig(schedule=schedule))).optim
+#: Named presets of every optimiser field; an experiment adds its own with ``SCHEDULES.register(name, preset)``.
+SCHEDULES: Registry[dict] = Registry("optim.schedule", error=ConfigError)
+for _name, _preset in {"paper": _PAPER, "cpu": _CPU, "demo": _DEMO}.items():
+    SCHEDULES.register(_name, _preset)
 
 
 def lr_factor_fn(optim) -> Callable[[int], float]:
@@ -114,9 +79,11 @@ def lr_factor_fn(optim) -> Callable[[int], float]:
     return factor
 
 
-def build_optimizer(model: nn.Module, optim) -> torch.optim.Optimizer:
-    """The optimiser of a resolved ``optim`` config, with the localisation nets at ``lr * loc_lr_mult``."""
-    groups = param_groups(model, optim.lr, optim.loc_lr_mult, weight_decay=optim.weight_decay)
+def build_optimizer(model: nn.Module, optim, groups: list[dict] | None = None) -> torch.optim.Optimizer:
+    """The optimiser of a resolved ``optim`` config over ``groups`` (default: the localisation nets at
+    ``lr * loc_lr_mult``, the rest at ``lr``, all with ``weight_decay``)."""
+    if groups is None:
+        groups = param_groups(model, optim.lr, optim.loc_lr_mult, weight_decay=optim.weight_decay)
     if optim.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum)
     if optim.optimizer == "adam":

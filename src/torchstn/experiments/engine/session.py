@@ -18,7 +18,7 @@ from torch import nn
 from torchstn.experiments.engine import checkpoint as ckpt
 from torchstn.experiments.engine import distributed as dist
 from torchstn.experiments.engine.config import to_dict
-from torchstn.experiments.engine.steps import RunState, evaluate, theta_columns, train_steps, transformers
+from torchstn.experiments.engine.steps import RunState, theta_columns, train_steps, transformers
 from torchstn.experiments.engine.metrics import MetricsLogger, Progress
 from torchstn.experiments.engine.signals import TrainingInterrupted
 
@@ -154,8 +154,10 @@ class Session:
         n = len(self.test_set) if limit <= 0 else min(limit, len(self.test_set))
         bar = Progress(n, desc="test", unit="img", leave=False, enabled=self.progress, stream=self.stream)
         stop = s.stop
-        return evaluate(s.model, self.test_set, batch_size=run.eval_batch_size, device=s.device, limit=limit,
-                        amp=run.amp, progress=bar, should_stop=None if stop is None else lambda: stop.requested)
+        s.task.on_step(s.model, s.step)
+        return s.task.evaluate(s.model, self.test_set, batch_size=run.eval_batch_size, device=s.device, limit=limit,
+                               amp=run.amp, progress=bar,
+                               should_stop=None if stop is None else lambda: stop.requested)  # fmt: skip
 
     def _save(self, final: bool = False) -> None:
         """Write ``last.pt``: a collective under DDP (every rank calls it at the same steps; it gathers every rank's

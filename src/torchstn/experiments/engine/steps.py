@@ -25,11 +25,11 @@ from torchstn.experiments.engine.metrics import MetricsLogger, Progress
 from torchstn.experiments.engine.schedules import lr_factor_fn
 from torchstn.experiments.engine.signals import StopRequest
 
-__all__ = ["build_model", "count_parameters", "evaluate", "RunState", "train_steps", "transformers", "theta_columns",
-           "check_amp"]
+__all__ = ["model_from_config", "parameter_counts", "evaluate", "RunState", "train_steps", "transformers", "theta_columns",
+           "check_amp", "to_device", "amp_autocast"]
 
 
-def build_model(cfg: TrainConfig, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+def model_from_config(cfg: TrainConfig, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """The model of ``cfg.model`` for inputs ``in_shape (C, H, W)``, with lazy parameters materialised.
 
     Raises:
@@ -51,7 +51,7 @@ def build_model(cfg: TrainConfig, in_shape: tuple[int, ...], num_classes: int) -
     return model.train(was_training)
 
 
-def count_parameters(model: nn.Module) -> tuple[int, int]:
+def parameter_counts(model: nn.Module) -> tuple[int, int]:
     """``(total, localisation)`` trainable parameter counts (localisation = every spatial transformer's)."""
     total = sum(p.numel() for p in model.parameters() if p.requires_grad)
     loc_ids = {id(p) for m in model.modules() if isinstance(m, SpatialTransformer) for p in m.parameters()}
@@ -96,7 +96,7 @@ def evaluate(model: nn.Module, dataset, *, batch_size: int = 500, device: str | 
                 return None
             images, labels = dataset.batch(torch.arange(start, min(n, start + batch_size)))
             images, labels = images.to(device), labels.to(device)
-            with _autocast(device, amp):
+            with amp_autocast(device, amp):
                 logits = model(images).float()
             loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
             wrong += int((logits.argmax(1) != labels).sum())
@@ -132,6 +132,7 @@ class RunState:
     stop: StopRequest | None = None  # checked at every iteration boundary (all ranks agree under DDP)
     stopped_by: int | None = None  # the signal that stopped :func:`train_steps` at an iteration boundary
     pending_eval: bool = False  # a stop abandoned the evaluation due at ``step``: a resume runs it first
+    task: Any = None  # the run's :class:`~torchstn.experiments.engine.tasks.Task`
 
     def elapsed(self) -> float:
         """Wall time of this run so far, over all its sessions."""
@@ -161,7 +162,7 @@ def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = No
     Raises:
         NonFiniteError: the loss became NaN or infinite.
     """
-    cfg, model, device = state.cfg, state.model, state.device
+    cfg, model, device, task = state.cfg, state.model, state.device, state.task
     net = state.net or model
     o, bs = cfg.optim, cfg.optim.batch_size
     rank, world = dist.rank(), dist.world_size()
@@ -190,11 +191,12 @@ def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = No
                 g["lr"] = g["initial_lr"] * f
         t_step = time.perf_counter()
         idx = dist.shard(batch_indices(state.step, bs, n_train, cfg.run.seed), rank, world)  # this rank's share
-        images, labels = state.train_set.batch(idx, generator=state.generator)
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        with record_theta(model, detach=o.identity_weight == 0) as thetas, _autocast(device, state.amp):
-            logits = net(images)
-        loss = F.cross_entropy(logits.float(), labels)
+        inputs, targets = task.batch(state.train_set, idx, state.generator)
+        inputs, targets = to_device(inputs, device), to_device(targets, device)
+        task.on_step(model, state.step)
+        with record_theta(model, detach=o.identity_weight == 0) as thetas, amp_autocast(device, state.amp):
+            outputs = task.forward(net, inputs)
+        loss = task.loss(outputs, targets)
         total = loss
         if o.identity_weight > 0:
             penalty = sum(identity_penalty(t.float(), identities[name]) for name, ts in thetas.items() for t in ts)
@@ -208,10 +210,10 @@ def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = No
         if not math.isfinite(loss_val):
             raise NonFiniteError(f"the training loss became {loss_val} at iteration {state.step}: lower optim.lr or "
                                  "optim.loc_lr_mult, set model.bound or optim.identity_weight")  # fmt: skip
-        n_wrong = int((logits.detach().argmax(1) != labels).sum())
-        win[0] += loss_val * labels.numel()
+        n_wrong, n_items = task.mistakes(outputs, targets)
+        win[0] += loss_val * n_items
         win[1] += n_wrong
-        win[2] += labels.numel()
+        win[2] += n_items
         win[3] += time.perf_counter() - t_step
         row = None
         if state.step % cfg.run.log_every == 0 or state.step == o.iterations:
@@ -219,10 +221,17 @@ def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = No
             if logger is not None:
                 logger.log(row)
         if progress is not None:  # loss and error from the first iteration on (the bar smooths them)
-            live = {"loss": loss_val, "error": 100.0 * n_wrong / labels.numel(),
+            live = {"loss": loss_val, "error": 100.0 * n_wrong / max(1, n_items),
                     "lr": state.optimizer.param_groups[0]["lr"]}  # fmt: skip
             progress.update(state.step, row, live=live, elapsed=state.elapsed() if by_time else None)
     return True
+
+
+def to_device(x: Any, device: torch.device) -> Any:
+    """``x`` (a tensor, or a tuple/list of tensors) on ``device``."""
+    if isinstance(x, (tuple, list)):
+        return type(x)(to_device(v, device) for v in x)
+    return x.to(device, non_blocking=True)
 
 
 def _log_row(state: RunState, thetas: dict[str, list[torch.Tensor]]) -> dict[str, Any]:
@@ -259,7 +268,7 @@ def _backward_step(state: RunState, total: torch.Tensor) -> None:
         scaler.update()
 
 
-def _autocast(device: str | torch.device, amp: str) -> contextlib.AbstractContextManager:
+def amp_autocast(device: str | torch.device, amp: str) -> contextlib.AbstractContextManager:
     if amp == "off":
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)

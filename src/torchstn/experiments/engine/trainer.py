@@ -27,20 +27,21 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
+from torchstn._io import write_text_atomic
 from torchstn.errors import ConfigError
 from torchstn.experiments.engine import checkpoint as ckpt
 from torchstn.experiments.engine import distributed as dist
 from torchstn.experiments.engine import runs
-from torchstn.experiments.engine.config import AMP_MODES, TrainConfig, from_dict, to_dict
+from torchstn.experiments.engine.config import AMP_MODES, TrainConfig, from_dict, resolve, to_dict
 from torchstn.experiments.engine.config_io import to_toml
-from torchstn.experiments.engine.data import build_datasets
-from torchstn.experiments.engine.steps import RunState, build_model, check_amp, count_parameters, evaluate, train_steps
-from torchstn.experiments.engine.schedules import build_optimizer, build_scheduler, resolve
+from torchstn.experiments.engine.schedules import build_optimizer, build_scheduler
+from torchstn.experiments.engine.steps import RunState, check_amp, evaluate, parameter_counts, train_steps
+from torchstn.experiments.engine.tasks import TASKS, Task
 from torchstn.experiments.engine.session import Session
 from torchstn.experiments.engine.signals import StopRequest
 
-__all__ = ["fit", "config_differences", "train_steps", "evaluate", "build_model", "count_parameters", "RunState",
-           "RESUMABLE_RUN_KEYS", "AMP_MODES"]
+__all__ = ["fit", "config_differences", "train_steps", "evaluate", "RunState", "RESUMABLE_RUN_KEYS", "AMP_MODES",
+           "task_of", "new_state"]
 
 # run.* fields a resumed run may change (they do not change what is computed)
 RESUMABLE_RUN_KEYS = ("device", "threads", "eval_every", "eval_limit", "eval_batch_size", "log_every",
@@ -103,6 +104,36 @@ def fit(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool | s
         TrainingInterrupted: a signal stopped the run (a ``KeyboardInterrupt``; its ``step`` is the checkpoint's).
     """
     t0 = time.monotonic()
+    state, session, saved = _setup(cfg, out_dir, resume=resume, overwrite=overwrite, gif=gif, progress=progress,
+                                   stream=stream, command=command, datasets=datasets)  # fmt: skip
+    out, main = session.out, dist.is_main()
+    with StopRequest(notice=main) as stop:  # from the opening line on, a signal stops at an iteration boundary
+        session.say(_describe(state, session.in_shape, dist.world_size()))
+        stop.out, stop.last_saved = str(out), state.step if saved is not None else None
+        state.stop = stop
+        try:
+            stopped = session.train(stop_after)
+            if stopped is not None:
+                return stopped
+            res = session.final_evaluation()
+        finally:
+            session.close()
+    result: dict[str, Any] | None = None
+    if main:
+        assert res is not None  # rank 0 evaluated (a stop during the evaluation raised TrainingInterrupted)
+        result = _finish(state, session, res, wall_s=time.monotonic() - t0, command=command)
+    return dist.broadcast_object(result)
+
+
+def task_of(cfg: TrainConfig) -> Task:
+    """The :class:`~torchstn.experiments.engine.tasks.Task` that trains ``cfg`` (its ``[task]`` section)."""
+    return TASKS.get(cfg.task.name)(cfg)
+
+
+def _setup(cfg: TrainConfig, out_dir, *, resume, overwrite, gif, progress, stream, command,
+           datasets) -> tuple[RunState, Session, dict | None]:  # fmt: skip
+    """Everything before the first step: the resolved config, the process group, the run directory (checked, or
+    the checkpoint to resume), the datasets, the model and optimiser (restored on a resume) and the session."""
     out = Path(out_dir or cfg.run.out or "runs/run")
     cfg = resolve(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=str(out))))
     device = dist.setup(cfg.run.device, cfg.run.dist_timeout)  # joins torchrun's process group, if any
@@ -118,10 +149,11 @@ def fit(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool | s
         torch.use_deterministic_algorithms(True)
     check_amp(cfg.run.amp, device)
     dist.split_batch(cfg.optim.batch_size, world)
+    task = task_of(cfg)
     if datasets is None:
         with dist.main_first():  # rank 0 fetches and caches the data, then the others read it
-            datasets = build_datasets(cfg, test=main)
-    state = _new_state(cfg, datasets[0], device)
+            datasets = task.datasets(test=main)
+    state = new_state(cfg, task, datasets[0], device)
     if saved is not None:
         _restore(state, saved)
         saved_world = int(saved.get("world_size", 1))
@@ -134,34 +166,29 @@ def fit(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool | s
     if main:
         out.mkdir(parents=True, exist_ok=True)
         header = f"torchstn run config (resolved); {command or ''}".strip()
-        (out / "config.toml").write_text(to_toml(cfg, header=header))
+        write_text_atomic(out / "config.toml", to_toml(cfg, header=header))
     session = Session(state, out, datasets[1], say=say, progress=progress, stream=stream, gif=gif,
-                       resumed=saved is not None, resumed_final=bool(saved and saved.get("final")))  # fmt: skip
-    with StopRequest(notice=main) as stop:  # from the opening line on, a signal stops at an iteration boundary
-        say(_describe(state, session.in_shape, world))
-        stop.out, stop.last_saved = str(out), state.step if saved is not None else None
-        state.stop = stop
-        try:
-            stopped = session.train(stop_after)
-            if stopped is not None:
-                return stopped
-            res = session.final_evaluation()
-        finally:
-            session.close()
+                      resumed=saved is not None, resumed_final=bool(saved and saved.get("final")))  # fmt: skip
+    return state, session, saved
+
+
+def _finish(state: RunState, session: Session, res: dict[str, Any], *, wall_s: float,
+            command: str | None) -> dict[str, Any]:  # fmt: skip
+    """Write ``result.json`` (rank 0) and say the result; returns what it wrote."""
+    cfg, out = state.cfg, session.out
+    total, loc = parameter_counts(state.model)
     train_s = state.elapsed()
-    result = None
-    if main:
-        total, loc = count_parameters(state.model)
-        result = {"test_error": res["error"], "test_loss": res["loss"], "test_images": res["n"], "steps": state.step,
-                  "iterations": cfg.optim.iterations, "completed": session.completed, "parameters": total,
-                  "localisation_parameters": loc, "train_s": train_s, "wall_s": time.monotonic() - t0,
-                  "device": _device_name(device), "threads": torch.get_num_threads(), "processes": world,
-                  "amp": cfg.run.amp, "command": command or "", "version": ckpt.code_version(),
-                  "config": to_dict(cfg)}  # fmt: skip
-        (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-        say(f"test error {res['error']:.2f}% on {res['n']:,} images after {state.step:,} iterations "
-            f"({train_s / 60:.1f} min training); run directory {out}")
-    return dist.broadcast_object(result)
+    result = {"test_error": res["error"], "test_loss": res["loss"], "test_images": res["n"], "steps": state.step,
+              "iterations": cfg.optim.iterations, "completed": session.completed, "parameters": total,
+              "localisation_parameters": loc, "train_s": train_s, "wall_s": wall_s,
+              "device": _device_name(state.device), "threads": torch.get_num_threads(),
+              "processes": dist.world_size(), "amp": cfg.run.amp, "command": command or "",
+              "version": ckpt.code_version(), "config": to_dict(cfg)}  # fmt: skip
+    result.update({f"test_{k}": v for k, v in res.items() if k not in ("error", "loss", "n")})  # a task's extras
+    write_text_atomic(out / "result.json", json.dumps(result, indent=2) + "\n")
+    session.say(f"test error {res['error']:.2f}% on {res['n']:,} images after {state.step:,} iterations "
+                f"({train_s / 60:.1f} min training); run directory {out}")
+    return result
 
 
 def _open_run_dir(out: Path, resume: bool | str, overwrite: bool, say: Callable[[str], None]) -> dict | None:
@@ -190,16 +217,17 @@ def _open_run_dir(out: Path, resume: bool | str, overwrite: bool, say: Callable[
     return None
 
 
-def _new_state(cfg: TrainConfig, train_set, device: torch.device) -> RunState:
+def new_state(cfg: TrainConfig, task: Task, train_set, device: torch.device) -> RunState:
     """A fresh run: seeded, the model built and on ``device``, optimiser, scheduler, this rank's data generator."""
     in_shape, num_classes = tuple(train_set.image_shape), int(train_set.num_classes)
     torch.manual_seed(cfg.run.seed)
     random.seed(cfg.run.seed)
-    model = build_model(cfg, in_shape, num_classes).to(device)
-    optimizer = build_optimizer(model, cfg.optim)
+    model = task.build_model(in_shape, num_classes).to(device)
+    optimizer = build_optimizer(model, cfg.optim, task.param_groups(model))
     return RunState(cfg, model, optimizer, build_scheduler(optimizer, cfg.optim), train_set,
                     dist.rank_generator(cfg.run.seed, dist.rank()), device, amp=cfg.run.amp,
-                    scaler=torch.amp.GradScaler(device.type) if cfg.run.amp == "fp16" else None)  # fmt: skip
+                    scaler=torch.amp.GradScaler(device.type) if cfg.run.amp == "fp16" else None,
+                    task=task)  # fmt: skip
 
 
 def _restore(state: RunState, saved: dict[str, Any]) -> None:
@@ -223,9 +251,9 @@ def _restore(state: RunState, saved: dict[str, Any]) -> None:
 
 def _describe(state: RunState, in_shape: tuple[int, ...], world: int) -> str:
     """The line that opens a run: model, parameters, data, schedule, device."""
-    cfg, (total, loc) = state.cfg, count_parameters(state.model)
+    cfg, (total, loc) = state.cfg, parameter_counts(state.model)
     return (f"model {cfg.model.name}" + (f" ({cfg.model.transform})" if cfg.model.transform else "")
-            + f": {total:,} parameters ({loc:,} in localisation); data {cfg.data.variant} {in_shape}; "
+            + f": {total:,} parameters ({loc:,} in localisation); {state.task.describe(in_shape)}; "
             + f"{cfg.optim.schedule} schedule: {cfg.optim.optimizer} lr {cfg.optim.lr:g} batch {cfg.optim.batch_size} "
             + f"x {cfg.optim.iterations:,} iterations; device {state.device}, {_threads()}"
             + (f"; {world} processes ({cfg.optim.batch_size // world} images each)" if world > 1 else "")
