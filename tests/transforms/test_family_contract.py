@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import torchstn
+
 FAMILIES = torchstn.list_transforms()
 SIZES_2D = [(5, 7), (1, 6), (4, 1), (8, 8)]
 SIZES_3D = [(3, 4, 5), (1, 4, 2), (4, 4, 4)]

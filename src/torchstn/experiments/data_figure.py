@@ -35,8 +35,8 @@ def _build(name: str, root, source):
 def _panels(name: str, n: int, seed: int, root, source):
     """``(images (k, H, W) in [0, 1], titles, boxes (k, 4) or None)`` for ``k <= n`` samples."""
     if name == "colocalisation":
-        from torchstn.data.datasets import CoLocalisation
         from torchstn.data.contract import resolve_source
+        from torchstn.data.datasets import CoLocalisation
 
         digits = resolve_source("test", root, source)
         count = int((digits[1] == _COLOC_DIGIT).sum())  # a small source may hold fewer than n of the class

@@ -84,8 +84,11 @@ def canonical_variant(variant: object, allowed: Sequence[str] | None = None) -> 
     Raises:
         OptionError: no match; the message suggests the closest name.
     """
-    warnings.warn("canonical_variant is deprecated; use torchstn.data.distortions.DISTORTIONS.canonical(variant)",
-                  DeprecationWarning, stacklevel=2)
+    warnings.warn(
+        "canonical_variant is deprecated; use torchstn.data.distortions.DISTORTIONS.canonical(variant)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     if allowed is None:
         return DISTORTIONS.canonical(variant)
     names: Registry[str] = Registry("variant", ignore_case=True)
