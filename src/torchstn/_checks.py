@@ -146,7 +146,7 @@ def check_finite(name: str, x: torch.Tensor, *, source: tuple[str, torch.Tensor]
     if not bad:  # the sum overflowed (huge or half-precision values)
         return
     bad_source = _count_non_finite(source[1]) if source is not None else 0
-    if bad_source:
+    if source is not None and bad_source:
         cause = (f" because the {source[0]} holds {bad_source} non-finite value(s) of {source[1].numel()}: the data "
                  "is at fault, not the network; clean it (e.g. torch.nan_to_num) or find where the NaN/inf enter")
     else:

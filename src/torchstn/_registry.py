@@ -86,9 +86,28 @@ class Registry(Generic[T]):
         return dict(self._info[self.canonical(name)])
 
     def options(self, name: object, exclude: tuple[str, ...] = ("self",)) -> tuple[str, ...]:
-        """The keyword options the object takes (a class's ``__init__``, a function's own), without ``exclude``."""
+        """The keyword options the object takes (a class's ``__init__``, a function's own), without ``exclude``.
+
+        Raises:
+            TypeError: the object is not callable (e.g. a registry of presets), so it takes no options.
+
+        Example:
+            >>> sizes = Registry("size")
+            >>> sizes.register("small", 8)
+            8
+            >>> sizes.options("small")
+            Traceback (most recent call last):
+            ...
+            TypeError: size 'small' is int, not callable: it takes no options
+        """
         obj = self.get(name)
-        return keyword_options(obj.__init__ if isinstance(obj, type) else obj, exclude)  # type: ignore[misc]
+        if isinstance(obj, type):
+            cls: type[Any] = obj  # a class: its __init__ read from the class, unbound (``self`` is excluded)
+            return keyword_options(cls.__init__, exclude)
+        if not callable(obj):
+            raise TypeError(f"{self.kind} {self.canonical(name)!r} is {type(obj).__name__}, not callable: it takes no "
+                            "options")  # fmt: skip
+        return keyword_options(obj, exclude)
 
     def check_options(self, name: object, given, exclude: tuple[str, ...] = ("self",)) -> None:
         """Refuse option names ``given`` that ``name``'s object does not take; the message lists those it takes and

@@ -166,9 +166,11 @@ def export_onnx(
     def write(tmp: Path) -> None:
         with _eval_mode(model), _quiet_exporter(), _export_errors(model):
             if dynamo:
-                torch.onnx.export(model, (trace_input,), dynamo=True, opset_version=opset, verbose=False,
-                                  dynamic_shapes=_batch_dim(dynamic_batch), input_names=["input"],
-                                  output_names=["output"]).save(tmp, external_data=False)  # fmt: skip
+                program = torch.onnx.export(model, (trace_input,), dynamo=True, opset_version=opset, verbose=False,
+                                            dynamic_shapes=_batch_dim(dynamic_batch), input_names=["input"],
+                                            output_names=["output"])  # fmt: skip
+                assert program is not None  # dynamo=True returns the ONNXProgram (None is the TorchScript exporter's)
+                program.save(tmp, external_data=False)
             else:
                 axes = {"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None
                 torch.onnx.export(model, (trace_input,), tmp, dynamo=False, opset_version=opset,

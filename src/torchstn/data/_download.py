@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import importlib
+import io
 import os
 import pickle
 import shutil
@@ -25,7 +27,6 @@ import zipfile
 import zlib
 from pathlib import Path
 from types import ModuleType
-from typing import BinaryIO
 
 from torchstn._io import atomic_path
 from torchstn.errors import ChecksumError, DataError
@@ -291,7 +292,7 @@ def import_numpy(purpose: str = "Reading this data set's pickle", hint: str = ""
     return numpy
 
 
-def restricted_numpy_load(fileobj: BinaryIO, what: str) -> object:
+def restricted_numpy_load(fileobj: io.BufferedIOBase, what: str) -> object:
     """Unpickle a classic numpy pickle (e.g. Python 2 era), admitting only numpy's array-reconstruction globals.
 
     The unpickler's ``find_class`` resolves exactly ``numpy.core.multiarray._reconstruct`` (and its numpy 2 spelling
@@ -311,10 +312,11 @@ def restricted_numpy_load(fileobj: BinaryIO, what: str) -> object:
         ModuleNotFoundError: If numpy is not installed.
     """
     np = import_numpy(f"Unpickling {what}")
-    try:
-        from numpy._core.multiarray import _reconstruct  # numpy >= 2 (avoids the numpy.core deprecation warning)
+    try:  # one name for the module under either spelling: ModuleType both ways, unlike two `from ... import`s
+        multiarray = importlib.import_module("numpy._core.multiarray")  # numpy >= 2 (numpy.core warns there)
     except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct
+        multiarray = importlib.import_module("numpy.core.multiarray")
+    _reconstruct = multiarray._reconstruct
     allowed = {
         ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
         ("numpy._core.multiarray", "_reconstruct"): _reconstruct,

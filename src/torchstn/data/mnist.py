@@ -207,7 +207,9 @@ def load_mnist(
     split = look_up_option("split", split, SPLITS)
     source = look_up_option("source", source, SOURCES)
     directory = _locate((split,), root, source)
-    return _load_pair(*_find_split(directory, split))
+    found = _find_split(directory, split)
+    assert found is not None  # _locate returned a directory holding the split (found there, or fetched into it)
+    return _load_pair(*found)
 
 
 def fetch_mnist(
@@ -236,10 +238,11 @@ def fetch_mnist(
     """
     source = look_up_option("source", source, SOURCES)
     say = say or (lambda _line: None)
-    directory = _locate(SPLITS, root, source, fetch=False)
+    directory = _find_dir(SPLITS, root, source)
     if directory is not None and directory != _cache_dir():
         for name in _NAMES:
             path = _find_file(directory, name)
+            assert path is not None  # _find_dir returned a directory holding both splits: all four files
             match = "matches" if _download.content_digest(path) == _IDX_SHA256[name] else "DIFFERS FROM"
             say(f"{path}: {match} the official MNIST file (your file: used as it is)")
         return directory
@@ -272,9 +275,22 @@ def _repair_cache(source: str, say: Callable[[str], None]) -> Path:
     return cache
 
 
-def _locate(splits: tuple[str, ...], root, source: str, fetch: bool = True) -> Path | None:
-    """The first directory holding every split in ``splits``, fetching into the cache if allowed and needed (with
-    ``fetch=False``, ``None`` when only a download would give them)."""
+def _locate(splits: tuple[str, ...], root, source: str) -> Path:
+    """The first directory holding every split in ``splits`` (:func:`_find_dir`), else the cache, fetched into."""
+    directory = _find_dir(splits, root, source)
+    if directory is not None:
+        return directory
+    cache = _cache_dir()
+    _fetch(cache, source, tuple(n for n in _NAMES if _find_file(cache, n) is None))  # one download gives all four
+    return cache
+
+
+def _find_dir(splits: tuple[str, ...], root, source: str) -> Path | None:
+    """The first directory holding every split in ``splits``; ``None`` when only a download would give them.
+
+    Raises:
+        DataError: none holds them and ``source="local"`` forbids the download.
+    """
     dirs = _search_dirs(root) if source in ("auto", "local") else [_cache_dir()]
     for directory in dirs:
         if all(_find_split(directory, split) is not None for split in splits):
@@ -286,11 +302,7 @@ def _locate(splits: tuple[str, ...], root, source: str, fetch: bool = True) -> P
             f"MNIST {' and '.join(splits)} not found (source='local' never downloads). Looked for {names} in:\n"
             f"  {searched}\nTo fix: {_FETCH_HINT}, pass root= a directory holding the IDX files, or set $TORCHSTN_DATA."
         )
-    if not fetch:
-        return None
-    cache = _cache_dir()
-    _fetch(cache, source, tuple(n for n in _NAMES if _find_file(cache, n) is None))  # one download gives all four
-    return cache
+    return None
 
 
 def _fetch(cache: Path, source: str, names: tuple[str, ...]) -> str:
@@ -310,8 +322,10 @@ def _registry_arrays(data, what: str) -> list[tuple[object, object]]:
     ok = isinstance(data, (tuple, list)) and len(data) == 3
     pairs = []
     for pair in data if ok else ():
-        ok = ok and isinstance(pair, (tuple, list)) and len(pair) == 2
-        x, y = pair if ok else (None, None)
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            ok = False
+            break
+        x, y = pair
         ok = ok and isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 2 and x.shape[1] == 784
         ok = ok and isinstance(y, np.ndarray) and y.dtype.kind in "iu" and y.shape == x.shape[:1]
         pairs.append((x, y))

@@ -40,7 +40,7 @@ def _grid_coords(matrix: torch.Tensor, size: Sequence[int], align_corners: bool)
     axes = _axes(size, align_corners, matrix)
     # (B, n, n+1, 1, ..., 1) by indexing, not reshape(B, ...): torch 2.9's dynamo exporter guards a reshape by the
     # traced batch size against a dynamic batch of 1 and fails
-    m = matrix[(..., *([None] * n))]
+    m = matrix[(...,) + (None,) * n]
     for r in range(n):
         acc = m[:, r, n] + m[:, r, 0] * axes[0]
         for j in range(1, n):

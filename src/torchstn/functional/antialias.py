@@ -222,6 +222,7 @@ def _tap_offsets(edges: torch.Tensor, spans: torch.Tensor, w: torch.Tensor, coun
         pos = torch.linspace(-0.5, 0.5, k, dtype=edges.dtype, device=edges.device).view(k, *([1] * edge.dim()))
         along = pos * edge  # (k, n, B, *out)
         offsets = along if offsets is None else (offsets.unsqueeze(1) + along.unsqueeze(0)).flatten(0, 1)
+    assert offsets is not None  # the caller has spans only where _plan found a count above 1: the loop set it
     return offsets.movedim(1, -1).movedim(0, 1)  # (B, T, *out, n)
 
 

@@ -113,4 +113,4 @@ def check_deterministic(deterministic: object, mode: str, antialias: bool) -> bo
     if deterministic and (mode not in ("bilinear", "nearest") or antialias):
         raise OptionError("deterministic=True supports mode='bilinear' and 'nearest' without antialias, got "
                           f"mode={mode!r}, antialias={antialias}")
-    return deterministic  # type: ignore[return-value]
+    return deterministic  # narrowed to bool | None by the check above
