@@ -24,6 +24,7 @@ import torch
 from torchstn.experiments.engine.config import TrainConfig, resolve
 from torchstn.experiments.engine.config_io import apply_overrides, load_config
 from torchstn.experiments.engine.data import build_datasets, data_generator
+from torchstn.experiments.engine.schedules import ResolvedOptim
 from torchstn.experiments.engine.steps import train_steps
 from torchstn.experiments.engine.trainer import fit, new_state, task_of
 
@@ -78,6 +79,7 @@ def run_demo(minutes: float = 5.0, out: str | Path = "runs/demo", *, threads: in
     cfg = apply_overrides(load_config("demo"), [f"run.out={out}", *overrides])
     t = time.monotonic()
     train_set, test_set = build_datasets(cfg)
+    assert train_set is not None and test_set is not None  # both asked for (train=True, test=True)
     test_set.batch(torch.arange(1))  # render the fixed test set now, so that its time is not taken from training
     say(f"data: RTS {tuple(train_set.image_shape)}, {len(train_set):,} training digits re-distorted every batch, "
         f"{len(test_set):,} fixed test images ({time.monotonic() - t:.1f} s)")  # fmt: skip
@@ -88,12 +90,12 @@ def run_demo(minutes: float = 5.0, out: str | Path = "runs/demo", *, threads: in
         for n in sorted({1, torch.get_num_threads()}):
             torch.set_num_threads(n)
             timings[n] = calibrate(cfg, train_set)
-        threads = min(timings, key=timings.get)
+        threads = min(timings, key=timings.__getitem__)
         s_per_iter = timings[threads]
         torch.set_num_threads(threads)
         tried = ", ".join(f"{n}: {t * 1000:.0f} ms" for n, t in timings.items())
         say(f"threads: {tried} per iteration -> {threads}")
-    bs = resolve(cfg).optim.batch_size
+    bs = ResolvedOptim.of(resolve(cfg).optim).batch_size
     eval_s = _EVAL_COST * s_per_iter / bs * len(test_set)
     budget = minutes * 60 - (time.monotonic() - t0) - eval_s - _MARGIN_S
     iterations = max(50, int(budget / s_per_iter))

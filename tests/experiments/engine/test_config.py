@@ -4,7 +4,7 @@ from torchstn.errors import ConfigError
 from torchstn.experiments.engine.config import TrainConfig, from_dict, to_dict
 from torchstn.experiments.engine.config_io import apply_overrides, load_config, packaged_configs, to_toml
 from torchstn.experiments.engine.config import resolve
-from torchstn.experiments.engine.schedules import SCHEDULES, lr_factor_fn
+from torchstn.experiments.engine.schedules import SCHEDULES, ResolvedOptim, lr_factor_fn
 
 
 def test_overrides_parse_by_field_type():
@@ -90,6 +90,25 @@ def test_schedules():
     cpu = SCHEDULES.get("cpu")
     assert f(0) == pytest.approx(0.1) and f(cpu["warmup"]) == pytest.approx(1.0)
     assert f(cpu["iterations"]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_resolved_optim_holds_every_optim_field_set():
+    import dataclasses
+    import types
+    import typing
+
+    from torchstn.experiments.engine.config import OptimConfig
+
+    optional, resolved = typing.get_type_hints(OptimConfig), typing.get_type_hints(ResolvedOptim)
+    assert list(resolved) == list(optional)  # the same fields, in the same order
+    for name, tp in optional.items():  # each with its type less None
+        args = typing.get_args(tp) if isinstance(tp, types.UnionType) else (tp,)
+        assert (resolved[name],) == tuple(a for a in args if a is not type(None)), name
+    for schedule in SCHEDULES:
+        cfg = resolve(apply_overrides(TrainConfig(), [f"optim.schedule={schedule}", "run.time_limit=1"]))
+        assert dataclasses.asdict(ResolvedOptim.of(cfg.optim)) == dataclasses.asdict(cfg.optim)
+    with pytest.raises(ConfigError, match="^optim.optimizer, optim.lr, .*, optim.clock unset: resolve the config"):
+        ResolvedOptim.of(TrainConfig().optim)
 
 
 def test_short_runs_scale_the_warmup_and_reject_a_longer_one():

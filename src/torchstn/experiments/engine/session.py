@@ -56,14 +56,15 @@ class Session:
         columns = theta_columns(sts) if sts else ()
         self.logger = MetricsLogger(out, columns, resume_step=state.step if resumed else None,
                                     drop_final_test=resumed_final) if self.main else None  # fmt: skip
-        iterations = cfg.optim.iterations
-        self.by_time, self.completed = cfg.optim.clock == "time", False
+        iterations = state.optim.iterations
+        self.by_time, self.completed = state.optim.clock == "time", False
         self.time_limit_s = None if cfg.run.time_limit is None else cfg.run.time_limit * 60
         self.gif_every = (cfg.run.eval_every or max(1, iterations // 10)) if gif and sts else 0  # same on all ranks
         self.frames = GifFrames(out, state.model, test_set) if self.gif_every and self.main else None
         if self.frames is not None and state.step == 0:
             self.frames.add(0)
         if self.by_time:  # the number of iterations is not known in advance: the bar counts the seconds
+            assert self.time_limit_s is not None  # optim.clock = "time" needs run.time_limit: checked by resolve
             self.bar = Progress(self.time_limit_s, state.elapsed_before, every=cfg.run.log_every, enabled=progress,
                                 stream=stream, seconds=True)  # fmt: skip
         else:
@@ -75,8 +76,8 @@ class Session:
         Raises:
             TrainingInterrupted: a signal stopped it; the checkpoint of the iteration boundary is written.
         """
-        s, cfg = self.state, self.state.cfg
-        cap = cfg.optim.iterations * TIME_CLOCK_CAP if self.by_time else cfg.optim.iterations
+        s, cfg, iterations = self.state, self.state.cfg, self.state.optim.iterations
+        cap = iterations * TIME_CLOCK_CAP if self.by_time else iterations
         stop = cap if stop_after is None else min(cap, stop_after)
         every = [e for e in (cfg.run.eval_every, cfg.run.checkpoint_every, self.gif_every) if e > 0]
         s.session_start = time.monotonic()
@@ -97,9 +98,9 @@ class Session:
                                       f"iteration {s.step} in {self.out / 'last.pt'}", signum=s.stopped_by,
                                       step=s.step, saved=True, out=str(self.out))  # fmt: skip
         self.bar.close()
-        self.completed = not in_time if self.by_time else s.step >= cfg.optim.iterations
+        self.completed = not in_time if self.by_time else s.step >= iterations
         if not in_time and not self.by_time:
-            self.say(f"time limit of {cfg.run.time_limit:g} min reached at iteration {s.step}/{cfg.optim.iterations}")
+            self.say(f"time limit of {cfg.run.time_limit:g} min reached at iteration {s.step}/{iterations}")
         if stop_after is not None and s.step < cap and in_time:
             return {"stopped": True, "step": s.step, "out": str(self.out)}
         return None
@@ -121,6 +122,8 @@ class Session:
                                       f"{self.out / 'last.pt'}; a resume runs the evaluation", signum=signum,
                                       step=s.step, saved=True, out=str(self.out))  # fmt: skip
         if self.main:
+            assert self.logger is not None  # rank 0 holds the logger
+            assert res is not None  # rank 0 evaluated: an abandoned evaluation raised TrainingInterrupted above
             self.logger.log({"step": s.step, "phase": "test", "loss": res["loss"], "error": res["error"],
                              "elapsed_s": s.elapsed()})  # fmt: skip
         self._save(final=True)
@@ -137,11 +140,12 @@ class Session:
     def _boundary(self) -> None:
         """What is due at ``state.step`` besides the checkpoint: a periodic evaluation and a GIF frame (rank 0)."""
         s, run = self.state, self.state.cfg.run
-        if self.main and run.eval_every and s.step % run.eval_every == 0 and s.step < s.cfg.optim.iterations:
+        if self.main and run.eval_every and s.step % run.eval_every == 0 and s.step < s.optim.iterations:
             res = self._evaluate(limit=run.eval_limit)
             s.pending_eval = res is None
             if res is None:  # abandoned by a stop: saved as pending, the resume runs it
                 return
+            assert self.logger is not None  # rank 0 holds the logger
             self.logger.log({"step": s.step, "phase": "test", "loss": res["loss"], "error": res["error"],
                              "elapsed_s": s.elapsed()})  # fmt: skip
             self.bar.write(f"iteration {s.step}: test error {res['error']:.2f}% (loss {res['loss']:.4f}, "

@@ -22,7 +22,7 @@ from torchstn.experiments.engine import distributed as dist
 from torchstn.experiments.engine.config import TrainConfig
 from torchstn.experiments.engine.data import batch_indices
 from torchstn.experiments.engine.metrics import MetricsLogger, Progress
-from torchstn.experiments.engine.schedules import lr_factor_fn
+from torchstn.experiments.engine.schedules import ResolvedOptim, lr_factor_fn
 from torchstn.experiments.engine.signals import StopRequest
 
 __all__ = ["model_from_config", "parameter_counts", "evaluate", "RunState", "train_steps", "transformers", "theta_columns",
@@ -134,6 +134,15 @@ class RunState:
     pending_eval: bool = False  # a stop abandoned the evaluation due at ``step``: a resume runs it first
     task: Any = None  # the run's :class:`~torchstn.experiments.engine.tasks.Task`
 
+    @property
+    def optim(self) -> ResolvedOptim:
+        """``cfg.optim`` with every field set and typed (``cfg`` is a resolved config).
+
+        Raises:
+            ConfigError: ``cfg`` was not resolved (:func:`~torchstn.experiments.engine.config.resolve`).
+        """
+        return ResolvedOptim.of(self.cfg.optim)
+
     def elapsed(self) -> float:
         """Wall time of this run so far, over all its sessions."""
         return self.elapsed_before + time.monotonic() - self.session_start
@@ -164,16 +173,17 @@ def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = No
     """
     cfg, model, device, task = state.cfg, state.model, state.device, state.task
     net = state.net or model
-    o, bs = cfg.optim, cfg.optim.batch_size
+    o = state.optim
+    bs = o.batch_size
     rank, world = dist.rank(), dist.world_size()
     shared_clock = world > 1 and (time_limit_s is not None or o.clock == "time")
     sts = transformers(model)
-    identities = {name: st.head.identity for name, st in sts.items()}
+    identities = {name: _head_identity(st) for name, st in sts.items()}
     n_train = len(state.train_set)
     model.train()
     win = state.window
     by_time = o.clock == "time"
-    factor = lr_factor_fn(o) if by_time else None
+    time_lr = _time_lr_factor(o, time_limit_s) if by_time else None
     while state.step < stop:
         if state.stop is not None:  # the iteration boundary: the one place a signal may stop the run
             signum = dist.all_reduce_max(state.stop.signum or 0, device) if world > 1 else state.stop.signum
@@ -185,8 +195,8 @@ def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = No
             elapsed = dist.broadcast_float(elapsed, device)
         if time_limit_s is not None and elapsed >= time_limit_s:
             return False
-        if by_time:  # the schedule's virtual iteration: the fraction of the time budget used, times iterations
-            f = factor(elapsed / time_limit_s * o.iterations)
+        if time_lr is not None:  # by_time: the schedule follows the time budget
+            f = time_lr(elapsed)
             for g in state.optimizer.param_groups:
                 g["lr"] = g["initial_lr"] * f
         t_step = time.perf_counter()
@@ -202,7 +212,7 @@ def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = No
             penalty = sum(identity_penalty(t.float(), identities[name]) for name, ts in thetas.items() for t in ts)
             total = loss + o.identity_weight * penalty
         state.optimizer.zero_grad(set_to_none=True)
-        _backward_step(state, total)
+        _backward_step(state, total, o.grad_clip)
         if not by_time:
             state.scheduler.step()
         state.step += 1
@@ -225,6 +235,28 @@ def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = No
                     "lr": state.optimizer.param_groups[0]["lr"]}  # fmt: skip
             progress.update(state.step, row, live=live, elapsed=state.elapsed() if by_time else None)
     return True
+
+
+def _time_lr_factor(o: ResolvedOptim, time_limit_s: float | None) -> Callable[[float], float]:
+    """The learning-rate factor of ``optim.clock = "time"`` as a function of the run's elapsed seconds: the
+    schedule's virtual iteration is the fraction of the time budget used, times ``iterations``.
+
+    Raises:
+        ConfigError: no time budget (``time_limit_s``) to follow.
+    """
+    if time_limit_s is None:
+        raise ConfigError("optim.clock = 'time' follows a time budget: set run.time_limit (time_limit_s)")
+    factor = lr_factor_fn(o)
+    return lambda elapsed: factor(elapsed / time_limit_s * o.iterations)
+
+
+def _head_identity(st: SpatialTransformer) -> torch.Tensor:
+    """The theta that ``optim.identity_weight`` pulls ``st``'s output towards: the ``identity`` buffer of its head
+    (:class:`~torchstn.nn.ThetaHead`'s, or a custom head's own)."""
+    identity = st.head.identity
+    if not isinstance(identity, torch.Tensor):
+        raise TypeError(f"the head's identity must be a tensor (a buffer), got {type(identity).__name__}")
+    return identity
 
 
 def to_device(x: Any, device: torch.device) -> Any:
@@ -252,10 +284,10 @@ def _log_row(state: RunState, thetas: dict[str, list[torch.Tensor]]) -> dict[str
     return row
 
 
-def _backward_step(state: RunState, total: torch.Tensor) -> None:
-    """Backward (DDP averages the gradients over the ranks here), optional clipping, the optimiser step; with a
-    gradient scaler the loss is scaled and the gradients unscaled before clipping."""
-    scaler, clip = state.scaler, state.cfg.optim.grad_clip
+def _backward_step(state: RunState, total: torch.Tensor, clip: float) -> None:
+    """Backward (DDP averages the gradients over the ranks here), optional clipping to the norm ``clip`` (0: none),
+    the optimiser step; with a gradient scaler the loss is scaled and the gradients unscaled before clipping."""
+    scaler = state.scaler
     (total if scaler is None else scaler.scale(total)).backward()
     if clip > 0:
         if scaler is not None:

@@ -34,7 +34,7 @@ from torchstn.experiments.engine import distributed as dist
 from torchstn.experiments.engine import runs
 from torchstn.experiments.engine.config import AMP_MODES, TrainConfig, from_dict, resolve, to_dict
 from torchstn.experiments.engine.config_io import to_toml
-from torchstn.experiments.engine.schedules import build_optimizer, build_scheduler
+from torchstn.experiments.engine.schedules import ResolvedOptim, build_optimizer, build_scheduler
 from torchstn.experiments.engine.steps import RunState, check_amp, evaluate, parameter_counts, train_steps
 from torchstn.experiments.engine.tasks import TASKS, Task
 from torchstn.experiments.engine.session import Session
@@ -122,7 +122,9 @@ def fit(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool | s
     if main:
         assert res is not None  # rank 0 evaluated (a stop during the evaluation raised TrainingInterrupted)
         result = _finish(state, session, res, wall_s=time.monotonic() - t0, command=command)
-    return dist.broadcast_object(result)
+    result = dist.broadcast_object(result)
+    assert result is not None  # rank 0's result, which every rank now holds
+    return result
 
 
 def task_of(cfg: TrainConfig) -> Task:
@@ -148,7 +150,7 @@ def _setup(cfg: TrainConfig, out_dir, *, resume, overwrite, gif, progress, strea
     if cfg.run.deterministic:
         torch.use_deterministic_algorithms(True)
     check_amp(cfg.run.amp, device)
-    dist.split_batch(cfg.optim.batch_size, world)
+    dist.split_batch(ResolvedOptim.of(cfg.optim).batch_size, world)
     task = task_of(cfg)
     if datasets is None:
         with dist.main_first():  # rank 0 fetches and caches the data, then the others read it
@@ -251,12 +253,12 @@ def _restore(state: RunState, saved: dict[str, Any]) -> None:
 
 def _describe(state: RunState, in_shape: tuple[int, ...], world: int) -> str:
     """The line that opens a run: model, parameters, data, schedule, device."""
-    cfg, (total, loc) = state.cfg, parameter_counts(state.model)
+    cfg, o, (total, loc) = state.cfg, state.optim, parameter_counts(state.model)
     return (f"model {cfg.model.name}" + (f" ({cfg.model.transform})" if cfg.model.transform else "")
             + f": {total:,} parameters ({loc:,} in localisation); {state.task.describe(in_shape)}; "
-            + f"{cfg.optim.schedule} schedule: {cfg.optim.optimizer} lr {cfg.optim.lr:g} batch {cfg.optim.batch_size} "
-            + f"x {cfg.optim.iterations:,} iterations; device {state.device}, {_threads()}"
-            + (f"; {world} processes ({cfg.optim.batch_size // world} images each)" if world > 1 else "")
+            + f"{o.schedule} schedule: {o.optimizer} lr {o.lr:g} batch {o.batch_size} "
+            + f"x {o.iterations:,} iterations; device {state.device}, {_threads()}"
+            + (f"; {world} processes ({o.batch_size // world} images each)" if world > 1 else "")
             + ("" if cfg.run.amp == "off" else f"; amp {cfg.run.amp}"))  # fmt: skip
 
 
