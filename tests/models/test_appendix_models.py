@@ -143,3 +143,5 @@ def test_pictures_of_both_addition_transformers_and_of_a_volume_model(tmp_path):
     assert viz.volume_figure(vol, torch.rand(2, 1, 28, 28, 28), tmp_path / "vol.png").stat().st_size > 0
     with pytest.raises(ShapeError, match="volumes"):
         viz.volume_figure(vol, torch.rand(2, 1, 28, 28), tmp_path / "bad.png")
+    with pytest.raises(OptionError, match="VolumeNet"):  # a 2D model has no learned projection to draw
+        viz.volume_figure(model, torch.rand(2, 1, 28, 28, 28), tmp_path / "bad.png")

@@ -177,7 +177,15 @@ def volume_figure(model: nn.Module, volumes: torch.Tensor, out: str | os.PathLik
 
     Returns:
         The path written.
+
+    Raises:
+        OptionError: ``model`` is not a :class:`~torchstn.models.volume.VolumeNet`.
+        ShapeError: ``volumes`` is not 5-D.
     """
+    from torchstn.models.volume import VolumeNet
+
+    if not isinstance(model, VolumeNet):
+        raise OptionError(f"volume_figure draws a VolumeNet (its learned projection), got {type(model).__name__}")
     if volumes.dim() != 5:
         raise ShapeError(f"volume_figure: expected volumes (B, C, D, H, W), got shape {tuple(volumes.shape)}")
     plt = _pyplot()

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -39,6 +39,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+#: How :func:`_table` reads a value of each kind.
+_PARSERS: dict[str, Callable[[str], object]] = {"i": int, "f": float, "s": str.strip}
+
+
 def _table(path: Path, ncols: int, kinds: str) -> dict[int, tuple]:
     """``{id: (values...)}`` of an ``<id> <v1> ...`` file; ``kinds`` gives each value's type (i int, f float, s str;
     a final ``s`` takes the rest of the line)."""
@@ -52,7 +56,7 @@ def _table(path: Path, ncols: int, kinds: str) -> dict[int, tuple]:
                 if len(parts) != ncols:
                     raise ValueError(f"{ncols} fields expected, got {len(parts)}")
                 key = int(parts[0])
-                vals = tuple({"i": int, "f": float, "s": str.strip}[k](p) for k, p in zip(kinds, parts[1:]))
+                vals = tuple(_PARSERS[k](p) for k, p in zip(kinds, parts[1:]))
             except ValueError as e:
                 raise DataError(f"{path}:{lineno}: malformed line {line.rstrip()!r} ({e})") from None
             if key in out:
@@ -168,9 +172,10 @@ def read_cub(root: str | os.PathLike[str], exclude: str | os.PathLike[str] | Ite
         if drop - set(ids):
             raise DataError(f"exclude names ids not in {root / 'images.txt'}: {sorted(drop - set(ids))[:5]}")
     keep = [k for k, i in enumerate(ids) if i not in drop]
-    fields = ("image_ids", "paths", "labels", "is_train", "boxes")
-    return dataclasses.replace(index, excluded=tuple(sorted(drop)),
-                               **{f: tuple(getattr(index, f)[k] for k in keep) for f in fields})
+    return dataclasses.replace(index, excluded=tuple(sorted(drop)), image_ids=tuple(index.image_ids[k] for k in keep),
+                               paths=tuple(index.paths[k] for k in keep), labels=tuple(index.labels[k] for k in keep),
+                               is_train=tuple(index.is_train[k] for k in keep),
+                               boxes=tuple(index.boxes[k] for k in keep))  # fmt: skip
 
 
 def crop_params(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -245,7 +250,9 @@ class CUBDataset(torch.utils.data.Dataset):
                 w, h = im.size
                 s = self.resize / min(w, h)
                 nw, nh = max(self.size, round(w * s)), max(self.size, round(h * s))
-                im = im.resize((nw, nh), Image.BILINEAR)  # antialiased when shrinking
+                # antialiased when shrinking; Image.Resampling needs Pillow >= 9.1 (we take 9.0), and Pillow defines the
+                # old module-level name by a loop over its enums, which its annotations do not show
+                im = im.resize((nw, nh), Image.BILINEAR)  # type: ignore[attr-defined]
                 data = im.tobytes()
         except (OSError, ValueError) as e:
             raise DataError(f"{path}: cannot read image ({e})") from None

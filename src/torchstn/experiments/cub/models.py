@@ -40,6 +40,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -236,7 +237,8 @@ class CUBPartsNet(nn.Module):
 
     @property
     def transformers(self) -> list[SpatialTransformer]:
-        return list(self.sts)
+        # nn.ModuleList is not generic in torch's annotations; __init__ fills this one with spatial transformers only
+        return cast("list[SpatialTransformer]", list(self.sts))
 
     def localisation_features(self, x: torch.Tensor) -> torch.Tensor:
         """The shared localisation features ``(B, D)`` of images ``(B, 3, H, W)`` (resized to ``loc_size``)."""
@@ -257,7 +259,7 @@ class CUBPartsNet(nn.Module):
         """The windows ``(B, N, 4)`` as normalised ``(x1, y1, x2, y2)`` in the input (``-1``/``1``: its edges)."""
         feats = self.localisation_features(x)
         whole = torch.tensor([[[-1.0, -1.0, 1.0, 1.0]]], dtype=x.dtype, device=x.device).expand(x.shape[0], 1, 4)
-        return torch.cat([transform_boxes(st.family, st.predict_theta(feats), whole) for st in self.sts], dim=1)
+        return torch.cat([transform_boxes(st.family, st.predict_theta(feats), whole) for st in self.transformers], dim=1)
 
 
 @register_model("cub_cnn")

@@ -76,7 +76,8 @@ class StopRequest:
     """
 
     def __init__(self, *, notice: bool = True):
-        self.notice, self.signum, self._first_at = notice, None, 0.0
+        self.notice, self._first_at = notice, 0.0
+        self.signum: int | None = None
         self.last_saved: int | None = None
         self.out: str | None = None
         self._previous: dict[int, Any] = {}
