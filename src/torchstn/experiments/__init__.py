@@ -11,3 +11,4 @@ Inside the wing:
 
 An experiment imports the library and the engine, never another experiment. ``docs/architecture.md`` draws the map.
 """
+from torchstn.experiments import svhn as svhn  # noqa: E402,F401  (registers its task and schedules)

@@ -13,7 +13,7 @@ import torch
 from torchstn.experiments.cli.args import positive_int
 from torchstn.experiments.engine.config import parse_device
 from torchstn.experiments.engine.runs import checkpoint_path, eval_dataset, load_run
-from torchstn.experiments.engine.trainer import evaluate
+from torchstn.experiments.engine.trainer import task_of
 
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -33,7 +33,7 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg, model, payload = load_run(args.checkpoint, device)
     dataset = eval_dataset(cfg, payload, args.data)
-    res = evaluate(model, dataset, batch_size=args.batch_size, device=device)
+    res = task_of(cfg).evaluate(model, dataset, batch_size=args.batch_size, device=device, limit=0, amp="off")
     what = args.data or f"the fixed {cfg.data.variant} test set"
     model_name = cfg.model.name + (f" ({cfg.model.transform})" if cfg.model.transform else "")
     wrong = round(res["error"] * res["n"] / 100)
