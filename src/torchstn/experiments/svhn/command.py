@@ -1,5 +1,5 @@
-"""``torchstn svhn prepare | train | eval``, and the same as functions: :func:`svhn_config`, :func:`train`,
-:func:`evaluate`.
+"""The ``torchstn svhn`` command (prepare the format-1 release, train, evaluate), and the same as functions:
+:func:`~torchstn.experiments.svhn.data.prepare_svhn`, :func:`svhn_config` + :func:`train`, :func:`evaluate`.
 
 ``train`` builds the engine config of an SVHN run from its flags (the task ``svhn``, see
 :mod:`torchstn.experiments.svhn.task`) and calls :func:`~torchstn.experiments.engine.trainer.fit`; ``eval`` loads a
