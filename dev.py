@@ -2,7 +2,8 @@
 """The project's commands, on any machine with Python >= 3.10 and pip.
 
     python3 dev.py demo [--minutes M] [--out DIR]   # fetch MNIST, train an ST-CNN on distorted MNIST, report, draw
-    python3 dev.py test [pytest args]               # the test suite (CI runs exactly this)
+    python3 dev.py test [pytest args]               # the test suite (CI runs lint, then this)
+    python3 dev.py lint [--fix]                     # formatter check, linter (ruff) and type checker (mypy)
     python3 dev.py test-torch VERSION [pytest args] # the test suite against torch==VERSION, in its own venv
 
 ``demo`` and ``test`` create ``.venv`` next to this file on first use and install what they need into it (torch
@@ -30,7 +31,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("TORCHSTN_VENV", ROOT / ".venv"))
-EXTRAS = {"demo": "experiments", "test": "dev"}
+EXTRAS = {"demo": "experiments", "test": "dev", "lint": "dev"}
+#: What ``lint`` checks: the package, its tests and benchmarks, and this file (settings in pyproject.toml).
+LINT_PATHS = ["src", "tests", "benchmarks", "dev.py", "docs/scripts"]
 #: The demo's whole budget in minutes, setting up the venv included, unless ``--minutes`` is given.
 DEMO_MINUTES = 5.0
 
@@ -100,6 +103,20 @@ def _test_torch(argv: list[str]) -> int:
     return subprocess.run([str(py), "-m", "pytest", *rest], cwd=ROOT).returncode
 
 
+def _lint(py: Path, argv: list[str]) -> int:
+    """``lint [--fix]``: ``ruff format`` (check, or rewrite with ``--fix``), ``ruff check`` (with ``--fix``: the
+    safe fixes) and ``mypy`` over the package; every step runs, the exit status is the first failure's."""
+    fix = "--fix" in argv
+    steps = [[str(py), "-m", "ruff", "format", *([] if fix else ["--check"]), *LINT_PATHS],
+             [str(py), "-m", "ruff", "check", *(["--fix"] if fix else []), *LINT_PATHS],
+             [str(py), "-m", "mypy", "src/torchstn"]]
+    codes = []
+    for cmd in steps:
+        print(f"[dev.py] {' '.join(cmd[2:])}", flush=True)
+        codes.append(subprocess.run(cmd, cwd=ROOT).returncode)
+    return next((c for c in codes if c), 0)
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["test-torch"]:
         return _test_torch(argv[1:])
@@ -109,6 +126,8 @@ def main(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     t0 = time.monotonic()
     py = _ensure_env(EXTRAS[command])
+    if command == "lint":
+        return _lint(py, rest)
     if command == "demo":
         if not any(a == "--minutes" or a.startswith("--minutes=") for a in rest):
             # a first run spends part of the budget creating the venv: the demo gets what is left (at least 1 min)

@@ -2,7 +2,7 @@
 
 Question: how much faster does ``torch.compile`` make an ST model's training step and its inference on CPU, for the
 PyTorch tutorial's STN (``torchstn.models.TutorialSTN``, ``F.affine_grid`` + ``F.grid_sample`` inline) and for our
-RTS ST-CNN (``build_model("st_cnn", transform="affine", st_pool=True)``, the ``table1_rts_st_cnn_affine`` model)?
+RTS ST-CNN (``build_model("st_cnn", transform="affine", st_pool=True)``, the ``table1:RTS/st_cnn_affine`` cell's model)?
 And what does the first compiled call cost?
 
 Implementations, timed interleaved in the same process (see ``benchmarks/README.md``): ``eager`` (the model as built)

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 from _common import Method, fmt_ms, table, time_interleaved  # noqa: E402
 
-from torchstn.data.datasets import DistortedMNIST, MNISTAddition, synthetic_digits  # noqa: E402
+from torchstn.data import DistortedMNIST, MNISTAddition, synthetic_digits  # noqa: E402
 from torchstn.data.distortions import Extrude3D, TranslateClutter, get_distortion  # noqa: E402
 
 BATCH = 256

@@ -78,6 +78,13 @@ def test_bad_options_are_named():
         coords.grid_to_displacement(coords.identity_grid((3, 3)), order="yx")
 
 
+def test_a_size_one_axis_with_align_corners_has_no_pixel_frame():
+    eye = coords.pixel_from_normalised((1, 4)) @ coords.normalised_from_pixel((1, 4))  # align_corners=False: fine
+    torch.testing.assert_close(eye, torch.eye(3, dtype=torch.float64))
+    with pytest.raises(torchstn.ShapeError, match="size 1 with align_corners=True"):
+        coords.pixel_from_normalised((1, 4), align_corners=True)
+
+
 def test_pixel_converters_take_the_numpy_matrix_opencv_returns():
     np = pytest.importorskip("numpy")
     # what cv2.getRotationMatrix2D((30, 20), 25, 0.9) returns: a src->dst (2, 3) float64 array

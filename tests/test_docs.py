@@ -8,8 +8,9 @@ under docs/results/ (links and repository paths only).
   downloaded.
 * Every ``torchstn ...`` command (a line of a bash/console/plain block, ``python -m torchstn ...`` and
   ``torchrun ... -m torchstn ...`` included, or an inline code span of the prose) is parsed by the real
-  ``torchstn`` argparse parser without running it: an unknown subcommand or option fails. A packaged config name
-  and its ``--set`` overrides are loaded too (``load_config``), and ``reproduce --only`` cells must exist.
+  ``torchstn`` argparse parser without running it: an unknown subcommand or option fails. A config name (an
+  experiment's cell such as ``table1:RTS/st_cnn_affine``, or a packaged config) and its ``--set`` overrides are
+  loaded too (``load_config``; a deprecated name fails), and ``reproduce --only`` cells must exist.
 * A ```toml block that holds ``[model]`` is loaded as a training config.
 * No page (generated tables included) names a folder of the machine it was written on (``/tmp/...``, a home).
 * Every relative link, and every backticked path into the repository (``src/...``, ``tests/...``, a top-level
@@ -30,6 +31,7 @@ import io
 import re
 import shlex
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -262,7 +264,7 @@ def check_command(argv: list[str]) -> str | None:
     """Parse ``torchstn ARGV`` with the real parser (nothing runs); the error text, or None if it is accepted."""
     from torchstn.experiments.cli import get_args_parser
     from torchstn.errors import TorchstnError
-    from torchstn.experiments.engine.config_io import load_config, packaged_configs
+    from torchstn.experiments.engine.config_io import load_config
     from torchstn.experiments.reproduce import EXPERIMENTS, experiment_cells
 
     err = io.StringIO()
@@ -272,16 +274,18 @@ def check_command(argv: list[str]) -> str | None:
     except SystemExit as e:
         return None if e.code == 0 else err.getvalue().strip().splitlines()[-1]
     overrides = [o for o in getattr(args, "overrides", []) if not PLACEHOLDER.fullmatch(o.partition("=")[2])]
+    config = getattr(args, "config", None) or ""
+    named = config and not config.endswith(".toml") and (":" in config or "/" not in config)  # not a file path
     try:
-        if args.command == "train" and args.config and args.config in packaged_configs():
-            load_config(args.config, overrides)
-        elif args.command == "train" and args.config and not args.config.endswith(".toml") and "/" not in args.config:
-            return f"{args.config!r} is not a packaged config (torchstn train --list) nor a .toml file"
-        if args.command == "reproduce" and args.experiment in EXPERIMENTS:
-            only = [] if PLACEHOLDER.fullmatch(args.only) else [s for s in args.only.split(",") if s.strip()]
-            cells = experiment_cells(args.experiment, only)
-            load_config(next(iter(cells.values())), overrides)
-    except TorchstnError as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)  # the docs use today's spellings
+            if args.command == "train" and named:
+                load_config(config, overrides)  # a cell (table1:RTS/st_cnn_affine) or a packaged config, else an error
+            if args.command == "reproduce" and args.experiment in EXPERIMENTS:
+                only = [] if PLACEHOLDER.fullmatch(args.only) else [s for s in args.only.split(",") if s.strip()]
+                cells = experiment_cells(args.experiment, only)
+                load_config(next(iter(cells.values())), overrides)
+    except (TorchstnError, DeprecationWarning) as e:
         return f"{type(e).__name__}: {e}"
     return None
 

@@ -92,6 +92,13 @@ def test_errors_subclass_builtins():
     assert issubclass(torchstn.OptionError, ValueError) and issubclass(torchstn.NonFiniteError, ValueError)
 
 
+def test_every_error_class_is_at_the_top_level():
+    from torchstn import errors
+
+    assert set(errors.__all__) <= set(torchstn.__all__)
+    assert torchstn.ExportError is errors.ExportError
+
+
 # -- issue 14: honest errors in the library API ------------------------------------------------------------------
 def test_unknown_transform_option_lists_the_real_options():
     with pytest.raises(torchstn.OptionError, match=r"'grid_size' for transform 'affine' \(it takes no options\)") as e:
@@ -160,6 +167,46 @@ def test_loc_input_is_checked_at_the_boundary():
         st(x, torch.zeros(2, 1, 4, 4, dtype=torch.uint8))
     with pytest.raises(torchstn.ShapeError, match=r"loc_input .*batch 2\), got shape \(3, 1, 4, 4\)"):
         st(x, torch.rand(3, 1, 4, 4))
+
+
+def test_the_module_checks_its_input_once_and_still_names_it():
+    """forward and warp check U themselves and hand the sampler checked values (sample_unchecked): a bad U is still
+    named "input", and a grid that lost the batch (a localisation net's fault) is still caught."""
+    st = torchstn.SpatialTransformer(torchstn.fc_localisation(16), "affine")
+    theta = st.family.identity().expand(2, -1)
+    for call in (lambda U: st(U), lambda U: st.warp(U, theta)):
+        with pytest.raises(torchstn.DTypeError, match="input must be a floating-point tensor"):
+            call(torch.zeros(2, 1, 4, 4, dtype=torch.uint8))
+        with pytest.raises(torchstn.DTypeError, match="input must be a torch.Tensor, got list"):
+            call([[0.0]])
+        with pytest.raises(torchstn.ShapeError, match="transform 'affine' works on 4-D inputs, got shape"):
+            call(torch.rand(2, 1, 4, 4, 4))
+    with pytest.raises(torchstn.ShapeError, match=r"theta for transform 'affine' must be \(B, 6\)"):
+        st.warp(torch.rand(2, 1, 4, 4), torch.zeros(2, 5))
+
+    class LosesTheBatch(torch.nn.Module):
+        def forward(self, x):
+            return torch.cat((x, x[:1])).flatten(1)  # one sample too many
+
+    lost = torchstn.SpatialTransformer(LosesTheBatch(), "affine", in_features=16)
+    with pytest.raises(torchstn.ShapeError, match="grid batch size 3 does not match input batch size 2"):
+        lost(torch.rand(2, 1, 4, 4))
+
+
+def test_sample_unchecked_is_sample_on_checked_arguments():
+    from torchstn.functional.sample import sample_unchecked
+
+    torch.manual_seed(0)
+    x, grid = torch.rand(2, 3, 5, 6), torch.rand(1, 4, 7, 2) * 2.4 - 1.2  # a batch-1 grid is broadcast
+    for options in ({"mode": "bilinear", "padding_mode": "zeros"}, {"mode": "nearest", "padding_mode": "border"},
+                    {"mode": "bicubic", "padding_mode": "fill", "fill_value": 0.5},
+                    {"mode": "bilinear", "padding_mode": "reflection", "deterministic": True},
+                    {"mode": "bilinear", "padding_mode": "zeros", "antialias": True}):
+        full = {"fill_value": 0.0, "align_corners": False, "antialias": False, "jacobian": None,
+                "deterministic": None, **options}
+        torch.testing.assert_close(sample_unchecked(x, grid, **full), torchstn.sample(x, grid, **options))
+    with pytest.raises(torchstn.ShapeError, match="grid batch size 3"):
+        sample_unchecked(x, grid.expand(3, -1, -1, -1), **full)
 
 
 @pytest.mark.parametrize("args, kwargs, match", [

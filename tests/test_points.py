@@ -90,8 +90,10 @@ def test_points_round_trip_between_frames(name):
 
 def test_tps_has_no_inverse():
     fam = torchstn.get_transform("tps")
-    with pytest.raises(TypeError, match="no closed-form inverse"):
+    with pytest.raises(torchstn.OptionError, match="no closed-form inverse"):
         torchstn.transform_points("tps", fam.identity()[None], torch.zeros(1, 1, 2), "input_to_output")
+    with pytest.raises(torchstn.OptionError, match="'tps' has no matrix form"):
+        fam.matrix(fam.identity()[None])
 
 
 def test_box_of_the_attention_window():

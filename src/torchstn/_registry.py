@@ -37,10 +37,10 @@ class Registry(Generic[T]):
         Traceback (most recent call last):
         ...
         torchstn.errors.OptionError: colour must be one of ['red'], got 'rde'. Did you mean 'red'?
-        >>> colours.build("red", alhpa=0.5)
+        >>> colours.build("red", alpa=0.5)
         Traceback (most recent call last):
         ...
-        torchstn.errors.OptionError: unknown keyword 'alhpa' for colour 'red'. Did you mean 'alpha'?
+        torchstn.errors.OptionError: unknown keyword 'alpa' for colour 'red' (it takes ['alpha']). Did you mean 'alpha'?
     """
 
     def __init__(self, kind: str, *, error: type[Exception] = OptionError, ignore_case: bool = False):
@@ -91,8 +91,11 @@ class Registry(Generic[T]):
         return keyword_options(obj.__init__ if isinstance(obj, type) else obj, exclude)  # type: ignore[misc]
 
     def check_options(self, name: object, given, exclude: tuple[str, ...] = ("self",)) -> None:
-        """Refuse option names ``given`` that ``name``'s object does not take, with the nearest one it does."""
-        check_keywords(f"{self.kind} {self.canonical(name)!r}", given, self.options(name, exclude), error=self.error)
+        """Refuse option names ``given`` that ``name``'s object does not take; the message lists those it takes and
+        suggests the nearest one."""
+        allowed = self.options(name, exclude)
+        takes = f"it takes {list(allowed)}" if allowed else "it takes no options"
+        check_keywords(f"{self.kind} {self.canonical(name)!r} ({takes})", given, allowed, error=self.error)
 
     def build(self, name: object, /, *args: Any, **options: Any) -> Any:
         """Call the object registered under ``name`` with ``args`` and ``options``, the options checked first."""

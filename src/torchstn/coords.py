@@ -114,13 +114,18 @@ def normalised_from_pixel(
 def pixel_from_normalised(
     size: Sequence[int], align_corners: bool = False, *, device=None, dtype=None
 ) -> torch.Tensor:
-    """Inverse of :func:`normalised_from_pixel` (for ``align_corners=True`` every axis needs more than one pixel)."""
+    """Inverse of :func:`normalised_from_pixel` (for ``align_corners=True`` every axis needs more than one pixel).
+
+    Raises:
+        ShapeError: an axis of size 1 with ``align_corners=True``.
+    """
     n = len(size)
     m = torch.eye(n + 1, dtype=dtype or torch.float64, device=device)
     for k, s in enumerate(reversed(tuple(size))):
         a, b = axis_scale_shift(int(s), align_corners)
         if a == 0.0:
-            raise ValueError("pixel_from_normalised: an axis of size 1 with align_corners=True has no inverse")
+            raise ShapeError("pixel_from_normalised: an axis of size 1 with align_corners=True has no inverse (every "
+                             "pixel of it maps to 0); use align_corners=False")
         m[k, k] = 1.0 / a
         m[k, n] = -b / a
     return m

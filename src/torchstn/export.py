@@ -45,15 +45,15 @@ import importlib
 import logging
 import os
 import re
-import secrets
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from torchstn._checks import check_float_tensor, check_rank
+from torchstn._io import atomic_path
 from torchstn.errors import ExportError, OptionError, TorchstnError
 
 __all__ = ["DEFAULT_OPSET", "ExportError", "check_onnx", "check_opset", "export_onnx", "export_program"]
@@ -180,7 +180,8 @@ def export_onnx(
         if check:  # errors name the file the user asked for, which is not written
             _compare(tmp, f"{path} (not written)", model, example_input, atol)
 
-    _atomic_write(path, write)
+    with atomic_path(path) as tmp:
+        write(tmp)
     return path
 
 
@@ -251,7 +252,8 @@ def export_program(
         except Exception as e:
             raise ExportError(f"torch.export.export failed for {type(model).__name__}: {_first_line(e)}") from e
     if path is not None:
-        _atomic_write(Path(path), lambda tmp: torch.export.save(program, tmp))
+        with atomic_path(path) as tmp:
+            torch.export.save(program, tmp)
     return program
 
 
@@ -283,8 +285,7 @@ def _metadata(example: torch.Tensor, dynamo: bool, opset: int, extra: Mapping[st
 
 
 def _check_example(x: object) -> torch.Tensor:
-    check_float_tensor("example_input", x)
-    assert isinstance(x, torch.Tensor)
+    x = check_float_tensor("example_input", x)
     check_rank("example_input", x, (4, 5), "(B, C, H, W) or (B, C, D, H, W)")
     return x
 
@@ -307,18 +308,6 @@ def _refuse_untraceable(model: nn.Module) -> None:
                               "cannot be exported: it picks pyramid levels and tap counts from the data. Rebuild it "
                               "with antialias=False and load the same state_dict (outputs then differ where the "
                               "transform zooms out)")  # fmt: skip
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """``write`` a hidden temporary next to ``path`` (same suffix, default permissions), then move it into place;
-    if ``write`` raises, remove the temporary and leave ``path`` as it was."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _first_line(e: BaseException) -> str:

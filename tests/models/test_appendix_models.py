@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from torchstn.data.datasets import MNISTAddition, Volume3D, synthetic_digits
+from torchstn.data import MNISTAddition, Volume3D, synthetic_digits
 from torchstn.errors import OptionError, ShapeError
 from torchstn.models import build_model, count_parameters, model_spatial_dims
 from torchstn.nn import param_groups
@@ -19,13 +19,13 @@ from torchstn.experiments.engine.trainer import fit
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-ADDITION_CONFIGS = ["addition_fcn", "addition_cnn", "addition_st_fcn_affine", "addition_st_fcn_2x_affine",
-                    "addition_st_fcn_2x_projective", "addition_st_fcn_2x_tps"]  # fmt: skip
+ADDITION_CONFIGS = [f"addition:addition/{cell}" for cell in ("fcn", "cnn", "st_fcn_affine", "st_fcn_2x_affine",
+                                                               "st_fcn_2x_projective", "st_fcn_2x_tps")]  # fmt: skip
 
 
 @pytest.mark.parametrize("config", ADDITION_CONFIGS)
 def test_addition_models_train_through_the_trainer(config, tmp_path):
-    """Each packaged addition config builds for (2, 42, 42) / 19 classes and its loss falls in a few steps."""
+    """Each addition cell's config builds for (2, 42, 42) / 19 classes and its loss falls in a few steps."""
     cfg = load_config(config)
     small = {"hidden": [32, 24]} if "fcn" in cfg.model.name else {"channels": [8, 8]}
     cfg = from_dict({"model": {"name": cfg.model.name, "transform": cfg.model.transform,

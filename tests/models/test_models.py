@@ -17,6 +17,7 @@ from torchstn.models import (
     model_spatial_dims,
     parameter_table,
     reference_budget,
+    register_model,
 )
 from torchstn.nn import SpatialTransformer, record_theta
 from torchstn.transforms import get_transform, list_transforms
@@ -188,10 +189,14 @@ def test_st_options_pass_through_and_record_theta():
     (lambda: build_model("cnn", in_shape=(1, 28, 28), num_classes=0), "num_classes"),
     (lambda: build_model("cnn", in_shape=(1, 28, 28), in_shape_=(1, 2, 2)), "Did you mean"),
     (lambda: model_options("fnc"), "Did you mean 'fcn'"),
+    (lambda: model_spatial_dims("st3d_cn"), "Did you mean 'st3d_cnn'"),
+    (lambda: register_model("cnn")(lambda in_shape, num_classes: None), "'cnn' is already registered"),
+    (lambda: register_model("new_model", spatial_dims=4), "spatial_dims must be 2 or 3"),
 ])
 def test_bad_options_raise(call, match):
     with pytest.raises(OptionError, match=match):
         call()
+    assert "new_model" not in list_models()
 
 
 @pytest.mark.parametrize("name,in_shape", [("cnn", (28, 28)), ("fcn", (1, 0, 28)), ("cnn", (1, 3, 3)),

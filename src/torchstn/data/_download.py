@@ -2,9 +2,9 @@
 
 Nothing here knows about a particular data set. The rules every fetcher follows:
 
-* files are written to a temporary name in the destination directory and renamed into place (``os.replace``, atomic on
-  one file system) only once they are complete and verified, so an interrupted or corrupted download never leaves a
-  file under its final name;
+* files are written to a temporary name in the destination directory and renamed into place
+  (:func:`torchstn._io.atomic_path`) only once they are complete and verified, so an interrupted or corrupted
+  download never leaves a file under its final name;
 * checksums (size, SHA-256, optionally MD5) are checked before a file is used for anything else;
 * every failure is a :class:`~torchstn.errors.DataError` (or its subclass :class:`~torchstn.errors.ChecksumError`)
   whose message names the file or URL involved.
@@ -17,18 +17,17 @@ import gzip
 import hashlib
 import os
 import pickle
-import secrets
 import shutil
 import subprocess
 import sys
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import BinaryIO
 
+from torchstn._io import atomic_path
 from torchstn.errors import ChecksumError, DataError
 
 __all__ = [
@@ -36,7 +35,6 @@ __all__ = [
     "describe_cache_root",
     "file_digest",
     "content_digest",
-    "atomic_path",
     "verify_file",
     "download_url",
     "pip_download",
@@ -112,36 +110,6 @@ def content_digest(path: str | os.PathLike[str], algorithm: str = "sha256") -> s
                 return _stream_digest(f, algorithm)
         except (EOFError, zlib.error, gzip.BadGzipFile) as e:
             raise DataError(f"{path}: corrupt or truncated gzip data ({e})") from e
-
-
-def _temp_name(dest: Path) -> Path:
-    # A fresh name in the destination directory (same file system, so the final rename is atomic). Created with
-    # open(..., "xb") by the caller, so the usual umask applies (unlike tempfile.mkstemp's 0600).
-    return dest.parent / f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.part"
-
-
-@contextlib.contextmanager
-def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
-    """Context manager yielding a temporary path that is renamed to ``dest`` when the block succeeds.
-
-    Write (and verify) the file at the yielded path inside the ``with`` block. If the block raises, the temporary file
-    is deleted and ``dest`` is left untouched; otherwise it atomically replaces ``dest``.
-
-    Args:
-        dest: The final path. Its parent directory is created if needed.
-
-    Yields:
-        The temporary path (in ``dest``'s directory) to write to.
-    """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(dest)
-    try:
-        yield tmp
-        os.replace(tmp, dest)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def verify_file(
@@ -373,7 +341,7 @@ def restricted_numpy_load(fileobj: BinaryIO, what: str) -> object:
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes | bytearray, *, compress: bool = False) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename.
+    """Write ``data`` to ``path`` through :func:`torchstn._io.atomic_path` (a temporary file and an atomic rename).
 
     Args:
         path: The destination; its directory is created if needed.

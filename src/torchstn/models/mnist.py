@@ -22,13 +22,11 @@ pay for their localisation nets. Pass ``hidden`` / ``channels`` to fix widths, o
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
-from torchstn._checks import look_up_option
 from torchstn.errors import OptionError, ShapeError
 from torchstn.models.registry import build_model, count_parameters, register_model
 from torchstn.nn import ParallelSpatialTransformers, SpatialTransformer, conv_localisation, fc_localisation
@@ -40,6 +38,8 @@ __all__ = [
     "cnn_classifier",
     "reference_budget",
     "fit_width",
+    "meta_parameter_count",
+    "check_widths",
     "parameter_table",
     "TABLE1_MODELS",
 ]
@@ -122,8 +122,15 @@ def cnn_classifier(in_channels: int, in_size: Sequence[int], channels: Sequence[
     )
 
 
-def _meta_count(make: Callable[[], nn.Module]) -> int:
-    with torch.device("meta"):  # shapes only: no memory, no init
+def meta_parameter_count(make: Callable[[], nn.Module]) -> int:
+    """The parameter count of the module ``make()`` builds, built on the meta device (shapes only: no memory, no
+    initialisation), so width searches can try many sizes cheaply.
+
+    Example:
+        >>> meta_parameter_count(lambda: nn.Linear(1000, 1000))
+        1001000
+    """
+    with torch.device("meta"):
         return count_parameters(make())
 
 
@@ -135,7 +142,7 @@ def reference_budget(in_shape: Sequence[int], num_classes: int = 10) -> int:
         (237386, 350026)
     """
     C, H, W = in_shape
-    return _meta_count(lambda: cnn_classifier(C, (H, W), REFERENCE_CHANNELS, num_classes))
+    return meta_parameter_count(lambda: cnn_classifier(C, (H, W), REFERENCE_CHANNELS, num_classes))
 
 
 def fit_width(count: Callable[[int], int], target: int, *, min_width: int = MIN_WIDTH, max_width: int = 1 << 14) -> int:
@@ -162,7 +169,12 @@ def _fcn_widths(w: int) -> tuple[int, int]:
     return w, max(1, round(w * FCN_RATIO))
 
 
-def _check_widths(name: str, widths: object) -> tuple[int, int]:
+def check_widths(name: str, widths: object) -> tuple[int, int]:
+    """Require two positive ints (a classifier's ``hidden`` / ``channels`` option ``name``).
+
+    Raises:
+        OptionError: anything else.
+    """
     if (isinstance(widths, Sequence) and len(widths) == 2
             and all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)):
         return int(widths[0]), int(widths[1])
@@ -170,18 +182,15 @@ def _check_widths(name: str, widths: object) -> tuple[int, int]:
 
 
 def _make_transformers(loc: Callable[[], nn.Module], n: int, transform: str, st_options: dict | None) -> nn.Module:
-    """``n`` spatial transformers (each with its own localisation net); checks ``st_options`` names first."""
+    """``n`` spatial transformers (each with its own localisation net); :class:`SpatialTransformer` checks the
+    ``st_options`` names (with a suggestion), except those the model sets itself."""
     st_options = dict(st_options or {})
     family = get_transform(transform)  # unknown names raise here, with a suggestion
     if 2 not in family.ranks:
         raise OptionError(f"the MNIST models need a 2D transform family, got {transform!r} (ranks {family.ranks})")
-    accepted = [p for p in inspect.signature(SpatialTransformer.__init__).parameters
-                if p not in ("self", "transform_options") + _ST_FIXED]
-    accepted += [p for p in inspect.signature(type(family).__init__).parameters if p not in ("self", "args", "kwargs")]
-    for key in st_options:
-        if key in _ST_FIXED:
-            raise OptionError(f"st_options may not set {key!r}: the model sets it")
-        look_up_option("st_options key", key, accepted)
+    fixed = [key for key in st_options if key in _ST_FIXED]
+    if fixed:
+        raise OptionError(f"st_options may not set {fixed[0]!r}: the model sets it")
     sts = [SpatialTransformer(loc(), transform, **st_options) for _ in range(n)]
     return sts[0] if n == 1 else ParallelSpatialTransformers(sts)
 
@@ -218,14 +227,14 @@ def _build(
     if widths is not None:
         if budget is not None:
             raise OptionError(f"give either {width_name} or budget, not both")
-        ws = _check_widths(width_name, widths)
+        ws = check_widths(width_name, widths)
     else:
         if budget is None:
             budget = reference_budget(in_shape, num_classes)
         elif isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
             raise OptionError(f"budget must be a positive int or None, got {budget!r}")
         st_count = 0 if st is None else count_parameters(st)
-        ws = to_widths(fit_width(lambda w: st_count + _meta_count(lambda: make(to_widths(w))), budget))
+        ws = to_widths(fit_width(lambda w: st_count + meta_parameter_count(lambda: make(to_widths(w))), budget))
     arch = {"name": name, "transform": transform if st is not None else None, "st_pool": pooled,
             width_name: ws, "budget": budget}
     return PaperNet(make(ws), st, st_pool=pooled, arch=arch)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from torchstn.errors import OptionError, ShapeError
-from torchstn.models.mnist import _check_widths, _meta_count, cnn_classifier, fit_width
+from torchstn.models.mnist import check_widths, cnn_classifier, fit_width, meta_parameter_count
 from torchstn.models.registry import count_parameters, register_model
 from torchstn.nn import SpatialTransformer, conv_localisation
 from torchstn.transforms import get_transform
@@ -80,12 +80,12 @@ def _build(name: str, in_shape: tuple[int, int, int, int], num_classes: int, *, 
         return cnn_classifier(C, out[1:], ws, num_classes)
 
     if channels is not None:
-        ws = _check_widths("channels", channels)
+        ws = check_widths("channels", channels)
     else:
         if budget is None:
-            budget = _meta_count(lambda: make((64, 64)))
+            budget = meta_parameter_count(lambda: make((64, 64)))
         st_count = 0 if st is None else count_parameters(st)
-        w = fit_width(lambda w: st_count + _meta_count(lambda: make((w, w))), budget)
+        w = fit_width(lambda w: st_count + meta_parameter_count(lambda: make((w, w))), budget)
         ws = (w, w)
     arch = {"name": name, "transform": transform, "out_size": out, "channels": ws, "budget": budget}
     return VolumeNet(make(ws), st, pool=pool, arch=arch)

@@ -3,7 +3,7 @@
 from torchstn.nn.head import ThetaHead
 from torchstn.nn.localisation import conv_localisation, fc_localisation
 from torchstn.nn.spatial_transformer import ParallelSpatialTransformers, SpatialTransformer
-from torchstn.nn.utils import identity_penalty, param_groups, record_theta, theta_stats
+from torchstn.nn.training import identity_penalty, param_groups, record_theta, theta_stats
 
 __all__ = [
     "SpatialTransformer",

@@ -22,7 +22,7 @@ from torchstn._checks import (
 from torchstn._tracing import is_tracing
 from torchstn.errors import ExportError, OptionError, ShapeError
 from torchstn.functional.reading import check_deterministic
-from torchstn.functional.sample import MODES, PADDING_MODES, sample
+from torchstn.functional.sample import MODES, PADDING_MODES, sample_unchecked
 from torchstn.nn.head import ThetaHead
 from torchstn.transforms import TransformFamily, get_transform
 from torchstn.transforms.base import transform_options as family_options
@@ -147,8 +147,7 @@ class SpatialTransformer(nn.Module):
     def _check_loc_input(self, U: torch.Tensor, loc_input: object) -> None:
         if loc_input is None:
             return
-        check_float_tensor("loc_input", loc_input)
-        assert isinstance(loc_input, torch.Tensor)
+        loc_input = check_float_tensor("loc_input", loc_input)
         if loc_input.dim() == 0 or (not torch.jit.is_tracing() and loc_input.shape[0] != U.shape[0]):
             raise ShapeError(f"loc_input must hold one sample per sample of the input (batch {U.shape[0]}), got "
                              f"shape {tuple(loc_input.shape)}")
@@ -180,13 +179,21 @@ class SpatialTransformer(nn.Module):
 
         Under autocast the grid is built and sampled in float32 from ``theta.float()`` (autocast off here): a
         bfloat16 grid is off by ~0.1 px on MNIST sizes; the output keeps ``U``'s dtype.
+
+        Raises:
+            DTypeError, ShapeError: ``U`` or ``theta`` as :meth:`forward` and the family's ``grid`` say.
         """
-        if autocast_enabled(U.device):
-            with autocast_off(U.device):
-                return self._warp(U, theta.float())
+        self._check_input(U)
         return self._warp(U, theta)
 
     def _warp(self, U: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """:meth:`warp` of a checked ``U``."""
+        if autocast_enabled(U.device):
+            with autocast_off(U.device):
+                return self._grid_and_sample(U, theta.float())
+        return self._grid_and_sample(U, theta)
+
+    def _grid_and_sample(self, U: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         if self.antialias and is_tracing():
             raise ExportError("a SpatialTransformer with antialias=True cannot be traced or exported: it picks "
                               "pyramid levels and tap counts from the data, so a trace would freeze those of the "
@@ -196,9 +203,10 @@ class SpatialTransformer(nn.Module):
         grid = self.family.grid(theta, size, align_corners=self.align_corners)
         jacobian = self.family.footprint(theta, U.shape[2:], size, align_corners=self.align_corners) \
             if self.antialias else None  # exact where the family knows it; else estimated from the grid
-        return sample(U, grid, mode=self.mode, padding_mode=self.padding_mode, fill_value=self.fill_value,
-                      align_corners=self.align_corners, check_finite=False, antialias=self.antialias,
-                      jacobian=jacobian, deterministic=self.deterministic)
+        # the options were checked at construction, U by forward, theta by predict_theta and the family
+        return sample_unchecked(U, grid, mode=self.mode, padding_mode=self.padding_mode, fill_value=self.fill_value,
+                                align_corners=self.align_corners, antialias=self.antialias, jacobian=jacobian,
+                                deterministic=self.deterministic)
 
     def forward(
         self, U: torch.Tensor, loc_input: torch.Tensor | None = None, return_theta: bool = False
@@ -212,7 +220,7 @@ class SpatialTransformer(nn.Module):
         self._check_input(U)
         self._check_loc_input(U, loc_input)
         theta = self.predict_theta(U if loc_input is None else loc_input)
-        V = self.warp(U, theta)
+        V = self._warp(U, theta)
         return (V, theta) if return_theta else V
 
     def __prepare_scriptable__(self):

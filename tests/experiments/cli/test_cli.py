@@ -33,7 +33,7 @@ def test_train_eval_show(tiny_config, tmp_path, capsys):
     assert (tmp_path / "fig.png").stat().st_size > 1000
 
     np = pytest.importorskip("numpy")
-    from torchstn.data.datasets import DistortedMNIST, synthetic_digits
+    from torchstn.data import DistortedMNIST, synthetic_digits
 
     images, labels = DistortedMNIST("RTS", "test", source=synthetic_digits(30, seed=5)).batch(list(range(30)))
     np.savez(tmp_path / "mine.npz", images=images.numpy(), labels=labels.numpy())
@@ -61,10 +61,12 @@ def test_config_errors_are_one_line(tiny_config, capsys):
     assert "no such checkpoint" in capsys.readouterr().err
 
 
-def test_train_list_shows_packaged_configs(capsys):
+def test_train_list_shows_the_cells_and_the_packaged_configs(capsys):
     assert main(["train", "--list"]) == 0
-    names = capsys.readouterr().out.split()
-    assert "demo" in names and "table1_rts_st_cnn_affine" in names
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert "table1:RTS/st_cnn_affine" in names and "3d:3D/st3d_cnn_affine3d" in names
+    assert "demo" in names and "colocalisation_encoder" in names
+    assert len(names) == 46 + 2 and "table1_rts_st_cnn_affine" not in names  # old spellings still load, unlisted
 
 
 def test_data_fetch_and_show(monkeypatch, tmp_path, capsys):
@@ -154,7 +156,8 @@ def test_reproduce_reuses_a_finished_run_only_if_its_config_is_the_cells(monkeyp
 
     calls = []
     monkeypatch.setattr(trainer, "fit", lambda cfg, out, **kwargs: calls.append(out))
-    cfg = resolve(apply_overrides(load_config("addition_st_fcn_2x_affine"), ["run.seed=0", "optim.iterations=300"]))
+    cfg = resolve(apply_overrides(load_config("addition:addition/st_fcn_2x_affine"),
+                                  ["run.seed=0", "optim.iterations=300"]))
     run_dir = tmp_path / "runs" / "addition_st_fcn_2x_affine" / "cpu+optim.iterations=300" / "seed0"
     run_dir.mkdir(parents=True)
     result = {"test_error": 7.0, "parameters": 10, "train_s": 1.0, "iterations": 300, "completed": True,
@@ -165,7 +168,7 @@ def test_reproduce_reuses_a_finished_run_only_if_its_config_is_the_cells(monkeyp
     assert main(argv) == 0 and calls == []  # the same config (run.threads may differ): reused, not retrained
     assert "| 7.00 (n=1) |" in (tmp_path / "addition_cpu+optim.iterations=300.md").read_text()
 
-    result["config"]["optim"]["loc_lr_mult"] = 1.0  # trained before the packaged config changed
+    result["config"]["optim"]["loc_lr_mult"] = 1.0  # trained before the cell's spec changed
     (run_dir / "result.json").write_text(json.dumps(result))
     assert main(argv) == 2 and calls == []
     err = capsys.readouterr().err

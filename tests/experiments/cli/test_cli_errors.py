@@ -137,8 +137,8 @@ def test_demo_help_says_how_it_picks_threads(capsys):
     assert "one thread against torch's default" in " ".join(capsys.readouterr().out.split())
 
 
-def test_a_set_mistake_is_blamed_on_the_set_not_the_packaged_file(capsys):
-    assert main(["train", "table1_rts_st_cnn_affine", "--set", "optim.iteratons=5"]) == 2
+def test_a_set_mistake_is_blamed_on_the_set_not_the_named_config(capsys):
+    assert main(["train", "table1:RTS/st_cnn_affine", "--set", "optim.iteratons=5"]) == 2
     err = _one_line_error(capsys, "train")
     assert "error: --set optim.iteratons=5: unknown key 'optim.iteratons'. Did you mean 'optim.iterations'?" in err
     assert ".toml" not in err

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from torchstn.data.datasets import CoLocalisation
-from torchstn.data.datasets_synthetic import synthetic_digits
+from torchstn.data.synthetic import synthetic_digits
 from torchstn.errors import ConfigError, OptionError, ShapeError
 from torchstn.experiments import colocalisation as coloc
 from torchstn.models.mnist import cnn, st_cnn

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from torchstn.experiments.cub.data import CUB_FILES, CUBDataset, read_cub, read_exclusion_list
 from torchstn.errors import DataError, OptionError
+from torchstn.experiments.cub.data import CUB_FILES, CUBDataset, read_cub, read_exclusion_list
 
 pytest.importorskip("PIL")
 pytest.importorskip("numpy")  # the fixture writer uses Image.fromarray
@@ -97,7 +97,7 @@ def test_dataset_boxes_follow_resize_crop_and_flip(cub, split, augment):
     data = CUBDataset(root, split, size=48, augment=augment, return_box=True, normalize=False,
                       generator=torch.Generator().manual_seed(0))
     assert data.resize == 55 and len(data) == sum(t["train"] == (split == "train") for t in truth)
-    for repeat in range(3 if augment else 1):
+    for _ in range(3 if augment else 1):
         for i in range(len(data)):
             x, label, box = data[i]
             assert x.shape == (3, 48, 48) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0

@@ -1,7 +1,7 @@
 """Test error of a trained model: ``torchstn eval CHECKPOINT [--data FILE.npz]``.
 
 CHECKPOINT is a ``last.pt`` file or a run directory. Without ``--data`` it evaluates on the fixed test set of the
-run's variant; with it, on your own tensor file (see :class:`torchstn.data.datasets.TensorFile`).
+run's variant; with it, on your own tensor file (see :class:`torchstn.data.TensorFile`).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def main(args: argparse.Namespace) -> int:
     cfg, model, payload = load_run(args.checkpoint, device)
     dataset = eval_dataset(cfg, payload, args.data)
     res = task_of(cfg).evaluate(model, dataset, batch_size=args.batch_size, device=device, limit=0, amp="off")
+    assert res is not None  # only a should_stop callback abandons an evaluation
     what = args.data or f"the fixed {cfg.data.variant} test set"
     model_name = cfg.model.name + (f" ({cfg.model.transform})" if cfg.model.transform else "")
     wrong = round(res["error"] * res["n"] / 100)

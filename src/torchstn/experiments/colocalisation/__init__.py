@@ -274,7 +274,7 @@ def reproduce_colocalisation(out_dir: str | Path, *, digits: Iterable[int] = ran
     digits, clutters = [int(d) for d in digits], [bool(c) for c in clutter]
     source = None
     if synthetic:
-        from torchstn.data.datasets_synthetic import synthetic_digits
+        from torchstn.data.synthetic import synthetic_digits
 
         source = synthetic_digits(synthetic, seed=2)
     encoder, encoder_info = _encoder(out, encoder_checkpoint, features, encoder_overrides, synthetic, root, say)

@@ -14,7 +14,9 @@ with one entry per line, each an image id of ``images.txt``, a path as written t
 **Images** (:class:`CUBDataset`): the shorter side is resized to ``resize`` (default ``size * 8 / 7``: the paper's
 224-from-256, here 448-from-512), then a ``size x size`` crop is taken: random with a random horizontal flip for
 training, central for evaluation; pixels in [0, 1] normalised by the ImageNet mean and std. The bird's box follows
-every step, so a sample can return it in the output image's pixels.
+every step, so a sample can return it in the output image's pixels. The random crops and flips are drawn apart from
+the images (:func:`crop_params`) from the generator a batch is given, so a batch is a pure function of its indices and
+that generator's state (a resumed run draws the same).
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ import torch
 from torchstn._checks import look_up_option
 from torchstn.errors import DataError, OptionError
 
-__all__ = ["CUBIndex", "read_cub", "read_exclusion_list", "CUBDataset", "IMAGENET_MEAN", "IMAGENET_STD",
-           "CUB_FILES"]
+__all__ = ["CUBIndex", "read_cub", "read_exclusion_list", "CUBDataset", "crop_params", "IMAGENET_MEAN",
+           "IMAGENET_STD", "CUB_FILES"]
 
 CUB_FILES = ("images.txt", "train_test_split.txt", "image_class_labels.txt", "bounding_boxes.txt", "classes.txt")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -171,9 +173,24 @@ def read_cub(root: str | os.PathLike[str], exclude: str | os.PathLike[str] | Ite
                                **{f: tuple(getattr(index, f)[k] for k in keep) for f in fields})
 
 
+def crop_params(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The random part of ``n`` training crops, drawn apart from the images (``sample_params`` then ``apply``):
+    ``(n, 3)`` float64 in ``[0, 1)``, per image the crop's vertical and horizontal position (as a fraction of the
+    free range) and a flip draw (``< 0.5``: flip).
+
+    Example:
+        >>> crop_params(2, torch.Generator().manual_seed(0)).shape
+        torch.Size([2, 3])
+    """
+    return torch.rand(int(n), 3, generator=generator, dtype=torch.float64)
+
+
 class CUBDataset(torch.utils.data.Dataset):
     """CUB images as ``(image (3, size, size), label)`` or, with ``return_box``, ``(image, label, box (4,))`` where
     ``box`` is the bird's ``(x1, y1, x2, y2)`` in the output image's pixels (clipped to it).
+
+    It also follows the engine's dataset contract (:mod:`torchstn.experiments.engine.data`): ``image_shape``,
+    ``num_classes`` and :meth:`batch`, whose random crops and flips come from the generator it is given.
 
     Args:
         root: the ``CUB_200_2011`` folder, or a :class:`CUBIndex`.
@@ -183,7 +200,9 @@ class CUBDataset(torch.utils.data.Dataset):
         augment: random crop + horizontal flip (default: ``split == "train"``); otherwise the central crop.
         exclude: exclusion list file or ids (see :func:`read_cub`); ignored when ``root`` is an index.
         normalize: subtract the ImageNet mean and divide by its std.
-        generator: random source of the crops and flips.
+        generator: random source of the crops and flips of ``dataset[i]`` (:meth:`batch` takes its own).
+        workers: threads that decode the images of a :meth:`batch` (0: in the calling thread); the result does
+            not depend on it.
 
     Example:
         >>> CUBDataset("/no/such/CUB_200_2011")
@@ -195,15 +214,20 @@ class CUBDataset(torch.utils.data.Dataset):
     def __init__(self, root: str | os.PathLike[str] | CUBIndex, split: str = "train", *, size: int = 448,
                  resize: int | None = None, augment: bool | None = None,
                  exclude: str | os.PathLike[str] | Iterable[int] | None = None, return_box: bool = False,
-                 normalize: bool = True, generator: torch.Generator | None = None):  # fmt: skip
+                 normalize: bool = True, generator: torch.Generator | None = None, workers: int = 0):  # fmt: skip
         self.index = root if isinstance(root, CUBIndex) else read_cub(root, exclude)
         self.items = self.index.indices(split)
         self.size = int(size)
         self.resize = round(self.size * 8 / 7) if resize is None else int(resize)
         if self.size < 1 or self.resize < self.size:
             raise OptionError(f"need 1 <= size <= resize, got size={size!r}, resize={resize!r}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise OptionError(f"workers must be an int >= 0, got {workers!r}")
         self.augment = (split == "train") if augment is None else bool(augment)
         self.return_box, self.normalize, self.generator = bool(return_box), bool(normalize), generator
+        self.workers = workers
+        self.image_shape = (3, self.size, self.size)
+        self.num_classes = len(self.index.class_names)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -228,16 +252,18 @@ class CUBDataset(torch.utils.data.Dataset):
         img = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(nh, nw, 3).permute(2, 0, 1)  # (3, nh, nw)
         return img, (nw / w, nh / h)
 
-    def __getitem__(self, i: int):
+    def sample(self, i: int, params: torch.Tensor | None = None) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """``(image (3, size, size), label, box (4,))`` of item ``i``, cropped by ``params`` (one row of
+        :func:`crop_params`) or, with ``None``, centrally and unflipped: a pure function of its arguments."""
         k = self.items[i]
         img, (sx, sy) = self._load(k)
         _, H, W = img.shape
         S = self.size
-        if self.augment:
-            oy, ox = (int(torch.randint(0, n - S + 1, (1,), generator=self.generator)) for n in (H, W))
-            flip = bool(torch.rand((), generator=self.generator) < 0.5)
-        else:
+        if params is None:
             oy, ox, flip = (H - S) // 2, (W - S) // 2, False
+        else:
+            oy, ox = (min(int(float(u) * (n - S + 1)), n - S) for u, n in zip(params[:2], (H, W)))
+            flip = bool(params[2] < 0.5)
         x = img[:, oy : oy + S, ox : ox + S].float().div_(255)  # (3, S, S)
         bx, by, bw, bh = self.index.boxes[k]
         box = torch.tensor([bx * sx - ox, by * sy - oy, (bx + bw) * sx - ox, (by + bh) * sy - oy]).clamp_(0, S)
@@ -246,5 +272,27 @@ class CUBDataset(torch.utils.data.Dataset):
             box = torch.stack([S - box[2], box[1], S - box[0], box[3]])
         if self.normalize:
             x = (x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
-        label = self.index.labels[k]
+        return x, self.index.labels[k], box
+
+    def __getitem__(self, i: int):
+        params = crop_params(1, self.generator)[0] if self.augment else None
+        x, label, box = self.sample(i, params)
         return (x, label, box) if self.return_box else (x, label)
+
+    def batch(
+        self, indices: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images (B, 3, size, size) float32, labels (B,) int64)`` of the items ``indices``; with ``augment``,
+        their crops and flips are drawn from ``generator`` (:func:`crop_params`, before any image is read), so the
+        same generator state gives the same batch whatever ``workers`` is."""
+        idx = [int(i) for i in indices]
+        params = crop_params(len(idx), generator) if self.augment else [None] * len(idx)
+        jobs = list(zip(idx, params))
+        if self.workers and len(jobs) > 1:
+            from concurrent.futures import ThreadPoolExecutor  # pillow decodes and resizes without the GIL
+
+            with ThreadPoolExecutor(min(self.workers, len(jobs))) as pool:
+                items = list(pool.map(lambda job: self.sample(*job), jobs))
+        else:
+            items = [self.sample(*job) for job in jobs]
+        return torch.stack([x for x, _, _ in items]), torch.tensor([y for _, y, _ in items], dtype=torch.int64)

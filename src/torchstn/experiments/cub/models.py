@@ -4,8 +4,8 @@
 ``(B, 3, H, W)`` to features ``(B, D)``. Names: ``"tiny"`` (a 3-layer CNN for tests, random init),
 ``"torchvision:<arch>"`` (e.g. ``torchvision:inception_v3``, ``torchvision:resnet50``) and ``"timm:<name>"``
 (e.g. ``timm:inception_v3``, ``timm:resnet50``), imported only when asked for; :func:`register_backbone` adds your
-own; a callable returning ``(module, dim)`` also works. The paper's Inception-BN is in neither library;
-``inception_v3`` is the closest.
+own to :data:`BACKBONES`; a callable returning ``(module, dim)`` also works. The paper's Inception-BN is in neither
+library; ``inception_v3`` is the closest.
 **Pretrained weights are never downloaded**: pass ``weights=PATH`` (a state dict saved from the library on a machine
 with internet, ``torch.save(model.state_dict(), PATH)``; classifier keys are ignored, missing keys are an error). A
 backbone registered as pretrained with no ``weights`` raises :class:`~torchstn.errors.ConfigError` unless
@@ -46,36 +46,42 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchstn._checks import look_up_option
+from torchstn._registry import Registry
 from torchstn.errors import ConfigError, DataError, OptionError
 from torchstn.models.registry import register_model
 from torchstn.nn import SpatialTransformer, param_groups
 from torchstn.points import transform_boxes
-from torchstn.transforms.affine import MatrixFamily, _scaled_eye
+from torchstn.transforms import FixedScaleTranslation
 
 __all__ = ["register_backbone", "build_backbone", "list_backbones", "tiny_backbone", "FixedScaleTranslation",
-           "tile_centres", "CUBNet", "CUBPartsNet", "cub_cnn", "cub_st_cnn", "cub_param_groups", "CUB_MODELS"]
+           "tile_centres", "CUBNet", "CUBPartsNet", "cub_cnn", "cub_st_cnn", "cub_param_groups", "CUB_MODELS",
+           "BACKBONES"]
 
 CUB_MODELS = ("cub_cnn", "cub_st_cnn")
 Backbone = tuple[nn.Module, int]
-_BACKBONES: dict[str, tuple[Callable[..., Backbone], bool]] = {}
+#: Backbone factories ``factory(**options) -> (module, feature_dim)``, each registered with ``pretrained=``.
+BACKBONES: Registry[Callable[..., Backbone]] = Registry("backbone")
+_LIBRARY_HINTS = ("torchvision:<arch>", "timm:<name>")
 
 
 def register_backbone(name: str, *, pretrained: bool = True) -> Callable:
-    """Decorator registering ``factory(**options) -> (module, feature_dim)`` under ``name``. ``pretrained=True``
-    means the backbone is meant to start from ImageNet weights (so :func:`build_backbone` asks for them)."""
+    """Decorator registering ``factory(**options) -> (module, feature_dim)`` under ``name`` in :data:`BACKBONES`.
+    ``pretrained=True`` means the backbone is meant to start from ImageNet weights (so :func:`build_backbone` asks
+    for them).
+
+    Raises:
+        OptionError: ``name`` is already registered.
+    """
 
     def deco(fn):
-        if name in _BACKBONES:
-            raise ValueError(f"backbone {name!r} is already registered")
-        _BACKBONES[name] = (fn, bool(pretrained))
-        return fn
+        return BACKBONES.register(name, fn, pretrained=bool(pretrained))
 
     return deco
 
 
 def list_backbones() -> list[str]:
     """Registered backbone names (``torchvision:<arch>`` and ``timm:<name>`` are accepted besides these)."""
-    return sorted(_BACKBONES)
+    return BACKBONES.names()
 
 
 @register_backbone("tiny", pretrained=False)
@@ -152,7 +158,7 @@ def build_backbone(name: str | Callable[..., Backbone], *, weights: str | os.Pat
     Raises:
         ConfigError: a pretrained backbone without ``weights`` and without ``allow_random_init=True``.
         DataError: a ``weights`` file that is missing, unreadable or does not fit the architecture.
-        OptionError: an unknown name (with a suggestion).
+        OptionError: an unknown name or option (with a suggestion).
         ImportError: torchvision / timm asked for but not installed.
 
     Example:
@@ -166,10 +172,9 @@ def build_backbone(name: str | Callable[..., Backbone], *, weights: str | os.Pat
         net, dim = _library_backbone(name, options)
         pretrained, label = True, name
     else:
-        look_up_option("backbone", name, list(_BACKBONES) + ["torchvision:<arch>", "timm:<name>"])
-        factory, pretrained = _BACKBONES[name]
-        net, dim = factory(**options)
-        label = name
+        look_up_option("backbone", name, [*BACKBONES.names(), *_LIBRARY_HINTS])
+        net, dim = BACKBONES.build(name, **options)
+        pretrained, label = BACKBONES.info(name)["pretrained"], name
     if weights is not None:
         _load_weights(net, weights, label)
     elif pretrained:
@@ -180,36 +185,6 @@ def build_backbone(name: str | Callable[..., Backbone], *, weights: str | os.Pat
             raise ConfigError(msg + ", or allow_random_init=True to train from scratch (far from the paper's numbers)")
         warnings.warn(f"{msg}; training it from RANDOM initialisation as allow_random_init=True asks", stacklevel=2)
     return net, int(dim)
-
-
-class FixedScaleTranslation(MatrixFamily):
-    """Attention with a fixed scale: ``theta = (tx, ty)`` -> ``[[s, 0, tx], [0, s, ty]]``, a window of half-size
-    ``s`` (normalised units) centred at ``(tx, ty)``. Its "identity" (the regression layer's starting bias) is the
-    window's start ``centre``. Not registered: build it and pass it to :class:`~torchstn.nn.SpatialTransformer`.
-
-    Example:
-        >>> fam = FixedScaleTranslation(0.5, (0.5, -0.5))
-        >>> fam.matrix(fam.identity().unsqueeze(0))
-        tensor([[[ 0.5000,  0.0000,  0.5000],
-                 [ 0.0000,  0.5000, -0.5000]]])
-    """
-
-    name = "fixed_scale_translation"
-    ranks = (2,)
-
-    def __init__(self, scale: float = 0.5, centre: Sequence[float] = (0.0, 0.0)):
-        if not 0.0 < float(scale) <= 1.0 or len(centre) != 2:
-            raise OptionError(f"scale must be in (0, 1] and centre two numbers, got {scale!r}, {centre!r}")
-        self.scale, self.centre = float(scale), (float(centre[0]), float(centre[1]))
-
-    def identity(self, *, dtype=None, device=None):
-        return torch.tensor(self.centre, dtype=dtype or torch.get_default_dtype(), device=device)
-
-    def matrix(self, theta):
-        return _scaled_eye(torch.full_like(theta[:, 0], self.scale), theta)  # (B, 2, 3)
-
-    def extra_repr(self) -> str:
-        return f"scale={self.scale}, centre={self.centre}"
 
 
 def tile_centres(n: int, scale: float) -> list[tuple[float, float]]:

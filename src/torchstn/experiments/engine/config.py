@@ -92,7 +92,7 @@ class DataConfig:
         root: directory with the MNIST IDX files; ``None`` uses ``$TORCHSTN_DATA`` / the cache / the registry.
         synthetic: use this many synthetic seven-segment digits (and a sixth as many for testing) instead of MNIST:
             offline smoke runs and tests, not MNIST results (0 = MNIST).
-        train_file: train on this tensor file (:class:`torchstn.data.datasets.TensorFile`) instead of ``variant``.
+        train_file: train on this tensor file (:class:`torchstn.data.TensorFile`) instead of ``variant``.
         test_file: evaluate on this tensor file instead of the variant's fixed test set.
     """
 
@@ -309,7 +309,7 @@ def config_problems(data: Mapping[str, Any]) -> tuple[TrainConfig, list[tuple[st
     if not isinstance(data, Mapping):
         return TrainConfig(), [("", f"a config must be a table of sections, got {type(data).__name__}")]
     problems: list[tuple[str, str]] = []
-    sections = {}
+    sections: dict[str, Any] = {}
     for name, values in data.items():
         if name == "task" and isinstance(values, Mapping):
             sections["task"], task_problems = task_from_dict(values)

@@ -161,7 +161,7 @@ def rank_generator(seed: int, rank: int) -> torch.Generator:
         >>> torch.equal(rank_generator(3, 0).get_state(), data_generator(3).get_state())
         True
     """
-    from torchstn.data.datasets_base import mix_seed
+    from torchstn.data.contract import mix_seed
     from torchstn.experiments.engine.data import data_generator
 
     if rank == 0:

@@ -118,7 +118,10 @@ def fit(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool | s
             res = session.final_evaluation()
         finally:
             session.close()
-    result = _finish(state, session, res, wall_s=time.monotonic() - t0, command=command) if main else None
+    result: dict[str, Any] | None = None
+    if main:
+        assert res is not None  # rank 0 evaluated (a stop during the evaluation raised TrainingInterrupted)
+        result = _finish(state, session, res, wall_s=time.monotonic() - t0, command=command)
     return dist.broadcast_object(result)
 
 

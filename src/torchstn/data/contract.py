@@ -13,7 +13,7 @@ The contract the trainer relies on:
 **Fixed sets.** The parameters of all ``N`` items are drawn in one ``sample_params`` call from
 ``torch.Generator().manual_seed(fixed_seed)`` (:data:`TEST_SEED` for the test split, whatever ``seed`` is; ``seed``
 for ``fixed=True`` training sets) and rendered in float64, rounded once to float32: the bytes are the same on every
-CPU and run (see :mod:`torchstn.data.distortions_base`). Sets up to :data:`MAX_STORED_BYTES` are rendered once and
+CPU and run (see :mod:`torchstn.data.distortions.distortion`). Sets up to :data:`MAX_STORED_BYTES` are rendered once and
 kept in a per-process cache keyed by the class, its options and a SHA-256 of the source digits, so a second
 construction is instant; larger ones (3D volumes) keep only their parameters and render the same bytes on demand.
 """
@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from torchstn._checks import look_up_option
-from torchstn.data.distortions_base import DIGIT, select_params
+from torchstn.data.distortions.distortion import DIGIT, select_params
 from torchstn.errors import DataError, OptionError, ShapeError
 
 __all__ = ["PaperDataset", "TEST_SEED", "MAX_STORED_BYTES", "SPLITS", "mix_seed", "resolve_source", "check_digits",

@@ -1,6 +1,6 @@
 """Distortions that put a digit on a larger canvas: translated + cluttered (TC, co-localisation) and 3D extrusion.
 
-See :mod:`torchstn.data.distortions_base` for the ``sample_params`` | ``apply`` interface and the coordinates.
+See :mod:`torchstn.data.distortions.distortion` for the ``sample_params`` | ``apply`` interface and the coordinates.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import torch
 
 from torchstn._checks import look_up_option
-from torchstn.data.distortions_base import (
+from torchstn.data.distortions.distortion import (
     DIGIT,
     Distortion,
     check_angle,
@@ -20,6 +20,7 @@ from torchstn.data.distortions_base import (
     uniform,
     warp,
 )
+from torchstn.data.distortions.registry import register_distortion
 from torchstn.errors import DataError, OptionError
 from torchstn.transforms import get_transform
 
@@ -50,6 +51,7 @@ def _as_pool(pool: object) -> torch.Tensor:
     return pool
 
 
+@register_distortion("TC")
 class TranslateClutter(Distortion):
     """TC (and the co-localisation canvas): the 28x28 digit translated on a ``canvas`` plus clutter.
 
@@ -79,7 +81,6 @@ class TranslateClutter(Distortion):
         (torch.Size([4, 6]), torch.Size([4, 1, 60, 60]))
     """
 
-    name = "TC"
 
     def __init__(
         self,

@@ -222,8 +222,7 @@ class Distortion:
 
     def check_images(self, images: object, params: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Require float ``(B, 1, 28, 28)`` images (and ``B`` parameters, if given)."""
-        check_float_tensor("images", images)
-        assert isinstance(images, torch.Tensor)
+        images = check_float_tensor("images", images)
         if images.dim() != 4 or tuple(images.shape[1:]) != (1, DIGIT, DIGIT):
             raise ShapeError(f"images must be (B, 1, {DIGIT}, {DIGIT}) floats in [0, 1], got {tuple(images.shape)}")
         if params is not None:

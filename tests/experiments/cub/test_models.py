@@ -1,5 +1,5 @@
-"""Tests for the CUB models (torchstn.experiments.cub.models) and their experiment entry points (the SVHN ones are in
-tests/experiments/svhn/)."""
+"""Tests for the CUB models (torchstn.experiments.cub.models): parts, gradients, optimiser groups, backbones and
+their registry, and the part drawing of ``torchstn cub show``."""
 
 from __future__ import annotations
 
@@ -11,21 +11,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tests.fixtures import make_cub
 from torchstn.errors import ConfigError, DataError, OptionError
 from torchstn.experiments.cub.models import (
+    BACKBONES,
     CUB_MODELS,
     build_backbone,
     cub_cnn,
     cub_param_groups,
     cub_st_cnn,
+    list_backbones,
     register_backbone,
     tiny_backbone,
 )
 from torchstn.models.registry import build_model, list_models
-from tests.fixtures import make_cub
-
-
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -40,9 +39,21 @@ def _missing_grads(model: nn.Module) -> list[str]:
     return [n for n, p in model.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
 
 
-# ------------------------------------------------------------------------------------------------------------- CUB
 def test_registered_under_their_names():
     assert set(CUB_MODELS) <= set(list_models())
+    assert build_model("cub_cnn", in_shape=(3, 32, 32), num_classes=3)(torch.rand(2, 3, 32, 32)).shape == (2, 3)
+    with pytest.raises(OptionError, match="Did you mean 'num_parts'"):
+        build_model("cub_st_cnn", in_shape=(3, 32, 32), num_classes=3, num_part=4)
+
+
+def test_backbone_registry():
+    assert "tiny" in list_backbones() and list_backbones() == BACKBONES.names()
+    with pytest.raises(OptionError, match="already registered"):
+        register_backbone("tiny", pretrained=False)(tiny_backbone)
+    with pytest.raises(OptionError, match="Did you mean 'width'"):
+        build_backbone("tiny", widht=4)
+    with pytest.raises(OptionError, match=r"torchvision:<arch>"):
+        build_backbone("resnet50")
 
 
 def test_cub_parts_start_tiled_and_crop_exactly():
@@ -99,8 +110,9 @@ def test_cub_models_overfit_fixture_images(tmp_path):
 
 def test_pretrained_backbones_need_weights(tmp_path):
     name = "_test_pretrained_tiny"
-    if name not in __import__("torchstn.experiments.cub.models", fromlist=["_BACKBONES"])._BACKBONES:
+    if name not in list_backbones():
         register_backbone(name)(lambda width=4: tiny_backbone(width))
+    assert BACKBONES.info(name) == {"pretrained": True} and BACKBONES.info("tiny") == {"pretrained": False}
     with pytest.raises(ConfigError, match="weights=PATH.*allow_random_init=True"):
         build_backbone(name)
     with pytest.raises(ConfigError, match="weights=PATH"):
@@ -129,24 +141,6 @@ def test_library_backbones_are_optional(lib):
         pytest.skip(f"{lib} is installed")
     with pytest.raises(ImportError, match=f"pip install {lib}"):
         build_backbone(f"{lib}:resnet50", allow_random_init=True)
-
-
-# ----------------------------------------------------------------------------------------------------- experiments
-def test_cub_experiment_trains_evaluates_and_shows(tmp_path):
-    pytest.importorskip("PIL")
-    pytest.importorskip("numpy")
-    from torchstn.experiments import cub as exp
-
-    root, _, _ = make_cub.make_cub(tmp_path)
-    common = ["--root", str(root), "--backbone", "tiny", "--size", "64", "--schedule", "smoke", "--set",
-              "iterations=2", "--workers", "0"]  # fmt: skip
-    assert exp.main(["train", *common, "--out", str(tmp_path / "st"), "--part-size", "32", "--loc-size", "32"]) == 0
-    assert exp.evaluate(str(tmp_path / "st" / "last.pt"), workers=0)["n"] == 6
-    png = exp.show(str(tmp_path / "st" / "last.pt"), str(tmp_path / "parts.png"), n=4)
-    assert png.stat().st_size > 0
-    assert exp.main(["train", *common, "--out", str(tmp_path / "cnn"), "--model", "cub_cnn"]) == 0
-    with pytest.raises(ConfigError, match="no spatial transformers"):
-        exp.show(str(tmp_path / "cnn" / "last.pt"), str(tmp_path / "x.png"))
 
 
 def test_draw_part_boxes_puts_the_boxes_where_they_are():

@@ -1,19 +1,5 @@
-"""The paper's distorted-MNIST recipes (§4.1, Appendix A; ``docs/datasets.md``), each ``sample_params`` | ``apply``.
-
-========  ======================================================================================================
-variant   recipe (defaults)
-========  ======================================================================================================
-plain     the digit as it is, 28x28
-R         rotation uniform in +-90 deg about the digit centre, 28x28 canvas (``canvas=42`` is the other reading)
-RTS       rotation +-45 deg, scale uniform in [0.7, 1.2], placed uniformly on a 42x42 canvas so that the scaled
-          28x28 box stays inside (``placement="anywhere"`` lets the digit leave the canvas)
-P         zoom out by a scale uniform in [0.75, 1.0], then move each image corner by N(0, 5^2) px; the homography
-          through the 4 point pairs (batched DLT solve in float64) warps the image, 28x28; draws that fold the
-          quad (1.4%) are redrawn (``convex_only``)
-E         elastic: a thin-plate spline whose 16 control points (4x4 lattice spanning the image) move by N(0, 1.5^2) px
-TC        the digit at a random integer position on a 60x60 canvas plus 6 clutter crops of 6x6 from random other
-          digits, combined with max (:class:`~torchstn.data.distortions_canvas.TranslateClutter`)
-========  ======================================================================================================
+"""The paper's warp distortions: ``plain``, ``R``, ``RTS``, ``P`` and ``E`` (recipes in
+:mod:`torchstn.data.distortions` and ``docs/datasets.md``).
 
 Every warp is a family of :mod:`torchstn.transforms` (``affine``, ``projective``, ``tps``) sampled bilinearly with
 zero padding by :func:`torchstn.sample`. Positions are pixel coordinates of :mod:`torchstn.coords` (pixel centres at
@@ -22,54 +8,34 @@ integers, ``y`` down); a positive angle turns the digit counter-clockwise as dis
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
 
 import torch
 
-from torchstn.data.distortions_base import (
+from torchstn.data.distortions.distortion import (
     DIGIT,
-    PLACEMENTS,
     Distortion,
     check_angle,
     check_canvas,
     check_positive,
     check_range,
     placement_centres,
-    select_params,
     sin_cos,
     uniform,
     warp,
 )
-from torchstn.data.distortions_canvas import Extrude3D, TranslateClutter
-from torchstn._checks import check_keywords, keyword_options
-from torchstn.errors import OptionError
+from torchstn.data.distortions.registry import register_distortion
 from torchstn.functional.tps import lattice
 from torchstn.transforms import get_transform
 
-__all__ = [
-    "Distortion",
-    "Plain",
-    "Rotate",
-    "RotateTranslateScale",
-    "ProjectiveJitter",
-    "Elastic",
-    "TranslateClutter",
-    "Extrude3D",
-    "DISTORTIONS",
-    "VARIANTS",
-    "PLACEMENTS",
-    "get_distortion",
-    "canonical_variant",
-    "select_params",
-    "sin_cos",
-]
+__all__ = ["Plain", "Rotate", "RotateTranslateScale", "ProjectiveJitter", "Elastic"]
 
 _F64 = torch.float64
 _DEG = 3.141592653589793 / 180.0
 _MAX_REDRAWS = 64
 
 
+@register_distortion("plain")
 class Plain(Distortion):
     """No distortion: the 28x28 digit as it is (``params`` is empty).
 
@@ -79,7 +45,6 @@ class Plain(Distortion):
         True
     """
 
-    name = "plain"
 
     def sample_params(self, generator, n):
         self.check_n(n)
@@ -89,6 +54,7 @@ class Plain(Distortion):
         return self.check_images(images, params).clamp(0.0, 1.0)
 
 
+@register_distortion("RTS")
 class RotateTranslateScale(Distortion):
     """RTS: rotate, scale and place the digit on a larger canvas (one affine warp, output->input).
 
@@ -110,7 +76,6 @@ class RotateTranslateScale(Distortion):
         (['angle', 'centre', 'scale'], torch.Size([3, 1, 42, 42]))
     """
 
-    name = "RTS"
 
     def __init__(
         self,
@@ -157,6 +122,7 @@ class RotateTranslateScale(Distortion):
         return warp(images, self._family, theta, self.out_size, compute_dtype)
 
 
+@register_distortion("R")
 class Rotate(RotateTranslateScale):
     """R: rotation uniform in ``[-max_angle, max_angle]`` degrees about the digit centre, on a ``canvas`` (default
     28x28; ``canvas=42`` keeps the corners). ``params`` as :class:`RotateTranslateScale` (``scale`` is all ones).
@@ -166,7 +132,6 @@ class Rotate(RotateTranslateScale):
         torch.Size([2, 1, 28, 28])
     """
 
-    name = "R"
 
     def __init__(self, max_angle: float = 90.0, canvas: int = 28, placement: str = "centred"):
         super().__init__(max_angle, (1.0, 1.0), canvas, placement)
@@ -184,6 +149,7 @@ def _is_convex(corners: torch.Tensor) -> torch.Tensor:
     return (cross > 0).all(dim=1) | (cross < 0).all(dim=1)
 
 
+@register_distortion("P")
 class ProjectiveJitter(Distortion):
     """P: zoom out by ``scale``, then move each image corner by Gaussian noise; warp by the homography through the
     four point pairs.
@@ -209,7 +175,6 @@ class ProjectiveJitter(Distortion):
         (torch.Size([2, 3, 3]), torch.Size([2, 1, 28, 28]))
     """
 
-    name = "P"
     #: Image corners ``(4, 2)`` in normalised coordinates (the image's outer edges, ``align_corners=False``).
     CORNERS = ((-1.0, -1.0), (1.0, -1.0), (-1.0, 1.0), (1.0, 1.0))
 
@@ -263,6 +228,7 @@ class ProjectiveJitter(Distortion):
         return warp(images, self._family, theta, self.out_size, compute_dtype)
 
 
+@register_distortion("E")
 class Elastic(Distortion):
     """E: a thin-plate spline whose ``grid_size**2`` control points (a lattice spanning the image, as the ``tps``
     family) move by Gaussian noise: each output control point reads the input ``sigma``-jittered.
@@ -280,7 +246,6 @@ class Elastic(Distortion):
         (torch.Size([2, 16, 2]), torch.Size([2, 1, 28, 28]))
     """
 
-    name = "E"
 
     def __init__(self, sigma: float = 1.5, grid_size: int = 4):
         self.sigma = check_positive("sigma", sigma)
@@ -304,58 +269,3 @@ class Elastic(Distortion):
     def apply(self, images, params, *, compute_dtype=None):
         images = self.check_images(images, params)
         return warp(images, self._family, self.theta(params), self.out_size, compute_dtype)
-
-
-#: Variant name -> distortion class (``DistortedMNIST(variant)`` uses it).
-DISTORTIONS: dict[str, type[Distortion]] = {
-    "plain": Plain,
-    "R": Rotate,
-    "RTS": RotateTranslateScale,
-    "P": ProjectiveJitter,
-    "E": Elastic,
-    "TC": TranslateClutter,
-}
-VARIANTS = tuple(DISTORTIONS)
-
-
-def canonical_variant(variant: object, allowed: Sequence[str] = VARIANTS) -> str:
-    """The spelling of ``variant`` in ``allowed``, matched case-insensitively (``"rts"`` -> ``"RTS"``).
-
-    Raises:
-        OptionError: no match; the message suggests the closest name.
-
-    Example:
-        >>> canonical_variant("rts")
-        'RTS'
-        >>> canonical_variant("RST")
-        Traceback (most recent call last):
-        ...
-        torchstn.errors.OptionError: variant must be one of ['plain', 'R', 'RTS', 'P', 'E', 'TC'], got 'RST'. Did you mean 'RTS'?
-    """
-    by_lower = {name.lower(): name for name in allowed}
-    if isinstance(variant, str) and variant.lower() in by_lower:
-        return by_lower[variant.lower()]
-    hint = ""
-    if isinstance(variant, str):
-        close = difflib.get_close_matches(variant.lower(), list(by_lower), n=1)
-        hint = f" Did you mean {by_lower[close[0]]!r}?" if close else ""
-    raise OptionError(f"variant must be one of {list(allowed)}, got {variant!r}.{hint}")
-
-
-def get_distortion(variant: str, **options) -> Distortion:
-    """Build the distortion of a paper variant (case-insensitive) with its options, e.g.
-    ``get_distortion("R", canvas=42)``.
-
-    Raises:
-        OptionError: an unknown variant (with a suggestion) or an option the variant does not take.
-
-    Example:
-        >>> get_distortion("rts", scale_range=(1.0, 1.0))
-        RotateTranslateScale(max_angle=45.0, scale_range=(1.0, 1.0), canvas=42, placement='box')
-    """
-    cls = DISTORTIONS[canonical_variant(variant)]
-    accepted = keyword_options(cls.__init__)
-    check_keywords(f"distortion {variant!r} (it takes {list(accepted) if accepted else 'no options'})", options,
-                   accepted)
-    return cls(**options)
-
