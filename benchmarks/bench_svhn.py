@@ -63,8 +63,9 @@ def run_case(case: dict, method: Method) -> dict:
     for name, model in IMPLS.items():
         # lr / 10: on random images the paper's 0.01 diverges within a few iterations (and the engine stops on a
         # non-finite loss); the learning rate does not change what an iteration costs
-        cfg = resolve(svhn_config(None, model=model, size=S, device=device,
-                                  overrides=[f"optim.batch_size={B}", "optim.lr=0.001"]))
+        cfg = resolve(
+            svhn_config(None, model=model, size=S, device=device, overrides=[f"optim.batch_size={B}", "optim.lr=0.001"])
+        )
         state = new_state(cfg, task_of(cfg), train_set, torch.device(device))
         with torch.no_grad():
             for st in state.model.transformers:
@@ -78,8 +79,11 @@ def run_case(case: dict, method: Method) -> dict:
         fns[name] = step
         params[name] = sum(p.numel() for p in state.model.parameters())
     stats = time_interleaved(fns, method)
-    return {"stats": stats, "params": params,
-            "ratios": {k: paired_ratio(stats, k, "cnn") for k in IMPLS if k != "cnn"}}  # slowdown vs cnn
+    return {
+        "stats": stats,
+        "params": params,
+        "ratios": {k: paired_ratio(stats, k, "cnn") for k in IMPLS if k != "cnn"},
+    }  # slowdown vs cnn
 
 
 def render(doc: dict) -> str:
@@ -88,19 +92,40 @@ def render(doc: dict) -> str:
         c = res["case"]
         for name in IMPLS:
             ratio = "1 (reference)" if name == "cnn" else fmt_ratio(res["ratios"][name])
-            rows.append([f"{c['batch']}x3x{c['size']}x{c['size']} ({c['device']})", str(c["threads"]), name,
-                         f"{res['params'][name] / 1e6:.2f}M", fmt_ms(res["stats"][name]), ratio])  # fmt: skip
-    verdicts = [f"{r['case']['threads']} thread(s): st_multi / cnn = {r['ratios']['st_multi']['paired_median']:.3f} "
-                f"(goal <= {GOAL}: "
-                f"{'met' if r['ratios']['st_multi']['paired_median'] <= GOAL else 'NOT met'})" for r in doc["cases"]]
-    return "\n".join([
-        ("SVHN training iteration (the engine's train_steps: batch, forward, loss, backward, SGD and scheduler "
-         "steps), median ms [IQR]; slowdown = paired median of per-repeat ratios to the CNN [quartiles]"),
-        "", table(["input", "threads", "model", "params", "iteration ms", "time / cnn"], rows), "", *verdicts, "",
-        _common.env_line(doc)])  # fmt: skip
+            rows.append(
+                [
+                    f"{c['batch']}x3x{c['size']}x{c['size']} ({c['device']})",
+                    str(c["threads"]),
+                    name,
+                    f"{res['params'][name] / 1e6:.2f}M",
+                    fmt_ms(res["stats"][name]),
+                    ratio,
+                ]
+            )
+    verdicts = [
+        f"{r['case']['threads']} thread(s): st_multi / cnn = {r['ratios']['st_multi']['paired_median']:.3f} "
+        f"(goal <= {GOAL}: "
+        f"{'met' if r['ratios']['st_multi']['paired_median'] <= GOAL else 'NOT met'})"
+        for r in doc["cases"]
+    ]
+    return "\n".join(
+        [
+            (
+                "SVHN training iteration (the engine's train_steps: batch, forward, loss, backward, SGD and scheduler "
+                "steps), median ms [IQR]; slowdown = paired median of per-repeat ratios to the CNN [quartiles]"
+            ),
+            "",
+            table(["input", "threads", "model", "params", "iteration ms", "time / cnn"], rows),
+            "",
+            *verdicts,
+            "",
+            _common.env_line(doc),
+        ]
+    )
 
 
 if __name__ == "__main__":
     argv = [a for i, a in enumerate(sys.argv[1:]) if a != "--device" and (i == 0 or sys.argv[i] != "--device")]
-    _common.main("svhn", __doc__.splitlines()[0], CASES, run_case, render,
-                 argv=["--warmup", "2", "--repeats", "10", *argv])
+    _common.main(
+        "svhn", __doc__.splitlines()[0], CASES, run_case, render, argv=["--warmup", "2", "--repeats", "10", *argv]
+    )

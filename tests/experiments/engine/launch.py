@@ -25,8 +25,15 @@ def torchrun(args: list[str], nproc: int = 2, timeout: float = 180) -> tuple[sub
     """Run ``torchrun --nproc_per_node=NPROC ARGS`` (one thread per process) from the repository root; returns the
     finished process (output captured as text) and its wall time in seconds."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(SRC), str(REPO)]))
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}",
+        *args,
+    ]
     t = time.monotonic()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
     return proc, time.monotonic() - t

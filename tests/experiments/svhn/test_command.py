@@ -22,8 +22,21 @@ TINY = ["--set", "model.channels=[4,4,4,4,4,4,4,4]", "--set", "task.fc=[8,8]", "
 
 
 def _train_flags(cache, out, iterations=4):
-    return ["svhn", "train", "--data", str(cache), "--out", str(out), "--schedule", "smoke", "--set",
-            f"optim.iterations={iterations}", "--set", "optim.batch_size=4", *TINY]  # fmt: skip
+    return [
+        "svhn",
+        "train",
+        "--data",
+        str(cache),
+        "--out",
+        str(out),
+        "--schedule",
+        "smoke",
+        "--set",
+        f"optim.iterations={iterations}",
+        "--set",
+        "optim.batch_size=4",
+        *TINY,
+    ]
 
 
 def _losses(run):
@@ -35,15 +48,23 @@ def test_prepare_train_eval(svhn_release, tmp_path, capsys):
     cache = tmp_path / "cache"
     assert main(["svhn", "prepare", "--src", str(svhn_release[0]), "--out", str(cache), "--val-size", "2"]) == 0
     out = capsys.readouterr().out  # progress lines, then the report
-    assert json.loads(out[out.index("{\n"):])["images"] == {"train": 9, "val": 2, "test": 5}
+    assert json.loads(out[out.index("{\n") :])["images"] == {"train": 9, "val": 2, "test": 5}
     run = tmp_path / "run"
     assert main([*_train_flags(cache, run), "--crop", "60", "--eval-limit", "1", "--quiet"]) == 0
     printed = json.loads(capsys.readouterr().out)
     result = json.loads((run / "result.json").read_text())
     assert printed == {"steps": 4, "val_sequence_error": result["test_error"] / 100, "val_n": 1, "out": str(run)}
     task = {k: v for k, v in result["config"]["task"].items() if v is not None}
-    assert task == {"name": "svhn", "size": 64, "crop": 60, "eval_split": "val", "held_out_limit": 1, "fc": [8, 8],
-                    "extra_conv": False, "batch_norm": False}
+    assert task == {
+        "name": "svhn",
+        "size": 64,
+        "crop": 60,
+        "eval_split": "val",
+        "held_out_limit": 1,
+        "fc": [8, 8],
+        "extra_conv": False,
+        "batch_norm": False,
+    }
     assert result["command"].startswith("torchstn svhn train --data") and "--crop 60" in result["command"]
     assert sorted(p.name for p in run.iterdir()) == ["config.toml", "last.pt", "metrics.csv", "result.json"]
 
@@ -66,9 +87,23 @@ def test_resume_continues_exactly(svhn_cache, tmp_path, capsys):
     resumed = [*_train_flags(svhn_cache, tmp_path / "b", 5), "--crop", "54", "--quiet", "--resume"]
     assert main(resumed) == 0  # nothing to resume yet: --resume starts the run, as before
     first = _losses(tmp_path / "b")
-    fit(svhn.svhn_config(str(svhn_cache), schedule="smoke", crop=54, overrides=[
-        "optim.iterations=5", "optim.batch_size=4", "model.channels=[4,4,4,4,4,4,4,4]", "task.fc=[8,8]",
-        "run.threads=1"]), tmp_path / "c", progress=False, stop_after=2)  # fmt: skip
+    fit(
+        svhn.svhn_config(
+            str(svhn_cache),
+            schedule="smoke",
+            crop=54,
+            overrides=[
+                "optim.iterations=5",
+                "optim.batch_size=4",
+                "model.channels=[4,4,4,4,4,4,4,4]",
+                "task.fc=[8,8]",
+                "run.threads=1",
+            ],
+        ),
+        tmp_path / "c",
+        progress=False,
+        stop_after=2,
+    )
     assert main([*resumed[:5], str(tmp_path / "c"), *resumed[6:]]) == 0
     assert _losses(tmp_path / "a") == first == _losses(tmp_path / "c") != []
     a, c = (ckpt.load_checkpoint(tmp_path / d / "last.pt")["model"] for d in "ac")
@@ -80,9 +115,11 @@ def test_resume_continues_exactly(svhn_cache, tmp_path, capsys):
 
 def test_a_config_file_trains_svhn(svhn_cache, tmp_path, capsys):
     config = tmp_path / "svhn.toml"
-    config.write_text(f'[task]\nname = "svhn"\nfc = [8, 8]\n\n[data]\nvariant = "svhn"\nroot = "{svhn_cache}"\n\n'
-                      '[model]\nname = "svhn_cnn"\nchannels = [4, 4, 4, 4, 4, 4, 4, 4]\n\n'
-                      '[optim]\nschedule = "svhn_smoke"\niterations = 3\nbatch_size = 4\n')  # fmt: skip
+    config.write_text(
+        f'[task]\nname = "svhn"\nfc = [8, 8]\n\n[data]\nvariant = "svhn"\nroot = "{svhn_cache}"\n\n'
+        '[model]\nname = "svhn_cnn"\nchannels = [4, 4, 4, 4, 4, 4, 4, 4]\n\n'
+        '[optim]\nschedule = "svhn_smoke"\niterations = 3\nbatch_size = 4\n'
+    )
     assert main(["train", str(config), "--out", str(tmp_path / "run"), "--threads", "1", "--quiet"]) == 0
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["config"]["task"]["name"] == "svhn" and result["localisation_parameters"] == 0
@@ -92,16 +129,20 @@ def test_a_config_file_trains_svhn(svhn_cache, tmp_path, capsys):
 def test_old_spellings_warn_and_still_work(svhn_cache):
     with pytest.warns(DeprecationWarning) as record:
         cfg = svhn.svhn_config(str(svhn_cache), overrides=["iterations=5", "lr_steps=2"])
-    assert [str(w.message) for w in record] == ["--set iterations=5 is the old spelling of --set optim.iterations=5",
-                                                "--set lr_steps=2 is the old spelling of --set optim.lr_steps=[2]"]
+    assert [str(w.message) for w in record] == [
+        "--set iterations=5 is the old spelling of --set optim.iterations=5",
+        "--set lr_steps=2 is the old spelling of --set optim.lr_steps=[2]",
+    ]
     assert (cfg.optim.iterations, cfg.optim.lr_steps) == (5, (2,))
-    args = svhn.get_args_parser().parse_args(["train", "--data", "d", "--out", "o", "--model-option", "fc=(16, 16)",
-                                              "--model-option", "batch_norm=True"])  # fmt: skip
+    args = svhn.get_args_parser().parse_args(
+        ["train", "--data", "d", "--out", "o", "--model-option", "fc=(16, 16)", "--model-option", "batch_norm=True"]
+    )
     with pytest.warns(DeprecationWarning) as record:
         options = svhn.command.parse_model_options(args.model_option)
     assert [str(w.message) for w in record] == [
         "--model-option fc=(16, 16) is the old spelling of --set task.fc=[16, 16]",
-        "--model-option batch_norm=True is the old spelling of --set task.batch_norm=true"]
+        "--model-option batch_norm=True is the old spelling of --set task.batch_norm=true",
+    ]
     cfg = svhn.svhn_config("d", model_options=options)
     assert (cfg.task.options.fc, cfg.task.options.batch_norm) == ((16, 16), True)
     with warnings.catch_warnings():

@@ -48,8 +48,15 @@ def test_paper_cnn_layers_and_full_size_step():
     model = svhn_cnn()
     convs = [m for m in model.convs.modules() if isinstance(m, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
-        (3, 48, (5, 5)), (48, 64, (5, 5)), (64, 128, (5, 5)), (128, 160, (5, 5)), (160, 192, (5, 5)),
-        (192, 192, (5, 5)), (192, 192, (5, 5)), (192, 192, (5, 5))]  # fmt: skip
+        (3, 48, (5, 5)),
+        (48, 64, (5, 5)),
+        (64, 128, (5, 5)),
+        (128, 160, (5, 5)),
+        (160, 192, (5, 5)),
+        (192, 192, (5, 5)),
+        (192, 192, (5, 5)),
+        (192, 192, (5, 5)),
+    ]
     pools = [k for k, block in enumerate(model.convs) if any(isinstance(m, nn.MaxPool2d) for m in block)]
     drops = [k for k, block in enumerate(model.convs) if any(isinstance(m, nn.Dropout) for m in block)]
     assert pools == [0, 2, 4, 6] and drops == list(range(1, 8))  # no dropout on the first conv
@@ -67,8 +74,11 @@ def test_paper_cnn_layers_and_full_size_step():
 def test_multi_has_transformers_on_feature_maps():
     model = svhn_st_cnn_multi(**SMALL)
     seen = []
-    hooks = [st.register_forward_hook(lambda m, a, out: seen.append((tuple(a[0].shape), out))) for st in model.st
-             if isinstance(st, SpatialTransformer)]  # fmt: skip
+    hooks = [
+        st.register_forward_hook(lambda m, a, out: seen.append((tuple(a[0].shape), out)))
+        for st in model.st
+        if isinstance(st, SpatialTransformer)
+    ]
     x = torch.rand(2, 3, 64, 64)
     model.eval()(x)
     for h in hooks:
@@ -117,8 +127,9 @@ def test_sequence_metrics_use_the_null_class():
     assert float(sequence_loss(logits, labels)) > float(sequence_loss(F.one_hot(labels, 11).float() * 10, labels))
 
 
-@pytest.mark.parametrize("builder,extra", [(svhn_cnn, {}), (svhn_st_cnn_single, {"loc_channels": (8, 8)}),
-                                           (svhn_st_cnn_multi, {})])  # fmt: skip
+@pytest.mark.parametrize(
+    "builder,extra", [(svhn_cnn, {}), (svhn_st_cnn_single, {"loc_channels": (8, 8)}), (svhn_st_cnn_multi, {})]
+)
 def test_svhn_models_overfit_fixture_images(svhn_cache, builder, extra):
     from torchstn.experiments.svhn.data import SVHNSequences, load_svhn
 

@@ -27,18 +27,32 @@ pytestmark = pytest.mark.usefixtures("one_thread", "foreground_signals")
 
 def _rows(run, phase=None):
     with open(run / "metrics.csv", newline="") as f:
-        return [{k: v for k, v in r.items() if k not in ("img_per_s", "elapsed_s")} for r in csv.DictReader(f)
-                if phase is None or r["phase"] == phase]  # fmt: skip
+        return [
+            {k: v for k, v in r.items() if k not in ("img_per_s", "elapsed_s")}
+            for r in csv.DictReader(f)
+            if phase is None or r["phase"] == phase
+        ]
 
 
 def test_paper_schedule_and_localisation_groups(svhn_cache):
     tiny = ["model.channels=[4,4,4,4,4,4,4,4]"]
     cfg = resolve(svhn_config(str(svhn_cache), model="svhn_st_cnn_single", overrides=tiny))
     o = cfg.optim
-    assert (o.optimizer, o.lr, o.momentum, o.weight_decay, o.batch_size, o.iterations) == ("sgd", 0.01, 0.9, 5e-4,
-                                                                                          128, 400_000)
-    assert (o.decay, o.lr_steps, o.gamma, o.loc_lr_mult, o.warmup) == ("step", (80_000, 160_000, 240_000, 320_000),
-                                                                       0.1, 0.1, 0)
+    assert (o.optimizer, o.lr, o.momentum, o.weight_decay, o.batch_size, o.iterations) == (
+        "sgd",
+        0.01,
+        0.9,
+        5e-4,
+        128,
+        400_000,
+    )
+    assert (o.decay, o.lr_steps, o.gamma, o.loc_lr_mult, o.warmup) == (
+        "step",
+        (80_000, 160_000, 240_000, 320_000),
+        0.1,
+        0.1,
+        0,
+    )
     task = task_of(cfg)
     train_set, _ = task.datasets(test=False)
     state = new_state(cfg, task, train_set, torch.device("cpu"))
@@ -80,8 +94,11 @@ def test_resume_is_exact(svhn_cache, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert _rows(tmp_path / "a") == _rows(tmp_path / "b") and len(_rows(tmp_path / "a", "test")) == 2
     assert (a["test_error"], a["test_loss"], a["test_images"]) == (b["test_error"], b["test_loss"], 2)
-    c = fit(tiny_config(svhn_cache, task={"crop": 54}, optim={"iterations": 7}, run={"seed": 1}), tmp_path / "c",
-            progress=False)  # fmt: skip
+    c = fit(
+        tiny_config(svhn_cache, task={"crop": 54}, optim={"iterations": 7}, run={"seed": 1}),
+        tmp_path / "c",
+        progress=False,
+    )
     assert c["test_loss"] != a["test_loss"]  # the seed matters: the comparison above can fail
 
 
@@ -95,8 +112,9 @@ def test_bf16_trains_a_few_steps(svhn_cache, tmp_path, monkeypatch):
         return model
 
     monkeypatch.setattr(SVHNTask, "build_model", build_and_watch)
-    result = fit(tiny_config(svhn_cache, optim={"iterations": 4}, run={"amp": "bf16"}), tmp_path / "run",
-                 progress=False)  # fmt: skip
+    result = fit(
+        tiny_config(svhn_cache, optim={"iterations": 4}, run={"amp": "bf16"}), tmp_path / "run", progress=False
+    )
     losses = [float(r["loss"]) for r in _rows(tmp_path / "run", "train")]
     assert torch.bfloat16 in seen and result["amp"] == "bf16" and len(losses) == 4
     assert all(math.isfinite(v) for v in [*losses, result["test_loss"]])
@@ -105,9 +123,26 @@ def test_bf16_trains_a_few_steps(svhn_cache, tmp_path, monkeypatch):
 def test_two_processes_match_one_process(svhn_cache, tmp_path):
     """``torchrun -m torchstn svhn train``: each process trains on half of every batch (gloo); without dropout or
     random crops the weights follow one process's."""
-    flags = ["--data", str(svhn_cache), "--schedule", "smoke", "--threads", "1", "--set", "optim.iterations=4",
-             "--set", "optim.batch_size=4", "--set", "model.channels=[4,4,4,4,4,4,4,4]", "--set", "task.fc=[8,8]",
-             "--set", "task.dropout=0.0", "--set", "run.log_every=1"]  # fmt: skip
+    flags = [
+        "--data",
+        str(svhn_cache),
+        "--schedule",
+        "smoke",
+        "--threads",
+        "1",
+        "--set",
+        "optim.iterations=4",
+        "--set",
+        "optim.batch_size=4",
+        "--set",
+        "model.channels=[4,4,4,4,4,4,4,4]",
+        "--set",
+        "task.fc=[8,8]",
+        "--set",
+        "task.dropout=0.0",
+        "--set",
+        "run.log_every=1",
+    ]
     proc, _ = torchrun(["-m", "torchstn", "svhn", "train", "--out", str(tmp_path / "ddp"), *flags])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 processes (2 images each)" in proc.stdout and proc.stdout.count('"steps": 4') == 1
@@ -125,14 +160,17 @@ def test_two_processes_match_one_process(svhn_cache, tmp_path):
         assert float(r["loss"]) == pytest.approx(float(s["loss"]), rel=1e-4) and r["error"] == s["error"]
 
 
-@pytest.mark.parametrize("change,match", [
-    ({"model": {"name": "svhn_cnnn"}}, "model.name must be one of .* Did you mean 'svhn_cnn'"),
-    ({"model": {"st_pool": True}}, "does not use model.st_pool"),
-    ({"data": {"synthetic": 10}}, "does not use data.synthetic"),
-    ({"task": {"eval_split": "train"}}, "task.eval_split must be one of"),
-    ({"task": {"crop": 80}}, "task.crop in 1..task.size"),
-    ({"task": {"fc": [8, 8], "loc_hidden": [8]}, "model": {"name": "svhn_cnn"}}, "loc_hidden"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"model": {"name": "svhn_cnnn"}}, "model.name must be one of .* Did you mean 'svhn_cnn'"),
+        ({"model": {"st_pool": True}}, "does not use model.st_pool"),
+        ({"data": {"synthetic": 10}}, "does not use data.synthetic"),
+        ({"task": {"eval_split": "train"}}, "task.eval_split must be one of"),
+        ({"task": {"crop": 80}}, "task.crop in 1..task.size"),
+        ({"task": {"fc": [8, 8], "loc_hidden": [8]}, "model": {"name": "svhn_cnn"}}, "loc_hidden"),
+    ],
+)
 def test_config_errors_name_the_key(svhn_cache, tmp_path, change, match):
     with pytest.raises(ConfigError, match=match):
         fit(tiny_config(svhn_cache, **change), tmp_path / "run", progress=False)

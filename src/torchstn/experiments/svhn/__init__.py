@@ -19,7 +19,6 @@ A config file trains it too: ``torchstn train CONFIG`` with ``[task] name = "svh
 ``root`` = the cache folder.
 """
 
-from torchstn.experiments.svhn.task import SCHEDULES, SVHNOptions, SVHNTask
 from torchstn.experiments.svhn.command import (
     evaluate,
     get_args_parser,
@@ -29,6 +28,17 @@ from torchstn.experiments.svhn.command import (
     svhn_config,
     train,
 )
+from torchstn.experiments.svhn.task import SCHEDULES, SVHNOptions, SVHNTask
 
-__all__ = ["SCHEDULES", "SVHNTask", "SVHNOptions", "svhn_config", "train", "evaluate", "model_from_checkpoint",
-           "get_args_parser", "main", "run"]
+__all__ = [
+    "SCHEDULES",
+    "SVHNTask",
+    "SVHNOptions",
+    "svhn_config",
+    "train",
+    "evaluate",
+    "model_from_checkpoint",
+    "get_args_parser",
+    "main",
+    "run",
+]

@@ -38,9 +38,22 @@ from torchstn.models.registry import build_model
 
 __all__ = ["SCHEDULES", "SVHNTask", "SVHNOptions", "EVAL_SPLITS"]
 
-_PAPER = dict(optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, batch_size=128, iterations=400_000,
-              decay="step", lr_steps=(80_000, 160_000, 240_000, 320_000), gamma=0.1, warmup=0, loc_lr_mult=0.1,
-              identity_weight=0.0, grad_clip=0.0, clock="steps")  # fmt: skip
+_PAPER = dict(
+    optimizer="sgd",
+    lr=0.01,
+    momentum=0.9,
+    weight_decay=5e-4,
+    batch_size=128,
+    iterations=400_000,
+    decay="step",
+    lr_steps=(80_000, 160_000, 240_000, 320_000),
+    gamma=0.1,
+    warmup=0,
+    loc_lr_mult=0.1,
+    identity_weight=0.0,
+    grad_clip=0.0,
+    clock="steps",
+)
 #: The SVHN schedules by their ``--schedule`` names; the engine knows them as ``svhn_<name>``.
 SCHEDULES = {"paper": _PAPER, "smoke": dict(_PAPER, batch_size=16, iterations=20, lr_steps=(15,))}
 for _name, _preset in SCHEDULES.items():
@@ -79,8 +92,17 @@ class SVHNOptions:
     padding_mode: str | None = None
 
 
-_MODEL_OPTIONS = ("fc", "dropout", "extra_conv", "batch_norm", "loc_channels", "loc_fc", "loc_hidden", "st_layers",
-                  "padding_mode")  # fmt: skip
+_MODEL_OPTIONS = (
+    "fc",
+    "dropout",
+    "extra_conv",
+    "batch_norm",
+    "loc_channels",
+    "loc_fc",
+    "loc_hidden",
+    "st_layers",
+    "padding_mode",
+)
 
 
 @TASKS.register("svhn")
@@ -100,15 +122,27 @@ class SVHNTask(Task):
         look_up_option("model.name", cfg.model.name, SVHN_MODELS, error=ConfigError)
         o, d, m = self.options, cfg.data, cfg.model
         look_up_option("task.eval_split", o.eval_split, EVAL_SPLITS, error=ConfigError)
-        unused = [k for k, v in (("data.synthetic", d.synthetic), ("data.train_file", d.train_file),
-                                 ("data.test_file", d.test_file), ("model.st_pool", m.st_pool),
-                                 ("model.hidden", m.hidden)) if v]  # fmt: skip
+        unused = [
+            k
+            for k, v in (
+                ("data.synthetic", d.synthetic),
+                ("data.train_file", d.train_file),
+                ("data.test_file", d.test_file),
+                ("model.st_pool", m.st_pool),
+                ("model.hidden", m.hidden),
+            )
+            if v
+        ]
         if unused:
-            raise ConfigError(f"the svhn task does not use {', '.join(unused)}: the data is the cache in data.root, "
-                              "the models' options are task.* (see torchstn.experiments.svhn.SVHNOptions)")
+            raise ConfigError(
+                f"the svhn task does not use {', '.join(unused)}: the data is the cache in data.root, "
+                "the models' options are task.* (see torchstn.experiments.svhn.SVHNOptions)"
+            )
         if o.size < 8 or (o.crop is not None and not 0 < o.crop <= o.size) or o.held_out_limit < 0:
-            raise ConfigError(f"task.size must be >= 8, task.crop in 1..task.size and task.held_out_limit >= 0, got "
-                              f"{o.size}, {o.crop} and {o.held_out_limit}")
+            raise ConfigError(
+                f"task.size must be >= 8, task.crop in 1..task.size and task.held_out_limit >= 0, got "
+                f"{o.size}, {o.crop} and {o.held_out_limit}"
+            )
 
     def datasets(self, *, train: bool = True, test: bool = True) -> tuple[Any, Any]:
         o = self.options
@@ -120,8 +154,9 @@ class SVHNTask(Task):
         (default ``data.root``)."""
         data = load_svhn(root or self._root(), split, self.options.size)
         if limit:
-            data = type(data)(data.images[:limit], data.labels[:limit], data.lengths[:limit], data.mean, data.std,
-                              data.names[:limit])  # fmt: skip
+            data = type(data)(
+                data.images[:limit], data.labels[:limit], data.lengths[:limit], data.mean, data.std, data.names[:limit]
+            )
         return SVHNSequences(data, crop=self.options.crop, train=False)
 
     def _root(self) -> str:
@@ -134,8 +169,9 @@ class SVHNTask(Task):
         options = {k: getattr(o, k) for k in _MODEL_OPTIONS if getattr(o, k) is not None}
         options.update({k: v for k, v in (("channels", m.channels), ("bound", m.bound)) if v is not None})
         try:
-            return build_model(m.name, in_shape=tuple(in_shape), num_classes=num_classes, transform=m.transform,
-                               **options)  # fmt: skip
+            return build_model(
+                m.name, in_shape=tuple(in_shape), num_classes=num_classes, transform=m.transform, **options
+            )
         except (OptionError, TypeError, ValueError) as e:
             raise ConfigError(f"[model] name={m.name!r} with options {options}: {e}") from e
 
@@ -146,9 +182,18 @@ class SVHNTask(Task):
         return int((~sequence_correct(outputs.detach(), targets)).sum()), len(targets)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, dataset: Any, *, batch_size: int, device: torch.device, limit: int = 0,
-                 amp: str = "off", progress: Any = None,
-                 should_stop: Callable[[], bool] | None = None) -> dict[str, Any] | None:  # fmt: skip
+    def evaluate(
+        self,
+        model: nn.Module,
+        dataset: Any,
+        *,
+        batch_size: int,
+        device: torch.device,
+        limit: int = 0,
+        amp: str = "off",
+        progress: Any = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> dict[str, Any] | None:
         """``{"loss": mean sequence loss, "error": % sequence error, "n"}`` of ``model`` on ``dataset``."""
         was_training, n = model.training, len(dataset) if limit <= 0 else min(limit, len(dataset))
         model.eval()
