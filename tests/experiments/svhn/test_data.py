@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from torchstn.errors import DataError, OptionError
 from torchstn.experiments.svhn import data as svhn
 from torchstn.experiments.svhn.data import (
     NULL_CLASS,
@@ -19,12 +20,9 @@ from torchstn.experiments.svhn.data import (
     read_digit_struct,
     read_split,
 )
-from torchstn.errors import DataError, OptionError
 
 h5py = pytest.importorskip("h5py")
 pytest.importorskip("PIL")
-
-
 
 
 from tests.fixtures import make_svhn  # noqa: E402

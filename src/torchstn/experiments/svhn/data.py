@@ -27,6 +27,7 @@ says what was kept and dropped. The validation split (5000 images) is drawn, see
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -36,8 +37,8 @@ from pathlib import Path
 
 import torch
 
+from torchstn._io import atomic_path, write_text_atomic
 from torchstn.errors import DataError, OptionError
-from torchstn.experiments.engine.checkpoint import save_checkpoint
 
 __all__ = ["SVHNRecord", "read_digit_struct", "read_split", "encode_sequence", "crop_box", "crop_resize",
            "prepare_svhn", "load_svhn", "SVHNData", "SVHNSequences", "MAX_DIGITS", "NULL_CLASS"]
@@ -293,30 +294,23 @@ def _prepare(src_dir, out_dir, size, extra, val_size, seed, expand, context, log
     plan = {"train": [pool[int(i)] for i in perm[val_size:].sort().values],
             "val": [pool[int(i)] for i in perm[:val_size].sort().values], "test": kept["test"]}  # fmt: skip
     meta: dict[str, object] = {"format": FORMAT, "size": size, "expand": float(expand), "context": context}
-    counts, partial = {}, {}
-    try:
+    counts = {}
+    with contextlib.ExitStack() as files:  # all three files, or none, replace the old ones (when the block ends)
         for split, items in plan.items():  # train first: its statistics go into every file
             log(f"svhn: cropping {split} ({len(items)} images)")
             data = _crop_split(items, size, expand, context, log)
             if split == "train":
                 meta["mean"], meta["std"] = _channel_stats(data["images"])
-            partial[split] = out_dir / f".svhn{size}_{split}.pt.partial"
-            save_checkpoint(partial[split], {**data, **meta, "split": split})  # atomic torch.save
+            tmp = files.enter_context(atomic_path(out_dir / f"svhn{size}_{split}.pt", durable=True))
+            torch.save({**data, **meta, "split": split}, tmp)
             counts[split] = len(items)
             del data
-        for split, tmp in partial.items():  # all three files, or none, replace the old ones
-            os.replace(tmp, out_dir / f"svhn{size}_{split}.pt")
-            log(f"svhn: wrote {out_dir / f'svhn{size}_{split}.pt'} ({counts[split]} images)")
-    finally:
-        for tmp in partial.values():
-            tmp.unlink(missing_ok=True)
+    for split, count in counts.items():
+        log(f"svhn: wrote {out_dir / f'svhn{size}_{split}.pt'} ({count} images)")
     report = {"size": size, "expand": float(expand), "context": context, "extra": extra, "val_size": val_size,
               "seed": seed, "images": counts, "dropped_longer_than_5": dropped,
               "dropped_total": sum(dropped.values())}  # fmt: skip
-    report_path = out_dir / f"svhn{size}_report.json"
-    tmp = report_path.with_name(report_path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, report_path)
+    write_text_atomic(out_dir / f"svhn{size}_report.json", json.dumps(report, indent=2) + "\n")
     log(f"svhn: dropped {report['dropped_total']} sequences longer than {MAX_DIGITS} digits {dropped}")
     return report
 
@@ -361,7 +355,9 @@ def load_svhn(data_dir: str | os.PathLike[str], split: str = "train", size: int 
 
 
 class SVHNSequences(torch.utils.data.Dataset):
-    """``(image (3, S', S') float normalised, labels (5,) int64)`` pairs from a cached split.
+    """``(image (3, S', S') float normalised, labels (5,) int64)`` pairs from a cached split. It follows the training
+    engine's dataset contract: ``image_shape``, ``num_classes`` (per head: the digits and the null class), ``len()``
+    and ``batch(indices, generator)``.
 
     Args:
         data: a split from :func:`load_svhn`.
@@ -371,12 +367,20 @@ class SVHNSequences(torch.utils.data.Dataset):
         generator: the random source of the crops.
     """
 
+    num_classes = NULL_CLASS + 1
+
     def __init__(self, data: SVHNData, *, crop: int | None = None, train: bool = False,
                  generator: torch.Generator | None = None):  # fmt: skip
         S = data.images.shape[-1]
         if crop is not None and not 0 < int(crop) <= S:
             raise OptionError(f"crop must be in 1..{S}, got {crop!r}")
         self.data, self.crop, self.train, self.generator = data, crop, bool(train), generator
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(3, S', S')``: the cached size, or the crop."""
+        side = int(self.crop or self.data.images.shape[-1])
+        return (int(self.data.images.shape[1]), side, side)
 
     def __len__(self) -> int:
         return len(self.data)

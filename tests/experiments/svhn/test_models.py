@@ -1,17 +1,14 @@
-"""Tests for the SVHN models (torchstn.experiments.svhn.models) and its experiment entry points (the CUB ones are in
-tests/experiments/cub/)."""
+"""Tests for the SVHN models (torchstn.experiments.svhn.models): the paper's layers, the transformers' places, the
+sequence loss and error, and that each model learns the fixture images."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchstn.errors import ConfigError, OptionError
-from torchstn.models.registry import build_model, list_models
+from torchstn.errors import OptionError
 from torchstn.experiments.svhn.models import (
     SVHN_MODELS,
     sequence_error,
@@ -20,13 +17,10 @@ from torchstn.experiments.svhn.models import (
     svhn_st_cnn_multi,
     svhn_st_cnn_single,
 )
+from torchstn.models.registry import build_model, list_models
 from torchstn.nn import SpatialTransformer, param_groups
-from tests.fixtures import make_svhn
 
 SMALL = {"channels": (4, 5, 6, 7, 8, 8, 8, 8), "fc": (16, 16)}
-
-
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -41,7 +35,6 @@ def _missing_grads(model: nn.Module) -> list[str]:
     return [n for n, p in model.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
 
 
-# ------------------------------------------------------------------------------------------------------------ SVHN
 def test_registered_under_their_names():
     assert set(SVHN_MODELS) <= set(list_models())
     m = build_model("svhn_st_cnn_multi", in_shape=(3, 64, 64), num_classes=11, transform="affine", **SMALL)
@@ -55,8 +48,15 @@ def test_paper_cnn_layers_and_full_size_step():
     model = svhn_cnn()
     convs = [m for m in model.convs.modules() if isinstance(m, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
-        (3, 48, (5, 5)), (48, 64, (5, 5)), (64, 128, (5, 5)), (128, 160, (5, 5)), (160, 192, (5, 5)),
-        (192, 192, (5, 5)), (192, 192, (5, 5)), (192, 192, (5, 5))]  # fmt: skip
+        (3, 48, (5, 5)),
+        (48, 64, (5, 5)),
+        (64, 128, (5, 5)),
+        (128, 160, (5, 5)),
+        (160, 192, (5, 5)),
+        (192, 192, (5, 5)),
+        (192, 192, (5, 5)),
+        (192, 192, (5, 5)),
+    ]
     pools = [k for k, block in enumerate(model.convs) if any(isinstance(m, nn.MaxPool2d) for m in block)]
     drops = [k for k, block in enumerate(model.convs) if any(isinstance(m, nn.Dropout) for m in block)]
     assert pools == [0, 2, 4, 6] and drops == list(range(1, 8))  # no dropout on the first conv
@@ -74,8 +74,11 @@ def test_paper_cnn_layers_and_full_size_step():
 def test_multi_has_transformers_on_feature_maps():
     model = svhn_st_cnn_multi(**SMALL)
     seen = []
-    hooks = [st.register_forward_hook(lambda m, a, out: seen.append((tuple(a[0].shape), out))) for st in model.st
-             if isinstance(st, SpatialTransformer)]  # fmt: skip
+    hooks = [
+        st.register_forward_hook(lambda m, a, out: seen.append((tuple(a[0].shape), out)))
+        for st in model.st
+        if isinstance(st, SpatialTransformer)
+    ]
     x = torch.rand(2, 3, 64, 64)
     model.eval()(x)
     for h in hooks:
@@ -124,20 +127,9 @@ def test_sequence_metrics_use_the_null_class():
     assert float(sequence_loss(logits, labels)) > float(sequence_loss(F.one_hot(labels, 11).float() * 10, labels))
 
 
-@pytest.fixture(scope="module")
-def svhn_cache(tmp_path_factory):
-    pytest.importorskip("h5py")
-    pytest.importorskip("PIL")
-    from torchstn.experiments.svhn.data import prepare_svhn
-
-    root = tmp_path_factory.mktemp("svhn")
-    make_svhn.make_svhn(root / "src")
-    prepare_svhn(root / "src", root / "cache", 64, val_size=2, log=None)
-    return root / "cache"
-
-
-@pytest.mark.parametrize("builder,extra", [(svhn_cnn, {}), (svhn_st_cnn_single, {"loc_channels": (8, 8)}),
-                                           (svhn_st_cnn_multi, {})])  # fmt: skip
+@pytest.mark.parametrize(
+    "builder,extra", [(svhn_cnn, {}), (svhn_st_cnn_single, {"loc_channels": (8, 8)}), (svhn_st_cnn_multi, {})]
+)
 def test_svhn_models_overfit_fixture_images(svhn_cache, builder, extra):
     from torchstn.experiments.svhn.data import SVHNSequences, load_svhn
 
@@ -153,26 +145,3 @@ def test_svhn_models_overfit_fixture_images(svhn_cache, builder, extra):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] / 5, losses[::8]
-
-
-# ----------------------------------------------------------------------------------------------------- experiments
-def test_svhn_experiment_trains_resumes_and_evaluates(svhn_cache, tmp_path):
-    from torchstn.experiments import svhn as exp
-
-    args = ["train", "--data", str(svhn_cache), "--out", str(tmp_path / "run"), "--schedule", "smoke",
-            "--set", "iterations=3", "--set", "batch_size=4", "--model-option", "channels=(4, 4, 4, 4, 4, 4, 4, 4)",
-            "--model-option", "fc=(8, 8)"]  # fmt: skip
-    assert exp.main(args) == 0
-    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
-    assert ckpt["step"] == 3 and ckpt["final"] and ckpt["meta"]["model"] == "svhn_st_cnn_multi"
-    assert exp.main(args[:7] + ["--set", "iterations=5", "--set", "lr_steps=2"] + args[9:] + ["--resume"]) == 0
-    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 5
-    result = exp.evaluate(str(tmp_path / "run" / "last.pt"), split="test")
-    assert result["n"] == 5 and 0.0 <= result["sequence_error"] <= 1.0
-    assert "val_sequence_error" in json.loads((tmp_path / "run" / "result.json").read_text())
-    paper = exp.SCHEDULES["paper"]
-    assert (paper.lr, paper.batch_size, paper.iterations, paper.weight_decay, paper.loc_lr_mult) == (
-        0.01, 128, 400_000, 5e-4, 0.1)
-    assert paper.lr_steps == (80_000, 160_000, 240_000, 320_000) and paper.gamma == 0.1
-    with pytest.raises(ConfigError, match="Did you mean 'lr_steps'"):
-        exp.train(str(svhn_cache), str(tmp_path / "x"), schedule="smoke", overrides=["lr_step=3"])
