@@ -42,7 +42,7 @@ from torch import nn
 
 from torchstn.errors import OptionError, ShapeError
 from torchstn.models.registry import register_model
-from torchstn.nn import SpatialTransformer, fc_localisation
+from torchstn.nn import LocalisationNet, SpatialTransformer, fc_localisation
 
 __all__ = ["SVHNNet", "svhn_cnn", "svhn_st_cnn_single", "svhn_st_cnn_multi", "sequence_loss", "sequence_error",
            "sequence_correct", "single_localisation", "SVHN_CHANNELS", "SVHN_FC", "SVHN_MODELS"]
@@ -107,14 +107,13 @@ def single_localisation(in_channels: int, in_size: Sequence[int], channels: Sequ
     f1, f2 = _ints("loc_fc", fc, 2)
     if H < 4 or W < 4:
         raise ShapeError(f"the localisation net needs inputs of at least 4x4, got {H}x{W}")
-    net = nn.Sequential(
+    return LocalisationNet(
         nn.Conv2d(in_channels, c1, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
         nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.Flatten(),
         nn.Linear(c2 * (H // 4) * (W // 4), f1), nn.ReLU(inplace=True),
         nn.Linear(f1, f2), nn.ReLU(inplace=True),
+        out_features=f2, in_shape=(in_channels, H, W), builder="single_localisation",
     )
-    net.out_features = f2
-    return net
 
 
 def _build(name: str, in_shape: Sequence[int], num_classes: int, *, st: str | None, channels, fc, num_positions,
@@ -164,7 +163,8 @@ def _build(name: str, in_shape: Sequence[int], num_classes: int, *, st: str | No
         for m in layer.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # every layer here has one; Linear/Conv2d type it as optional
+                    nn.init.zeros_(m.bias)
     arch = {"name": name, "transform": transform if st else None, "channels": widths, "fc": fc,
             "st_layers": (st_layers if st == "multi" else (1 if st else 0)), "dropout": float(dropout)}
     return SVHNNet(convs, before, nn.Sequential(*fc_layers), heads, num_positions, num_classes, arch)
