@@ -49,14 +49,13 @@ def _ensure_env(extra: str) -> Path:
         print(f"[dev.py] creating virtual environment {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
     constraints = ROOT / "requirements" / "constraints-dev.txt"
-    key = hashlib.sha256(
-        (ROOT / "pyproject.toml").read_bytes() + constraints.read_bytes() + extra.encode()
-    ).hexdigest()
+    key = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + constraints.read_bytes() + extra.encode()).hexdigest()
     stamp = VENV / f".torchstn-installed-{extra}"
     if not stamp.exists() or stamp.read_text() != key:
         print(f"[dev.py] installing torchstn[{extra}] into {VENV}", flush=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", "-c", str(constraints), "-e", f"{ROOT}[{extra}]"],
-                       check=True)
+        subprocess.run(
+            [str(py), "-m", "pip", "install", "-q", "-c", str(constraints), "-e", f"{ROOT}[{extra}]"], check=True
+        )
         stamp.write_text(key)
     return py
 
@@ -73,11 +72,17 @@ def _torch_env(version: str) -> Path:
     if not stamp.exists() or stamp.read_text() != key:
         pin = folder / "constraints.txt"
         pin.write_text(f"torch=={version}\n")
-        print(f"[dev.py] installing torch=={version} and torchstn[dev] into {folder} (a CUDA build from PyPI "
-              "is several GB)", flush=True)
+        print(
+            f"[dev.py] installing torch=={version} and torchstn[dev] into {folder} (a CUDA build from PyPI "
+            "is several GB)",
+            flush=True,
+        )
         t0 = time.monotonic()
-        subprocess.run([str(py), "-m", "pip", "install", "-q", f"torch=={version}", "-e", f"{ROOT}[dev]"],
-                       check=True, env={**os.environ, "PIP_CONSTRAINT": str(pin)})
+        subprocess.run(
+            [str(py), "-m", "pip", "install", "-q", f"torch=={version}", "-e", f"{ROOT}[dev]"],
+            check=True,
+            env={**os.environ, "PIP_CONSTRAINT": str(pin)},
+        )
         print(f"[dev.py] installed in {time.monotonic() - t0:.0f} s", flush=True)
         stamp.write_text(key)
     return py
@@ -92,11 +97,15 @@ def _test_torch(argv: list[str]) -> int:
     try:
         py = _torch_env(version)
     except subprocess.CalledProcessError as e:
-        print(f"[dev.py] pip could not install torch=={version} with torchstn[dev] (exit {e.returncode}): is it a "
-              "release on PyPI for this Python, inside the torch range of pyproject.toml?")
+        print(
+            f"[dev.py] pip could not install torch=={version} with torchstn[dev] (exit {e.returncode}): is it a "
+            "release on PyPI for this Python, inside the torch range of pyproject.toml?"
+        )
         return e.returncode or 1
-    check = ("import sys, torch; v = torch.__version__.split('+')[0]; print('[dev.py] torch', torch.__version__,"
-             " 'from', torch.__file__); sys.exit(v != sys.argv[1])")
+    check = (
+        "import sys, torch; v = torch.__version__.split('+')[0]; print('[dev.py] torch', torch.__version__,"
+        " 'from', torch.__file__); sys.exit(v != sys.argv[1])"
+    )
     if subprocess.run([str(py), "-c", check, version]).returncode:
         print(f"[dev.py] the venv's torch is not {version}: delete .venv-torch-{version} and run again")
         return 1
@@ -107,9 +116,11 @@ def _lint(py: Path, argv: list[str]) -> int:
     """``lint [--fix]``: ``ruff format`` (check, or rewrite with ``--fix``), ``ruff check`` (with ``--fix``: the
     safe fixes) and ``mypy`` over the package; every step runs, the exit status is the first failure's."""
     fix = "--fix" in argv
-    steps = [[str(py), "-m", "ruff", "format", *([] if fix else ["--check"]), *LINT_PATHS],
-             [str(py), "-m", "ruff", "check", *(["--fix"] if fix else []), *LINT_PATHS],
-             [str(py), "-m", "mypy", "src/torchstn"]]
+    steps = [
+        [str(py), "-m", "ruff", "format", *([] if fix else ["--check"]), *LINT_PATHS],
+        [str(py), "-m", "ruff", "check", *(["--fix"] if fix else []), *LINT_PATHS],
+        [str(py), "-m", "mypy", "src/torchstn"],
+    ]
     codes = []
     for cmd in steps:
         print(f"[dev.py] {' '.join(cmd[2:])}", flush=True)
@@ -134,8 +145,11 @@ def main(argv: list[str]) -> int:
             setup = time.monotonic() - t0
             minutes = max(1.0, DEMO_MINUTES - setup / 60)
             if setup > 5:
-                print(f"[dev.py] setup took {setup:.0f} s; the demo gets the other {minutes:.1f} of its "
-                      f"{DEMO_MINUTES:g} minutes (--minutes M to choose)", flush=True)
+                print(
+                    f"[dev.py] setup took {setup:.0f} s; the demo gets the other {minutes:.1f} of its "
+                    f"{DEMO_MINUTES:g} minutes (--minutes M to choose)",
+                    flush=True,
+                )
             rest = ["--minutes", f"{minutes:.2f}", *rest]
         cmd = [str(py), "-m", "torchstn", "demo", *rest]
     else:

@@ -64,8 +64,9 @@ def test_displacement_round_trip_and_units(align_corners, order):
     # a whole-voxel shift along x shows up as exactly 1.0 in the x channel
     shift = torch.zeros(1, 3, 4)
     shift[0, 0, 3] = 2.0 / 5 if not align_corners else 2.0 / 4
-    flow = coords.grid_to_displacement(torchstn.affine_grid(torch.eye(3, 4).unsqueeze(0) + shift, (3, 4, 5),
-                                                            align_corners), align_corners, order)
+    flow = coords.grid_to_displacement(
+        torchstn.affine_grid(torch.eye(3, 4).unsqueeze(0) + shift, (3, 4, 5), align_corners), align_corners, order
+    )
     x_channel = 2 if order == "ij" else 0
     torch.testing.assert_close(flow[:, x_channel], torch.ones(1, 3, 4, 5), atol=1e-5, rtol=0)
     assert flow[:, [c for c in range(3) if c != x_channel]].abs().max() < 1e-5

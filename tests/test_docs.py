@@ -40,11 +40,16 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE_PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
-LINK_PAGES = sorted({*CODE_PAGES, ROOT / "BENCHMARKS.md", ROOT / "benchmarks" / "README.md",
-                     *(ROOT / "docs" / "results").rglob("*.md")})  # fmt: skip
+LINK_PAGES = sorted(
+    {*CODE_PAGES, ROOT / "BENCHMARKS.md", ROOT / "benchmarks" / "README.md", *(ROOT / "docs" / "results").rglob("*.md")}
+)
 # python -m MODULE runs the same parser as torchstn + these words
-MODULES = {"torchstn": [], "torchstn.experiments.colocalisation": ["reproduce", "colocalisation"],
-           "torchstn.experiments.svhn": ["svhn"], "torchstn.experiments.cub": ["cub"]}  # fmt: skip
+MODULES = {
+    "torchstn": [],
+    "torchstn.experiments.colocalisation": ["reproduce", "colocalisation"],
+    "torchstn.experiments.svhn": ["svhn"],
+    "torchstn.experiments.cub": ["cub"],
+}
 COMMAND_LANGS = {"", "bash", "sh", "shell", "console", "text"}
 PLACEHOLDER = re.compile(r"<[^>]*>|[A-Z][A-Z0-9_]*")  # a whole value the reader fills in: <cell>, N, CELLS
 
@@ -89,8 +94,9 @@ def _markers(lines: list[str], fence: int, page: Path) -> dict[str, str]:
         return {}
     directive, arg = m.group(1), m.group(2)
     if directive not in ("skip", "setup") or not arg:
-        raise AssertionError(f"{_rel(page)}:{start + 1}: doc-test marker needs `skip REASON` or `setup CODE`, "
-                             f"got {m.group(0)!r}")
+        raise AssertionError(
+            f"{_rel(page)}:{start + 1}: doc-test marker needs `skip REASON` or `setup CODE`, got {m.group(0)!r}"
+        )
     arg_line = start + 1 + m.string.count("\n", 0, m.start(2))  # 1-based line where CODE / REASON starts
     return {directive: arg, "line": arg_line}
 
@@ -169,8 +175,9 @@ def run_python_blocks(page: Path) -> list[tuple[Block, str | None]]:
 @pytest.mark.parametrize("page", PYTHON_PAGES, ids=_rel)
 def test_python_blocks_run(page, fake_mnist):
     for b, error in run_python_blocks(page):
-        known = next((why for (p, start), why in KNOWN_BROKEN.items() if p == _rel(page) and b.text.startswith(start)),
-                     None)
+        known = next(
+            (why for (p, start), why in KNOWN_BROKEN.items() if p == _rel(page) and b.text.startswith(start)), None
+        )
         if known and error:
             pytest.xfail(f"{b.where}: {known}")
         if known:
@@ -262,8 +269,8 @@ def torchstn_argv(command: str, variables: dict[str, str] | None = None) -> list
 
 def check_command(argv: list[str]) -> str | None:
     """Parse ``torchstn ARGV`` with the real parser (nothing runs); the error text, or None if it is accepted."""
-    from torchstn.experiments.cli import get_args_parser
     from torchstn.errors import TorchstnError
+    from torchstn.experiments.cli import get_args_parser
     from torchstn.experiments.engine.config_io import load_config
     from torchstn.experiments.reproduce import EXPERIMENTS, experiment_cells
 
@@ -404,6 +411,9 @@ MACHINE_PATH = re.compile(r"(?<![\w.~])(/work/|/root\b|/home/|/tmp/|/Users/|scra
 @pytest.mark.parametrize("page", LINK_PAGES + sorted((ROOT / "docs" / "results").rglob("*.csv")), ids=_rel)
 def test_no_machine_paths(page):
     """No page names a folder of the machine it was written on; examples use relative paths (runs/x, .venv-bench)."""
-    hits = [f"{_rel(page)}:{k}: {line.strip()[:100]}" for k, line in enumerate(page.read_text().splitlines(), 1)
-            if MACHINE_PATH.search(line)]
+    hits = [
+        f"{_rel(page)}:{k}: {line.strip()[:100]}"
+        for k, line in enumerate(page.read_text().splitlines(), 1)
+        if MACHINE_PATH.search(line)
+    ]
     assert not hits, "machine-specific paths:\n" + "\n".join(hits)

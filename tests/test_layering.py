@@ -107,7 +107,7 @@ def circle(graph: dict[str, set[str]]) -> list[str] | None:
 
     def visit(module: str) -> list[str] | None:
         if module in stack:
-            return stack[stack.index(module):] + [module]
+            return stack[stack.index(module) :] + [module]
         if module in done or module not in graph:
             return None
         stack.append(module)
@@ -137,14 +137,24 @@ def test_no_upward_import():
 
 def test_the_library_never_imports_the_wing():
     wing = ("torchstn.experiments", "torchstn.train", "torchstn.__main__")
-    crossing = [f"{m} imports {dep}" for m, deps in GRAPH.items() if not m.startswith(wing) for dep in deps
-                if dep.startswith(wing)]
+    crossing = [
+        f"{m} imports {dep}"
+        for m, deps in GRAPH.items()
+        if not m.startswith(wing)
+        for dep in deps
+        if dep.startswith(wing)
+    ]
     assert not crossing, crossing
 
 
 def test_no_experiment_imports_another():
-    crossing = [f"{m} imports {dep}" for m, deps in GRAPH.items() if experiment_of(m) for dep in deps
-                if experiment_of(dep) and experiment_of(dep) != experiment_of(m)]
+    crossing = [
+        f"{m} imports {dep}"
+        for m, deps in GRAPH.items()
+        if experiment_of(m)
+        for dep in deps
+        if experiment_of(dep) and experiment_of(dep) != experiment_of(m)
+    ]
     assert not crossing, crossing
 
 
@@ -154,8 +164,13 @@ KNOWN_CIRCLES: set[tuple[str, str]] = set()
 
 
 def test_no_private_name_crosses_a_file():
-    crossing = {f"{m} imports {n} from {dep}" for m, p in MODULES.items() for dep, names in _imports(p)
-                for n in names if n.startswith("_") and not n.startswith("__") and dep != m}
+    crossing = {
+        f"{m} imports {n} from {dep}"
+        for m, p in MODULES.items()
+        for dep, names in _imports(p)
+        for n in names
+        if n.startswith("_") and not n.startswith("__") and dep != m
+    }
     assert crossing == KNOWN_PRIVATE, "\n".join(sorted(crossing ^ KNOWN_PRIVATE))
 
 

@@ -105,8 +105,9 @@ class Registry(Generic[T]):
             cls: type[Any] = obj  # a class: its __init__ read from the class, unbound (``self`` is excluded)
             return keyword_options(cls.__init__, exclude)
         if not callable(obj):
-            raise TypeError(f"{self.kind} {self.canonical(name)!r} is {type(obj).__name__}, not callable: it takes no "
-                            "options")  # fmt: skip
+            raise TypeError(
+                f"{self.kind} {self.canonical(name)!r} is {type(obj).__name__}, not callable: it takes no options"
+            )
         return keyword_options(obj, exclude)
 
     def check_options(self, name: object, given, exclude: tuple[str, ...] = ("self",)) -> None:
@@ -136,5 +137,3 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}: {', '.join(self.names())})"
-
-

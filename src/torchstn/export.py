@@ -83,18 +83,24 @@ def check_opset(opset: object, spatial_rank: int = 2) -> int:
     if isinstance(opset, bool) or not isinstance(opset, int):
         raise OptionError(f"opset must be an int, got {opset!r}")
     if opset < MIN_OPSET_2D:
-        raise OptionError(f"opset {opset} has no GridSample (added in opset {MIN_OPSET_2D}); use opset "
-                          f"{MIN_OPSET_2D} or later (default {DEFAULT_OPSET})")  # fmt: skip
+        raise OptionError(
+            f"opset {opset} has no GridSample (added in opset {MIN_OPSET_2D}); use opset "
+            f"{MIN_OPSET_2D} or later (default {DEFAULT_OPSET})"
+        )
     if spatial_rank == 3 and opset < MIN_OPSET_3D:
-        raise OptionError(f"opset {opset} cannot express a 3D spatial transformer: ONNX GridSample takes 5-D inputs "
-                          f"from opset {MIN_OPSET_3D}; use opset {MIN_OPSET_3D} or later")  # fmt: skip
+        raise OptionError(
+            f"opset {opset} cannot express a 3D spatial transformer: ONNX GridSample takes 5-D inputs "
+            f"from opset {MIN_OPSET_3D}; use opset {MIN_OPSET_3D} or later"
+        )
     try:
         import onnx
     except ImportError:  # export_onnx says what to install; only the upper bound goes unchecked here
         return opset
     if opset > onnx.defs.onnx_opset_version():
-        raise OptionError(f"opset {opset} is newer than the installed onnx {onnx.__version__} knows "
-                          f"(at most {onnx.defs.onnx_opset_version()})")  # fmt: skip
+        raise OptionError(
+            f"opset {opset} is newer than the installed onnx {onnx.__version__} knows "
+            f"(at most {onnx.defs.onnx_opset_version()})"
+        )
     return opset
 
 
@@ -166,15 +172,30 @@ def export_onnx(
     def write(tmp: Path) -> None:
         with _eval_mode(model), _quiet_exporter(), _export_errors(model):
             if dynamo:
-                program = torch.onnx.export(model, (trace_input,), dynamo=True, opset_version=opset, verbose=False,
-                                            dynamic_shapes=_batch_dim(dynamic_batch), input_names=["input"],
-                                            output_names=["output"])  # fmt: skip
+                program = torch.onnx.export(
+                    model,
+                    (trace_input,),
+                    dynamo=True,
+                    opset_version=opset,
+                    verbose=False,
+                    dynamic_shapes=_batch_dim(dynamic_batch),
+                    input_names=["input"],
+                    output_names=["output"],
+                )
                 assert program is not None  # dynamo=True returns the ONNXProgram (None is the TorchScript exporter's)
                 program.save(tmp, external_data=False)
             else:
                 axes = {"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None
-                torch.onnx.export(model, (trace_input,), tmp, dynamo=False, opset_version=opset,
-                                  input_names=["input"], output_names=["output"], dynamic_axes=axes)  # fmt: skip
+                torch.onnx.export(
+                    model,
+                    (trace_input,),
+                    tmp,
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=["input"],
+                    output_names=["output"],
+                    dynamic_axes=axes,
+                )
         proto = onnx.load(tmp)
         onnx.helper.set_model_props(proto, props)
         proto.doc_string = f"{type(model).__name__} exported by torchstn {props['torchstn_version']}"
@@ -215,8 +236,10 @@ def _compare(
         raise ExportError(f"{name}: onnxruntime returned shape {tuple(got.shape)}, PyTorch {tuple(want.shape)}")
     diff = float((got.double() - want.double()).abs().max()) if want.numel() else 0.0
     if atol is not None and not diff <= atol:
-        raise ExportError(f"{name}: onnxruntime differs from PyTorch by up to {diff:.3g} on {len(inputs)} inputs, "
-                          f"more than atol={atol:g}")  # fmt: skip
+        raise ExportError(
+            f"{name}: onnxruntime differs from PyTorch by up to {diff:.3g} on {len(inputs)} inputs, "
+            f"more than atol={atol:g}"
+        )
     return diff
 
 
@@ -247,8 +270,9 @@ def export_program(
     _refuse_untraceable(model)
     with _eval_mode(model):
         try:
-            program = torch.export.export(model, (_trace_input(example_input, dynamic_batch),),
-                                          dynamic_shapes=_batch_dim(dynamic_batch))  # fmt: skip
+            program = torch.export.export(
+                model, (_trace_input(example_input, dynamic_batch),), dynamic_shapes=_batch_dim(dynamic_batch)
+            )
         except TorchstnError:
             raise
         except Exception as e:
@@ -306,10 +330,12 @@ def _refuse_untraceable(model: nn.Module) -> None:
 
     for name, m in model.named_modules():
         if isinstance(m, SpatialTransformer) and m.antialias:
-            raise ExportError(f"{type(model).__name__}{'.' + name if name else ''} samples with antialias=True, which "
-                              "cannot be exported: it picks pyramid levels and tap counts from the data. Rebuild it "
-                              "with antialias=False and load the same state_dict (outputs then differ where the "
-                              "transform zooms out)")  # fmt: skip
+            raise ExportError(
+                f"{type(model).__name__}{'.' + name if name else ''} samples with antialias=True, which "
+                "cannot be exported: it picks pyramid levels and tap counts from the data. Rebuild it "
+                "with antialias=False and load the same state_dict (outputs then differ where the "
+                "transform zooms out)"
+            )
 
 
 def _first_line(e: BaseException) -> str:

@@ -36,8 +36,10 @@ def transform_points(
     if direction == "output_to_input":
         return family.transform_points(theta, points)
     if not family.has_matrix:
-        raise OptionError(f"transform {family.name!r} has no closed-form inverse: direction='input_to_output' needs a "
-                          "family with a matrix; only 'output_to_input' is available")
+        raise OptionError(
+            f"transform {family.name!r} has no closed-form inverse: direction='input_to_output' needs a "
+            "family with a matrix; only 'output_to_input' is available"
+        )
     theta = family.check_theta(theta, finite=False)
     pts = family.check_points(points, theta.shape[0])
     inv = invert_affine(family.matrix(theta))
@@ -60,9 +62,7 @@ def transform_boxes(
     if boxes.dim() != 3 or boxes.shape[-1] != 4:
         raise ShapeError(f"boxes must be (B, N, 4) as (x1, y1, x2, y2), got {tuple(boxes.shape)}")
     x1, y1, x2, y2 = boxes.unbind(-1)
-    corners = torch.stack(
-        [torch.stack(c, -1) for c in ((x1, y1), (x2, y1), (x1, y2), (x2, y2))], dim=2
-    )  # (B, N, 4, 2)
+    corners = torch.stack([torch.stack(c, -1) for c in ((x1, y1), (x2, y1), (x1, y2), (x2, y2))], dim=2)  # (B, N, 4, 2)
     B, N = boxes.shape[:2]
     mapped = transform_points(transform, theta, corners.reshape(B, N * 4, 2), direction).view(B, N, 4, 2)
     lo, hi = mapped.min(dim=2).values, mapped.max(dim=2).values  # (B, N, 2)

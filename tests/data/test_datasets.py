@@ -27,8 +27,14 @@ from torchstn.errors import DataError, OptionError, ShapeError
 np = pytest.importorskip("numpy")
 
 VARIANTS = ["plain", "R", "RTS", "P", "E", "TC"]
-SHAPES = {"plain": (1, 28, 28), "R": (1, 28, 28), "RTS": (1, 42, 42), "P": (1, 28, 28), "E": (1, 28, 28),
-          "TC": (1, 60, 60)}  # fmt: skip
+SHAPES = {
+    "plain": (1, 28, 28),
+    "R": (1, 28, 28),
+    "RTS": (1, 42, 42),
+    "P": (1, 28, 28),
+    "E": (1, 28, 28),
+    "TC": (1, 60, 60),
+}
 
 # SHA-256 of the fixed test sets on real MNIST (float32 (10000, C, H, W) -> bytes), recorded with torch 2.13 on CPU
 # (identical under ATEN_CPU_CAPABILITY=default / avx2 / avx512). P and E also go through LAPACK/BLAS (DLT solve, TPS

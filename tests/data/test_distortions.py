@@ -180,8 +180,11 @@ def test_3d_ranges():
 
 
 def _rts_params(angle=0.0, scale=1.0, centre=(13.5, 13.5), n=1):
-    return {"angle": torch.full((n,), angle, dtype=F64), "scale": torch.full((n,), scale, dtype=F64),
-            "centre": torch.tensor([centre], dtype=F64).expand(n, 2)}  # fmt: skip
+    return {
+        "angle": torch.full((n,), angle, dtype=F64),
+        "scale": torch.full((n,), scale, dtype=F64),
+        "centre": torch.tensor([centre], dtype=F64).expand(n, 2),
+    }
 
 
 def test_identity_parameters_give_the_digit_back():

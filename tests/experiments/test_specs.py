@@ -21,8 +21,21 @@ NO_PAPER_ERROR = {"3D/proj_cnn", "3D/st3d_cnn_affine3d", "addition/st_fcn_projec
 #: What a fake ``fit`` returns in place of a training.
 RESULT = {"test_error": 9.0, "parameters": 10, "train_s": 1.0, "iterations": 5, "completed": True, "device": "cpu"}
 #: A tiny run of any cell: a few steps on synthetic digits, small nets.
-TINY = ["--set", "optim.iterations=2", "--set", "data.synthetic=60", "--set", "optim.batch_size=16", "--set",
-        "model.channels=[4, 4]", "--set", "run.eval_every=0", "--threads", "1", "--quiet"]  # fmt: skip
+TINY = [
+    "--set",
+    "optim.iterations=2",
+    "--set",
+    "data.synthetic=60",
+    "--set",
+    "optim.batch_size=16",
+    "--set",
+    "model.channels=[4, 4]",
+    "--set",
+    "run.eval_every=0",
+    "--threads",
+    "1",
+    "--quiet",
+]
 
 
 def test_the_grids_are_the_papers_tables():

@@ -22,8 +22,16 @@ def _sizes(name):
 
 
 def test_registry_lists_the_papers_families():
-    for name in ("affine", "attention", "similarity", "translation", "fixed_scale_translation", "projective", "tps",
-                 "affine3d"):
+    for name in (
+        "affine",
+        "attention",
+        "similarity",
+        "translation",
+        "fixed_scale_translation",
+        "projective",
+        "tps",
+        "affine3d",
+    ):
         assert name in FAMILIES
 
 
@@ -143,8 +151,9 @@ def test_footprint_is_exact_for_matrix_families_and_left_to_the_grid_otherwise(n
         return
     torch.testing.assert_close(jac, affine_jacobian(matrix, in_size, out_size))
     estimate = grid_jacobian(family.grid(theta, out_size).double(), in_size)  # an affine grid's differences agree
-    torch.testing.assert_close(estimate, jac.double().view(2, *[1] * len(out_size), *jac.shape[1:]).expand_as(estimate),
-                               atol=1e-5, rtol=0)  # fmt: skip
+    torch.testing.assert_close(
+        estimate, jac.double().view(2, *[1] * len(out_size), *jac.shape[1:]).expand_as(estimate), atol=1e-5, rtol=0
+    )
 
 
 def test_a_family_name_is_registered_once():

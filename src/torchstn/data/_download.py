@@ -141,9 +141,7 @@ def verify_file(
     except FileNotFoundError:
         raise DataError(f"{what}: file not found ({path})") from None
     if size is not None and actual_size != size:
-        raise ChecksumError(
-            f"{what}: expected {size:,} bytes, got {actual_size:,} (truncated or corrupted download)"
-        )
+        raise ChecksumError(f"{what}: expected {size:,} bytes, got {actual_size:,} (truncated or corrupted download)")
     for algorithm, expected in (("sha256", sha256), ("md5", md5)):
         if expected is not None:
             actual = file_digest(path, algorithm)
@@ -208,9 +206,18 @@ def pip_download(requirement: str, dest_dir: str | os.PathLike[str], *, timeout:
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "--no-input", "-d", str(dest_dir), requirement,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--no-input",
+        "-d",
+        str(dest_dir),
+        requirement,
+    ]
     shown = " ".join(cmd)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)

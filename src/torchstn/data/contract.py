@@ -31,8 +31,17 @@ from torchstn._checks import look_up_option
 from torchstn.data.distortions.distortion import DIGIT, select_params
 from torchstn.errors import DataError, OptionError, ShapeError
 
-__all__ = ["PaperDataset", "TEST_SEED", "MAX_STORED_BYTES", "SPLITS", "mix_seed", "resolve_source", "check_digits",
-           "to_float", "clear_cache"]
+__all__ = [
+    "PaperDataset",
+    "TEST_SEED",
+    "MAX_STORED_BYTES",
+    "SPLITS",
+    "mix_seed",
+    "resolve_source",
+    "check_digits",
+    "to_float",
+    "clear_cache",
+]
 
 #: Seed of every fixed test set: 2015-06-05, the day the paper appeared on arXiv (1506.02025).
 TEST_SEED = 20150605
@@ -74,7 +83,9 @@ def check_digits(images: object, labels: object, *, num_classes: int = 10) -> tu
     """Validate injected digits: ``images`` uint8 (0..255) or float (0..1) ``(N, 28, 28)`` or ``(N, 1, 28, 28)``,
     ``labels`` integer ``(N,)`` in ``[0, num_classes)``. Returns ``(images (N, 28, 28), labels int64 (N,))``."""
     if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
-        raise DataError(f"source must be (images, labels) tensors, got ({type(images).__name__}, {type(labels).__name__})")
+        raise DataError(
+            f"source must be (images, labels) tensors, got ({type(images).__name__}, {type(labels).__name__})"
+        )
     if images.dim() == 4 and images.shape[1] == 1:
         images = images[:, 0]
     if images.dim() != 3 or tuple(images.shape[1:]) != (DIGIT, DIGIT):
@@ -129,8 +140,16 @@ class PaperDataset(Dataset):
     image_shape: tuple[int, ...] = (1, DIGIT, DIGIT)
     num_classes: int = 10
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, split: str, seed: int, fixed: bool | None,
-                 fixed_seed: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        split: str,
+        seed: int,
+        fixed: bool | None,
+        fixed_seed: int | None = None,
+    ):
         self.split = look_up_option("split", split, SPLITS)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise OptionError(f"seed must be an int, got {seed!r}")
@@ -240,5 +259,7 @@ class PaperDataset(Dataset):
     def __repr__(self) -> str:
         mode = "fixed" if self.fixed else "re-distorted"
         extra = self.extra_repr()
-        return (f"{type(self).__name__}({extra + ', ' if extra else ''}split={self.split!r}, n={len(self)}, "
-                f"image_shape={self.image_shape}, {mode})")  # fmt: skip
+        return (
+            f"{type(self).__name__}({extra + ', ' if extra else ''}split={self.split!r}, n={len(self)}, "
+            f"image_shape={self.image_shape}, {mode})"
+        )

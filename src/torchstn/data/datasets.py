@@ -88,8 +88,16 @@ class DistortedMNIST(_OneDigit):
         ((1, 42, 42), torch.Size([4, 1, 42, 42]), torch.int64)
     """
 
-    def __init__(self, variant: str = "RTS", split: str = "train", seed: int = 0, root=None,
-                 fixed: bool | None = None, source=None, **distortion_options):  # fmt: skip
+    def __init__(
+        self,
+        variant: str = "RTS",
+        split: str = "train",
+        seed: int = 0,
+        root=None,
+        fixed: bool | None = None,
+        source=None,
+        **distortion_options,
+    ):
         variant = DISTORTIONS.canonical(variant)
         split = look_up_option("split", split, SPLITS)
         images, labels = resolve_source(split, root, source)
@@ -119,8 +127,9 @@ class Volume3D(_OneDigit):
         ((1, 32, 32, 32), torch.Size([2, 1, 32, 32, 32]))
     """
 
-    def __init__(self, split: str = "train", seed: int = 0, root=None, fixed: bool | None = None, source=None,
-                 **options):  # fmt: skip
+    def __init__(
+        self, split: str = "train", seed: int = 0, root=None, fixed: bool | None = None, source=None, **options
+    ):
         split = look_up_option("split", split, SPLITS)
         images, labels = resolve_source(split, root, source)
         super().__init__(Extrude3D(**options), images, labels, split=split, seed=seed, fixed=fixed, own_pool=False)
@@ -146,8 +155,9 @@ class MNISTAddition(PaperDataset):
 
     num_classes = 19
 
-    def __init__(self, split: str = "train", seed: int = 0, root=None, fixed: bool | None = None, source=None,
-                 **rts_options):  # fmt: skip
+    def __init__(
+        self, split: str = "train", seed: int = 0, root=None, fixed: bool | None = None, source=None, **rts_options
+    ):
         split = look_up_option("split", split, SPLITS)
         images, labels = resolve_source(split, root, source)
         super().__init__(images, labels, split=split, seed=seed, fixed=fixed)
@@ -162,8 +172,11 @@ class MNISTAddition(PaperDataset):
         partner = torch.randint(0, len(self), (B,), generator=generator)
         first = self.distortion.sample_params(generator, B)
         second = self.distortion.sample_params(generator, B)
-        return {"partner": partner, **{f"a.{k}": v for k, v in first.items()},
-                **{f"b.{k}": v for k, v in second.items()}}  # fmt: skip
+        return {
+            "partner": partner,
+            **{f"a.{k}": v for k, v in first.items()},
+            **{f"b.{k}": v for k, v in second.items()},
+        }
 
     def _render(self, indices, params: Mapping[str, torch.Tensor], compute_dtype):
         partner = params["partner"]
@@ -220,9 +233,20 @@ class CoLocalisation(PaperDataset):
         (torch.Size([1, 84, 84]), 3, 28.0, torch.Size([4, 4]))
     """
 
-    def __init__(self, digit: int, n: int = 100, clutter: bool = False, seed: int = 0, split: str = "test",
-                 root=None, source=None, canvas: int = 84, n_clutter: int = 16, clutter_size: int = 6,
-                 subpixel: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        digit: int,
+        n: int = 100,
+        clutter: bool = False,
+        seed: int = 0,
+        split: str = "test",
+        root=None,
+        source=None,
+        canvas: int = 84,
+        n_clutter: int = 16,
+        clutter_size: int = 6,
+        subpixel: bool = False,
+    ):
         split = look_up_option("split", split, SPLITS)
         if isinstance(digit, bool) or not isinstance(digit, int) or not 0 <= digit <= 9:
             raise OptionError(f"digit must be an int in 0..9, got {digit!r}")
@@ -234,11 +258,18 @@ class CoLocalisation(PaperDataset):
             raise DataError(f"the {split} digits hold {candidates.numel()} images of class {digit}, {n} requested")
         choose = torch.Generator().manual_seed(mix_seed(seed, digit, 0xC01))
         self.source_index = candidates[torch.randperm(candidates.numel(), generator=choose)[:n]]  # (n,) into pool
-        super().__init__(pool[self.source_index], pool_labels[self.source_index], split=split, seed=seed, fixed=True,
-                         fixed_seed=mix_seed(seed, digit))  # fmt: skip
+        super().__init__(
+            pool[self.source_index],
+            pool_labels[self.source_index],
+            split=split,
+            seed=seed,
+            fixed=True,
+            fixed_seed=mix_seed(seed, digit),
+        )
         self.digit, self.clutter = digit, bool(clutter)
-        self.distortion = TranslateClutter(canvas, n_clutter if clutter else 0, clutter_size, pool=pool,
-                                           placement="box", subpixel=subpixel)  # fmt: skip
+        self.distortion = TranslateClutter(
+            canvas, n_clutter if clutter else 0, clutter_size, pool=pool, placement="box", subpixel=subpixel
+        )
         self.image_shape = self.distortion.image_shape
         centre = self.fixed_params()["centre"]  # (n, 2) digit centre, pixel-centre coordinates
         top_left = centre - (DIGIT / 2 - 0.5)  # (n, 2) left / top pixel edge of the 28x28 box

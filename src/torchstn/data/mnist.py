@@ -50,8 +50,10 @@ __all__ = ["load_mnist", "fetch_mnist", "read_idx", "write_idx"]
 
 SPLITS = ("train", "test")
 SOURCES = ("auto", "local", "registry", "mirrors")
-_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}  # fmt: skip
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 _NAMES = (*_FILES["train"], *_FILES["test"])
 _FETCH_HINT = "run `torchstn data fetch mnist` (or call torchstn.data.fetch_mnist())"
 
@@ -84,15 +86,27 @@ _REGISTRY = _RegistrySpec(
 _MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
 # name -> (size, md5, sha256) of "<name>.gz" on the mirrors
 _MIRROR_FILES = {
-    "train-images-idx3-ubyte": (9_912_422, "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-                                "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
-    "train-labels-idx1-ubyte": (28_881, "d53e105ee54ea40749a09fcbcd1e9432",
-                                "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
-    "t10k-images-idx3-ubyte": (1_648_877, "9fb629c4189551a2d022fa330f9573f3",
-                               "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
-    "t10k-labels-idx1-ubyte": (4_542, "ec29112dd5afa0611ce80d1b7f02629c",
-                               "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
-}  # fmt: skip
+    "train-images-idx3-ubyte": (
+        9_912_422,
+        "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    ),
+    "train-labels-idx1-ubyte": (
+        28_881,
+        "d53e105ee54ea40749a09fcbcd1e9432",
+        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    ),
+    "t10k-images-idx3-ubyte": (
+        1_648_877,
+        "9fb629c4189551a2d022fa330f9573f3",
+        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    ),
+    "t10k-labels-idx1-ubyte": (
+        4_542,
+        "ec29112dd5afa0611ce80d1b7f02629c",
+        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    ),
+}
 
 # ---------------------------------------------------------------------------------------------------- finding files
 
@@ -156,9 +170,11 @@ def _read_checked(path: Path) -> torch.Tensor:
         raise DataError(f"{e}. Replace {path} with an intact copy or delete it.") from e
     problem = _mismatch(path) if in_cache else None
     if problem is not None:
-        raise ChecksumError(f"{path}: the cached MNIST file is damaged ({problem}), so every result made from it "
-                            f"would be wrong. To fix: run `torchstn data fetch mnist` (it verifies the cache and "
-                            f"downloads the damaged files again), or delete {path} and load again.")  # fmt: skip
+        raise ChecksumError(
+            f"{path}: the cached MNIST file is damaged ({problem}), so every result made from it "
+            f"would be wrong. To fix: run `torchstn data fetch mnist` (it verifies the cache and "
+            f"downloads the damaged files again), or delete {path} and load again."
+        )
     return tensor
 
 
@@ -262,8 +278,10 @@ def _repair_cache(source: str, say: Callable[[str], None]) -> Path:
             todo[name] = problem
     if todo and source == "local":
         lines = "\n  ".join(f"{cache / n}: {p}" for n, p in todo.items())
-        raise ChecksumError(f"MNIST cache incomplete or damaged (source='local' never downloads):\n  {lines}\n"
-                            f"To fix: run `torchstn data fetch mnist`.")  # fmt: skip
+        raise ChecksumError(
+            f"MNIST cache incomplete or damaged (source='local' never downloads):\n  {lines}\n"
+            f"To fix: run `torchstn data fetch mnist`."
+        )
     if todo:
         where = _fetch(cache, source, tuple(todo))
         for name, problem in todo.items():

@@ -14,10 +14,14 @@ SEGMENTS = ("abcdef", "bc", "abged", "abgcd", "fgbc", "afgcd", "afgedc", "abc", 
 # Segment end points (x, y) in pixels of a 28x28 image, before the per-image jitter: an 8 x 14 glyph centred at 13.5.
 _X0, _X1, _Y0, _YM, _Y1 = 9.5, 17.5, 6.5, 13.5, 20.5
 _ENDS = {
-    "a": ((_X0, _Y0), (_X1, _Y0)), "b": ((_X1, _Y0), (_X1, _YM)), "c": ((_X1, _YM), (_X1, _Y1)),
-    "d": ((_X0, _Y1), (_X1, _Y1)), "e": ((_X0, _YM), (_X0, _Y1)), "f": ((_X0, _Y0), (_X0, _YM)),
+    "a": ((_X0, _Y0), (_X1, _Y0)),
+    "b": ((_X1, _Y0), (_X1, _YM)),
+    "c": ((_X1, _YM), (_X1, _Y1)),
+    "d": ((_X0, _Y1), (_X1, _Y1)),
+    "e": ((_X0, _YM), (_X0, _Y1)),
+    "f": ((_X0, _Y0), (_X0, _YM)),
     "g": ((_X0, _YM), (_X1, _YM)),
-}  # fmt: skip
+}
 _CHUNK = 1024
 
 

@@ -15,22 +15,28 @@ from torchstn.experiments.specs import ExperimentSpec, grid, register
 
 __all__ = ["ADDITION"]
 
-ADDITION = register(ExperimentSpec(
-    "addition", "MNIST addition (Appendix A.1)",
-    grid(("addition",), {
-        ("fcn", None):                  (47.7,),
-        ("cnn", None):                  (14.7,),
-        ("st_fcn", "affine"):           (22.6,),
-        ("st_fcn", "projective"):       (None,),  # the paper gives its best single ST-FCN (18.5) and the affine one
-        ("st_fcn", "tps"):              (None,),
-        ("st_fcn_2x", "affine"):        (9.0,),
-        ("st_fcn_2x", "projective"):    (5.9,),
-        ("st_fcn_2x", "tps"):           (5.8,),
-    }),
-    old_names="addition_{model}{_transform}",
-    overrides={
-        "addition/st_*": {"model.st_pool": True},
-        "addition/st_fcn_2x_affine": {"optim.loc_lr_mult": 0.1},
-        "addition/st_fcn_2x_projective": {"optim.loc_lr_mult": 0.1},
-    },
-))  # fmt: skip
+ADDITION = register(
+    ExperimentSpec(
+        "addition",
+        "MNIST addition (Appendix A.1)",
+        grid(
+            ("addition",),
+            {
+                ("fcn", None): (47.7,),
+                ("cnn", None): (14.7,),
+                ("st_fcn", "affine"): (22.6,),
+                ("st_fcn", "projective"): (None,),  # the paper gives its best single ST-FCN (18.5) and the affine one
+                ("st_fcn", "tps"): (None,),
+                ("st_fcn_2x", "affine"): (9.0,),
+                ("st_fcn_2x", "projective"): (5.9,),
+                ("st_fcn_2x", "tps"): (5.8,),
+            },
+        ),
+        old_names="addition_{model}{_transform}",
+        overrides={
+            "addition/st_*": {"model.st_pool": True},
+            "addition/st_fcn_2x_affine": {"optim.loc_lr_mult": 0.1},
+            "addition/st_fcn_2x_projective": {"optim.loc_lr_mult": 0.1},
+        },
+    )
+)

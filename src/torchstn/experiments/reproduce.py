@@ -63,25 +63,46 @@ def _run_key(schedule: str, overrides: Sequence[str]) -> str:
     return "+".join([schedule, *("".join(c if c.isalnum() or c in ".=-_" else "-" for c in o) for o in kept)])
 
 
-def _summary(cell: Cell, config: str, results: list[dict[str, Any]], schedule: str,
-             overrides: Sequence[str] = (), experiment: str = "table1", where: str = "") -> dict[str, Any]:  # fmt: skip
+def _summary(
+    cell: Cell,
+    config: str,
+    results: list[dict[str, Any]],
+    schedule: str,
+    overrides: Sequence[str] = (),
+    experiment: str = "table1",
+    where: str = "",
+) -> dict[str, Any]:
     variant, model = cell.name.split("/", 1)
     errors = [r["test_error"] for r in results]
     return {
-        "variant": variant, "model": model, "paper_error": cell.paper,
-        "ours_mean": statistics.fmean(errors), "ours_std": statistics.stdev(errors) if len(errors) > 1 else None,
-        "seeds": len(errors), "errors": errors, "parameters": results[0]["parameters"],
-        "wall_s": statistics.fmean(r["train_s"] for r in results), "iterations": results[0]["iterations"],
-        "completed": all(r["completed"] for r in results), "device": results[0]["device"],
+        "variant": variant,
+        "model": model,
+        "paper_error": cell.paper,
+        "ours_mean": statistics.fmean(errors),
+        "ours_std": statistics.stdev(errors) if len(errors) > 1 else None,
+        "seeds": len(errors),
+        "errors": errors,
+        "parameters": results[0]["parameters"],
+        "wall_s": statistics.fmean(r["train_s"] for r in results),
+        "iterations": results[0]["iterations"],
+        "completed": all(r["completed"] for r in results),
+        "device": results[0]["device"],
         "command": f"torchstn reproduce {experiment} --schedule {schedule} --seeds {len(errors)} "
-                   f"--only {cell.name}" + "".join(f" --set {o}" for o in overrides) + where,
+        f"--only {cell.name}" + "".join(f" --set {o}" for o in overrides) + where,
         "config": config,
-    }  # fmt: skip
+    }
 
 
-def write_table(rows: list[dict[str, Any]], out_dir: str | Path, schedule: str, *, note: str = "",
-                experiment: str = "table1", key: str | None = None,
-                version: dict | None = None) -> tuple[Path, Path]:  # fmt: skip
+def write_table(
+    rows: list[dict[str, Any]],
+    out_dir: str | Path,
+    schedule: str,
+    *,
+    note: str = "",
+    experiment: str = "table1",
+    key: str | None = None,
+    version: dict | None = None,
+) -> tuple[Path, Path]:
     """Write ``<experiment>_<key>.md`` and ``.csv`` into ``out_dir``; returns their paths.
 
     ``key`` is the run key (:func:`_run_key`: the schedule plus the overrides that change what is computed, e.g.
@@ -94,30 +115,56 @@ def write_table(rows: list[dict[str, Any]], out_dir: str | Path, schedule: str, 
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{experiment}_{key or schedule}"
     csv_path, md_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
-    cols = ["variant", "model", "paper_error", "ours_mean", "ours_std", "seeds", "errors", "parameters", "wall_s",
-            "iterations", "completed", "device", "command"]  # fmt: skip
+    cols = [
+        "variant",
+        "model",
+        "paper_error",
+        "ours_mean",
+        "ours_std",
+        "seeds",
+        "errors",
+        "parameters",
+        "wall_s",
+        "iterations",
+        "completed",
+        "device",
+        "command",
+    ]
     with open(csv_path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         for r in rows:
             std = "" if r["ours_std"] is None else f"{r['ours_std']:.3f}"  # one seed has no spread
-            w.writerow({**r, "errors": ";".join(f"{e:.2f}" for e in r["errors"]), "wall_s": f"{r['wall_s']:.0f}",
-                        "ours_mean": f"{r['ours_mean']:.3f}", "ours_std": std})  # fmt: skip
+            w.writerow(
+                {
+                    **r,
+                    "errors": ";".join(f"{e:.2f}" for e in r["errors"]),
+                    "wall_s": f"{r['wall_s']:.0f}",
+                    "ours_mean": f"{r['ours_mean']:.3f}",
+                    "ours_std": std,
+                }
+            )
     v = version or code_version()
     title = EXPERIMENTS.get(experiment).title if experiment in EXPERIMENTS else experiment
-    lines = [f"# {title}, `{key or schedule}` schedule", "",
-             f"% test error on the fixed test sets; ours is mean +- std over seeds (one seed: its error, n=1). "
-             f"torchstn {v['torchstn']} "
-             f"(git {v['git'] or 'unknown'}), torch {v['torch']}, {datetime.date.today().isoformat()}.",
-             *([note] if note else []), "",
-             "| Set | Model | Paper | Ours | Seeds | Parameters | Iterations | Train time / seed | Device | Command |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"# {title}, `{key or schedule}` schedule",
+        "",
+        f"% test error on the fixed test sets; ours is mean +- std over seeds (one seed: its error, n=1). "
+        f"torchstn {v['torchstn']} "
+        f"(git {v['git'] or 'unknown'}), torch {v['torch']}, {datetime.date.today().isoformat()}.",
+        *([note] if note else []),
+        "",
+        "| Set | Model | Paper | Ours | Seeds | Parameters | Iterations | Train time / seed | Device | Command |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         paper = "-" if r["paper_error"] is None else f"{r['paper_error']:.1f}"
         spread = " (n=1)" if r["ours_std"] is None else f" +- {r['ours_std']:.2f}"
         ours = f"{r['ours_mean']:.2f}{spread}" + ("" if r["completed"] else " (stopped early)")
-        lines.append(f"| {r['variant']} | {r['model']} | {paper} | {ours} | {r['seeds']} | {r['parameters']:,} | "
-                     f"{r['iterations']:,} | {r['wall_s'] / 60:.1f} min | {r['device']} | `{r['command']}` |")  # fmt: skip
+        lines.append(
+            f"| {r['variant']} | {r['model']} | {paper} | {ours} | {r['seeds']} | {r['parameters']:,} | "
+            f"{r['iterations']:,} | {r['wall_s'] / 60:.1f} min | {r['device']} | `{r['command']}` |"
+        )
     md_path.write_text("\n".join(lines) + "\n")
     return md_path, csv_path
 
@@ -129,18 +176,31 @@ def _check_reused(run_dir: Path, result: dict[str, Any], cfg: TrainConfig) -> No
     from torchstn.experiments.engine.trainer import config_differences
 
     if "config" not in result:
-        raise ConfigError(f"{run_dir / 'result.json'} records no config, so it cannot be checked against the cell's; "
-                          "move the run directory away to train the cell again")  # fmt: skip
+        raise ConfigError(
+            f"{run_dir / 'result.json'} records no config, so it cannot be checked against the cell's; "
+            "move the run directory away to train the cell again"
+        )
     diff = config_differences(from_dict(result["config"]), cfg)
     if diff:
-        raise ConfigError(f"{run_dir} was trained with another config than the cell's now (it differs in "
-                          f"{', '.join(diff)}); move it away to train the cell again, or pass another --runs")
+        raise ConfigError(
+            f"{run_dir} was trained with another config than the cell's now (it differs in "
+            f"{', '.join(diff)}); move it away to train the cell again, or pass another --runs"
+        )
 
 
-def reproduce(experiment: str = "table1", *, schedule: str = "cpu", seeds: int = 3, only: Sequence[str] = (),
-              out: str | Path | None = None, runs: str | Path | None = None, overrides: Sequence[str] = (),
-              progress: bool = True, fit_fn: Callable[..., dict] | None = None,
-              say: Callable[[str], None] = print) -> list[dict]:  # fmt: skip
+def reproduce(
+    experiment: str = "table1",
+    *,
+    schedule: str = "cpu",
+    seeds: int = 3,
+    only: Sequence[str] = (),
+    out: str | Path | None = None,
+    runs: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    progress: bool = True,
+    fit_fn: Callable[..., dict] | None = None,
+    say: Callable[[str], None] = print,
+) -> list[dict]:
     """Train every selected cell of ``experiment`` for ``seeds`` seeds with ``schedule`` and write the table after
     each run.
 
@@ -175,8 +235,9 @@ def reproduce(experiment: str = "table1", *, schedule: str = "cpu", seeds: int =
     default_runs = Path(f"runs/{experiment}")
     runs = Path(runs) if runs is not None else default_runs
     out = Path(out) if out is not None else runs
-    where = (f" --runs {display_path(runs)}" if runs != default_runs else "") + \
-        (f" --out {display_path(out)}" if out != runs else "")
+    where = (f" --runs {display_path(runs)}" if runs != default_runs else "") + (
+        f" --out {display_path(out)}" if out != runs else ""
+    )
     rows, version = [], code_version()
     for i, cell in enumerate(cells):
         config, results = spec.config_name(cell), []
@@ -194,13 +255,19 @@ def reproduce(experiment: str = "table1", *, schedule: str = "cpu", seeds: int =
             say(f"[{i + 1}/{len(cells)}] {cell.name} seed {seed} -> {run_dir}")
             t0 = time.monotonic()
             command = f"torchstn train {config} --set optim.schedule={schedule} --set run.seed={seed}"
-            result = fit_fn(cfg, run_dir, resume="auto", progress=progress,
-                            command=command + "".join(f" --set {o}" for o in overrides))
+            result = fit_fn(
+                cfg,
+                run_dir,
+                resume="auto",
+                progress=progress,
+                command=command + "".join(f" --set {o}" for o in overrides),
+            )
             say(f"  {cell.name} seed {seed}: {result['test_error']:.2f}% in {(time.monotonic() - t0) / 60:.1f} min")
             results.append(result)
         rows.append(_summary(cell, config, results, schedule, overrides, experiment, where))
-        md, _ = write_table(rows, out, schedule, experiment=experiment, key=_run_key(schedule, overrides),
-                            version=version)
+        md, _ = write_table(
+            rows, out, schedule, experiment=experiment, key=_run_key(schedule, overrides), version=version
+        )
     if rows:
         say(f"wrote {md} and {md.with_suffix('.csv')}")
     return rows

@@ -75,8 +75,11 @@ def grid(variants: Sequence[str], rows: Mapping[tuple[str, str | None], Sequence
     for (model, transform), errors in rows.items():
         if len(errors) != len(variants):
             raise ConfigError(f"row {model}/{transform} has {len(errors)} paper errors for {len(variants)} variants")
-    return tuple(Cell(v, model, transform, errors[i]) for i, v in enumerate(variants)
-                 for (model, transform), errors in rows.items())  # fmt: skip
+    return tuple(
+        Cell(v, model, transform, errors[i])
+        for i, v in enumerate(variants)
+        for (model, transform), errors in rows.items()
+    )
 
 
 @dataclass(frozen=True)
@@ -112,8 +115,9 @@ class ExperimentSpec:
             raise ConfigError(f"experiment {self.name!r} lists the cells {twice} twice")
         unused = [glob for glob in self.overrides if not any(fnmatch.fnmatchcase(n, glob) for n in names)]
         if unused:
-            raise ConfigError(f"experiment {self.name!r}: the overrides for {unused} match no cell; cells: "
-                              f"{', '.join(names)}")  # fmt: skip
+            raise ConfigError(
+                f"experiment {self.name!r}: the overrides for {unused} match no cell; cells: {', '.join(names)}"
+            )
 
     def config_name(self, cell: Cell) -> str:
         """``<experiment>:<cell>``, the name ``torchstn train`` and ``load_config`` take."""
@@ -123,13 +127,18 @@ class ExperimentSpec:
         """The cell's packaged-config name before the specs (``table1_rts_st_cnn_affine``), or ``None``."""
         if not self.old_names:
             return None
-        return self.old_names.format(variant=cell.variant.lower(), model=cell.model,
-                                     _transform=f"_{cell.transform}" if cell.transform else "")  # fmt: skip
+        return self.old_names.format(
+            variant=cell.variant.lower(), model=cell.model, _transform=f"_{cell.transform}" if cell.transform else ""
+        )
 
     def config_data(self, cell: Cell) -> dict[str, dict[str, Any]]:
         """The cell's config as the nested data a TOML file would hold (a new dict each call)."""
-        flat = {"model.name": cell.model, **({"model.transform": cell.transform} if cell.transform else {}),
-                "data.variant": cell.variant, **self.base}  # fmt: skip
+        flat = {
+            "model.name": cell.model,
+            **({"model.transform": cell.transform} if cell.transform else {}),
+            "data.variant": cell.variant,
+            **self.base,
+        }
         for glob, values in self.overrides.items():
             if fnmatch.fnmatchcase(cell.name, glob):
                 flat.update(values)
@@ -155,8 +164,9 @@ class ExperimentSpec:
             pattern = f"{variants.get(variant.lower(), variant)}/{model or '*'}"
             hits = {c.name for c in self.cells if fnmatch.fnmatchcase(c.name, pattern)}
             if not hits:
-                raise ConfigError(f"--only {pattern!r} matches no {self.name} cell; cells: "
-                                  f"{', '.join(c.name for c in self.cells)}")  # fmt: skip
+                raise ConfigError(
+                    f"--only {pattern!r} matches no {self.name} cell; cells: {', '.join(c.name for c in self.cells)}"
+                )
             chosen |= hits
         return tuple(c for c in self.cells if c.name in chosen)
 

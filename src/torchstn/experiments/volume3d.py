@@ -13,12 +13,18 @@ from torchstn.experiments.specs import ExperimentSpec, grid, register
 
 __all__ = ["VOLUME3D"]
 
-VOLUME3D = register(ExperimentSpec(
-    "3d", "3D spatial transformer (Appendix A.3)",
-    grid(("3D",), {
-        ("proj_cnn", None):         (None,),
-        ("st3d_cnn", "affine3d"):   (None,),
-    }),
-    old_names="3d_{model}",
-    base={"optim.schedule": "cpu", "optim.batch_size": 32},
-))  # fmt: skip
+VOLUME3D = register(
+    ExperimentSpec(
+        "3d",
+        "3D spatial transformer (Appendix A.3)",
+        grid(
+            ("3D",),
+            {
+                ("proj_cnn", None): (None,),
+                ("st3d_cnn", "affine3d"): (None,),
+            },
+        ),
+        old_names="3d_{model}",
+        base={"optim.schedule": "cpu", "optim.batch_size": 32},
+    )
+)

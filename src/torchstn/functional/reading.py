@@ -80,6 +80,7 @@ def read_padded(input, grid, mode, padding_mode, fill_value, align_corners, read
     kernels' weights do not sum to 1 closely enough (bicubic bf16: off by 0.1).
     """
     if read is None:
+
         def read(x, padding, grid):
             return F.grid_sample(x, grid, mode=mode, padding_mode=padding, align_corners=align_corners)
 
@@ -94,8 +95,9 @@ def read_padded(input, grid, mode, padding_mode, fill_value, align_corners, read
         fill = fill.view(1, -1, *([1] * (input.dim() - 2)))
     elif fill.dim() != 0:
         raise ShapeError(f"fill_value must be a scalar or a (C,) tensor, got shape {tuple(fill.shape)}")
-    inside = read(input.new_ones((1, 1, *input.shape[2:])).expand(input.shape[0], 1, *input.shape[2:]), "zeros",
-                  grid)  # (B, 1, *out): the weight of the taps inside the image
+    inside = read(
+        input.new_ones((1, 1, *input.shape[2:])).expand(input.shape[0], 1, *input.shape[2:]), "zeros", grid
+    )  # (B, 1, *out): the weight of the taps inside the image
     return read(input, "zeros", grid) + fill * (1 - inside)
 
 
@@ -111,6 +113,8 @@ def check_deterministic(deterministic: object, mode: str, antialias: bool) -> bo
     if deterministic not in (None, True, False):
         raise OptionError(f"deterministic must be True, False or None, got {deterministic!r}")
     if deterministic and (mode not in ("bilinear", "nearest") or antialias):
-        raise OptionError("deterministic=True supports mode='bilinear' and 'nearest' without antialias, got "
-                          f"mode={mode!r}, antialias={antialias}")
+        raise OptionError(
+            "deterministic=True supports mode='bilinear' and 'nearest' without antialias, got "
+            f"mode={mode!r}, antialias={antialias}"
+        )
     return deterministic  # narrowed to bool | None by the check above

@@ -7,7 +7,6 @@ import math
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
 from torchstn._checks import check_finite as _check_finite
 from torchstn._tracing import is_tracing
@@ -110,9 +109,18 @@ def sample(
     return _sample(input, grid, mode, padding_mode, fill_value, align_corners, antialias, jacobian, deterministic)
 
 
-def sample_unchecked(input: torch.Tensor, grid: torch.Tensor, *, mode: str, padding_mode: str,
-                     fill_value: float | torch.Tensor, align_corners: bool, antialias: bool,
-                     jacobian: torch.Tensor | None, deterministic: bool | None) -> torch.Tensor:
+def sample_unchecked(
+    input: torch.Tensor,
+    grid: torch.Tensor,
+    *,
+    mode: str,
+    padding_mode: str,
+    fill_value: float | torch.Tensor,
+    align_corners: bool,
+    antialias: bool,
+    jacobian: torch.Tensor | None,
+    deterministic: bool | None,
+) -> torch.Tensor:
     """:func:`sample` for a caller that has validated the input and the options itself, as
     :class:`~torchstn.nn.SpatialTransformer` does (its options at construction, ``U`` at each forward): only the fit
     of ``grid`` to ``input`` is checked (:func:`~torchstn.functional.reading.match_grid`), since the grid is computed.
@@ -130,6 +138,7 @@ def _sample(input, grid, mode, padding_mode, fill_value, align_corners, antialia
     x, grid = input.to(work), grid.to(work)  # no-ops when the dtypes agree
     read = None
     if _use_gather(deterministic, input, grid, mode):
+
         def read(img, padding, grid):
             return _gather_sample(img, grid, mode, padding, align_corners)
 
@@ -141,8 +150,13 @@ def _use_gather(deterministic, input, grid, mode) -> bool:
     """Whether :func:`sample` (without antialias) takes the gather-based path (see its ``deterministic`` argument)."""
     if deterministic is None:
         # F.grid_sample's CUDA backward raises under torch's deterministic mode (even for the grid gradient alone)
-        return (input.is_cuda and mode != "bicubic" and torch.are_deterministic_algorithms_enabled()
-                and torch.is_grad_enabled() and (input.requires_grad or grid.requires_grad))
+        return (
+            input.is_cuda
+            and mode != "bicubic"
+            and torch.are_deterministic_algorithms_enabled()
+            and torch.is_grad_enabled()
+            and (input.requires_grad or grid.requires_grad)
+        )
     return bool(deterministic)
 
 

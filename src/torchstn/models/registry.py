@@ -16,8 +16,15 @@ from torchstn._checks import check_keywords
 from torchstn._registry import Registry
 from torchstn.errors import OptionError, ShapeError
 
-__all__ = ["register_model", "build_model", "list_models", "model_options", "model_spatial_dims", "count_parameters",
-           "check_in_shape"]
+__all__ = [
+    "register_model",
+    "build_model",
+    "list_models",
+    "model_options",
+    "model_spatial_dims",
+    "count_parameters",
+    "check_in_shape",
+]
 
 Builder = Callable[..., nn.Module]
 #: Each builder with its ``spatial_dims`` (2 for image models ``(C, H, W)``, 3 for volume models ``(C, D, H, W)``).

@@ -62,9 +62,18 @@ class VolumeNet(nn.Module):
         return self.classifier(self.project(x))
 
 
-def _build(name: str, in_shape: tuple[int, int, int, int], num_classes: int, *, transform: str | None,
-           channels: Sequence[int] | None, budget: int | None, loc_channels: int, loc_fc: int,
-           st_options: dict | None) -> VolumeNet:  # fmt: skip
+def _build(
+    name: str,
+    in_shape: tuple[int, int, int, int],
+    num_classes: int,
+    *,
+    transform: str | None,
+    channels: Sequence[int] | None,
+    budget: int | None,
+    loc_channels: int,
+    loc_fc: int,
+    st_options: dict | None,
+) -> VolumeNet:
     C, D, H, W = in_shape
     pool = 2
     out = (max(1, D // pool), max(1, H // pool), max(1, W // pool))
@@ -92,9 +101,17 @@ def _build(name: str, in_shape: tuple[int, int, int, int], num_classes: int, *, 
 
 
 @register_model("st3d_cnn", spatial_dims=3)
-def st3d_cnn(in_shape: tuple[int, int, int, int], num_classes: int = 10, *, transform: str = "affine3d",
-             channels: Sequence[int] | None = None, budget: int | None = None, loc_channels: int = 8,
-             loc_fc: int = 20, st_options: dict | None = None) -> VolumeNet:  # fmt: skip
+def st3d_cnn(
+    in_shape: tuple[int, int, int, int],
+    num_classes: int = 10,
+    *,
+    transform: str = "affine3d",
+    channels: Sequence[int] | None = None,
+    budget: int | None = None,
+    loc_channels: int = 8,
+    loc_fc: int = 20,
+    st_options: dict | None = None,
+) -> VolumeNet:
     """3D ST + depth projection + 2D CNN (Appendix A.3). ``st_options`` go to the
     :class:`~torchstn.nn.SpatialTransformer` (e.g. ``antialias``, ``bound``).
 
@@ -103,18 +120,41 @@ def st3d_cnn(in_shape: tuple[int, int, int, int], num_classes: int = 10, *, tran
         >>> model(torch.rand(2, 1, 32, 32, 32)).shape, model.project(torch.rand(2, 1, 32, 32, 32)).shape
         (torch.Size([2, 10]), torch.Size([2, 1, 16, 16]))
     """
-    return _build("st3d_cnn", in_shape, num_classes, transform=transform, channels=channels, budget=budget,
-                  loc_channels=loc_channels, loc_fc=loc_fc, st_options=st_options)
+    return _build(
+        "st3d_cnn",
+        in_shape,
+        num_classes,
+        transform=transform,
+        channels=channels,
+        budget=budget,
+        loc_channels=loc_channels,
+        loc_fc=loc_fc,
+        st_options=st_options,
+    )
 
 
 @register_model("proj_cnn", spatial_dims=3)
-def proj_cnn(in_shape: tuple[int, int, int, int], num_classes: int = 10, *,
-             channels: Sequence[int] | None = None, budget: int | None = None) -> VolumeNet:  # fmt: skip
+def proj_cnn(
+    in_shape: tuple[int, int, int, int],
+    num_classes: int = 10,
+    *,
+    channels: Sequence[int] | None = None,
+    budget: int | None = None,
+) -> VolumeNet:
     """The 3D experiment's baseline: the volume's fixed projection along depth (average-pooled x2), then the CNN.
 
     Example:
         >>> proj_cnn((1, 32, 32, 32))(torch.rand(2, 1, 32, 32, 32)).shape
         torch.Size([2, 10])
     """
-    return _build("proj_cnn", in_shape, num_classes, transform=None, channels=channels, budget=budget,
-                  loc_channels=0, loc_fc=0, st_options=None)
+    return _build(
+        "proj_cnn",
+        in_shape,
+        num_classes,
+        transform=None,
+        channels=channels,
+        budget=budget,
+        loc_channels=0,
+        loc_fc=0,
+        st_options=None,
+    )

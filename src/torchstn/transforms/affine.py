@@ -12,8 +12,17 @@ from torchstn.functional.affine import affine_grid, transform_points_affine
 from torchstn.functional.antialias import affine_jacobian
 from torchstn.transforms.base import TransformFamily, register_transform
 
-__all__ = ["MatrixFamily", "Affine", "Attention", "Similarity", "Translation", "FixedScaleTranslation", "Affine3D",
-           "Attention3D", "Translation3D"]
+__all__ = [
+    "MatrixFamily",
+    "Affine",
+    "Attention",
+    "Similarity",
+    "Translation",
+    "FixedScaleTranslation",
+    "Affine3D",
+    "Attention3D",
+    "Translation3D",
+]
 
 
 class MatrixFamily(TransformFamily):

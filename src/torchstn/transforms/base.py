@@ -55,8 +55,13 @@ class TransformFamily:
         """The parameters ``(P,)`` of the identity transform."""
         raise NotImplementedError
 
-    def translation(self, shift: Sequence[float] | torch.Tensor, *, dtype: torch.dtype | None = None,
-                    device: torch.device | None = None) -> torch.Tensor:
+    def translation(
+        self,
+        shift: Sequence[float] | torch.Tensor,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | None = None,
+    ) -> torch.Tensor:
         """The parameters ``(P,)`` of the pure translation that reads the input at ``output + shift`` (normalised
         units, ``(x, y[, z])``; ``2 / W`` in x is one pixel with ``align_corners=False``). Every family provides it,
         so the contract tests can check each one with the same whole-pixel shift.
@@ -79,8 +84,9 @@ class TransformFamily:
         Raises:
             OptionError: the family has no matrix form (``has_matrix`` is False, e.g. ``tps``).
         """
-        raise OptionError(f"transform {self.name!r} has no matrix form (has_matrix is False); use grid() or "
-                          "transform_points()")
+        raise OptionError(
+            f"transform {self.name!r} has no matrix form (has_matrix is False); use grid() or transform_points()"
+        )
 
     def grid(self, theta: torch.Tensor, out_size: Sequence[int] | int, *, align_corners: bool = False) -> torch.Tensor:
         """Sampling grid ``(B, *out_size, n)`` of ``theta (B, P)``."""
@@ -114,8 +120,10 @@ class TransformFamily:
         """``shift`` as a ``(n,)`` tensor of the given dtype (default: torch's) for :meth:`translation`."""
         t = torch.as_tensor(shift, dtype=dtype or torch.get_default_dtype(), device=device)
         if t.shape != (self.spatial_rank,):
-            raise ShapeError(f"shift for transform {self.name!r} must hold {self.spatial_rank} numbers "
-                             f"(x, y{', z' if self.spatial_rank == 3 else ''}), got shape {tuple(t.shape)}")
+            raise ShapeError(
+                f"shift for transform {self.name!r} must hold {self.spatial_rank} numbers "
+                f"(x, y{', z' if self.spatial_rank == 3 else ''}), got shape {tuple(t.shape)}"
+            )
         return t
 
     def check_out_size(self, out_size: object) -> tuple[int, ...]:

@@ -92,9 +92,10 @@ def test_cub_models_overfit_fixture_images(tmp_path):
     root, _, _ = make_cub.make_cub(tmp_path)
     data = CUBDataset(root, "train", size=64, augment=False)
     x, y = torch.stack([data[i][0] for i in range(len(data))]), torch.tensor([data[i][1] for i in range(len(data))])
-    for make in (lambda: cub_cnn((3, 64, 64), 3, dropout=0.0, backbone_options={"width": 8}),
-                 lambda: cub_st_cnn((3, 64, 64), 3, part_size=32, loc_size=32, dropout=0.0,
-                                    backbone_options={"width": 8})):  # fmt: skip
+    for make in (
+        lambda: cub_cnn((3, 64, 64), 3, dropout=0.0, backbone_options={"width": 8}),
+        lambda: cub_st_cnn((3, 64, 64), 3, part_size=32, loc_size=32, dropout=0.0, backbone_options={"width": 8}),
+    ):
         torch.manual_seed(0)
         model = make()
         opt = torch.optim.Adam(cub_param_groups(model, 3e-3, 0.1))
@@ -150,8 +151,11 @@ def test_draw_part_boxes_puts_the_boxes_where_they_are():
 
     from torchstn.experiments.cub import draw_part_boxes
 
-    out = draw_part_boxes(torch.zeros(1, 3, 16, 16), torch.tensor([[[-1.0, -1.0, 0.0, 0.0]]]),
-                          Path(__import__("tempfile").mkdtemp()) / "b.png")  # fmt: skip
+    out = draw_part_boxes(
+        torch.zeros(1, 3, 16, 16),
+        torch.tensor([[[-1.0, -1.0, 0.0, 0.0]]]),
+        Path(__import__("tempfile").mkdtemp()) / "b.png",
+    )
     grey = Image.open(out).convert("L").tobytes()
     img = torch.frombuffer(bytearray(grey), dtype=torch.uint8).view(20, 20)[2:18, 2:18]  # the 16x16 tile
     lit = img > 0

@@ -38,8 +38,23 @@ from tests.fixtures import make_cub  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 REPO = Path(__file__).resolve().parents[3]
-SMALL = ["--backbone", "tiny", "--size", "32", "--part-size", "16", "--loc-size", "16", "--schedule", "smoke",
-         "--set", "run.threads=1", "--workers", "0", "--quiet"]  # fmt: skip
+SMALL = [
+    "--backbone",
+    "tiny",
+    "--size",
+    "32",
+    "--part-size",
+    "16",
+    "--loc-size",
+    "16",
+    "--schedule",
+    "smoke",
+    "--set",
+    "run.threads=1",
+    "--workers",
+    "0",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +64,14 @@ def root(tmp_path_factory):
 
 def _config(root, iterations=6, workers=2, **run):
     overrides = [f"optim.iterations={iterations}", "run.log_every=1", "run.checkpoint_every=100", "run.threads=1"]
-    return cub.train_config(root, size=32, schedule="smoke", workers=workers, overrides=overrides
-                            + [f"run.{k}={v}" for k, v in run.items()],
-                            model_options={"part_size": 16, "loc_size": 16})  # fmt: skip
+    return cub.train_config(
+        root,
+        size=32,
+        schedule="smoke",
+        workers=workers,
+        overrides=overrides + [f"run.{k}={v}" for k, v in run.items()],
+        model_options={"part_size": 16, "loc_size": 16},
+    )
 
 
 def _rows(run_dir):
@@ -63,13 +83,27 @@ def test_the_schedules_are_engine_presets():
     paper = SCHEDULES.get("cub_paper")
     assert paper == CUB_PAPER and cub.SCHEDULES == {"paper": "cub_paper", "smoke": "cub_smoke"}
     assert (paper["optimizer"], paper["lr"], paper["momentum"], paper["weight_decay"], paper["batch_size"]) == (
-        "sgd", 0.1, 0.9, 1e-5, 32)
+        "sgd",
+        0.1,
+        0.9,
+        1e-5,
+        32,
+    )
     assert (paper["iterations"], paper["lr_steps"], paper["gamma"], paper["loc_lr_mult"]) == (
-        30_000, (10_000, 20_000, 25_000), 0.1, 1e-4)
+        30_000,
+        (10_000, 20_000, 25_000),
+        0.1,
+        1e-4,
+    )
     assert (paper["decay"], paper["warmup"], paper["clock"], paper["identity_weight"]) == ("step", 0, "steps", 0.0)
     smoke = SCHEDULES.get("cub_smoke")
     assert (smoke["lr"], smoke["batch_size"], smoke["iterations"], smoke["lr_steps"], smoke["loc_lr_mult"]) == (
-        0.01, 4, 10, (8,), 1e-2)
+        0.01,
+        4,
+        10,
+        (8,),
+        1e-2,
+    )
 
 
 def test_batches_come_from_the_given_generator_alone(root):
@@ -142,11 +176,28 @@ def test_the_cub_command_trains_evaluates_and_shows(root, tmp_path, capsys):
     assert (tmp_path / "parts.png").stat().st_size > 0
     assert cli(["cub", "train", "--root", str(root), "--out", str(st), *SMALL]) == 2  # holds a run
     assert "already holds a run" in capsys.readouterr().err
-    assert cli(["cub", "train", "--root", str(root), "--out", str(st), *SMALL, "--set", "iterations=3",
-                "--resume"]) == 0  # fmt: skip
+    assert (
+        cli(["cub", "train", "--root", str(root), "--out", str(st), *SMALL, "--set", "iterations=3", "--resume"]) == 0
+    )
     cnn = tmp_path / "cnn"
-    assert cli(["cub", "train", "--root", str(root), "--out", str(cnn), "--model", "cub_cnn", *SMALL,
-                "--set", "iterations=3"]) == 0  # fmt: skip
+    assert (
+        cli(
+            [
+                "cub",
+                "train",
+                "--root",
+                str(root),
+                "--out",
+                str(cnn),
+                "--model",
+                "cub_cnn",
+                *SMALL,
+                "--set",
+                "iterations=3",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert cli(["cub", "show", "--checkpoint", str(cnn / "last.pt"), "--out", str(tmp_path / "x.png")]) == 2
     assert "no spatial transformers" in capsys.readouterr().err
@@ -155,24 +206,40 @@ def test_the_cub_command_trains_evaluates_and_shows(root, tmp_path, capsys):
 def test_a_saved_run_needs_no_weights_file_and_keeps_its_exclusions(root, tmp_path):
     torch.save(tiny_backbone()[0].state_dict(), tmp_path / "w.pt")
     (tmp_path / "overlap.txt").write_text("1\n")  # image 1 (a training image) is left out
-    cub.train(root, tmp_path / "run", size=32, schedule="smoke", overrides=["iterations=3", "run.threads=1"],
-              model_options={"backbone": "tiny", "weights": str(tmp_path / "w.pt"), "part_size": 16, "loc_size": 16},
-              exclude=tmp_path / "overlap.txt", workers=0, log=None)  # fmt: skip
+    cub.train(
+        root,
+        tmp_path / "run",
+        size=32,
+        schedule="smoke",
+        overrides=["iterations=3", "run.threads=1"],
+        model_options={"backbone": "tiny", "weights": str(tmp_path / "w.pt"), "part_size": 16, "loc_size": 16},
+        exclude=tmp_path / "overlap.txt",
+        workers=0,
+        log=None,
+    )
     (tmp_path / "w.pt").unlink()
     (tmp_path / "overlap.txt").unlink()
     model, meta = cub.model_from_checkpoint(tmp_path / "run" / "last.pt")
     assert meta["exclude"] == (1,) and meta["size"] == 32 and not model.training
     assert cub.evaluate(tmp_path / "run", split="train", workers=0)["n"] == 5  # 6 training images less image 1
     with pytest.raises(DataError, match="w.pt: weights file"):  # training again does need it
-        cub.train(root, tmp_path / "again", size=32, schedule="smoke",
-                  model_options={"weights": str(tmp_path / "w.pt")}, log=None)  # fmt: skip
+        cub.train(
+            root,
+            tmp_path / "again",
+            size=32,
+            schedule="smoke",
+            model_options={"weights": str(tmp_path / "w.pt")},
+            log=None,
+        )
 
 
 def test_torchstn_train_runs_a_cub_config(root, tmp_path, capsys):
     toml = tmp_path / "cub.toml"
-    toml.write_text(f'[model]\nname = "cub_cnn"\n\n[data]\nvariant = "cub"\nroot = "{root.as_posix()}"\n\n'
-                    '[optim]\nschedule = "cub_smoke"\niterations = 3\n\n[run]\nthreads = 1\n\n'
-                    '[task]\nname = "cub"\nsize = 32\nworkers = 0\n')  # fmt: skip
+    toml.write_text(
+        f'[model]\nname = "cub_cnn"\n\n[data]\nvariant = "cub"\nroot = "{root.as_posix()}"\n\n'
+        '[optim]\nschedule = "cub_smoke"\niterations = 3\n\n[run]\nthreads = 1\n\n'
+        '[task]\nname = "cub"\nsize = 32\nworkers = 0\n'
+    )
     assert cli(["train", str(toml), "--out", str(tmp_path / "run"), "--quiet"]) == 0
     assert "test error" in capsys.readouterr().out
     assert cli(["eval", str(tmp_path / "run")]) == 0
@@ -182,16 +249,23 @@ def test_torchstn_train_runs_a_cub_config(root, tmp_path, capsys):
 def test_config_errors_are_clear(root, tmp_path):
     with pytest.raises(ConfigError, match=r"data.variant must be one of \['cub'\]"):
         from_dict({"task": {"name": "cub"}})
-    cfg = resolve(from_dict({"data": {"variant": "cub"}, "model": {"transform": "affine"},
-                             "task": {"name": "cub", "scale": 2.0}}))  # fmt: skip
+    cfg = resolve(
+        from_dict({"data": {"variant": "cub"}, "model": {"transform": "affine"}, "task": {"name": "cub", "scale": 2.0}})
+    )
     with pytest.raises(ConfigError) as info:
         CUBTask(cfg)
-    assert all(s in str(info.value) for s in ("model.name must be one of ['cub_cnn', 'cub_st_cnn']",
-                                              "model.transform: not used by task 'cub'",
-                                              "task.scale must be in (0, 1]"))  # fmt: skip
+    assert all(
+        s in str(info.value)
+        for s in (
+            "model.name must be one of ['cub_cnn', 'cub_st_cnn']",
+            "model.transform: not used by task 'cub'",
+            "task.scale must be in (0, 1]",
+        )
+    )
     with pytest.raises(ConfigError, match="data.root must name the CUB_200_2011 folder"):
-        CUBTask(resolve(from_dict({"data": {"variant": "cub"}, "model": {"name": "cub_cnn"},
-                                   "task": {"name": "cub"}}))).datasets()  # fmt: skip
+        CUBTask(
+            resolve(from_dict({"data": {"variant": "cub"}, "model": {"name": "cub_cnn"}, "task": {"name": "cub"}}))
+        ).datasets()
     with pytest.raises(ConfigError, match="Did you mean 'task.num_parts'"):
         cub.train_config(root, model_options={"num_part": 4})
     with pytest.raises(ConfigError, match="Did you mean 'optim.lr_steps'"):
@@ -214,16 +288,24 @@ def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
         port = s.getsockname()[1]
     src = Path(torchstn.__file__).resolve().parents[1]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(src), str(REPO)]))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={port}", *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={port}",
+        *args,
+    ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, cwd=REPO)
 
 
 def test_two_processes_under_torchrun(root, tmp_path):
     """Each rank crops its half of the global batch with its own generator, and the checkpoint holds both."""
     out = tmp_path / "ddp"
-    proc = _torchrun(["-m", "torchstn", "cub", "train", "--root", str(root), "--out", str(out), *SMALL,
-                      "--set", "iterations=3"])  # fmt: skip
+    proc = _torchrun(
+        ["-m", "torchstn", "cub", "train", "--root", str(root), "--out", str(out), *SMALL, "--set", "iterations=3"]
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert json.loads(proc.stdout)["processes"] == 2  # rank 0 alone prints the result
     saved = ckpt.load_checkpoint(out / "last.pt")

@@ -1,16 +1,25 @@
 import pytest
 
 from torchstn.errors import ConfigError
-from torchstn.experiments.engine.config import TrainConfig, from_dict, to_dict
+from torchstn.experiments.engine.config import TrainConfig, from_dict, resolve, to_dict
 from torchstn.experiments.engine.config_io import apply_overrides, load_config, packaged_configs, to_toml
-from torchstn.experiments.engine.config import resolve
 from torchstn.experiments.engine.schedules import SCHEDULES, ResolvedOptim, lr_factor_fn
 
 
 def test_overrides_parse_by_field_type():
-    cfg = apply_overrides(TrainConfig(), ["optim.lr=0.05", "batch_size=64", "run.time_limit=2", "model.transform=tps",
-                                          "st_pool=true", "optim.lr_steps=[10, 20]", "model.bound=none",
-                                          "run.out=runs/123"])  # fmt: skip
+    cfg = apply_overrides(
+        TrainConfig(),
+        [
+            "optim.lr=0.05",
+            "batch_size=64",
+            "run.time_limit=2",
+            "model.transform=tps",
+            "st_pool=true",
+            "optim.lr_steps=[10, 20]",
+            "model.bound=none",
+            "run.out=runs/123",
+        ],
+    )
     assert cfg.optim.lr == 0.05 and cfg.optim.batch_size == 64 and cfg.run.time_limit == 2.0
     assert cfg.model.transform == "tps" and cfg.model.st_pool is True and cfg.optim.lr_steps == (10, 20)
     assert cfg.model.bound is None and cfg.run.out == "runs/123"
@@ -24,8 +33,14 @@ def test_overrides_parse_by_field_type():
         ("optim.lr=fast", r"optim.lr must be float or none, got 'fast'"),
         ("optim.batch_size=1.5", "optim.batch_size must be int"),
         ("run.seed=true", "run.seed must be int"),
-        ("data.variant=RST", r"data.variant must be one of \['R', 'RTS', 'P', 'E', 'TC', 'plain', 'addition', '3D'\].*'RTS'"),
-        ("optim.schedule=fast", r"optim.schedule must be one of \[.*'cpu'.*'demo'.*'paper'.*\]"),  # + experiments' presets
+        (
+            "data.variant=RST",
+            r"data.variant must be one of \['R', 'RTS', 'P', 'E', 'TC', 'plain', 'addition', '3D'\].*'RTS'",
+        ),
+        (
+            "optim.schedule=fast",
+            r"optim.schedule must be one of \[.*'cpu'.*'demo'.*'paper'.*\]",
+        ),  # + experiments' presets
         ("optim.optimizer=adma", "Did you mean 'adam'"),
         ("optim.lr=-1", "optim.lr must be > 0"),
         ("run.device=gpu", "run.device must be one of"),
@@ -64,8 +79,18 @@ def test_config_is_frozen():
 
 
 def test_toml_round_trip(tmp_path):
-    cfg = resolve(apply_overrides(TrainConfig(), ["model.transform=tps", "optim.lr_steps=[5]", "optim.decay=step",
-                                                  "optim.iterations=10", "model.channels=[8, 8]"]))  # fmt: skip
+    cfg = resolve(
+        apply_overrides(
+            TrainConfig(),
+            [
+                "model.transform=tps",
+                "optim.lr_steps=[5]",
+                "optim.decay=step",
+                "optim.iterations=10",
+                "model.channels=[8, 8]",
+            ],
+        )
+    )
     path = tmp_path / "c.toml"
     path.write_text(to_toml(cfg, header="hello"))
     assert load_config(path) == cfg

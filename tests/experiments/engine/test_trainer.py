@@ -93,8 +93,10 @@ def test_progress_lines_without_tqdm(tmp_path, monkeypatch, capsys):
 
 
 def test_time_clock_schedule_ends_on_time(tmp_path):
-    cfg = toy_config(optim={"iterations": 20, "clock": "time", "decay": "linear", "warmup": 2},
-                     run={"time_limit": 0.02, "log_every": 1})  # fmt: skip
+    cfg = toy_config(
+        optim={"iterations": 20, "clock": "time", "decay": "linear", "warmup": 2},
+        run={"time_limit": 0.02, "log_every": 1},
+    )
     result = fit(cfg, tmp_path / "run", progress=False, datasets=toy_datasets())
     assert result["completed"]  # by time, a run is complete when its minutes are used
     rows = [r for r in csv.DictReader(open(tmp_path / "run" / "metrics.csv", newline="")) if r["phase"] == "train"]

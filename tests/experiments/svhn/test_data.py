@@ -112,8 +112,15 @@ def _bright_centre_dark_border(images: torch.Tensor, inner: float) -> None:
     core = images[:, 0, int(lo) + 4 : int(hi) - 4, int(lo) + 4 : int(hi) - 4].float()  # red: the union of the boxes
     assert core.min() > 200, "the digit boxes should fill the middle of the crop"
     a, b = int(lo) - 4, int(hi) + 4
-    border = torch.cat([images[..., :a].flatten(1), images[..., b:].flatten(1), images[..., :a, :].flatten(1),
-                        images[..., b:, :].flatten(1)], 1).float()  # fmt: skip
+    border = torch.cat(
+        [
+            images[..., :a].flatten(1),
+            images[..., b:].flatten(1),
+            images[..., :a, :].flatten(1),
+            images[..., b:, :].flatten(1),
+        ],
+        1,
+    ).float()
     assert border.max() < 60, "outside the enlarged box the crop should be background"
 
 

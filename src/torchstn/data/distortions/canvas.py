@@ -81,7 +81,6 @@ class TranslateClutter(Distortion):
         (torch.Size([4, 6]), torch.Size([4, 1, 60, 60]))
     """
 
-
     def __init__(
         self,
         canvas: int = 60,
@@ -105,8 +104,14 @@ class TranslateClutter(Distortion):
         self._family = get_transform("affine")
 
     def options(self):
-        return {"canvas": self.canvas, "n_clutter": self.n_clutter, "clutter_size": self.clutter_size,
-                "placement": self.placement, "subpixel": self.subpixel, "combine": self.combine}  # fmt: skip
+        return {
+            "canvas": self.canvas,
+            "n_clutter": self.n_clutter,
+            "clutter_size": self.clutter_size,
+            "placement": self.placement,
+            "subpixel": self.subpixel,
+            "combine": self.combine,
+        }
 
     def _centres(self, generator, n: int) -> torch.Tensor:
         S, half = self.canvas, DIGIT / 2
@@ -235,8 +240,13 @@ class Extrude3D(Distortion):
         self._family = get_transform("affine3d")
 
     def options(self):
-        return {"canvas": self.canvas, "depth": self.depth, "rotate": self.rotate, "max_angle": self.max_angle,
-                "placement": self.placement}  # fmt: skip
+        return {
+            "canvas": self.canvas,
+            "depth": self.depth,
+            "rotate": self.rotate,
+            "max_angle": self.max_angle,
+            "placement": self.placement,
+        }
 
     def sample_params(self, generator, n):
         n = self.check_n(n)
@@ -271,4 +281,3 @@ class Extrude3D(Distortion):
             sl = slice(start, start + self.chunk)
             out[sl] = warp(volume[sl], self._family, theta[sl], self.out_size, compute_dtype)
         return out
-

@@ -228,9 +228,7 @@ class Distortion:
         if params is not None:
             for key, value in params.items():
                 if value.shape[0] != images.shape[0]:
-                    raise ShapeError(
-                        f"params[{key!r}] holds {value.shape[0]} distortions for {images.shape[0]} images"
-                    )
+                    raise ShapeError(f"params[{key!r}] holds {value.shape[0]} distortions for {images.shape[0]} images")
         return images
 
     def check_placement(self, placement: str) -> str:

@@ -45,7 +45,6 @@ class Plain(Distortion):
         True
     """
 
-
     def sample_params(self, generator, n):
         self.check_n(n)
         return {}
@@ -76,7 +75,6 @@ class RotateTranslateScale(Distortion):
         (['angle', 'centre', 'scale'], torch.Size([3, 1, 42, 42]))
     """
 
-
     def __init__(
         self,
         max_angle: float = 45.0,
@@ -92,8 +90,12 @@ class RotateTranslateScale(Distortion):
         self._family = get_transform("affine")
 
     def options(self):
-        return {"max_angle": self.max_angle, "scale_range": self.scale_range, "canvas": self.canvas,
-                "placement": self.placement}  # fmt: skip
+        return {
+            "max_angle": self.max_angle,
+            "scale_range": self.scale_range,
+            "canvas": self.canvas,
+            "placement": self.placement,
+        }
 
     def sample_params(self, generator, n):
         n = self.check_n(n)
@@ -131,7 +133,6 @@ class Rotate(RotateTranslateScale):
         >>> Rotate()(torch.rand(2, 1, 28, 28), torch.Generator().manual_seed(0)).shape
         torch.Size([2, 1, 28, 28])
     """
-
 
     def __init__(self, max_angle: float = 90.0, canvas: int = 28, placement: str = "centred"):
         super().__init__(max_angle, (1.0, 1.0), canvas, placement)
@@ -245,7 +246,6 @@ class Elastic(Distortion):
         >>> params["shift"].shape, e.apply(torch.rand(2, 1, 28, 28), params).shape
         (torch.Size([2, 16, 2]), torch.Size([2, 1, 28, 28]))
     """
-
 
     def __init__(self, sigma: float = 1.5, grid_size: int = 4):
         self.sigma = check_positive("sigma", sigma)

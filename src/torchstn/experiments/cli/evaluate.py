@@ -20,8 +20,12 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     parser = parser or argparse.ArgumentParser(prog="torchstn eval", description=__doc__)
     parser.add_argument("checkpoint", help="a checkpoint file or a run directory")
     parser.add_argument("--data", help="evaluate on this tensor file (.npz) instead of the variant's test set")
-    parser.add_argument("--batch-size", type=positive_int, default=500,
-                        help="images per forward pass (default 500; the result does not depend on it)")
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=500,
+        help="images per forward pass (default 500; the result does not depend on it)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--threads", type=positive_int, help="CPU threads (default: torch's)")
     return parser

@@ -28,10 +28,19 @@ def _table_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3, as the paper)")
     parser.add_argument("--only", default="", help="comma-separated cells or globs, e.g. RTS/st_cnn_affine,R/*")
     parser.add_argument("--runs", help="where the run directories go (default runs/<experiment>)")
-    parser.add_argument("--out", help="where the table goes (default: beside the runs; this project's docs tables: "
-                                      "--out docs/results from the repository root)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override for every run, e.g. --set run.threads=2 --set optim.iterations=1000")
+    parser.add_argument(
+        "--out",
+        help="where the table goes (default: beside the runs; this project's docs tables: "
+        "--out docs/results from the repository root)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every run, e.g. --set run.threads=2 --set optim.iterations=1000",
+    )
     parser.add_argument("--list", action="store_true", help="list the cells and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=_run_table)
@@ -45,8 +54,11 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     for name in EXPERIMENTS:
         title = EXPERIMENTS.get(name).title
         _table_options(sub.add_parser(name, help=title, description=f"{title}: train every cell, write the table"))
-    p = sub.add_parser("colocalisation", help="co-localisation (Appendix A.2): triplet loss, IoU > 0.5 rates",
-                       description=plain_text(colocalisation.__doc__))  # fmt: skip
+    p = sub.add_parser(
+        "colocalisation",
+        help="co-localisation (Appendix A.2): triplet loss, IoU > 0.5 rates",
+        description=plain_text(colocalisation.__doc__),
+    )
     colocalisation.get_args_parser(p)
     p.set_defaults(run=colocalisation.main)
     return parser
@@ -62,8 +74,16 @@ def _run_table(args: argparse.Namespace) -> int:
             paper = "-" if cell.paper is None else f"{cell.paper:.1f}"
             print(f"{cell.name:{width}s}  {spec.config_name(cell):{width + len(spec.name) + 1}s}  paper {paper}")
         return 0
-    reproduce(args.experiment, schedule=args.schedule, seeds=args.seeds, only=only, out=args.out, runs=args.runs,
-              overrides=args.overrides, progress=not args.quiet)
+    reproduce(
+        args.experiment,
+        schedule=args.schedule,
+        seeds=args.seeds,
+        only=only,
+        out=args.out,
+        runs=args.runs,
+        overrides=args.overrides,
+        progress=not args.quiet,
+    )
     return 0
 
 

@@ -49,17 +49,38 @@ from torchstn.experiments.engine.schedules import SCHEDULES as PRESETS
 from torchstn.experiments.engine.signals import TrainingInterrupted
 from torchstn.experiments.engine.trainer import fit
 
-__all__ = ["SCHEDULES", "CUBTask", "get_args_parser", "main", "run", "train", "train_config", "evaluate", "show",
-           "draw_part_boxes", "model_from_checkpoint"]
+__all__ = [
+    "SCHEDULES",
+    "CUBTask",
+    "get_args_parser",
+    "main",
+    "run",
+    "train",
+    "train_config",
+    "evaluate",
+    "show",
+    "draw_part_boxes",
+    "model_from_checkpoint",
+]
 
 #: The ``--schedule`` names of ``torchstn cub train`` and the engine presets they stand for.
 SCHEDULES = {"paper": "cub_paper", "smoke": "cub_smoke"}
 
 
-def train_config(root: str | os.PathLike[str], *, model: str = "cub_st_cnn", size: int = 448,
-                 schedule: str = "paper", overrides: Sequence[str] = (), model_options: Mapping[str, Any] | None = None,
-                 exclude: str | os.PathLike[str] | Sequence[int] | None = None, seed: int = 0, workers: int = 4,
-                 eval_every: int = 0, device: str = "cpu") -> TrainConfig:  # fmt: skip
+def train_config(
+    root: str | os.PathLike[str],
+    *,
+    model: str = "cub_st_cnn",
+    size: int = 448,
+    schedule: str = "paper",
+    overrides: Sequence[str] = (),
+    model_options: Mapping[str, Any] | None = None,
+    exclude: str | os.PathLike[str] | Sequence[int] | None = None,
+    seed: int = 0,
+    workers: int = 4,
+    eval_every: int = 0,
+    device: str = "cpu",
+) -> TrainConfig:
     """The engine config of a CUB run, as :func:`train` and ``torchstn cub train`` make it.
 
     Args:
@@ -87,10 +108,21 @@ def train_config(root: str | os.PathLike[str], *, model: str = "cub_st_cnn", siz
     if exclude is not None:
         task["exclude"] = list(read_cub(root, exclude).excluded)
     preset = SCHEDULES.get(schedule, schedule)
-    run = {"seed": seed, "device": device, "eval_every": eval_every,
-           "eval_batch_size": PRESETS.get(preset)["batch_size"] if preset in PRESETS else 32}  # fmt: skip
-    cfg = from_dict({"model": {"name": model}, "data": {"variant": "cub", "root": str(root)},
-                     "optim": {"schedule": preset}, "run": run, "task": task})  # fmt: skip
+    run = {
+        "seed": seed,
+        "device": device,
+        "eval_every": eval_every,
+        "eval_batch_size": PRESETS.get(preset)["batch_size"] if preset in PRESETS else 32,
+    }
+    cfg = from_dict(
+        {
+            "model": {"name": model},
+            "data": {"variant": "cub", "root": str(root)},
+            "optim": {"schedule": preset},
+            "run": run,
+            "task": task,
+        }
+    )
     return apply_overrides(cfg, [_engine_spelling(item) for item in overrides])
 
 
@@ -112,11 +144,25 @@ def _engine_spelling(item: str) -> str:
     return new
 
 
-def train(root: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, model: str = "cub_st_cnn",
-          size: int = 448, schedule: str = "paper", overrides: Sequence[str] = (),
-          model_options: Mapping[str, Any] | None = None, exclude: str | os.PathLike[str] | Sequence[int] | None = None,
-          seed: int = 0, workers: int = 4, eval_every: int = 0, resume: bool = False, overwrite: bool = False,
-          device: str = "cpu", log: Any = print, command: str | None = None) -> dict:  # fmt: skip
+def train(
+    root: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    model: str = "cub_st_cnn",
+    size: int = 448,
+    schedule: str = "paper",
+    overrides: Sequence[str] = (),
+    model_options: Mapping[str, Any] | None = None,
+    exclude: str | os.PathLike[str] | Sequence[int] | None = None,
+    seed: int = 0,
+    workers: int = 4,
+    eval_every: int = 0,
+    resume: bool = False,
+    overwrite: bool = False,
+    device: str = "cpu",
+    log: Any = print,
+    command: str | None = None,
+) -> dict:
     """Train a CUB model with :func:`~torchstn.experiments.engine.trainer.fit`; returns the result (also
     ``out_dir/result.json``: ``test_accuracy``, ``test_error`` %, ``test_loss``, ...).
 
@@ -129,15 +175,32 @@ def train(root: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, mode
         DataError: a bad CUB folder (the missing file is named).
         TrainingInterrupted: SIGINT / SIGTERM stopped it at an iteration boundary, checkpointed.
     """
-    cfg = train_config(root, model=model, size=size, schedule=schedule, overrides=overrides,
-                       model_options=model_options, exclude=exclude, seed=seed, workers=workers, eval_every=eval_every,
-                       device=device)  # fmt: skip
-    return fit(cfg, Path(out_dir), resume="auto" if resume else False, overwrite=overwrite, progress=log is not None,
-               command=command)  # fmt: skip
+    cfg = train_config(
+        root,
+        model=model,
+        size=size,
+        schedule=schedule,
+        overrides=overrides,
+        model_options=model_options,
+        exclude=exclude,
+        seed=seed,
+        workers=workers,
+        eval_every=eval_every,
+        device=device,
+    )
+    return fit(
+        cfg,
+        Path(out_dir),
+        resume="auto" if resume else False,
+        overwrite=overwrite,
+        progress=log is not None,
+        command=command,
+    )
 
 
-def _saved_run(checkpoint: str | os.PathLike[str], root: str | os.PathLike[str] | None, device: torch.device,
-               **options: Any) -> tuple[CUBTask, torch.nn.Module, dict]:  # fmt: skip
+def _saved_run(
+    checkpoint: str | os.PathLike[str], root: str | os.PathLike[str] | None, device: torch.device, **options: Any
+) -> tuple[CUBTask, torch.nn.Module, dict]:
     """The task (``data.root`` replaced by ``root`` if given, ``[task]`` options by ``options``), the model (eval
     mode, on ``device``) and the checkpoint of a ``cub`` run."""
     cfg, model, payload = load_run(checkpoint, device)
@@ -159,25 +222,47 @@ def model_from_checkpoint(path: str | os.PathLike[str], device: str = "cpu") -> 
     """
     task, model, payload = _saved_run(path, None, parse_device(device))
     cfg, o = task.cfg, task.options
-    meta = {"model": cfg.model.name, "in_shape": list(payload["in_shape"]), "num_classes": payload["num_classes"],
-            "size": o.size, "root": cfg.data.root, "exclude": o.exclude, "seed": cfg.run.seed,
-            "step": payload.get("step"), "config": to_dict(cfg)}  # fmt: skip
+    meta = {
+        "model": cfg.model.name,
+        "in_shape": list(payload["in_shape"]),
+        "num_classes": payload["num_classes"],
+        "size": o.size,
+        "root": cfg.data.root,
+        "exclude": o.exclude,
+        "seed": cfg.run.seed,
+        "step": payload.get("step"),
+        "config": to_dict(cfg),
+    }
     return model, meta
 
 
-def evaluate(checkpoint: str | os.PathLike[str], root: str | os.PathLike[str] | None = None, split: str = "test", *,
-             batch_size: int = 32, workers: int = 4, device: str = "cpu") -> dict:  # fmt: skip
+def evaluate(
+    checkpoint: str | os.PathLike[str],
+    root: str | os.PathLike[str] | None = None,
+    split: str = "test",
+    *,
+    batch_size: int = 32,
+    workers: int = 4,
+    device: str = "cpu",
+) -> dict:
     """Top-1 ``accuracy`` (a fraction), ``error`` (%), ``loss`` and ``n`` of a checkpoint on ``split`` (central
     crops; ``root`` defaults to the folder it was trained on, with the same exclusions)."""
     dev = parse_device(device)
     task, model, _ = _saved_run(checkpoint, root, dev, workers=workers)
-    res = task.evaluate(model, task.dataset(split, augment=False), batch_size=batch_size, device=dev, limit=0,
-                        amp="off")  # fmt: skip
+    res = task.evaluate(
+        model, task.dataset(split, augment=False), batch_size=batch_size, device=dev, limit=0, amp="off"
+    )
     return {"checkpoint": str(checkpoint), "split": split, **(res or {})}  # None only when a should_stop said so
 
 
-def draw_part_boxes(images: torch.Tensor, boxes: torch.Tensor, out: str | os.PathLike[str], *,
-                    truth: torch.Tensor | None = None, columns: int = 4) -> Path:  # fmt: skip
+def draw_part_boxes(
+    images: torch.Tensor,
+    boxes: torch.Tensor,
+    out: str | os.PathLike[str],
+    *,
+    truth: torch.Tensor | None = None,
+    columns: int = 4,
+) -> Path:
     """Draw each image ``(B, 3, H, W)`` in [0, 1] with its part windows ``boxes (B, N, 4)`` (normalised
     ``(x1, y1, x2, y2)``, one colour per part) and, if given, the bird's box ``truth (B, 4)`` in pixels (white),
     tiled ``columns`` wide, to a PNG. Needs pillow.
@@ -214,8 +299,15 @@ def draw_part_boxes(images: torch.Tensor, boxes: torch.Tensor, out: str | os.Pat
     return out
 
 
-def show(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], root: str | os.PathLike[str] | None = None,
-         *, split: str = "test", n: int = 8, device: str = "cpu") -> Path:  # fmt: skip
+def show(
+    checkpoint: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    root: str | os.PathLike[str] | None = None,
+    *,
+    split: str = "test",
+    n: int = 8,
+    device: str = "cpu",
+) -> Path:
     """Draw the windows each transformer of a ``cub_st_cnn`` checkpoint picks on the first ``n`` images of
     ``split`` (the bird's box in white) to the PNG ``out``.
 
@@ -241,8 +333,12 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     t = sub.add_parser("train", help="train a CUB model")
     t.add_argument("--root", required=True, help="the CUB_200_2011 folder")
     t.add_argument("--out", required=True, help="run folder (config.toml, last.pt, metrics.csv, result.json)")
-    t.add_argument("--model", default="cub_st_cnn", choices=CUB_MODELS,
-                   help="the backbone alone or with parallel spatial transformers (default cub_st_cnn)")
+    t.add_argument(
+        "--model",
+        default="cub_st_cnn",
+        choices=CUB_MODELS,
+        help="the backbone alone or with parallel spatial transformers (default cub_st_cnn)",
+    )
     t.add_argument("--size", type=int, default=448, help="input side (448; 224 for the CNN baseline)")
     t.add_argument("--num-parts", type=int, default=2, help="parallel transformers (2 or 4)")
     t.add_argument("--part-size", type=int, default=224, help="side of each transformer's output (default 224)")
@@ -252,14 +348,22 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     t.add_argument("--weights", default=None, help="state dict of the pretrained backbone")
     t.add_argument("--allow-random-init", action="store_true", help="train a pretrained backbone from scratch")
     t.add_argument("--exclude", default=None, help="file of image ids / names to leave out (ImageNet overlap)")
-    t.add_argument("--schedule", default="paper", choices=sorted(SCHEDULES),
-                   help="paper (30k iterations, default) or smoke (10 iterations: does the pipeline run)")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. optim.lr=0.01, task.scale=0.4, run.log_every=10")
+    t.add_argument(
+        "--schedule",
+        default="paper",
+        choices=sorted(SCHEDULES),
+        help="paper (30k iterations, default) or smoke (10 iterations: does the pipeline run)",
+    )
+    t.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. optim.lr=0.01, task.scale=0.4, run.log_every=10",
+    )
     t.add_argument("--seed", type=int, default=0, help="seed of the weights, batch order and crops (default 0)")
     t.add_argument("--workers", type=int, default=4, help="threads decoding each batch's images (default 4)")
-    t.add_argument("--eval-every", type=int, default=0,
-                   help="evaluate every N iterations (default 0: at the end only)")
+    t.add_argument("--eval-every", type=int, default=0, help="evaluate every N iterations (default 0: at the end only)")
     t.add_argument("--resume", action="store_true", help="continue the run in OUT exactly where it stopped")
     t.add_argument("--overwrite", action="store_true", help="delete the run OUT holds and start afresh")
     t.add_argument("--amp", default=None, help="mixed precision: off, bf16 or fp16 (CUDA only) (run.amp)")
@@ -282,16 +386,32 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
 
 def _train_command(args: argparse.Namespace) -> int:
     """``torchstn cub train``: print the result as JSON (rank 0), or after a signal the way to go on."""
-    options: dict[str, Any] = {"backbone": args.backbone, "weights": args.weights,
-                               "allow_random_init": args.allow_random_init}  # fmt: skip
+    options: dict[str, Any] = {
+        "backbone": args.backbone,
+        "weights": args.weights,
+        "allow_random_init": args.allow_random_init,
+    }
     if args.model == "cub_st_cnn":
         options.update(num_parts=args.num_parts, part_size=args.part_size, scale=args.scale, loc_size=args.loc_size)
     overrides = list(args.set) + ([f"run.amp={args.amp}"] if args.amp is not None else [])
     try:
-        result = train(args.root, args.out, model=args.model, size=args.size, schedule=args.schedule,
-                       overrides=overrides, model_options=options, exclude=args.exclude, seed=args.seed,
-                       workers=args.workers, eval_every=args.eval_every, resume=args.resume, overwrite=args.overwrite,
-                       device=args.device, log=None if args.quiet else print)  # fmt: skip
+        result = train(
+            args.root,
+            args.out,
+            model=args.model,
+            size=args.size,
+            schedule=args.schedule,
+            overrides=overrides,
+            model_options=options,
+            exclude=args.exclude,
+            seed=args.seed,
+            workers=args.workers,
+            eval_every=args.eval_every,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            device=args.device,
+            log=None if args.quiet else print,
+        )
     except TrainingInterrupted as e:
         if distributed.is_main():
             go_on = "continue with the same command and --resume" if e.saved else "nothing to resume"

@@ -31,8 +31,16 @@ import torch
 from torchstn._checks import look_up_option
 from torchstn.errors import DataError, OptionError
 
-__all__ = ["CUBIndex", "read_cub", "read_exclusion_list", "CUBDataset", "crop_params", "IMAGENET_MEAN",
-           "IMAGENET_STD", "CUB_FILES"]
+__all__ = [
+    "CUBIndex",
+    "read_cub",
+    "read_exclusion_list",
+    "CUBDataset",
+    "crop_params",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CUB_FILES",
+]
 
 CUB_FILES = ("images.txt", "train_test_split.txt", "image_class_labels.txt", "bounding_boxes.txt", "classes.txt")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -146,8 +154,11 @@ def read_cub(root: str | os.PathLike[str], exclude: str | os.PathLike[str] | Ite
     labels = _table(root / "image_class_labels.txt", 2, "i")
     boxes = _table(root / "bounding_boxes.txt", 5, "ffff")
     classes = _table(root / "classes.txt", 2, "s")
-    for name, table in (("train_test_split.txt", split), ("image_class_labels.txt", labels),
-                        ("bounding_boxes.txt", boxes)):  # fmt: skip
+    for name, table in (
+        ("train_test_split.txt", split),
+        ("image_class_labels.txt", labels),
+        ("bounding_boxes.txt", boxes),
+    ):
         if set(table) != set(images):
             diff = sorted(set(images) ^ set(table))
             raise DataError(f"{root / name}: image ids differ from images.txt (e.g. {diff[:5]})")
@@ -160,9 +171,15 @@ def read_cub(root: str | os.PathLike[str], exclude: str | os.PathLike[str] | Ite
     missing = [images[i][0] for i in ids if not (root / "images" / images[i][0]).is_file()]
     if missing:
         raise DataError(f"{root / 'images'}: {len(missing)} image files missing, e.g. {missing[:3]}")
-    index = CUBIndex(root, tuple(ids), tuple(images[i][0] for i in ids), tuple(labels[i][0] - 1 for i in ids),
-                     tuple(split[i][0] == 1 for i in ids), tuple(boxes[i] for i in ids),
-                     tuple(classes[c][0] for c in sorted(classes)))  # fmt: skip
+    index = CUBIndex(
+        root,
+        tuple(ids),
+        tuple(images[i][0] for i in ids),
+        tuple(labels[i][0] - 1 for i in ids),
+        tuple(split[i][0] == 1 for i in ids),
+        tuple(boxes[i] for i in ids),
+        tuple(classes[c][0] for c in sorted(classes)),
+    )
     if exclude is None:
         return index
     if isinstance(exclude, (str, os.PathLike)):
@@ -172,10 +189,15 @@ def read_cub(root: str | os.PathLike[str], exclude: str | os.PathLike[str] | Ite
         if drop - set(ids):
             raise DataError(f"exclude names ids not in {root / 'images.txt'}: {sorted(drop - set(ids))[:5]}")
     keep = [k for k, i in enumerate(ids) if i not in drop]
-    return dataclasses.replace(index, excluded=tuple(sorted(drop)), image_ids=tuple(index.image_ids[k] for k in keep),
-                               paths=tuple(index.paths[k] for k in keep), labels=tuple(index.labels[k] for k in keep),
-                               is_train=tuple(index.is_train[k] for k in keep),
-                               boxes=tuple(index.boxes[k] for k in keep))  # fmt: skip
+    return dataclasses.replace(
+        index,
+        excluded=tuple(sorted(drop)),
+        image_ids=tuple(index.image_ids[k] for k in keep),
+        paths=tuple(index.paths[k] for k in keep),
+        labels=tuple(index.labels[k] for k in keep),
+        is_train=tuple(index.is_train[k] for k in keep),
+        boxes=tuple(index.boxes[k] for k in keep),
+    )
 
 
 def crop_params(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -216,10 +238,20 @@ class CUBDataset(torch.utils.data.Dataset):
         torchstn.errors.DataError: /no/such/CUB_200_2011: no such folder (unpack CUB_200_2011.tgz and pass ...
     """
 
-    def __init__(self, root: str | os.PathLike[str] | CUBIndex, split: str = "train", *, size: int = 448,
-                 resize: int | None = None, augment: bool | None = None,
-                 exclude: str | os.PathLike[str] | Iterable[int] | None = None, return_box: bool = False,
-                 normalize: bool = True, generator: torch.Generator | None = None, workers: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | CUBIndex,
+        split: str = "train",
+        *,
+        size: int = 448,
+        resize: int | None = None,
+        augment: bool | None = None,
+        exclude: str | os.PathLike[str] | Iterable[int] | None = None,
+        return_box: bool = False,
+        normalize: bool = True,
+        generator: torch.Generator | None = None,
+        workers: int = 0,
+    ):
         self.index = root if isinstance(root, CUBIndex) else read_cub(root, exclude)
         self.items = self.index.indices(split)
         self.size = int(size)
@@ -241,8 +273,9 @@ class CUBDataset(torch.utils.data.Dataset):
         try:
             from PIL import Image
         except ImportError:
-            raise ImportError("reading CUB images needs pillow: pip install pillow "
-                              "(or 'torchstn[experiments]')") from None
+            raise ImportError(
+                "reading CUB images needs pillow: pip install pillow (or 'torchstn[experiments]')"
+            ) from None
         path = self.index.root / "images" / self.index.paths[k]
         try:
             with Image.open(path) as im:

@@ -54,9 +54,21 @@ from torchstn.nn import SpatialTransformer, param_groups
 from torchstn.points import transform_boxes
 from torchstn.transforms import FixedScaleTranslation
 
-__all__ = ["register_backbone", "build_backbone", "list_backbones", "tiny_backbone", "FixedScaleTranslation",
-           "tile_centres", "CUBNet", "CUBPartsNet", "cub_cnn", "cub_st_cnn", "cub_param_groups", "CUB_MODELS",
-           "BACKBONES"]
+__all__ = [
+    "register_backbone",
+    "build_backbone",
+    "list_backbones",
+    "tiny_backbone",
+    "FixedScaleTranslation",
+    "tile_centres",
+    "CUBNet",
+    "CUBPartsNet",
+    "cub_cnn",
+    "cub_st_cnn",
+    "cub_param_groups",
+    "CUB_MODELS",
+    "BACKBONES",
+]
 
 CUB_MODELS = ("cub_cnn", "cub_st_cnn")
 Backbone = tuple[nn.Module, int]
@@ -97,8 +109,11 @@ def tiny_backbone(width: int = 16) -> Backbone:
     w = int(width)
     layers: list[nn.Module] = []
     for c_in, c_out in ((3, w), (w, 2 * w), (2 * w, 2 * w)):
-        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out),
-                   nn.ReLU(inplace=True)]  # fmt: skip
+        layers += [
+            nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+        ]
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten()), 2 * w
 
 
@@ -152,8 +167,13 @@ def _load_weights(net: nn.Module, path: str | os.PathLike[str], name: str) -> No
         raise DataError(f"{path}: does not match backbone {name!r}: {len(missing)} missing keys, e.g. {missing[:3]}")
 
 
-def build_backbone(name: str | Callable[..., Backbone], *, weights: str | os.PathLike[str] | None = None,
-                   allow_random_init: bool = False, **options) -> Backbone:  # fmt: skip
+def build_backbone(
+    name: str | Callable[..., Backbone],
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    allow_random_init: bool = False,
+    **options,
+) -> Backbone:
     """``(module, feature_dim)`` of a backbone; ``options`` go to its factory.
 
     Raises:
@@ -179,9 +199,11 @@ def build_backbone(name: str | Callable[..., Backbone], *, weights: str | os.Pat
     if weights is not None:
         _load_weights(net, weights, label)
     elif pretrained:
-        msg = (f"backbone {label!r} is meant to start from ImageNet weights, and torchstn downloads none: pass "
-               "weights=PATH (a state dict saved with torch.save(model.state_dict(), PATH) where the library can "
-               "fetch them)")
+        msg = (
+            f"backbone {label!r} is meant to start from ImageNet weights, and torchstn downloads none: pass "
+            "weights=PATH (a state dict saved with torch.save(model.state_dict(), PATH) where the library can "
+            "fetch them)"
+        )
         if not allow_random_init:
             raise ConfigError(msg + ", or allow_random_init=True to train from scratch (far from the paper's numbers)")
         warnings.warn(f"{msg}; training it from RANDOM initialisation as allow_random_init=True asks", stacklevel=2)
@@ -225,8 +247,17 @@ class CUBPartsNet(nn.Module):
     ``forward(x (B, 3, H, W)) -> logits (B, K)``; :meth:`part_boxes` gives the windows each transformer picks.
     """
 
-    def __init__(self, localisation: nn.Module, transformers: Sequence[SpatialTransformer], parts: Sequence[nn.Module],
-                 classifier: nn.Linear, *, loc_size: int | None, dropout: float, arch: dict | None = None):  # fmt: skip
+    def __init__(
+        self,
+        localisation: nn.Module,
+        transformers: Sequence[SpatialTransformer],
+        parts: Sequence[nn.Module],
+        classifier: nn.Linear,
+        *,
+        loc_size: int | None,
+        dropout: float,
+        arch: dict | None = None,
+    ):
         super().__init__()
         self.localisation = localisation
         self.sts = nn.ModuleList(transformers)
@@ -243,8 +274,9 @@ class CUBPartsNet(nn.Module):
     def localisation_features(self, x: torch.Tensor) -> torch.Tensor:
         """The shared localisation features ``(B, D)`` of images ``(B, 3, H, W)`` (resized to ``loc_size``)."""
         if self.loc_size is not None and tuple(x.shape[-2:]) != (self.loc_size, self.loc_size):
-            x = F.interpolate(x, size=(self.loc_size, self.loc_size), mode="bilinear", align_corners=False,
-                              antialias=True)  # fmt: skip
+            x = F.interpolate(
+                x, size=(self.loc_size, self.loc_size), mode="bilinear", align_corners=False, antialias=True
+            )
         return self.localisation(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -259,31 +291,54 @@ class CUBPartsNet(nn.Module):
         """The windows ``(B, N, 4)`` as normalised ``(x1, y1, x2, y2)`` in the input (``-1``/``1``: its edges)."""
         feats = self.localisation_features(x)
         whole = torch.tensor([[[-1.0, -1.0, 1.0, 1.0]]], dtype=x.dtype, device=x.device).expand(x.shape[0], 1, 4)
-        return torch.cat([transform_boxes(st.family, st.predict_theta(feats), whole) for st in self.transformers], dim=1)
+        return torch.cat(
+            [transform_boxes(st.family, st.predict_theta(feats), whole) for st in self.transformers], dim=1
+        )
 
 
 @register_model("cub_cnn")
-def cub_cnn(in_shape: Sequence[int] = (3, 224, 224), num_classes: int = 200, *, backbone: str = "tiny",
-            weights: str | None = None, allow_random_init: bool = False, dropout: float = 0.7,
-            backbone_options: dict | None = None) -> CUBNet:  # fmt: skip
+def cub_cnn(
+    in_shape: Sequence[int] = (3, 224, 224),
+    num_classes: int = 200,
+    *,
+    backbone: str = "tiny",
+    weights: str | None = None,
+    allow_random_init: bool = False,
+    dropout: float = 0.7,
+    backbone_options: dict | None = None,
+) -> CUBNet:
     """The CNN baseline: a backbone on the whole image, dropout, a linear classifier (Table 3 row "CNN", 224px).
 
     Example:
         >>> cub_cnn((3, 32, 32), 3)(torch.rand(2, 3, 32, 32)).shape
         torch.Size([2, 3])
     """
-    net, dim = build_backbone(backbone, weights=weights, allow_random_init=allow_random_init,
-                              **(backbone_options or {}))  # fmt: skip
+    net, dim = build_backbone(
+        backbone, weights=weights, allow_random_init=allow_random_init, **(backbone_options or {})
+    )
     arch = {"name": "cub_cnn", "backbone": str(backbone), "dropout": float(dropout)}
     return CUBNet(net, dim, num_classes, dropout, arch)
 
 
 @register_model("cub_st_cnn")
-def cub_st_cnn(in_shape: Sequence[int] = (3, 448, 448), num_classes: int = 200, *, num_parts: int = 2,
-               scale: float = 0.5, part_size: int = 224, loc_size: int | None = 224, backbone: str = "tiny",
-               weights: str | None = None, loc_backbone: str | None = None, loc_weights: str | None = None,
-               allow_random_init: bool = False, dropout: float = 0.7, share_parts: bool = False,
-               mode: str = "bilinear", backbone_options: dict | None = None) -> CUBPartsNet:  # fmt: skip
+def cub_st_cnn(
+    in_shape: Sequence[int] = (3, 448, 448),
+    num_classes: int = 200,
+    *,
+    num_parts: int = 2,
+    scale: float = 0.5,
+    part_size: int = 224,
+    loc_size: int | None = 224,
+    backbone: str = "tiny",
+    weights: str | None = None,
+    loc_backbone: str | None = None,
+    loc_weights: str | None = None,
+    allow_random_init: bool = False,
+    dropout: float = 0.7,
+    share_parts: bool = False,
+    mode: str = "bilinear",
+    backbone_options: dict | None = None,
+) -> CUBPartsNet:
     """N x ST-CNN (``num_parts`` 2 or 4 in the paper): see the module docstring. ``loc_backbone`` / ``loc_weights``
     default to ``backbone`` / ``weights``; ``loc_size=None`` runs the localisation net on the full input.
 
@@ -298,16 +353,36 @@ def cub_st_cnn(in_shape: Sequence[int] = (3, 448, 448), num_classes: int = 200, 
     loc_name = backbone if loc_backbone is None else loc_backbone
     loc_w = weights if loc_backbone is None and loc_weights is None else loc_weights
     loc_net, loc_dim = build_backbone(loc_name, weights=loc_w, allow_random_init=allow_random_init, **opts)
-    sts = [SpatialTransformer(nn.Identity(), FixedScaleTranslation(scale, c), out_size=part_size, in_features=loc_dim,
-                              mode=mode) for c in tile_centres(num_parts, scale)]  # fmt: skip
+    sts = [
+        SpatialTransformer(
+            nn.Identity(), FixedScaleTranslation(scale, c), out_size=part_size, in_features=loc_dim, mode=mode
+        )
+        for c in tile_centres(num_parts, scale)
+    ]
     n_nets = 1 if share_parts else num_parts
-    built = [build_backbone(backbone, weights=weights, allow_random_init=allow_random_init, **opts)
-             for _ in range(n_nets)]  # fmt: skip
+    built = [
+        build_backbone(backbone, weights=weights, allow_random_init=allow_random_init, **opts) for _ in range(n_nets)
+    ]
     dim = built[0][1]
-    arch = {"name": "cub_st_cnn", "num_parts": num_parts, "scale": float(scale), "part_size": part_size,
-            "loc_size": loc_size, "backbone": str(backbone), "loc_backbone": str(loc_name), "dropout": float(dropout)}
-    return CUBPartsNet(loc_net, sts, [b[0] for b in built], nn.Linear(num_parts * dim, num_classes),
-                       loc_size=loc_size, dropout=dropout, arch=arch)
+    arch = {
+        "name": "cub_st_cnn",
+        "num_parts": num_parts,
+        "scale": float(scale),
+        "part_size": part_size,
+        "loc_size": loc_size,
+        "backbone": str(backbone),
+        "loc_backbone": str(loc_name),
+        "dropout": float(dropout),
+    }
+    return CUBPartsNet(
+        loc_net,
+        sts,
+        [b[0] for b in built],
+        nn.Linear(num_parts * dim, num_classes),
+        loc_size=loc_size,
+        dropout=dropout,
+        arch=arch,
+    )
 
 
 def cub_param_groups(model: nn.Module, lr: float, loc_lr_mult: float, **options) -> list[dict]:

@@ -42,9 +42,22 @@ __all__ = ["CUBTask", "CUBOptions", "CUB_PAPER", "CUB_SMOKE"]
 
 #: The paper's schedule [S]: SGD, lr 0.1 x0.1 at 10k / 20k / 25k iterations, localisation lr x1e-4, weight decay 1e-5;
 #: 30k iterations, batch 32 and momentum 0.9 are our choices [?] (``docs/real_images.md``).
-CUB_PAPER = dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-5, batch_size=32, iterations=30_000,
-                 decay="step", lr_steps=(10_000, 20_000, 25_000), gamma=0.1, warmup=0, loc_lr_mult=1e-4,
-                 identity_weight=0.0, grad_clip=0.0, clock="steps")  # fmt: skip
+CUB_PAPER = dict(
+    optimizer="sgd",
+    lr=0.1,
+    momentum=0.9,
+    weight_decay=1e-5,
+    batch_size=32,
+    iterations=30_000,
+    decay="step",
+    lr_steps=(10_000, 20_000, 25_000),
+    gamma=0.1,
+    warmup=0,
+    loc_lr_mult=1e-4,
+    identity_weight=0.0,
+    grad_clip=0.0,
+    clock="steps",
+)
 #: Ten small steps on the CPU: does the pipeline run (no result).
 CUB_SMOKE = dict(CUB_PAPER, lr=0.01, batch_size=4, iterations=10, lr_steps=(8,), loc_lr_mult=1e-2)
 SCHEDULES.register("cub_paper", CUB_PAPER)
@@ -103,10 +116,15 @@ def _problems(cfg: Any) -> list[str]:
     unused += ["model.st_pool"] if m.st_pool else []
     if unused:
         problems.append(f"{', '.join(unused)}: not used by task 'cub' (its model options are in [task])")
-    ranges = [("size", o.size >= 1, ">= 1"), ("workers", o.workers >= 0, ">= 0"),
-              ("num_parts", o.num_parts >= 1, ">= 1"), ("part_size", o.part_size >= 1, ">= 1"),
-              ("scale", 0 < o.scale <= 1, "in (0, 1]"), ("loc_size", o.loc_size >= 0, ">= 0"),
-              ("dropout", 0 <= o.dropout < 1, "in [0, 1)")]  # fmt: skip
+    ranges = [
+        ("size", o.size >= 1, ">= 1"),
+        ("workers", o.workers >= 0, ">= 0"),
+        ("num_parts", o.num_parts >= 1, ">= 1"),
+        ("part_size", o.part_size >= 1, ">= 1"),
+        ("scale", 0 < o.scale <= 1, "in (0, 1]"),
+        ("loc_size", o.loc_size >= 0, ">= 0"),
+        ("dropout", 0 <= o.dropout < 1, "in [0, 1)"),
+    ]
     problems += [f"task.{k} must be {rule}, got {getattr(o, k)!r}" for k, ok, rule in ranges if not ok]
     return problems
 
@@ -140,24 +158,32 @@ class CUBTask(ClassifyTask):
         exclude = self.options.exclude
         return read_cub(self.cfg.data.root, list(exclude) if isinstance(exclude, tuple) else exclude)
 
-    def dataset(self, split: str, *, index: CUBIndex | None = None, augment: bool | None = None,
-                return_box: bool = False) -> CUBDataset:  # fmt: skip
+    def dataset(
+        self, split: str, *, index: CUBIndex | None = None, augment: bool | None = None, return_box: bool = False
+    ) -> CUBDataset:
         """The images of ``split`` (``train``, ``test``, ``all``) at ``task.size``; ``augment`` defaults to
         ``split == "train"``."""
         o = self.options
-        return CUBDataset(index or self.index(), split, size=o.size, augment=augment, return_box=return_box,
-                          workers=o.workers)  # fmt: skip
+        return CUBDataset(
+            index or self.index(), split, size=o.size, augment=augment, return_box=return_box, workers=o.workers
+        )
 
     def datasets(self, *, train: bool = True, test: bool = True) -> tuple[Any, Any]:
         index = self.index()
-        return (self.dataset("train", index=index) if train else None,
-                self.dataset("test", index=index) if test else None)  # fmt: skip
+        return (
+            self.dataset("train", index=index) if train else None,
+            self.dataset("test", index=index) if test else None,
+        )
 
     def model_options(self) -> dict[str, Any]:
         """The builder options of ``model.name`` from the task's options."""
         o = self.options
-        options = {"backbone": o.backbone, "weights": o.weights, "allow_random_init": o.allow_random_init,
-                   "dropout": o.dropout}  # fmt: skip
+        options = {
+            "backbone": o.backbone,
+            "weights": o.weights,
+            "allow_random_init": o.allow_random_init,
+            "dropout": o.dropout,
+        }
         if self.cfg.model.name == "cub_st_cnn":
             options.update({k: getattr(o, k) for k in _PARTS_OPTIONS}, loc_size=o.loc_size or None)
         return options
@@ -184,12 +210,29 @@ class CUBTask(ClassifyTask):
         o = self.cfg.optim
         return cub_param_groups(model, o.lr, o.loc_lr_mult, weight_decay=o.weight_decay)
 
-    def evaluate(self, model: nn.Module, dataset: Any, *, batch_size: int, device: torch.device, limit: int,
-                 amp: str, progress: Any = None,
-                 should_stop: Callable[[], bool] | None = None) -> dict[str, float] | None:  # fmt: skip
+    def evaluate(
+        self,
+        model: nn.Module,
+        dataset: Any,
+        *,
+        batch_size: int,
+        device: torch.device,
+        limit: int,
+        amp: str,
+        progress: Any = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> dict[str, float] | None:
         """The engine's loss and % error, and the top-1 ``accuracy`` (a fraction, as Table 3 gives it in %)."""
-        res = super().evaluate(model, dataset, batch_size=batch_size, device=device, limit=limit, amp=amp,
-                               progress=progress, should_stop=should_stop)  # fmt: skip
+        res = super().evaluate(
+            model,
+            dataset,
+            batch_size=batch_size,
+            device=device,
+            limit=limit,
+            amp=amp,
+            progress=progress,
+            should_stop=should_stop,
+        )
         if res is not None:
             n = res["n"]
             res["accuracy"] = (n - round(res["error"] * n / 100)) / max(n, 1)
@@ -197,4 +240,3 @@ class CUBTask(ClassifyTask):
 
     def describe(self, in_shape: tuple[int, ...]) -> str:
         return f"data CUB-200-2011 {self.cfg.data.root} {tuple(in_shape)}"
-

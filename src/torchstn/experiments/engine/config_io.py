@@ -25,8 +25,6 @@ from typing import Any
 
 from torchstn._registry import Registry
 from torchstn.errors import ConfigError
-from torchstn.experiments.engine.fields import fields_of, unknown_key
-from torchstn.experiments.engine.tasks import DEFAULT_TASK, TASKS, task_keys
 from torchstn.experiments.engine.config import (
     SECTIONS,
     TrainConfig,
@@ -35,6 +33,8 @@ from torchstn.experiments.engine.config import (
     problems_error,
     to_dict,
 )
+from torchstn.experiments.engine.fields import fields_of, unknown_key
+from torchstn.experiments.engine.tasks import DEFAULT_TASK, TASKS, task_keys
 
 try:  # Python >= 3.11
     import tomllib as _toml
@@ -166,8 +166,11 @@ def packaged_configs() -> dict[str, Path]:
     root = resources.files("torchstn.experiments") / "configs"
     if not root.is_dir():
         return {}
-    return {Path(p.name).stem: Path(str(p)) for p in sorted(root.iterdir(), key=lambda p: p.name)
-            if p.name.endswith(".toml")}  # fmt: skip
+    return {
+        Path(p.name).stem: Path(str(p))
+        for p in sorted(root.iterdir(), key=lambda p: p.name)
+        if p.name.endswith(".toml")
+    }
 
 
 def load_config(source: str | os.PathLike[str], overrides: Iterable[str] = ()) -> TrainConfig:
@@ -198,8 +201,10 @@ def load_config(source: str | os.PathLike[str], overrides: Iterable[str] = ()) -
             close = dict.fromkeys(current.get(n, n) for n in difflib.get_close_matches(name, [*current, *shipped], n=3))
             hint = f" Did you mean {', '.join(close)}?" if close else ""
             count = len(set(current.values())) + len(shipped)
-            raise ConfigError(f"config {name!r} is neither a file nor a packaged config.{hint} "
-                              f"`torchstn train --list` shows the {count} config names")  # fmt: skip
+            raise ConfigError(
+                f"config {name!r} is neither a file nor a packaged config.{hint} "
+                f"`torchstn train --list` shows the {count} config names"
+            )
     if _toml is None:  # pragma: no cover - Python 3.10 without tomli
         raise ConfigError("reading TOML on Python 3.10 needs the tomli package: pip install tomli")
     try:

@@ -58,12 +58,17 @@ def build_datasets(cfg, *, train: bool = True, test: bool = True) -> tuple[Datas
     train_set = test_set = None
     try:
         if train:
-            train_set = (TensorFile(d.train_file) if d.train_file
-                         else _variant_set(d.variant, split="train", seed=cfg.run.seed, root=d.root,
-                                           source=train_source))  # fmt: skip
+            train_set = (
+                TensorFile(d.train_file)
+                if d.train_file
+                else _variant_set(d.variant, split="train", seed=cfg.run.seed, root=d.root, source=train_source)
+            )
         if test:
-            test_set = (TensorFile(d.test_file) if d.test_file
-                        else _variant_set(d.variant, split="test", root=d.root, source=test_source))
+            test_set = (
+                TensorFile(d.test_file)
+                if d.test_file
+                else _variant_set(d.variant, split="test", root=d.root, source=test_source)
+            )
     except (DataError, ConfigError):
         raise
     except (ValueError, TypeError) as e:

@@ -96,11 +96,14 @@ def eval_dataset(cfg: TrainConfig, payload: dict[str, Any], data: str | os.PathL
         dataset = TASKS.get(cfg.task.name)(cfg).datasets(train=False)[1]
     want = tuple(payload["in_shape"])
     if tuple(dataset.image_shape) != want:
-        raise DataError(f"{data or 'the test set'} holds images of shape {tuple(dataset.image_shape)}, but the model "
-                        f"was trained on {want}")  # fmt: skip
+        raise DataError(
+            f"{data or 'the test set'} holds images of shape {tuple(dataset.image_shape)}, but the model "
+            f"was trained on {want}"
+        )
     if int(dataset.num_classes) > int(payload["num_classes"]):
-        raise DataError(f"{data or 'the test set'} has {dataset.num_classes} classes, the model "
-                        f"{payload['num_classes']}")  # fmt: skip
+        raise DataError(
+            f"{data or 'the test set'} has {dataset.num_classes} classes, the model {payload['num_classes']}"
+        )
     return dataset
 
 

@@ -50,12 +50,38 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 DECAYS = ("constant", "step", "cosine", "linear")
 CLOCKS = ("steps", "time")
 
-_PAPER = dict(optimizer="sgd", lr=0.01, momentum=0.0, weight_decay=0.0, batch_size=256, iterations=150_000,
-              decay="step", lr_steps=(50_000, 100_000), gamma=0.1, warmup=0, loc_lr_mult=1.0,
-              identity_weight=0.0, grad_clip=0.0, clock="steps")  # fmt: skip
-_CPU = dict(optimizer="adam", lr=2e-3, momentum=0.9, weight_decay=0.0, batch_size=128, iterations=4_000,
-            decay="cosine", lr_steps=(), gamma=0.1, warmup=200, loc_lr_mult=1.0, identity_weight=0.0,
-            grad_clip=0.0, clock="steps")  # fmt: skip
+_PAPER = dict(
+    optimizer="sgd",
+    lr=0.01,
+    momentum=0.0,
+    weight_decay=0.0,
+    batch_size=256,
+    iterations=150_000,
+    decay="step",
+    lr_steps=(50_000, 100_000),
+    gamma=0.1,
+    warmup=0,
+    loc_lr_mult=1.0,
+    identity_weight=0.0,
+    grad_clip=0.0,
+    clock="steps",
+)
+_CPU = dict(
+    optimizer="adam",
+    lr=2e-3,
+    momentum=0.9,
+    weight_decay=0.0,
+    batch_size=128,
+    iterations=4_000,
+    decay="cosine",
+    lr_steps=(),
+    gamma=0.1,
+    warmup=200,
+    loc_lr_mult=1.0,
+    identity_weight=0.0,
+    grad_clip=0.0,
+    clock="steps",
+)
 _DEMO = dict(_CPU, lr=6e-3, iterations=1_500, warmup=75, clock="time")
 
 #: Named presets of every optimiser field; an experiment adds its own with ``SCHEDULES.register(name, preset)``.
@@ -110,8 +136,10 @@ class ResolvedOptim:
         values = {f.name: getattr(optim, f.name) for f in dataclasses.fields(cls)}
         unset = [f"optim.{k}" for k, v in values.items() if v is None]
         if unset:
-            raise ConfigError(f"{', '.join(unset)} unset: resolve the config first "
-                              "(torchstn.experiments.engine.config.resolve fills them from its schedule)")  # fmt: skip
+            raise ConfigError(
+                f"{', '.join(unset)} unset: resolve the config first "
+                "(torchstn.experiments.engine.config.resolve fills them from its schedule)"
+            )
         return cls(**values)
 
 

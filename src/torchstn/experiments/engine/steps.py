@@ -17,16 +17,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchstn.errors import ConfigError, NonFiniteError, OptionError
-from torchstn.nn import SpatialTransformer, identity_penalty, record_theta, theta_stats
 from torchstn.experiments.engine import distributed as dist
 from torchstn.experiments.engine.config import TrainConfig
 from torchstn.experiments.engine.data import batch_indices
 from torchstn.experiments.engine.metrics import MetricsLogger, Progress
 from torchstn.experiments.engine.schedules import ResolvedOptim, lr_factor_fn
 from torchstn.experiments.engine.signals import StopRequest
+from torchstn.nn import SpatialTransformer, identity_penalty, record_theta, theta_stats
 
-__all__ = ["model_from_config", "parameter_counts", "evaluate", "RunState", "train_steps", "transformers", "theta_columns",
-           "check_amp", "to_device", "amp_autocast"]
+__all__ = [
+    "model_from_config",
+    "parameter_counts",
+    "evaluate",
+    "RunState",
+    "train_steps",
+    "transformers",
+    "theta_columns",
+    "check_amp",
+    "to_device",
+    "amp_autocast",
+]
 
 
 def model_from_config(cfg: TrainConfig, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -41,8 +51,14 @@ def model_from_config(cfg: TrainConfig, in_shape: tuple[int, ...], num_classes: 
     options: dict[str, Any] = {} if m.bound is None else {"st_options": {"bound": m.bound}}
     options.update({k: v for k, v in (("channels", m.channels), ("hidden", m.hidden)) if v is not None})
     try:
-        model = models.build_model(m.name, in_shape=tuple(in_shape), num_classes=num_classes,
-                                   transform=m.transform, st_pool=m.st_pool, **options)  # fmt: skip
+        model = models.build_model(
+            m.name,
+            in_shape=tuple(in_shape),
+            num_classes=num_classes,
+            transform=m.transform,
+            st_pool=m.st_pool,
+            **options,
+        )
     except (OptionError, TypeError, ValueError) as e:
         raise ConfigError(f"[model] name={m.name!r} transform={m.transform!r}: {e}") from e
     was_training = model.training
@@ -73,9 +89,17 @@ def theta_columns(names: list[str]) -> list[str]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset, *, batch_size: int = 500, device: str | torch.device = "cpu",
-             limit: int = 0, amp: str = "off", progress: Progress | None = None,
-             should_stop: Callable[[], bool] | None = None) -> dict[str, float] | None:  # fmt: skip
+def evaluate(
+    model: nn.Module,
+    dataset,
+    *,
+    batch_size: int = 500,
+    device: str | torch.device = "cpu",
+    limit: int = 0,
+    amp: str = "off",
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, float] | None:
     """Mean cross-entropy and % error of ``model`` on ``dataset`` (its first ``limit`` images; 0 = all), with the
     forward pass under ``amp`` (see :data:`AMP_MODES`).
 
@@ -148,8 +172,14 @@ class RunState:
         return self.elapsed_before + time.monotonic() - self.session_start
 
 
-def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = None, progress: Progress | None = None,
-                time_limit_s: float | None = None) -> bool:  # fmt: skip
+def train_steps(
+    state: RunState,
+    stop: int,
+    *,
+    logger: MetricsLogger | None = None,
+    progress: Progress | None = None,
+    time_limit_s: float | None = None,
+) -> bool:
     """Train from ``state.step`` up to iteration ``stop`` (the torchvision ``train_one_epoch`` of an iteration-counted
     run). Logs every ``run.log_every`` iterations.
 
@@ -218,8 +248,10 @@ def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = No
         state.step += 1
         loss_val = float(loss.detach())
         if not math.isfinite(loss_val):
-            raise NonFiniteError(f"the training loss became {loss_val} at iteration {state.step}: lower optim.lr or "
-                                 "optim.loc_lr_mult, set model.bound or optim.identity_weight")  # fmt: skip
+            raise NonFiniteError(
+                f"the training loss became {loss_val} at iteration {state.step}: lower optim.lr or "
+                "optim.loc_lr_mult, set model.bound or optim.identity_weight"
+            )
         n_wrong, n_items = task.mistakes(outputs, targets)
         win[0] += loss_val * n_items
         win[1] += n_wrong
@@ -231,8 +263,11 @@ def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = No
             if logger is not None:
                 logger.log(row)
         if progress is not None:  # loss and error from the first iteration on (the bar smooths them)
-            live = {"loss": loss_val, "error": 100.0 * n_wrong / max(1, n_items),
-                    "lr": state.optimizer.param_groups[0]["lr"]}  # fmt: skip
+            live = {
+                "loss": loss_val,
+                "error": 100.0 * n_wrong / max(1, n_items),
+                "lr": state.optimizer.param_groups[0]["lr"],
+            }
             progress.update(state.step, row, live=live, elapsed=state.elapsed() if by_time else None)
     return True
 
@@ -271,9 +306,15 @@ def _log_row(state: RunState, thetas: dict[str, list[torch.Tensor]]) -> dict[str
     also starts the next window."""
     win = state.window
     loss_sum, wrong, n = dist.all_reduce_sum(win[:3], state.device)
-    row: dict[str, Any] = {"step": state.step, "phase": "train", "loss": loss_sum / n, "error": 100.0 * wrong / n,
-                           "lr": state.optimizer.param_groups[0]["lr"], "img_per_s": n / max(win[3], 1e-9),
-                           "elapsed_s": state.elapsed()}  # fmt: skip
+    row: dict[str, Any] = {
+        "step": state.step,
+        "phase": "train",
+        "loss": loss_sum / n,
+        "error": 100.0 * wrong / n,
+        "lr": state.optimizer.param_groups[0]["lr"],
+        "img_per_s": n / max(win[3], 1e-9),
+        "elapsed_s": state.elapsed(),
+    }
     for name, ts in thetas.items():
         if ts:
             stats = theta_stats(torch.cat([t.detach() for t in ts]))
@@ -313,7 +354,8 @@ def check_amp(amp: str, device: torch.device) -> None:
         ConfigError: ``fp16`` off CUDA, or ``bf16`` on a GPU without bfloat16.
     """
     if amp == "fp16" and device.type != "cuda":
-        raise ConfigError(f"run.amp = 'fp16' needs CUDA (it scales the loss with a GradScaler); on {device.type} use "
-                          "run.amp = 'bf16'")  # fmt: skip
+        raise ConfigError(
+            f"run.amp = 'fp16' needs CUDA (it scales the loss with a GradScaler); on {device.type} use run.amp = 'bf16'"
+        )
     if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError(f"run.amp = 'bf16' but {torch.cuda.get_device_name(device)} has no bfloat16; use 'fp16'")

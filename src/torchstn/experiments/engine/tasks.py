@@ -105,9 +105,18 @@ class Task:
         """``(wrong, items)`` of a training batch: the training ``error`` column is ``100 * wrong / items``."""
         raise NotImplementedError
 
-    def evaluate(self, model: nn.Module, dataset: Any, *, batch_size: int, device: torch.device, limit: int,
-                 amp: str, progress: Any = None,
-                 should_stop: Callable[[], bool] | None = None) -> dict[str, float] | None:  # fmt: skip
+    def evaluate(
+        self,
+        model: nn.Module,
+        dataset: Any,
+        *,
+        batch_size: int,
+        device: torch.device,
+        limit: int,
+        amp: str,
+        progress: Any = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> dict[str, float] | None:
         """``{"loss", "error" (%), "n", ...}`` of ``model`` on the first ``limit`` items of ``dataset`` (0: all), or
         ``None`` when ``should_stop()`` abandoned it."""
         raise NotImplementedError

@@ -40,8 +40,20 @@ import torch
 from torchstn._io import atomic_path, write_text_atomic
 from torchstn.errors import DataError, OptionError
 
-__all__ = ["SVHNRecord", "read_digit_struct", "read_split", "encode_sequence", "crop_box", "crop_resize",
-           "prepare_svhn", "load_svhn", "SVHNData", "SVHNSequences", "MAX_DIGITS", "NULL_CLASS"]
+__all__ = [
+    "SVHNRecord",
+    "read_digit_struct",
+    "read_split",
+    "encode_sequence",
+    "crop_box",
+    "crop_resize",
+    "prepare_svhn",
+    "load_svhn",
+    "SVHNData",
+    "SVHNSequences",
+    "MAX_DIGITS",
+    "NULL_CLASS",
+]
 
 MAX_DIGITS = 5
 NULL_CLASS = 10
@@ -54,8 +66,9 @@ def _h5py():
     try:
         import h5py
     except ImportError:
-        raise ImportError("reading SVHN's digitStruct.mat needs h5py: pip install h5py "
-                          "(or pip install 'torchstn[experiments]')") from None
+        raise ImportError(
+            "reading SVHN's digitStruct.mat needs h5py: pip install h5py (or pip install 'torchstn[experiments]')"
+        ) from None
     return h5py
 
 
@@ -217,9 +230,18 @@ def _read_png(path: Path) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(h, w, 3).permute(2, 0, 1)  # (3, H, W)
 
 
-def prepare_svhn(src_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], size: int = 64, *,
-                 extra: bool = True, val_size: int = 5000, seed: int = 0, expand: float = 1.3,
-                 context: float | None = None, log: Callable[[str], None] | None = print) -> dict:  # fmt: skip
+def prepare_svhn(
+    src_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    size: int = 64,
+    *,
+    extra: bool = True,
+    val_size: int = 5000,
+    seed: int = 0,
+    expand: float = 1.3,
+    context: float | None = None,
+    log: Callable[[str], None] | None = print,
+) -> dict:
     """Crop every sequence of the format-1 release to ``size x size`` and cache train / val / test.
 
     Args:
@@ -258,9 +280,12 @@ def _crop_split(items: list[tuple[str, Path, SVHNRecord]], size: int, expand: fl
         if (i + 1) % 10_000 == 0:
             log(f"svhn: {i + 1}/{len(items)}")
     labels = [encode_sequence(r.digits) for _, _, r in items]
-    return {"images": images, "labels": torch.stack(labels) if labels else torch.empty(0, MAX_DIGITS).long(),
-            "lengths": torch.tensor([len(r.digits) for _, _, r in items], dtype=torch.int64),
-            "names": [f"{split}/{r.name}" for split, _, r in items]}  # fmt: skip
+    return {
+        "images": images,
+        "labels": torch.stack(labels) if labels else torch.empty(0, MAX_DIGITS).long(),
+        "lengths": torch.tensor([len(r.digits) for _, _, r in items], dtype=torch.int64),
+        "names": [f"{split}/{r.name}" for split, _, r in items],
+    }
 
 
 def _channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,8 +316,11 @@ def _prepare(src_dir, out_dir, size, extra, val_size, seed, expand, context, log
     if not 0 <= val_size < len(pool):
         raise DataError(f"val_size={val_size} must be below the {len(pool)} training images")
     perm = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))
-    plan = {"train": [pool[int(i)] for i in perm[val_size:].sort().values],
-            "val": [pool[int(i)] for i in perm[:val_size].sort().values], "test": kept["test"]}  # fmt: skip
+    plan = {
+        "train": [pool[int(i)] for i in perm[val_size:].sort().values],
+        "val": [pool[int(i)] for i in perm[:val_size].sort().values],
+        "test": kept["test"],
+    }
     meta: dict[str, object] = {"format": FORMAT, "size": size, "expand": float(expand), "context": context}
     counts = {}
     with contextlib.ExitStack() as files:  # all three files, or none, replace the old ones (when the block ends)
@@ -307,9 +335,17 @@ def _prepare(src_dir, out_dir, size, extra, val_size, seed, expand, context, log
             del data
     for split, count in counts.items():
         log(f"svhn: wrote {out_dir / f'svhn{size}_{split}.pt'} ({count} images)")
-    report = {"size": size, "expand": float(expand), "context": context, "extra": extra, "val_size": val_size,
-              "seed": seed, "images": counts, "dropped_longer_than_5": dropped,
-              "dropped_total": sum(dropped.values())}  # fmt: skip
+    report = {
+        "size": size,
+        "expand": float(expand),
+        "context": context,
+        "extra": extra,
+        "val_size": val_size,
+        "seed": seed,
+        "images": counts,
+        "dropped_longer_than_5": dropped,
+        "dropped_total": sum(dropped.values()),
+    }
     write_text_atomic(out_dir / f"svhn{size}_report.json", json.dumps(report, indent=2) + "\n")
     log(f"svhn: dropped {report['dropped_total']} sequences longer than {MAX_DIGITS} digits {dropped}")
     return report
@@ -331,8 +367,7 @@ class SVHNData:
         return int(self.images.shape[0])
 
 
-def load_svhn(data_dir: str | os.PathLike[str], split: str = "train", size: int = 64, *,
-              mmap: bool = True) -> SVHNData:  # fmt: skip
+def load_svhn(data_dir: str | os.PathLike[str], split: str = "train", size: int = 64, *, mmap: bool = True) -> SVHNData:
     """Read ``svhn{size}_{split}.pt`` written by :func:`prepare_svhn` (``weights_only=True``; memory-mapped by
     default, so a large train split is paged in as used).
 
@@ -343,8 +378,10 @@ def load_svhn(data_dir: str | os.PathLike[str], split: str = "train", size: int 
         raise OptionError(f"split must be one of ['train', 'val', 'test'], got {split!r}")
     path = Path(data_dir) / f"svhn{size}_{split}.pt"
     if not path.is_file():
-        raise DataError(f"{path}: missing; make it with `torchstn svhn prepare --src <SVHN folder> "
-                        f"--out {data_dir} --size {size}` (torchstn.experiments.svhn.data.prepare_svhn)")
+        raise DataError(
+            f"{path}: missing; make it with `torchstn svhn prepare --src <SVHN folder> "
+            f"--out {data_dir} --size {size}` (torchstn.experiments.svhn.data.prepare_svhn)"
+        )
     try:
         d = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:
@@ -369,8 +406,9 @@ class SVHNSequences(torch.utils.data.Dataset):
 
     num_classes = NULL_CLASS + 1
 
-    def __init__(self, data: SVHNData, *, crop: int | None = None, train: bool = False,
-                 generator: torch.Generator | None = None):  # fmt: skip
+    def __init__(
+        self, data: SVHNData, *, crop: int | None = None, train: bool = False, generator: torch.Generator | None = None
+    ):
         S = data.images.shape[-1]
         if crop is not None and not 0 < int(crop) <= S:
             raise OptionError(f"crop must be in 1..{S}, got {crop!r}")
