@@ -217,8 +217,8 @@ class CUBTask(ClassifyTask):
         *,
         batch_size: int,
         device: torch.device,
-        limit: int,
-        amp: str,
+        limit: int = 0,
+        amp: str = "off",
         progress: Any = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> dict[str, float] | None:

@@ -25,8 +25,9 @@ from torchstn.experiments.engine.config import (
     to_dict,
 )
 from torchstn.experiments.engine.config_io import apply_overrides, load_config, to_toml
+from torchstn.experiments.engine.evaluation import evaluate
 from torchstn.experiments.engine.schedules import SCHEDULES
-from torchstn.experiments.engine.steps import evaluate, model_from_config, parameter_counts, train_steps
+from torchstn.experiments.engine.steps import model_from_config, parameter_counts, train_steps
 from torchstn.experiments.engine.tasks import TASKS, Task, TaskConfig
 from torchstn.experiments.engine.trainer import fit
 

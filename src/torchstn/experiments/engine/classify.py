@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchstn.experiments.engine.data import build_datasets
-from torchstn.experiments.engine.steps import evaluate, model_from_config
+from torchstn.experiments.engine.evaluation import evaluate
+from torchstn.experiments.engine.steps import model_from_config
 from torchstn.experiments.engine.tasks import TASKS, Task
 
 __all__ = ["ClassifyTask"]
@@ -45,8 +46,8 @@ class ClassifyTask(Task):
         *,
         batch_size: int,
         device: torch.device,
-        limit: int,
-        amp: str,
+        limit: int = 0,
+        amp: str = "off",
         progress: Any = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> dict[str, float] | None:

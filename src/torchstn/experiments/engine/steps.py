@@ -5,7 +5,6 @@ together with checkpoints, logs and resume.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -13,13 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from torchstn.errors import ConfigError, NonFiniteError, OptionError
 from torchstn.experiments.engine import distributed as dist
 from torchstn.experiments.engine.config import TrainConfig
 from torchstn.experiments.engine.data import batch_indices
+from torchstn.experiments.engine.evaluation import amp_autocast
 from torchstn.experiments.engine.metrics import MetricsLogger, Progress
 from torchstn.experiments.engine.schedules import ResolvedOptim, lr_factor_fn
 from torchstn.experiments.engine.signals import StopRequest
@@ -28,14 +27,11 @@ from torchstn.nn import SpatialTransformer, identity_penalty, record_theta, thet
 __all__ = [
     "model_from_config",
     "parameter_counts",
-    "evaluate",
     "RunState",
     "train_steps",
     "transformers",
     "theta_columns",
-    "check_amp",
     "to_device",
-    "amp_autocast",
 ]
 
 
@@ -86,51 +82,6 @@ def theta_columns(names: list[str]) -> list[str]:
     if len(names) == 1:
         return list(keys)
     return [f"{n}/{k}" for n in names for k in keys]
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    dataset,
-    *,
-    batch_size: int = 500,
-    device: str | torch.device = "cpu",
-    limit: int = 0,
-    amp: str = "off",
-    progress: Progress | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> dict[str, float] | None:
-    """Mean cross-entropy and % error of ``model`` on ``dataset`` (its first ``limit`` images; 0 = all), with the
-    forward pass under ``amp`` (see :data:`AMP_MODES`).
-
-    Args:
-        progress: advanced by the number of images evaluated after each batch.
-        should_stop: asked after each batch; when it returns ``True`` the evaluation is abandoned (a stop request).
-
-    Returns:
-        ``{"loss": ..., "error": ..., "n": ...}``, or ``None`` if ``should_stop`` abandoned it.
-    """
-    was_training = model.training
-    model.eval()
-    n = len(dataset) if limit <= 0 else min(limit, len(dataset))
-    loss_sum, wrong = 0.0, 0
-    try:
-        for start in range(0, n, batch_size):
-            if should_stop is not None and should_stop():
-                return None
-            images, labels = dataset.batch(torch.arange(start, min(n, start + batch_size)))
-            images, labels = images.to(device), labels.to(device)
-            with amp_autocast(device, amp):
-                logits = model(images).float()
-            loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
-            wrong += int((logits.argmax(1) != labels).sum())
-            if progress is not None:
-                progress.update(min(n, start + batch_size))
-    finally:
-        model.train(was_training)
-        if progress is not None:
-            progress.close()
-    return {"loss": loss_sum / max(1, n), "error": 100.0 * wrong / max(1, n), "n": n}
 
 
 @dataclasses.dataclass
@@ -339,23 +290,3 @@ def _backward_step(state: RunState, total: torch.Tensor, clip: float) -> None:
     else:
         scaler.step(state.optimizer)  # skipped when the scaled gradients overflowed
         scaler.update()
-
-
-def amp_autocast(device: str | torch.device, amp: str) -> contextlib.AbstractContextManager:
-    if amp == "off":
-        return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-
-
-def check_amp(amp: str, device: torch.device) -> None:
-    """Device checks of ``run.amp`` (its value is checked with the config).
-
-    Raises:
-        ConfigError: ``fp16`` off CUDA, or ``bf16`` on a GPU without bfloat16.
-    """
-    if amp == "fp16" and device.type != "cuda":
-        raise ConfigError(
-            f"run.amp = 'fp16' needs CUDA (it scales the loss with a GradScaler); on {device.type} use run.amp = 'bf16'"
-        )
-    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError(f"run.amp = 'bf16' but {torch.cuda.get_device_name(device)} has no bfloat16; use 'fp16'")

@@ -33,6 +33,7 @@ from torch import nn
 
 from torchstn._registry import Registry
 from torchstn.errors import ConfigError
+from torchstn.experiments.engine.evaluation import evaluate_batches
 from torchstn.experiments.engine.fields import coerce, fields_of, unknown_key
 
 __all__ = ["Task", "TASKS", "TaskConfig", "NoOptions", "task_from_dict", "task_to_dict", "task_keys", "DEFAULT_TASK"]
@@ -112,14 +113,31 @@ class Task:
         *,
         batch_size: int,
         device: torch.device,
-        limit: int,
-        amp: str,
+        limit: int = 0,
+        amp: str = "off",
         progress: Any = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> dict[str, float] | None:
         """``{"loss", "error" (%), "n", ...}`` of ``model`` on the first ``limit`` items of ``dataset`` (0: all), or
-        ``None`` when ``should_stop()`` abandoned it."""
-        raise NotImplementedError
+        ``None`` when ``should_stop()`` abandoned it. The default runs the engine's evaluation loop
+        (:func:`~torchstn.experiments.engine.evaluation.evaluate_batches`) with this task's :meth:`loss` and
+        :meth:`mistakes`."""
+        return evaluate_batches(
+            model,
+            dataset,
+            self.score,
+            batch_size=batch_size,
+            device=device,
+            limit=limit,
+            amp=amp,
+            progress=progress,
+            should_stop=should_stop,
+        )
+
+    def score(self, outputs: Any, targets: Any) -> tuple[float, int, int]:
+        """``(summed loss, wrong items, items)`` of an evaluation batch, from :meth:`loss` and :meth:`mistakes`."""
+        wrong, items = self.mistakes(outputs, targets)
+        return float(self.loss(outputs, targets)) * items, wrong, items
 
     def on_step(self, model: nn.Module, step: int) -> None:
         """Called before the forward pass of iteration ``step`` (0-based) and before every evaluation (with the

@@ -34,10 +34,11 @@ from torchstn.experiments.engine import distributed as dist
 from torchstn.experiments.engine import runs
 from torchstn.experiments.engine.config import AMP_MODES, TrainConfig, from_dict, resolve, to_dict
 from torchstn.experiments.engine.config_io import to_toml
+from torchstn.experiments.engine.evaluation import check_amp, evaluate
 from torchstn.experiments.engine.schedules import ResolvedOptim, build_optimizer, build_scheduler
 from torchstn.experiments.engine.session import Session
 from torchstn.experiments.engine.signals import StopRequest
-from torchstn.experiments.engine.steps import RunState, check_amp, evaluate, parameter_counts, train_steps
+from torchstn.experiments.engine.steps import RunState, parameter_counts, train_steps
 from torchstn.experiments.engine.tasks import TASKS, Task
 
 __all__ = [

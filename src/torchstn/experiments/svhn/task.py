@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +29,6 @@ from torch import nn
 from torchstn._checks import look_up_option
 from torchstn.errors import ConfigError, OptionError
 from torchstn.experiments.engine.schedules import SCHEDULES as ENGINE_SCHEDULES
-from torchstn.experiments.engine.steps import amp_autocast
 from torchstn.experiments.engine.tasks import TASKS, Task
 from torchstn.experiments.svhn.data import SVHNSequences, load_svhn
 from torchstn.experiments.svhn.models import SVHN_MODELS, sequence_correct, sequence_loss
@@ -180,40 +178,6 @@ class SVHNTask(Task):
 
     def mistakes(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
         return int((~sequence_correct(outputs.detach(), targets)).sum()), len(targets)
-
-    @torch.no_grad()
-    def evaluate(
-        self,
-        model: nn.Module,
-        dataset: Any,
-        *,
-        batch_size: int,
-        device: torch.device,
-        limit: int = 0,
-        amp: str = "off",
-        progress: Any = None,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> dict[str, Any] | None:
-        """``{"loss": mean sequence loss, "error": % sequence error, "n"}`` of ``model`` on ``dataset``."""
-        was_training, n = model.training, len(dataset) if limit <= 0 else min(limit, len(dataset))
-        model.eval()
-        loss_sum, wrong = 0.0, 0
-        try:
-            for start in range(0, n, batch_size):
-                if should_stop is not None and should_stop():
-                    return None
-                x, y = (t.to(device) for t in dataset.batch(torch.arange(start, min(n, start + batch_size))))
-                with amp_autocast(device, amp):
-                    logits = model(x)
-                loss_sum += float(self.loss(logits, y)) * len(y)
-                wrong += self.mistakes(logits, y)[0]
-                if progress is not None:
-                    progress.update(min(n, start + batch_size))
-        finally:
-            model.train(was_training)
-            if progress is not None:
-                progress.close()
-        return {"loss": loss_sum / max(1, n), "error": 100.0 * wrong / max(1, n), "n": n}
 
     def describe(self, in_shape: tuple[int, ...]) -> str:
         o = self.options
