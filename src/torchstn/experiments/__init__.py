@@ -11,3 +11,5 @@ Inside the wing:
 
 An experiment imports the library and the engine, never another experiment. ``docs/architecture.md`` draws the map.
 """
+
+from torchstn.experiments import colocalisation as colocalisation  # noqa: E402,F401  (registers its task and schedule)
