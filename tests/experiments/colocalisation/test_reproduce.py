@@ -92,6 +92,15 @@ def test_the_command_runs_it(encoder_run, tmp_path):
     assert cli([*argv, "--set", "task.alpah=2"]) == 2  # a bad override: a clear error, exit status 2
 
 
+def test_python_dash_m_is_the_same_command(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "torchstn.experiments.colocalisation", "--help"], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0 and "--encoder-set" in proc.stdout and "--fresh" in proc.stdout, proc.stderr[-2000:]
+
+
 def test_command_line_arguments():
     parser = coloc.get_args_parser()
     args = parser.parse_args(["--digits", "1,7", "--clutter", "plain", "--steps", "50", "--set", "optim.lr=0.1"])

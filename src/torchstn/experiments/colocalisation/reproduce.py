@@ -20,7 +20,7 @@ import torch
 from torchstn.errors import ConfigError, OptionError
 from torchstn.experiments.colocalisation.boxes import predict_boxes
 from torchstn.experiments.colocalisation.encoder import FEATURES, Encoder, load_encoder
-from torchstn.experiments.colocalisation.table import PAPER_RATE, picture, write_tables
+from torchstn.experiments.colocalisation.table import PAPER_RATE, add_pictures, write_tables
 from torchstn.experiments.colocalisation.task import SCHEDULE, CoLocalisationTask, case_config, window_options
 from torchstn.experiments.colocalisation.window import Window
 from torchstn.experiments.engine.checkpoint import code_version
@@ -175,11 +175,7 @@ def reproduce_colocalisation(out_dir: str | Path, *, digits: Iterable[int] = ran
             if len(shown[clut]) < picture_digits:
                 shown[clut][digit] = _shown(cfg, run_dir)
     md = write_tables(rows, out, _header(n, command, encoder, features, synthetic))
-    for clut in clutters:
-        pic = picture(shown[clut], clut, out / f"colocalisation_{'cluttered' if clut else 'plain'}.png")
-        if pic is not None:
-            with open(md, "a") as f:
-                f.write(f"\n![{pic.stem}]({pic.name})\n")
+    add_pictures(shown, md)
     say(f"wrote {md} and {out / 'colocalisation.csv'}")
     return rows
 

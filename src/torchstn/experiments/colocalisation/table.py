@@ -9,7 +9,7 @@ from pathlib import Path
 
 from torchstn.experiments.colocalisation.boxes import box_iou
 
-__all__ = ["PAPER_RATE", "COLUMNS", "write_tables", "picture"]
+__all__ = ["PAPER_RATE", "COLUMNS", "write_tables", "picture", "add_pictures"]
 
 #: The paper's share of images localised (IoU > 0.5), in %, without / with clutter (it gives no per-digit numbers).
 PAPER_RATE = {False: "100", True: "75-93"}
@@ -76,3 +76,12 @@ def picture(shown: dict[int, tuple], clutter: bool, path: Path, cols: int = 6) -
     fig.savefig(path)
     return path
 
+
+
+def add_pictures(shown: dict[bool, dict[int, tuple]], md: Path) -> None:
+    """Draw :func:`picture` of each kind of set (``shown[clutter]``) beside the table ``md`` and link it there."""
+    for clutter, digits in shown.items():
+        pic = picture(digits, clutter, md.parent / f"colocalisation_{'cluttered' if clutter else 'plain'}.png")
+        if pic is not None:
+            with open(md, "a") as f:
+                f.write(f"\n![{pic.stem}]({pic.name})\n")
