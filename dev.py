@@ -2,7 +2,8 @@
 """The project's commands, on any machine with Python >= 3.10 and pip.
 
     python3 dev.py demo [--minutes M] [--out DIR]   # fetch MNIST, train an ST-CNN on distorted MNIST, report, draw
-    python3 dev.py test [pytest args]               # the test suite (CI runs exactly this)
+    python3 dev.py test [pytest args]               # the test suite (CI runs lint, then this)
+    python3 dev.py lint [--fix]                     # formatter check, linter (ruff) and type checker (mypy)
     python3 dev.py test-torch VERSION [pytest args] # the test suite against torch==VERSION, in its own venv
 
 ``demo`` and ``test`` create ``.venv`` next to this file on first use and install what they need into it (torch
@@ -30,7 +31,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("TORCHSTN_VENV", ROOT / ".venv"))
-EXTRAS = {"demo": "experiments", "test": "dev"}
+EXTRAS = {"demo": "experiments", "test": "dev", "lint": "dev"}
+#: What ``lint`` checks: the package, its tests and benchmarks, and this file (settings in pyproject.toml).
+LINT_PATHS = ["src", "tests", "benchmarks", "dev.py", "docs/scripts"]
 #: The demo's whole budget in minutes, setting up the venv included, unless ``--minutes`` is given.
 DEMO_MINUTES = 5.0
 
@@ -46,14 +49,13 @@ def _ensure_env(extra: str) -> Path:
         print(f"[dev.py] creating virtual environment {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
     constraints = ROOT / "requirements" / "constraints-dev.txt"
-    key = hashlib.sha256(
-        (ROOT / "pyproject.toml").read_bytes() + constraints.read_bytes() + extra.encode()
-    ).hexdigest()
+    key = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + constraints.read_bytes() + extra.encode()).hexdigest()
     stamp = VENV / f".torchstn-installed-{extra}"
     if not stamp.exists() or stamp.read_text() != key:
         print(f"[dev.py] installing torchstn[{extra}] into {VENV}", flush=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", "-c", str(constraints), "-e", f"{ROOT}[{extra}]"],
-                       check=True)
+        subprocess.run(
+            [str(py), "-m", "pip", "install", "-q", "-c", str(constraints), "-e", f"{ROOT}[{extra}]"], check=True
+        )
         stamp.write_text(key)
     return py
 
@@ -70,11 +72,17 @@ def _torch_env(version: str) -> Path:
     if not stamp.exists() or stamp.read_text() != key:
         pin = folder / "constraints.txt"
         pin.write_text(f"torch=={version}\n")
-        print(f"[dev.py] installing torch=={version} and torchstn[dev] into {folder} (a CUDA build from PyPI "
-              "is several GB)", flush=True)
+        print(
+            f"[dev.py] installing torch=={version} and torchstn[dev] into {folder} (a CUDA build from PyPI "
+            "is several GB)",
+            flush=True,
+        )
         t0 = time.monotonic()
-        subprocess.run([str(py), "-m", "pip", "install", "-q", f"torch=={version}", "-e", f"{ROOT}[dev]"],
-                       check=True, env={**os.environ, "PIP_CONSTRAINT": str(pin)})
+        subprocess.run(
+            [str(py), "-m", "pip", "install", "-q", f"torch=={version}", "-e", f"{ROOT}[dev]"],
+            check=True,
+            env={**os.environ, "PIP_CONSTRAINT": str(pin)},
+        )
         print(f"[dev.py] installed in {time.monotonic() - t0:.0f} s", flush=True)
         stamp.write_text(key)
     return py
@@ -89,15 +97,35 @@ def _test_torch(argv: list[str]) -> int:
     try:
         py = _torch_env(version)
     except subprocess.CalledProcessError as e:
-        print(f"[dev.py] pip could not install torch=={version} with torchstn[dev] (exit {e.returncode}): is it a "
-              "release on PyPI for this Python, inside the torch range of pyproject.toml?")
+        print(
+            f"[dev.py] pip could not install torch=={version} with torchstn[dev] (exit {e.returncode}): is it a "
+            "release on PyPI for this Python, inside the torch range of pyproject.toml?"
+        )
         return e.returncode or 1
-    check = ("import sys, torch; v = torch.__version__.split('+')[0]; print('[dev.py] torch', torch.__version__,"
-             " 'from', torch.__file__); sys.exit(v != sys.argv[1])")
+    check = (
+        "import sys, torch; v = torch.__version__.split('+')[0]; print('[dev.py] torch', torch.__version__,"
+        " 'from', torch.__file__); sys.exit(v != sys.argv[1])"
+    )
     if subprocess.run([str(py), "-c", check, version]).returncode:
         print(f"[dev.py] the venv's torch is not {version}: delete .venv-torch-{version} and run again")
         return 1
     return subprocess.run([str(py), "-m", "pytest", *rest], cwd=ROOT).returncode
+
+
+def _lint(py: Path, argv: list[str]) -> int:
+    """``lint [--fix]``: ``ruff format`` (check, or rewrite with ``--fix``), ``ruff check`` (with ``--fix``: the
+    safe fixes) and ``mypy`` over the package; every step runs, the exit status is the first failure's."""
+    fix = "--fix" in argv
+    steps = [
+        [str(py), "-m", "ruff", "format", *([] if fix else ["--check"]), *LINT_PATHS],
+        [str(py), "-m", "ruff", "check", *(["--fix"] if fix else []), *LINT_PATHS],
+        [str(py), "-m", "mypy", "src/torchstn"],
+    ]
+    codes = []
+    for cmd in steps:
+        print(f"[dev.py] {' '.join(cmd[2:])}", flush=True)
+        codes.append(subprocess.run(cmd, cwd=ROOT).returncode)
+    return next((c for c in codes if c), 0)
 
 
 def main(argv: list[str]) -> int:
@@ -109,14 +137,19 @@ def main(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     t0 = time.monotonic()
     py = _ensure_env(EXTRAS[command])
+    if command == "lint":
+        return _lint(py, rest)
     if command == "demo":
         if not any(a == "--minutes" or a.startswith("--minutes=") for a in rest):
             # a first run spends part of the budget creating the venv: the demo gets what is left (at least 1 min)
             setup = time.monotonic() - t0
             minutes = max(1.0, DEMO_MINUTES - setup / 60)
             if setup > 5:
-                print(f"[dev.py] setup took {setup:.0f} s; the demo gets the other {minutes:.1f} of its "
-                      f"{DEMO_MINUTES:g} minutes (--minutes M to choose)", flush=True)
+                print(
+                    f"[dev.py] setup took {setup:.0f} s; the demo gets the other {minutes:.1f} of its "
+                    f"{DEMO_MINUTES:g} minutes (--minutes M to choose)",
+                    flush=True,
+                )
             rest = ["--minutes", f"{minutes:.2f}", *rest]
         cmd = [str(py), "-m", "torchstn", "demo", *rest]
     else:

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from _machine import _GATE_LOG, BENCH_DIR, MALLOC_ENV, environment, ensure_env, gate_summary, wait_quiet  # noqa: F401
+from _machine import _GATE_LOG, BENCH_DIR, MALLOC_ENV, ensure_env, environment, gate_summary, wait_quiet  # noqa: F401
 
 RESULTS_DIR = BENCH_DIR / "results"
 _WORKER_MARK = "@@BENCH_RESULT@@ "
@@ -73,9 +73,18 @@ def summarise(times_s: list[float], number: int, quiet: list[bool] | None = None
         use, over = [t for t, q in zip(ms, quiet) if q], "quiet"
     q1, med, q3 = _quartiles(use)
     return {
-        "median_ms": med, "q1_ms": q1, "q3_ms": q3, "iqr_ms": q3 - q1, "min_ms": min(use),
-        "mean_ms": statistics.fmean(use), "n": len(use), "number": number, "over": over, "n_all": len(ms),
-        "samples_ms": [round(t, 5) for t in ms], **({"quiet": list(quiet)} if quiet is not None else {}),
+        "median_ms": med,
+        "q1_ms": q1,
+        "q3_ms": q3,
+        "iqr_ms": q3 - q1,
+        "min_ms": min(use),
+        "mean_ms": statistics.fmean(use),
+        "n": len(use),
+        "number": number,
+        "over": over,
+        "n_all": len(ms),
+        "samples_ms": [round(t, 5) for t in ms],
+        **({"quiet": list(quiet)} if quiet is not None else {}),
     }
 
 
@@ -91,16 +100,22 @@ def paired_ratio(stats: dict, slow: str, fast: str) -> dict:
     keep = stats[slow].get("quiet") if stats[slow].get("over") == "quiet" else None
     per = [x / y for i, (x, y) in enumerate(zip(a, b)) if keep is None or keep[i]]
     q1, med, q3 = _quartiles(per)
-    return {"of_medians": stats[slow]["median_ms"] / stats[fast]["median_ms"], "paired_median": med,
-            "paired_q1": q1, "paired_q3": q3, "n": len(per)}
+    return {
+        "of_medians": stats[slow]["median_ms"] / stats[fast]["median_ms"],
+        "paired_median": med,
+        "paired_q1": q1,
+        "paired_q3": q3,
+        "n": len(per),
+    }
 
 
 def paired_diff(stats: dict, a: str, b: str) -> float:
     """Median over repeats of ``a - b`` in ms (e.g. forward+backward minus forward of the same repeat), over the
     repeats the statistics use."""
     keep = stats[a].get("quiet") if stats[a].get("over") == "quiet" else None
-    diffs = [x - y for i, (x, y) in enumerate(zip(stats[a]["samples_ms"], stats[b]["samples_ms"]))
-             if keep is None or keep[i]]
+    diffs = [
+        x - y for i, (x, y) in enumerate(zip(stats[a]["samples_ms"], stats[b]["samples_ms"])) if keep is None or keep[i]
+    ]
     return statistics.median(diffs)
 
 
@@ -164,9 +179,13 @@ def _worker(payload: str, run_case: Callable[[dict, Method], dict]) -> None:
     _GATE_LOG.clear()
     result = run_case(msg["case"], method)
     result["gate"] = gate_summary(_GATE_LOG)
-    result["process"] = {"pid": os.getpid(), "torch_threads": torch.get_num_threads(), "niceness": os.nice(0),
-                         "loadavg_before": load0,
-                         "loadavg_after": list(os.getloadavg())}
+    result["process"] = {
+        "pid": os.getpid(),
+        "torch_threads": torch.get_num_threads(),
+        "niceness": os.nice(0),
+        "loadavg_before": load0,
+        "loadavg_after": list(os.getloadavg()),
+    }
     print(_WORKER_MARK + json.dumps(result), flush=True)
 
 
@@ -176,7 +195,7 @@ def _run_in_subprocess(script: str, case: dict, method: Method) -> dict:
     sys.stderr.write(proc.stderr)
     for line in proc.stdout.splitlines():
         if line.startswith(_WORKER_MARK):
-            return json.loads(line[len(_WORKER_MARK):])
+            return json.loads(line[len(_WORKER_MARK) :])
     raise RuntimeError(f"case {case_id(case)} failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
 
 
@@ -188,22 +207,49 @@ def parser(description: str, name: str) -> argparse.ArgumentParser:
     p.add_argument("--min-time", type=float, default=d.min_time, help="seconds per sample (sets calls per sample)")
     p.add_argument("--threads", type=int, default=d.threads, help="torch.set_num_threads in every case")
     p.add_argument("--in-process", action="store_true", help="run all cases in this process (default: fresh ones)")
-    p.add_argument("--quiet-below", type=float, default=d.quiet_below, metavar="FRACTION",
-                   help="before each repeat wait until other processes keep at most this fraction of the CPUs busy "
-                        "(1 disables waiting)")
-    p.add_argument("--max-wait", type=float, default=d.max_wait, metavar="S",
-                   help="give up waiting for a quiet machine after S seconds per repeat (the repeat is marked)")
-    p.add_argument("--until-quiet", type=float, default=d.until_quiet, metavar="S",
-                   help="keep adding repeats until --repeats of them started quiet (at most S s per case, then as many "
-                        "as ran); the statistics then use the quiet repeats only. 0: exactly --repeats repeats")
-    p.add_argument("--nice", type=int, default=0,
-                   help="change the niceness of the benchmark processes by N (e.g. -10 on a shared box; needs root)")
-    p.add_argument("--only", action="append", default=[], metavar="ID",
-                   help="run only the case with this id, or else the cases whose id contains it (repeatable)")
+    p.add_argument(
+        "--quiet-below",
+        type=float,
+        default=d.quiet_below,
+        metavar="FRACTION",
+        help="before each repeat wait until other processes keep at most this fraction of the CPUs busy "
+        "(1 disables waiting)",
+    )
+    p.add_argument(
+        "--max-wait",
+        type=float,
+        default=d.max_wait,
+        metavar="S",
+        help="give up waiting for a quiet machine after S seconds per repeat (the repeat is marked)",
+    )
+    p.add_argument(
+        "--until-quiet",
+        type=float,
+        default=d.until_quiet,
+        metavar="S",
+        help="keep adding repeats until --repeats of them started quiet (at most S s per case, then as many "
+        "as ran); the statistics then use the quiet repeats only. 0: exactly --repeats repeats",
+    )
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="change the niceness of the benchmark processes by N (e.g. -10 on a shared box; needs root)",
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="run only the case with this id, or else the cases whose id contains it (repeatable)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS_DIR / f"{name}.json", help="where to write the JSON")
     p.add_argument("--no-save", action="store_true", help="print the tables but do not write the JSON")
-    p.add_argument("--merge", action="store_true",
-                   help="replace only the cases run now in an existing --out file (e.g. rerun cases that ran busy)")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="replace only the cases run now in an existing --out file (e.g. rerun cases that ran busy)",
+    )
     p.add_argument("--render", type=Path, metavar="JSON", help="only print the Markdown tables of a results file")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p
@@ -228,14 +274,24 @@ def main(
     ensure_env(args.threads)
     import torch
 
-    method = Method(args.warmup, args.repeats, args.min_time, args.threads, not args.in_process,
-                    args.quiet_below, args.max_wait, args.nice, args.until_quiet)
+    method = Method(
+        args.warmup,
+        args.repeats,
+        args.min_time,
+        args.threads,
+        not args.in_process,
+        args.quiet_below,
+        args.max_wait,
+        args.nice,
+        args.until_quiet,
+    )
     if method.nice:
         os.nice(method.nice)  # inherited by the case subprocesses
     torch.set_num_threads(method.threads)
     ids = [case_id(c) for c in cases]
-    selected = [c for c, i in zip(cases, ids)
-                if not args.only or any(t == i or (t not in ids and t in i) for t in args.only)]
+    selected = [
+        c for c, i in zip(cases, ids) if not args.only or any(t == i or (t not in ids and t in i) for t in args.only)
+    ]
     script = str(Path(sys.argv[0]).resolve())
     doc = {
         "benchmark": name,
@@ -256,8 +312,12 @@ def main(
         res["wall_s"] = round(time.perf_counter() - t0, 2)
         doc["cases"].append(res)
         g = res["gate"]
-        print(f"[{name}] {case_id(case)}: {res['wall_s']} s, {g['quiet_repeats']}/{g['repeats']} repeats quiet, "
-              f"waited {g['waited_s']} s", file=sys.stderr, flush=True)
+        print(
+            f"[{name}] {case_id(case)}: {res['wall_s']} s, {g['quiet_repeats']}/{g['repeats']} repeats quiet, "
+            f"waited {g['waited_s']} s",
+            file=sys.stderr,
+            flush=True,
+        )
     doc["environment"]["loadavg_end"] = list(os.getloadavg())
     if args.merge and args.out.exists():
         doc = merge(json.loads(args.out.read_text()), doc, cases)
@@ -271,6 +331,7 @@ def main(
 
 def merge(old: dict, new: dict, cases: list[dict]) -> dict:
     """``new`` with the cases of ``old`` it did not rerun; ``runs`` lists every run and each case says which it is."""
+
     def run_of(doc: dict) -> dict:
         return {k: doc[k] for k in ("command", "method", "environment")}
 
@@ -315,24 +376,36 @@ def env_line(doc: dict) -> str:
     mode = "a fresh process per case" if m["fresh_process"] else "one process"
     gates = [c["gate"] for c in doc["cases"] if "gate" in c]
     quiet, total = sum(g["quiet_repeats"] for g in gates), sum(g["repeats"] for g in gates)
-    load = (f"{quiet} of {total} repeats started with other processes using <= {m['quiet_below']:.0%} of the CPUs "
-            f"(waited up to {m['max_wait']:g} s for that before each repeat)") if total else "load not watched"
+    load = (
+        (
+            f"{quiet} of {total} repeats started with other processes using <= {m['quiet_below']:.0%} of the CPUs "
+            f"(waited up to {m['max_wait']:g} s for that before each repeat)"
+        )
+        if total
+        else "load not watched"
+    )
     runs = doc.get("runs", [])
     if m.get("until_quiet", 0) > 0:
         want = "the run's sample count" if len(runs) > 1 else str(m["repeats"])
-        load += (f"; repeats were added until {want} per case started quiet (at most {m['until_quiet']:g} s), "
-                 "statistics over the quiet repeats")
+        load += (
+            f"; repeats were added until {want} per case started quiet (at most {m['until_quiet']:g} s), "
+            "statistics over the quiet repeats"
+        )
     if len(runs) > 1:  # a merged file: say which run (and so which method and date) each case comes from
         parts = []
         for i, r in enumerate(runs):
             ids = ", ".join(case_id(c["case"]) for c in doc["cases"] if c.get("run") == i)
-            parts.append(f"run {i + 1} ({r['environment']['date_utc']}, {r['method']['repeats']} samples, commit "
-                         f"{(r['environment']['commit'] or 'unknown')[:10]}): {ids}")
+            parts.append(
+                f"run {i + 1} ({r['environment']['date_utc']}, {r['method']['repeats']} samples, commit "
+                f"{(r['environment']['commit'] or 'unknown')[:10]}): {ids}"
+            )
         when = "merged runs: " + "; ".join(parts)
         samples = f"{m['warmup']} warm-ups + interleaved samples of >= {m['min_time'] * 1e3:g} ms"
     else:
         when = f"{e['date_utc']}, commit {(e['commit'] or 'unknown')[:10]}"
         samples = f"{m['warmup']} warm-ups + {m['repeats']} interleaved samples of >= {m['min_time'] * 1e3:g} ms"
-    return (f"torch {e['torch']}, kornia {e['kornia'] or 'not installed'}, Python {e['python']}; CPU {e['cpu_model']} "
-            f"({e['cpu_capability']}, {e['cpus_usable']} usable cores), {m['threads']} torch threads; {samples}, "
-            f"{mode}, niceness {e.get('niceness', 0)}; {load}; {when}.")
+    return (
+        f"torch {e['torch']}, kornia {e['kornia'] or 'not installed'}, Python {e['python']}; CPU {e['cpu_model']} "
+        f"({e['cpu_capability']}, {e['cpus_usable']} usable cores), {m['threads']} torch threads; {samples}, "
+        f"{mode}, niceness {e.get('niceness', 0)}; {load}; {when}."
+    )

@@ -40,8 +40,9 @@ def _version(dist: str) -> str | None:
 
 def _commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=BENCH_DIR, capture_output=True, text=True, timeout=10,
-                             check=False)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=BENCH_DIR, capture_output=True, text=True, timeout=10, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -117,13 +118,22 @@ def wait_quiet(method) -> bool:
     while busy is not None and busy > method.quiet_below and time.perf_counter() - t0 < method.max_wait:
         busy = others_busy()
     quiet = busy is None or busy <= method.quiet_below
-    _GATE_LOG.append({"others_busy": None if busy is None else round(busy, 3), "quiet": quiet,
-                      "waited_s": round(time.perf_counter() - t0, 2)})
+    _GATE_LOG.append(
+        {
+            "others_busy": None if busy is None else round(busy, 3),
+            "quiet": quiet,
+            "waited_s": round(time.perf_counter() - t0, 2),
+        }
+    )
     return quiet
 
 
 def gate_summary(log: list[dict]) -> dict:
     busy = [g["others_busy"] for g in log if g["others_busy"] is not None]
-    return {"repeats": len(log), "quiet_repeats": sum(g["quiet"] for g in log),
-            "waited_s": round(sum(g["waited_s"] for g in log), 1), "others_busy_max": max(busy, default=None),
-            "per_repeat": log}
+    return {
+        "repeats": len(log),
+        "quiet_repeats": sum(g["quiet"] for g in log),
+        "waited_s": round(sum(g["waited_s"] for g in log), 1),
+        "others_busy_max": max(busy, default=None),
+        "per_repeat": log,
+    }

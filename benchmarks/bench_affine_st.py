@@ -71,14 +71,19 @@ def _step_fns(config: str, mode: str) -> tuple[dict, dict]:
                 if backward:
                     return v, torch.autograd.grad(v, [th, x] if input_grad else [th], grad_out)
                 return v, ()
+
         return step
 
     steps = {
-        "torch": run(lambda t: F.affine_grid(t, [B, C, *out_size], align_corners=False),
-                     lambda u, g: F.grid_sample(u, g, align_corners=False), theta),
+        "torch": run(
+            lambda t: F.affine_grid(t, [B, C, *out_size], align_corners=False),
+            lambda u, g: F.grid_sample(u, g, align_corners=False),
+            theta,
+        ),
         "ours": run(lambda t: torchstn.affine_grid(t, out_size), torchstn.sample, theta),
-        "ours_family": run(lambda t: family.grid(t, out_size),
-                           lambda u, g: torchstn.sample(u, g, check_finite=False), theta_flat),
+        "ours_family": run(
+            lambda t: family.grid(t, out_size), lambda u, g: torchstn.sample(u, g, check_finite=False), theta_flat
+        ),
     }
     ref_v, ref_g = _float64_reference(x, theta0, grad_out, out_size, backward, input_grad)
     checks = {}
@@ -96,8 +101,7 @@ def _float64_reference(x, theta, grad_out, out_size, backward: bool, input_grad:
     """Output and gradients of the step in float64 (F.affine_grid + F.grid_sample), the yardstick of the checks."""
     x64 = x.detach().double().requires_grad_(input_grad)
     theta64 = theta.double().requires_grad_(backward)
-    v = F.grid_sample(x64, F.affine_grid(theta64, [*x.shape[:2], *out_size], align_corners=False),
-                      align_corners=False)
+    v = F.grid_sample(x64, F.affine_grid(theta64, [*x.shape[:2], *out_size], align_corners=False), align_corners=False)
     if not backward:
         return v.detach(), ()
     return v.detach(), torch.autograd.grad(v, [theta64, x64] if input_grad else [theta64], grad_out.double())
@@ -115,16 +119,17 @@ def _split_fns(config: str) -> dict:
     size4 = [B, C, *out_size]
     return {
         "torch_grid_fwd": lambda: F.affine_grid(theta, size4, align_corners=False),
-        "torch_grid_fwdbwd": lambda: torch.autograd.grad(F.affine_grid(theta, size4, align_corners=False), theta,
-                                                         grad_grid),
+        "torch_grid_fwdbwd": lambda: torch.autograd.grad(
+            F.affine_grid(theta, size4, align_corners=False), theta, grad_grid
+        ),
         "ours_grid_fwd": lambda: torchstn.affine_grid(theta, out_size),
         "ours_grid_fwdbwd": lambda: torch.autograd.grad(torchstn.affine_grid(theta, out_size), theta, grad_grid),
         "grid_check_finite": lambda: check_finite("grid", grid0),
         "sampler_fwd": lambda: F.grid_sample(x, grid, align_corners=False),
-        "sampler_fwdbwd_grid": lambda: torch.autograd.grad(F.grid_sample(x, grid, align_corners=False), grid,
-                                                           grad_out),
-        "sampler_fwdbwd_both": lambda: torch.autograd.grad(F.grid_sample(x_req, grid, align_corners=False),
-                                                           [grid, x_req], grad_out),
+        "sampler_fwdbwd_grid": lambda: torch.autograd.grad(F.grid_sample(x, grid, align_corners=False), grid, grad_out),
+        "sampler_fwdbwd_both": lambda: torch.autograd.grad(
+            F.grid_sample(x_req, grid, align_corners=False), [grid, x_req], grad_out
+        ),
         "ours_sample_fwd_nocheck": lambda: torchstn.sample(x, grid, check_finite=False),
     }
 
@@ -166,26 +171,75 @@ def render(doc: dict) -> str:
             split_rows.append(_split_row(shape, s) + [_quiet(res)])
             continue
         r = res["speedup_vs_torch"]
-        rows.append([shape, mode, fmt_ms(s["torch"]), fmt_ms(s["ours"]), fmt_ms(s["ours_family"]),
-                     fmt_ratio(r["ours"]), fmt_ratio(r["ours_family"]), _verdict(config, mode, r),
-                     " / ".join(f"{res['checks'][f'{k}_max_err_vs_float64']:.0e}" for k in ("torch", "ours")),
-                     _quiet(res)])
+        rows.append(
+            [
+                shape,
+                mode,
+                fmt_ms(s["torch"]),
+                fmt_ms(s["ours"]),
+                fmt_ms(s["ours_family"]),
+                fmt_ratio(r["ours"]),
+                fmt_ratio(r["ours_family"]),
+                _verdict(config, mode, r),
+                " / ".join(f"{res['checks'][f'{k}_max_err_vs_float64']:.0e}" for k in ("torch", "ours")),
+                _quiet(res),
+            ]
+        )
     out = [f"Command: `{doc['command']}`  ", _common.env_line(doc), ""]
-    out.append("Step time in ms, median [IQR]; speed-up = torch / ours per interleaved repeat, median [quartiles]; "
-               "goal met: the lower quartile also clears it; err torch / ours: max deviation from a float64 "
-               "reference (output absolute, gradients relative to their largest entry); quiet: repeats that "
-               "started with the other core idle.")
+    out.append(
+        "Step time in ms, median [IQR]; speed-up = torch / ours per interleaved repeat, median [quartiles]; "
+        "goal met: the lower quartile also clears it; err torch / ours: max deviation from a float64 "
+        "reference (output absolute, gradients relative to their largest entry); quiet: repeats that "
+        "started with the other core idle."
+    )
     out.append("")
-    out.append(table(["shape", "mode", "torch", "ours", "ours_family", "speed-up ours", "speed-up ours_family",
-                      "goal", "err torch / ours", "quiet"], rows))
+    out.append(
+        table(
+            [
+                "shape",
+                "mode",
+                "torch",
+                "ours",
+                "ours_family",
+                "speed-up ours",
+                "speed-up ours_family",
+                "goal",
+                "err torch / ours",
+                "quiet",
+            ],
+            rows,
+        )
+    )
     if split_rows:
-        out += ["", ("Split of the step (ms, median [IQR]; bwd: median over repeats of fwd+bwd minus fwd of the same "
-                     "repeat; the sampler is `F.grid_sample` for both, bwd w.r.t. the grid / the grid and the input; "
-                     "`sample()` wrapper: its validation cost over `F.grid_sample`; sampler share: sampler fwd+bwd "
-                     "over ours grid fwd+bwd + NaN check + sampler fwd+bwd):"), ""]
-        out.append(table(["shape", "torch grid fwd", "torch grid bwd", "ours grid fwd", "ours grid bwd",
-                          "sampler fwd", "sampler bwd (grid)", "sampler bwd (grid+input)", "grid NaN check",
-                          "`sample()` wrapper", "sampler share of ours step", "quiet"], split_rows))
+        out += [
+            "",
+            (
+                "Split of the step (ms, median [IQR]; bwd: median over repeats of fwd+bwd minus fwd of the same "
+                "repeat; the sampler is `F.grid_sample` for both, bwd w.r.t. the grid / the grid and the input; "
+                "`sample()` wrapper: its validation cost over `F.grid_sample`; sampler share: sampler fwd+bwd "
+                "over ours grid fwd+bwd + NaN check + sampler fwd+bwd):"
+            ),
+            "",
+        ]
+        out.append(
+            table(
+                [
+                    "shape",
+                    "torch grid fwd",
+                    "torch grid bwd",
+                    "ours grid fwd",
+                    "ours grid bwd",
+                    "sampler fwd",
+                    "sampler bwd (grid)",
+                    "sampler bwd (grid+input)",
+                    "grid NaN check",
+                    "`sample()` wrapper",
+                    "sampler share of ours step",
+                    "quiet",
+                ],
+                split_rows,
+            )
+        )
     return "\n".join(out)
 
 
@@ -197,10 +251,19 @@ def _split_row(shape: str, s: dict) -> list[str]:
 
     ours_step = med["ours_grid_fwdbwd"] + med["sampler_fwdbwd_grid"] + med["grid_check_finite"]
     share = med["sampler_fwdbwd_grid"] / ours_step
-    return [shape, fmt_ms(s["torch_grid_fwd"]), d("torch_grid_fwdbwd", "torch_grid_fwd"), fmt_ms(s["ours_grid_fwd"]),
-            d("ours_grid_fwdbwd", "ours_grid_fwd"), fmt_ms(s["sampler_fwd"]), d("sampler_fwdbwd_grid", "sampler_fwd"),
-            d("sampler_fwdbwd_both", "sampler_fwd"), fmt_ms(s["grid_check_finite"]),
-            f"{paired_diff(s, 'ours_sample_fwd_nocheck', 'sampler_fwd'):+.3f}", f"{share:.0%}"]
+    return [
+        shape,
+        fmt_ms(s["torch_grid_fwd"]),
+        d("torch_grid_fwdbwd", "torch_grid_fwd"),
+        fmt_ms(s["ours_grid_fwd"]),
+        d("ours_grid_fwdbwd", "ours_grid_fwd"),
+        fmt_ms(s["sampler_fwd"]),
+        d("sampler_fwdbwd_grid", "sampler_fwd"),
+        d("sampler_fwdbwd_both", "sampler_fwd"),
+        fmt_ms(s["grid_check_finite"]),
+        f"{paired_diff(s, 'ours_sample_fwd_nocheck', 'sampler_fwd'):+.3f}",
+        f"{share:.0%}",
+    ]
 
 
 if __name__ == "__main__":

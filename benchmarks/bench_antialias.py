@@ -183,8 +183,9 @@ def methods(img, m, out_size, pure_scale):
     if pure_scale:
         lo = (SIZE - REGION) // 2
         crop = img[:, :, lo : lo + REGION, lo : lo + REGION]
-        out["F.interpolate bilinear antialias"] = F.interpolate(crop, size=out_size, mode="bilinear",
-                                                                antialias=True, align_corners=False)
+        out["F.interpolate bilinear antialias"] = F.interpolate(
+            crop, size=out_size, mode="bilinear", antialias=True, align_corners=False
+        )
         out["F.interpolate area"] = F.interpolate(crop, size=out_size, mode="area")
     return out
 
@@ -209,15 +210,20 @@ def quality() -> tuple[dict, dict]:
         img = im.view(1, 1, SIZE, SIZE)
         for sx, sy, deg in cases:
             m, out_size = case_matrix(sx, sy, deg)
-            refs = {"box": reference(img, m, out_size, max(sx, sy)),
-                    "gaussian": reference_gaussian(img, m, out_size, max(sx, sy))}
+            refs = {
+                "box": reference(img, m, out_size, max(sx, sy)),
+                "gaussian": reference_gaussian(img, m, out_size, max(sx, sy)),
+            }
             outs = methods(img, m, out_size, pure_scale=deg == 0 and sx == sy)
             key = f"{name} | {sx}x{'' if sx == sy else f' x {sy}y'} | rot {deg}"
             table[key] = {r: {k: round(psnr(v, ref), 2) for k, v in outs.items()} for r, ref in refs.items()}
             if sx == sy == 4 and deg == 30:
                 pictures[name] = {"reference (area)": refs["box"], **{k: outs[k] for k in PICTURE_COLUMNS}}
-            print(f"{key:32s} " + "  ".join(f"{k.split(':')[-1].strip()[:14]}={v:.1f}"
-                                             for k, v in table[key]["box"].items()), flush=True)
+            print(
+                f"{key:32s} "
+                + "  ".join(f"{k.split(':')[-1].strip()[:14]}={v:.1f}" for k, v in table[key]["box"].items()),
+                flush=True,
+            )
     return table, pictures
 
 
@@ -227,12 +233,15 @@ def summarise(table: dict) -> dict:
     for r in ("box", "gaussian"):
         names = [k for k in next(iter(table.values()))[r] if all(k in t[r] for t in table.values())]
         out[f"mean_psnr_{r}"] = {k: round(statistics.mean(t[r][k] for t in table.values()), 2) for k in names}
-        gains = {key: round(t[r]["ours"] - t[r]["grid_sample bilinear"], 2)
-                 for key, t in table.items() if "| 4x |" in key}
+        gains = {
+            key: round(t[r]["ours"] - t[r]["grid_sample bilinear"], 2) for key, t in table.items() if "| 4x |" in key
+        }
         out[f"ours_minus_bilinear_at_4x_{r}"] = gains
         out[f"ours_minus_interpolate_antialias_pure_scale_{r}"] = {
             key: round(t[r]["ours"] - t[r]["F.interpolate bilinear antialias"], 2)
-            for key, t in table.items() if "F.interpolate bilinear antialias" in t[r]}
+            for key, t in table.items()
+            if "F.interpolate bilinear antialias" in t[r]
+        }
     return out
 
 
@@ -260,13 +269,20 @@ def _speed_fns(U, theta, grad_out, out_size) -> dict:
 
     return {
         "grid_sample bilinear": run(lambda: F.grid_sample(U, affine_grid(theta, out_size), align_corners=False)),
-        "grid_sample bicubic": run(lambda: F.grid_sample(U, affine_grid(theta, out_size), mode="bicubic",
-                                                         align_corners=False)),
+        "grid_sample bicubic": run(
+            lambda: F.grid_sample(U, affine_grid(theta, out_size), mode="bicubic", align_corners=False)
+        ),
         "ours (footprint from grid)": run(lambda: torchstn.sample(U, affine_grid(theta, out_size), antialias=True)),
-        "ours (footprint from matrix)": run(lambda: torchstn.sample(
-            U, affine_grid(theta, out_size), antialias=True, jacobian=affine_jacobian(theta, in_size, out_size))),
-        **{name: run(lambda kw=kw: _sample_antialiased(U, affine_grid(theta, out_size), jac(), "zeros", False, **kw))
-           for name, kw in ALTERNATIVES.items() if "classic" not in name},
+        "ours (footprint from matrix)": run(
+            lambda: torchstn.sample(
+                U, affine_grid(theta, out_size), antialias=True, jacobian=affine_jacobian(theta, in_size, out_size)
+            )
+        ),
+        **{
+            name: run(lambda kw=kw: _sample_antialiased(U, affine_grid(theta, out_size), jac(), "zeros", False, **kw))
+            for name, kw in ALTERNATIVES.items()
+            if "classic" not in name
+        },
         "alt: Gaussian prefilter": run(lambda: gaussian_prefilter(U, theta, out_size)),
     }
 
@@ -275,12 +291,16 @@ def run_case(case: dict, method: Method) -> dict:
     if case["part"] == "quality":
         table_, pictures = quality()
         picture(pictures, PICTURE)
-        return {"reference": "box: the area-weighted mean of the input pixels under each output pixel's footprint "
-                             "parallelogram (K x K stratified nearest-pixel sub-samples, K = max(16, 4 s), float64)",
-                "reference_2": "gaussian: a Gaussian with the box's covariance J J^T / 12 on the bilinear "
-                               "reconstruction, densely sampled",
-                "ours": f"torchstn.sample(..., antialias=True): mip-map + anisotropy taps, tap_share={TAP_SHARE}",
-                "psnr_cap_db": PSNR_CAP, "summary": summarise(table_), "psnr_db": table_}
+        return {
+            "reference": "box: the area-weighted mean of the input pixels under each output pixel's footprint "
+            "parallelogram (K x K stratified nearest-pixel sub-samples, K = max(16, 4 s), float64)",
+            "reference_2": "gaussian: a Gaussian with the box's covariance J J^T / 12 on the bilinear "
+            "reconstruction, densely sampled",
+            "ours": f"torchstn.sample(..., antialias=True): mip-map + anisotropy taps, tap_share={TAP_SHARE}",
+            "psnr_cap_db": PSNR_CAP,
+            "summary": summarise(table_),
+            "psnr_db": table_,
+        }
     U, theta, grad_out, out_size = _timing_setup()
     fns = _speed_fns(U, theta, grad_out, out_size)
     with torch.no_grad():  # the two footprint sources must agree
@@ -289,8 +309,11 @@ def run_case(case: dict, method: Method) -> dict:
         b = torchstn.sample(U, g, antialias=True, jacobian=affine_jacobian(theta, U.shape[2:], out_size))
     stats = time_interleaved(fns, method)
     ratios = {k: paired_ratio(stats, k, "grid_sample bilinear") for k in fns}
-    return {"stats": stats, "ratio_to_bilinear": ratios,
-            "checks": {"grid_vs_matrix_footprint_max_abs_diff": float((a - b).abs().max())}}
+    return {
+        "stats": stats,
+        "ratio_to_bilinear": ratios,
+        "checks": {"grid_vs_matrix_footprint_max_abs_diff": float((a - b).abs().max())},
+    }
 
 
 # ---------------------------------------------------------------------------------------------------- picture
@@ -337,8 +360,13 @@ def render(doc: dict) -> str:
         else:
             rows = [[k, fmt_ms(s), fmt_ratio(res["ratio_to_bilinear"][k])] for k, s in res["stats"].items()]
             g = res["gate"]
-            out += [(f"Forward + backward, B=16, 3x224x224 -> 56x56, ms median [IQR], ratio to bilinear per repeat "
-                     f"median [quartiles]; quiet {g['quiet_repeats']}/{g['repeats']}:"), ""]
+            out += [
+                (
+                    f"Forward + backward, B=16, 3x224x224 -> 56x56, ms median [IQR], ratio to bilinear per repeat "
+                    f"median [quartiles]; quiet {g['quiet_repeats']}/{g['repeats']}:"
+                ),
+                "",
+            ]
             out += [table(["method", "time (ms)", "ratio to grid_sample bilinear"], rows), ""]
     return "\n".join(out)
 

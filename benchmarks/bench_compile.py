@@ -2,7 +2,7 @@
 
 Question: how much faster does ``torch.compile`` make an ST model's training step and its inference on CPU, for the
 PyTorch tutorial's STN (``torchstn.models.TutorialSTN``, ``F.affine_grid`` + ``F.grid_sample`` inline) and for our
-RTS ST-CNN (``build_model("st_cnn", transform="affine", st_pool=True)``, the ``table1_rts_st_cnn_affine`` model)?
+RTS ST-CNN (``build_model("st_cnn", transform="affine", st_pool=True)``, the ``table1:RTS/st_cnn_affine`` cell's model)?
 And what does the first compiled call cost?
 
 Implementations, timed interleaved in the same process (see ``benchmarks/README.md``): ``eager`` (the model as built)
@@ -46,8 +46,9 @@ BATCH = {"train": 128, "infer": 256}
 #: name -> builder of the model on IN_SHAPE
 MODELS = {
     "tutorial_stn": lambda: build_model("tutorial_stn", in_shape=IN_SHAPE, num_classes=NUM_CLASSES),
-    "st_cnn_affine": lambda: build_model("st_cnn", in_shape=IN_SHAPE, num_classes=NUM_CLASSES, transform="affine",
-                                         st_pool=True),
+    "st_cnn_affine": lambda: build_model(
+        "st_cnn", in_shape=IN_SHAPE, num_classes=NUM_CLASSES, transform="affine", st_pool=True
+    ),
 }
 IMPLS = ("eager", "compiled")
 CASES = [{"model": m, "mode": mode} for m in MODELS for mode in ("train", "infer")]
@@ -66,9 +67,11 @@ def _build(name: str) -> torch.nn.Module:
 def _step_fn(model, fn, mode: str, x: torch.Tensor, y: torch.Tensor):
     """One timed call: a training step of ``model`` through ``fn`` (the model or its compiled wrapper), or a forward."""
     if mode == "infer":
+
         def infer():
             with torch.no_grad():
                 return fn(x)
+
         return infer
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
@@ -76,6 +79,7 @@ def _step_fn(model, fn, mode: str, x: torch.Tensor, y: torch.Tensor):
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(fn(x), y).backward()
         opt.step()
+
     return train
 
 
@@ -103,8 +107,9 @@ def _parity(models: dict, fns: dict, x: torch.Tensor, y: torch.Tensor, backward:
         logits, grads = out[k]
         checks[f"{k}_logits_max_abs_err"] = float((logits - ref_logits).abs().max())
         if backward:
-            checks[f"{k}_grads_max_rel_err"] = max(_max_rel(a.double(), b) for a, b in zip(grads, ref_grads)
-                                                   if a is not None and b is not None)
+            checks[f"{k}_grads_max_rel_err"] = max(
+                _max_rel(a.double(), b) for a, b in zip(grads, ref_grads) if a is not None and b is not None
+            )
     return checks
 
 
@@ -132,8 +137,14 @@ def run_case(case: dict, method: Method) -> dict:
     for k in IMPLS:
         models[k].train(mode == "train")
     stats = time_interleaved(steps, method)
-    return {"stats": stats, "speedup": paired_ratio(stats, "eager", "compiled"), "first_call_s": first_call_s,
-            "checks": checks, "batch": BATCH[mode], "torch_threads": torch.get_num_threads()}
+    return {
+        "stats": stats,
+        "speedup": paired_ratio(stats, "eager", "compiled"),
+        "first_call_s": first_call_s,
+        "checks": checks,
+        "batch": BATCH[mode],
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def _quiet(res: dict) -> str:
@@ -145,22 +156,64 @@ def render(doc: dict) -> str:
     rows = []
     for res in doc["cases"]:
         c, s, ch = res["case"], res["stats"], res["checks"]
-        err = " / ".join(", ".join(f"{ch[f'{k}_{what}']:.0e}" for what in ("logits_max_abs_err", "grads_max_rel_err")
-                                   if f"{k}_{what}" in ch) for k in IMPLS)
-        rows.append([c["model"], c["mode"], f"{res['batch']}x{'x'.join(map(str, IN_SHAPE))}", fmt_ms(s["eager"]),
-                     fmt_ms(s["compiled"]), fmt_ratio(res["speedup"]), f"{res['first_call_s']['compiled']:.1f}",
-                     err, _quiet(res)])
-    return "\n".join([
-        f"Command: `{doc['command']}`  ", _common.env_line(doc), "",
-        ("Time per call in ms, median [IQR] (train: zero_grad + forward + loss + backward + SGD step; infer: forward "
-         "under no_grad); speed-up = eager / compiled per interleaved repeat, median [quartiles]; first call: seconds "
-         "of the first compiled call (compilation); err eager / compiled: deviation from a float64 eager copy in eval "
-         "mode, logits max abs, gradients max relative to each parameter's largest entry; quiet: repeats that "
-         "started with the other processes idle."), "",
-        table(["model", "mode", "input", "eager", "compiled (inductor)", "speed-up", "first call s",
-               "err eager / compiled", "quiet"], rows)])
+        err = " / ".join(
+            ", ".join(
+                f"{ch[f'{k}_{what}']:.0e}"
+                for what in ("logits_max_abs_err", "grads_max_rel_err")
+                if f"{k}_{what}" in ch
+            )
+            for k in IMPLS
+        )
+        rows.append(
+            [
+                c["model"],
+                c["mode"],
+                f"{res['batch']}x{'x'.join(map(str, IN_SHAPE))}",
+                fmt_ms(s["eager"]),
+                fmt_ms(s["compiled"]),
+                fmt_ratio(res["speedup"]),
+                f"{res['first_call_s']['compiled']:.1f}",
+                err,
+                _quiet(res),
+            ]
+        )
+    return "\n".join(
+        [
+            f"Command: `{doc['command']}`  ",
+            _common.env_line(doc),
+            "",
+            (
+                "Time per call in ms, median [IQR] (train: zero_grad + forward + loss + backward + SGD step; infer: forward "
+                "under no_grad); speed-up = eager / compiled per interleaved repeat, median [quartiles]; first call: seconds "
+                "of the first compiled call (compilation); err eager / compiled: deviation from a float64 eager copy in eval "
+                "mode, logits max abs, gradients max relative to each parameter's largest entry; quiet: repeats that "
+                "started with the other processes idle."
+            ),
+            "",
+            table(
+                [
+                    "model",
+                    "mode",
+                    "input",
+                    "eager",
+                    "compiled (inductor)",
+                    "speed-up",
+                    "first call s",
+                    "err eager / compiled",
+                    "quiet",
+                ],
+                rows,
+            ),
+        ]
+    )
 
 
 if __name__ == "__main__":
-    _common.main("compile", __doc__.splitlines()[0], CASES, run_case, render,
-                 argv=["--warmup", "3", "--repeats", "20", *sys.argv[1:]])
+    _common.main(
+        "compile",
+        __doc__.splitlines()[0],
+        CASES,
+        run_case,
+        render,
+        argv=["--warmup", "3", "--repeats", "20", *sys.argv[1:]],
+    )

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 from _common import Method, fmt_ms, table, time_interleaved  # noqa: E402
 
-from torchstn.data.datasets import DistortedMNIST, MNISTAddition, synthetic_digits  # noqa: E402
+from torchstn.data import DistortedMNIST, MNISTAddition, synthetic_digits  # noqa: E402
 from torchstn.data.distortions import Extrude3D, TranslateClutter, get_distortion  # noqa: E402
 
 BATCH = 256
@@ -77,11 +77,15 @@ def run_case(case: dict, method: Method) -> dict:
     samples = stats["total"]["samples_ms"]
     used = [samples[i] for i in quiet] if len(quiet) >= MIN_QUIET else samples
     q1, med, q3 = statistics.quantiles(used, n=4, method="inclusive") if len(used) > 1 else (used[0],) * 3
-    res = {"stats": stats, "method": dataclasses.asdict(method), "batch": BATCH,
-           "total_from": f"{len(used)} {'quiet' if len(quiet) >= MIN_QUIET else 'all'} repeats",
-           "total_quiet_ms": {"median_ms": med, "q1_ms": q1, "q3_ms": q3, "iqr_ms": q3 - q1, "n": len(used)},
-           "samples_per_s": BATCH / (med / 1e3),
-           "samples_per_s_q1_q3": [BATCH / (q3 / 1e3), BATCH / (q1 / 1e3)]}
+    res = {
+        "stats": stats,
+        "method": dataclasses.asdict(method),
+        "batch": BATCH,
+        "total_from": f"{len(used)} {'quiet' if len(quiet) >= MIN_QUIET else 'all'} repeats",
+        "total_quiet_ms": {"median_ms": med, "q1_ms": q1, "q3_ms": q3, "iqr_ms": q3 - q1, "n": len(used)},
+        "samples_per_s": BATCH / (med / 1e3),
+        "samples_per_s_q1_q3": [BATCH / (q3 / 1e3), BATCH / (q1 / 1e3)],
+    }
     goal = GOALS.get(case["variant"]) if case["path"] == "float32" else None
     if goal:
         res["goal_samples_per_s"] = goal
@@ -90,13 +94,20 @@ def run_case(case: dict, method: Method) -> dict:
 
 
 def render(doc: dict) -> str:
-    legend = (f"Batch {BATCH}. Time per batch in ms, median [IQR]; `total` and samples/s = {BATCH} / median of "
-              f"`total` use only the repeats that started on a quiet machine when there are at least {MIN_QUIET} of "
-              "them (column `from`), else all; in brackets: samples/s from the upper and lower quartile. On a loaded "
-              "machine the fastest sample is the best estimate of the unloaded speed (column `best sample`). "
-              "`sample_params` and `apply` are over all repeats.")
-    out = [f"Command: `MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296 {doc['command']}`  ",
-           _common.env_line(doc), "", legend, ""]
+    legend = (
+        f"Batch {BATCH}. Time per batch in ms, median [IQR]; `total` and samples/s = {BATCH} / median of "
+        f"`total` use only the repeats that started on a quiet machine when there are at least {MIN_QUIET} of "
+        "them (column `from`), else all; in brackets: samples/s from the upper and lower quartile. On a loaded "
+        "machine the fastest sample is the best estimate of the unloaded speed (column `best sample`). "
+        "`sample_params` and `apply` are over all repeats."
+    )
+    out = [
+        f"Command: `MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=4294967296 {doc['command']}`  ",
+        _common.env_line(doc),
+        "",
+        legend,
+        "",
+    ]
     rows = []
     for res in doc["cases"]:
         c, s = res["case"], res["stats"]
@@ -105,15 +116,43 @@ def render(doc: dict) -> str:
         goal = ""
         if "goal_samples_per_s" in res:
             target = res["goal_samples_per_s"]
-            verdict = ("met" if res["samples_per_s"] >= target else
-                       "met by the best sample only" if best >= target else "**not met**")
+            verdict = (
+                "met"
+                if res["samples_per_s"] >= target
+                else "met by the best sample only"
+                if best >= target
+                else "**not met**"
+            )
             goal = f">= {target:,}: {verdict}"
-        rows.append([c["variant"], c["path"], fmt_ms(res["total_quiet_ms"]), res["total_from"],
-                     f"{res['samples_per_s']:,.0f} [{lo:,.0f}-{hi:,.0f}]", f"{best:,.0f}",
-                     fmt_ms(s["params"]) if "params" in s else "-", fmt_ms(s["apply"]) if "apply" in s else "-",
-                     goal])
-    out.append(table(["variant", "path", "total ms", "from", "samples/s (median)", "samples/s (best sample)",
-                      "sample_params ms", "apply ms", "goal"], rows))
+        rows.append(
+            [
+                c["variant"],
+                c["path"],
+                fmt_ms(res["total_quiet_ms"]),
+                res["total_from"],
+                f"{res['samples_per_s']:,.0f} [{lo:,.0f}-{hi:,.0f}]",
+                f"{best:,.0f}",
+                fmt_ms(s["params"]) if "params" in s else "-",
+                fmt_ms(s["apply"]) if "apply" in s else "-",
+                goal,
+            ]
+        )
+    out.append(
+        table(
+            [
+                "variant",
+                "path",
+                "total ms",
+                "from",
+                "samples/s (median)",
+                "samples/s (best sample)",
+                "sample_params ms",
+                "apply ms",
+                "goal",
+            ],
+            rows,
+        )
+    )
     return "\n".join(out)
 
 

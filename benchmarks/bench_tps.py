@@ -82,14 +82,17 @@ def checks() -> dict:
             return out
         pts = ident.reshape(1, -1, 2).expand(B, -1, -1)
         theirs = kornia_grid(ctrl, src, pts).view(B, *OUT, 2)
-        out.update({
-            "kornia_identity_max_err": float((kornia_grid(ctrl, ctrl.clone(), pts).view(B, *OUT, 2) - ident)
-                                             .abs().max()),
-            "kornia_mean_displacement": float((theirs - ident).abs().mean()),
-            "kornia_interpolation_max_err": float((kornia_grid(ctrl, src, ctrl) - src).abs().max()),
-            "ours_vs_kornia_mean_abs_diff": float((ours - theirs).abs().mean()),
-            "ours_vs_kornia_max_abs_diff": float((ours - theirs).abs().max()),
-        })
+        out.update(
+            {
+                "kornia_identity_max_err": float(
+                    (kornia_grid(ctrl, ctrl.clone(), pts).view(B, *OUT, 2) - ident).abs().max()
+                ),
+                "kornia_mean_displacement": float((theirs - ident).abs().mean()),
+                "kornia_interpolation_max_err": float((kornia_grid(ctrl, src, ctrl) - src).abs().max()),
+                "ours_vs_kornia_mean_abs_diff": float((ours - theirs).abs().mean()),
+                "ours_vs_kornia_max_abs_diff": float((ours - theirs).abs().max()),
+            }
+        )
     return out
 
 
@@ -110,9 +113,11 @@ def _fns(part: str, mode: str) -> dict:
             with torch.set_grad_enabled(backward):
                 out = fn(leaf)
                 return torch.autograd.grad(out, leaf, grad) if backward else out
+
         return run
 
     if part == "precompute":
+
         def first_call(t):
             _tps._grid_matrix_cpu64.cache_clear()
             _tps._DEVICE_CACHE.clear()
@@ -125,11 +130,15 @@ def _fns(part: str, mode: str) -> dict:
         def folded(t):  # (B, 2K) -> (B, 2, K) -> (2B, K) @ (K, H*W) -> (B, 2, H, W) -> (B, H, W, 2)
             return (t.view(B, K, 2).transpose(1, 2).reshape(2 * B, K) @ M.t()).view(B, 2, *OUT).permute(0, 2, 3, 1)
 
-        return {"ours": call(lambda t: fam.grid(t, OUT), theta),
-                "folded_mm": call(lambda t: folded(t).contiguous(), theta)}
+        return {
+            "ours": call(lambda t: fam.grid(t, OUT), theta),
+            "folded_mm": call(lambda t: folded(t).contiguous(), theta),
+        }
     if part == "grid":
-        fns = {"ours": call(lambda t: fam.grid(t, OUT), theta),
-               "ours_direct": call(lambda t: direct.grid(t, OUT), theta)}
+        fns = {
+            "ours": call(lambda t: fam.grid(t, OUT), theta),
+            "ours_direct": call(lambda t: direct.grid(t, OUT), theta),
+        }
         if get_tps_transform is not None:
             fns["kornia"] = call(lambda s: kornia_grid(ctrl, s, pts).view(B, *OUT, 2), src)
         return fns
@@ -142,12 +151,15 @@ def _fns(part: str, mode: str) -> dict:
 def run_case(case: dict, method: Method) -> dict:
     fns = _fns(case["part"], case["mode"])
     if "kornia" in fns:
-        method = dataclasses.replace(method, repeats=min(method.repeats, KORNIA_REPEATS),
-                                     warmup=min(method.warmup, 2))
+        method = dataclasses.replace(method, repeats=min(method.repeats, KORNIA_REPEATS), warmup=min(method.warmup, 2))
     stats = time_interleaved(fns, method)
     res = {"stats": stats, "method": dataclasses.asdict(method), "kornia_available": get_tps_transform is not None}
-    slow = {"grid": ["ours_direct", "kornia"], "warp": ["kornia"], "precompute": ["ours_first_call"],
-            "layout": ["folded_mm"]}
+    slow = {
+        "grid": ["ours_direct", "kornia"],
+        "warp": ["kornia"],
+        "precompute": ["ours_first_call"],
+        "layout": ["folded_mm"],
+    }
     res["speedup_of_ours"] = {k: paired_ratio(stats, k, "ours") for k in slow[case["part"]] if k in stats}
     if case["part"] == "layout":
         with torch.no_grad():
@@ -161,11 +173,12 @@ def run_case(case: dict, method: Method) -> dict:
 def render(doc: dict) -> str:
     out = [f"Command: `{doc['command']}`  ", _common.env_line(doc), ""]
     if not doc["environment"]["kornia"]:
-        out += ["**kornia is not installed in this environment: only ours was timed** (see benchmarks/README.md).",
-                ""]
-    out.append("Time in ms, median [IQR] (n = samples); speed-up = other / ours per interleaved repeat, median "
-               "[quartiles]. Goal: ours >= 10x faster than kornia for grid generation (met: the lower quartile also "
-               "clears it). quiet: repeats that started with the other core idle.")
+        out += ["**kornia is not installed in this environment: only ours was timed** (see benchmarks/README.md).", ""]
+    out.append(
+        "Time in ms, median [IQR] (n = samples); speed-up = other / ours per interleaved repeat, median "
+        "[quartiles]. Goal: ours >= 10x faster than kornia for grid generation (met: the lower quartile also "
+        "clears it). quiet: repeats that started with the other core idle."
+    )
     out.append("")
     rows = []
     for res in doc["cases"]:
@@ -177,8 +190,18 @@ def render(doc: dict) -> str:
             if other == "kornia" and part == "grid":
                 ok, sure = r["paired_median"] >= GOAL, r["paired_q1"] >= GOAL
                 goal = f">= {GOAL:g}x: " + ("met" if ok and sure else "met (median only)" if ok else "**not met**")
-            rows.append([part, mode, f"{fmt_ms(s['ours'])} (n={s['ours']['n']})",
-                         other, f"{fmt_ms(s[other])} (n={s[other]['n']})", fmt_ratio(r), goal, quiet])
+            rows.append(
+                [
+                    part,
+                    mode,
+                    f"{fmt_ms(s['ours'])} (n={s['ours']['n']})",
+                    other,
+                    f"{fmt_ms(s[other])} (n={s[other]['n']})",
+                    fmt_ratio(r),
+                    goal,
+                    quiet,
+                ]
+            )
         if not res["speedup_of_ours"]:
             rows.append([part, mode, f"{fmt_ms(s['ours'])} (n={s['ours']['n']})", "-", "-", "-", "", quiet])
     out.append(table(["part", "mode", "ours", "vs", "other", "speed-up of ours", "goal", "quiet"], rows))

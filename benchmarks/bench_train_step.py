@@ -110,9 +110,12 @@ def run_case(case: dict, method: Method) -> dict:
             agree = float((peer(x) - ours(x)).abs().max())
         models = {"tutorial": peer, "tutorial_ours": ours}
         stats = time_interleaved({k: _step(m, x, y) for k, m in models.items()}, method)
-        return {"stats": stats, "ratios": {"tutorial_ours": paired_ratio(stats, "tutorial", "tutorial_ours")},
-                "checks": {"max_logit_diff": agree},
-                "parameters": {k: count_parameters(m) for k, m in models.items()}}
+        return {
+            "stats": stats,
+            "ratios": {"tutorial_ours": paired_ratio(stats, "tutorial", "tutorial_ours")},
+            "checks": {"max_logit_diff": agree},
+            "parameters": {k: count_parameters(m) for k, m in models.items()},
+        }
     x, y = torch.rand(128, 1, 42, 42, generator=gen), torch.randint(0, 10, (128,), generator=gen)
     st = build_model("st_cnn", in_shape=(1, 42, 42), transform=case["transform"], st_pool=True)
     models = {"cnn": build_model("cnn", in_shape=(1, 42, 42)), "same_cnn": _SameClassifier(st), "st_cnn": st}
@@ -120,12 +123,16 @@ def run_case(case: dict, method: Method) -> dict:
     steps["same_cnn_dx"] = _step(_SameClassifier(st), x, y, input_grad=True)
     stats = time_interleaved(steps, method)
     # ratio a / b per repeat: here "how many times the ST-CNN's step the CNN's is" (< 1: the ST-CNN is slower)
-    return {"stats": stats,
-            "ratios": {"vs_cnn": paired_ratio(stats, "cnn", "st_cnn"),
-                       "vs_same_cnn": paired_ratio(stats, "same_cnn", "st_cnn"),
-                       "dx_vs_same_cnn": paired_ratio(stats, "same_cnn", "same_cnn_dx"),
-                       "vs_same_cnn_dx": paired_ratio(stats, "same_cnn_dx", "st_cnn")},
-            "parameters": {k: count_parameters(m) for k, m in models.items()}}  # fmt: skip
+    return {
+        "stats": stats,
+        "ratios": {
+            "vs_cnn": paired_ratio(stats, "cnn", "st_cnn"),
+            "vs_same_cnn": paired_ratio(stats, "same_cnn", "st_cnn"),
+            "dx_vs_same_cnn": paired_ratio(stats, "same_cnn", "same_cnn_dx"),
+            "vs_same_cnn_dx": paired_ratio(stats, "same_cnn_dx", "st_cnn"),
+        },
+        "parameters": {k: count_parameters(m) for k, m in models.items()},
+    }
 
 
 def _overhead(r: dict) -> str:
@@ -140,31 +147,79 @@ def render(doc: dict) -> str:
         s, r, p = res["stats"], res["ratios"], res["parameters"]
         quiet = f"{res['gate']['quiet_repeats']}/{res['gate']['repeats']}" if res.get("gate") else "?"
         if res["case"]["case"] == "tutorial":
-            tut.append([fmt_ms(s["tutorial"]), fmt_ms(s["tutorial_ours"]), fmt_ratio(r["tutorial_ours"]),
-                        f"{p['tutorial']:,} / {p['tutorial_ours']:,}", f"{res['checks']['max_logit_diff']:.0e}",
-                        quiet])  # fmt: skip
+            tut.append(
+                [
+                    fmt_ms(s["tutorial"]),
+                    fmt_ms(s["tutorial_ours"]),
+                    fmt_ratio(r["tutorial_ours"]),
+                    f"{p['tutorial']:,} / {p['tutorial_ours']:,}",
+                    f"{res['checks']['max_logit_diff']:.0e}",
+                    quiet,
+                ]
+            )
             continue
         same = 1 / r["vs_same_cnn"]["paired_median"] - 1
         verdict = "met" if same <= GOAL else "**not met**"
-        rows.append([res["case"]["transform"], fmt_ms(s["cnn"]), fmt_ms(s["same_cnn"]), fmt_ms(s["same_cnn_dx"]),
-                     fmt_ms(s["st_cnn"]), _overhead(r["vs_cnn"]), _overhead(r["vs_same_cnn"]),
-                     _overhead(r["dx_vs_same_cnn"]), _overhead(r["vs_same_cnn_dx"]), f"<= {GOAL:.0%}: {verdict}",
-                     f"{p['cnn']:,} / {p['same_cnn']:,} / {p['st_cnn']:,}", quiet])  # fmt: skip
-    out = [f"Command: `{doc['command']}`  ", _common.env_line(doc), "",
-           "Training step (Adam) in ms, median [IQR]; overhead = ST-CNN step / CNN step - 1 per interleaved repeat, "
-           "median [quartiles]; quiet: repeats that started with the other core idle.", ""]
-    out.append("RTS 42x42, batch 128: `cnn` is Table 1's parameter-matched CNN on the full input, `same_cnn` the "
-               "ST-CNN's own classifier on the pooled input (the ST's whole cost), `same_cnn_dx` that classifier "
-               "also computing its input's gradient (which any layer behind it needs); the overhead columns compare "
-               "the step on the right of 'vs' with the one on its left:")
-    out += ["", table(["ST", "cnn", "same_cnn", "same_cnn_dx", "st_cnn", "st_cnn vs cnn", "st_cnn vs same_cnn",
-                       "same_cnn_dx vs same_cnn", "st_cnn vs same_cnn_dx", "goal (st_cnn vs same_cnn)",
-                       "parameters cnn / same / st", "quiet"], rows)]  # fmt: skip
+        rows.append(
+            [
+                res["case"]["transform"],
+                fmt_ms(s["cnn"]),
+                fmt_ms(s["same_cnn"]),
+                fmt_ms(s["same_cnn_dx"]),
+                fmt_ms(s["st_cnn"]),
+                _overhead(r["vs_cnn"]),
+                _overhead(r["vs_same_cnn"]),
+                _overhead(r["dx_vs_same_cnn"]),
+                _overhead(r["vs_same_cnn_dx"]),
+                f"<= {GOAL:.0%}: {verdict}",
+                f"{p['cnn']:,} / {p['same_cnn']:,} / {p['st_cnn']:,}",
+                quiet,
+            ]
+        )
+    out = [
+        f"Command: `{doc['command']}`  ",
+        _common.env_line(doc),
+        "",
+        "Training step (Adam) in ms, median [IQR]; overhead = ST-CNN step / CNN step - 1 per interleaved repeat, "
+        "median [quartiles]; quiet: repeats that started with the other core idle.",
+        "",
+    ]
+    out.append(
+        "RTS 42x42, batch 128: `cnn` is Table 1's parameter-matched CNN on the full input, `same_cnn` the "
+        "ST-CNN's own classifier on the pooled input (the ST's whole cost), `same_cnn_dx` that classifier "
+        "also computing its input's gradient (which any layer behind it needs); the overhead columns compare "
+        "the step on the right of 'vs' with the one on its left:"
+    )
+    out += [
+        "",
+        table(
+            [
+                "ST",
+                "cnn",
+                "same_cnn",
+                "same_cnn_dx",
+                "st_cnn",
+                "st_cnn vs cnn",
+                "st_cnn vs same_cnn",
+                "same_cnn_dx vs same_cnn",
+                "st_cnn vs same_cnn_dx",
+                "goal (st_cnn vs same_cnn)",
+                "parameters cnn / same / st",
+                "quiet",
+            ],
+            rows,
+        ),
+    ]
     if tut:
-        out += ["", "28x28, batch 64: the PyTorch tutorial's STN as written (`F.affine_grid` + `F.grid_sample`) "
-                    "against the same network with a torchstn `SpatialTransformer` (speed-up = tutorial / ours):", ""]
-        out.append(table(["tutorial", "tutorial with torchstn ST", "speed-up", "parameters", "max logit diff",
-                          "quiet"], tut))  # fmt: skip
+        out += [
+            "",
+            "28x28, batch 64: the PyTorch tutorial's STN as written (`F.affine_grid` + `F.grid_sample`) "
+            "against the same network with a torchstn `SpatialTransformer` (speed-up = tutorial / ours):",
+            "",
+        ]
+        out.append(
+            table(["tutorial", "tutorial with torchstn ST", "speed-up", "parameters", "max logit diff", "quiet"], tut)
+        )
     return "\n".join(out)
 
 

@@ -61,11 +61,20 @@ class STCNN(nn.Module):
 
     def __init__(self, out_size: int, antialias: bool):
         super().__init__()
-        self.st = torchstn.SpatialTransformer(torchstn.conv_localisation(1, (CANVAS, CANVAS)), "affine",
-                                              out_size=(out_size, out_size), antialias=antialias)
+        self.st = torchstn.SpatialTransformer(
+            torchstn.conv_localisation(1, (CANVAS, CANVAS)),
+            "affine",
+            out_size=(out_size, out_size),
+            antialias=antialias,
+        )
         self.features = nn.Sequential(
-            nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Conv2d(1, 32, 5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
         )
         flat = 64 * (out_size // 4) ** 2
         self.classifier = nn.Linear(flat, 10)
@@ -113,7 +122,10 @@ def run(args, data, out_size: int, antialias: bool, seed: int) -> dict:
     thetas = torch.stack(tail)  # (checkpoints, probe, 6)
     scale = thetas[-1].view(-1, 2, 3)[:, :, :2].det().abs().sqrt().mean()  # sqrt |det A|: ~ normalised extent read
     return {
-        "out_size": out_size, "antialias": antialias, "seed": seed, "steps": args.steps,
+        "out_size": out_size,
+        "antialias": antialias,
+        "seed": seed,
+        "steps": args.steps,
         "test_error_pct": round(evaluate(model, xte, yte), 2),
         "final_train_loss": round(statistics.mean(losses[-100:]), 4),
         "theta_std_last20pct": round(float(thetas.std(dim=0).mean()), 6),
@@ -130,8 +142,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--loc-lr-mult", type=float, default=0.1)
-    parser.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
-                        help="constant keeps theta's late-training jitter visible (cosine damps it in both arms)")
+    parser.add_argument(
+        "--schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="constant keeps theta's late-training jitter visible (cosine damps it in both arms)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--out-sizes", type=int, nargs="+", default=[30, 15])
     parser.add_argument("--train", type=int, default=20000)
@@ -143,8 +159,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     train_images, train_labels = load_mnist("train", source="local")
     test_images, test_labels = load_mnist("test", source="local")
-    data = (cluttered(train_images, train_labels, args.train, seed=1),
-            cluttered(test_images, test_labels, args.test, seed=2))
+    data = (
+        cluttered(train_images, train_labels, args.train, seed=1),
+        cluttered(test_images, test_labels, args.test, seed=2),
+    )
     runs = []
     for out_size in args.out_sizes:
         for seed in args.seeds:
@@ -158,12 +176,19 @@ def main() -> None:
             rs = [r for r in runs if r["out_size"] == out_size and r["antialias"] == antialias]
             summary[f"out {out_size} | antialias {antialias}"] = {
                 k: round(statistics.mean(r[k] for r in rs), 6)
-                for k in ("test_error_pct", "theta_std_last20pct", "theta_mean_abs_change_last20pct",
-                          "zoom_out_final")}
-    result = {"command": "python benchmarks/train_antialias.py " + " ".join(
-                  f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                  for k, v in vars(args).items() if k != "out"),
-              "torch": torch.__version__, "summary": summary, "runs": runs}
+                for k in ("test_error_pct", "theta_std_last20pct", "theta_mean_abs_change_last20pct", "zoom_out_final")
+            }
+    result = {
+        "command": "python benchmarks/train_antialias.py "
+        + " ".join(
+            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in vars(args).items()
+            if k != "out"
+        ),
+        "torch": torch.__version__,
+        "summary": summary,
+        "runs": runs,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(summary, indent=1))

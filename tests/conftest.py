@@ -47,8 +47,10 @@ def tiny_toml():
         for key, value in overrides.items():
             section, _, name = key.partition(".")
             sections.setdefault(section, {})[name] = value
-        return "\n".join(f"[{name}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in values.items() if v is not None)
-                         for name, values in sections.items())
+        return "\n".join(
+            f"[{name}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in values.items() if v is not None)
+            for name, values in sections.items()
+        )
 
     return make
 

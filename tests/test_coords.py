@@ -64,8 +64,9 @@ def test_displacement_round_trip_and_units(align_corners, order):
     # a whole-voxel shift along x shows up as exactly 1.0 in the x channel
     shift = torch.zeros(1, 3, 4)
     shift[0, 0, 3] = 2.0 / 5 if not align_corners else 2.0 / 4
-    flow = coords.grid_to_displacement(torchstn.affine_grid(torch.eye(3, 4).unsqueeze(0) + shift, (3, 4, 5),
-                                                            align_corners), align_corners, order)
+    flow = coords.grid_to_displacement(
+        torchstn.affine_grid(torch.eye(3, 4).unsqueeze(0) + shift, (3, 4, 5), align_corners), align_corners, order
+    )
     x_channel = 2 if order == "ij" else 0
     torch.testing.assert_close(flow[:, x_channel], torch.ones(1, 3, 4, 5), atol=1e-5, rtol=0)
     assert flow[:, [c for c in range(3) if c != x_channel]].abs().max() < 1e-5
@@ -76,6 +77,13 @@ def test_bad_options_are_named():
         coords.matrix_to_pixel(torch.eye(2, 3)[None], (4, 4), (4, 4), direction="forward")
     with pytest.raises(torchstn.OptionError, match="Did you mean 'xy'"):
         coords.grid_to_displacement(coords.identity_grid((3, 3)), order="yx")
+
+
+def test_a_size_one_axis_with_align_corners_has_no_pixel_frame():
+    eye = coords.pixel_from_normalised((1, 4)) @ coords.normalised_from_pixel((1, 4))  # align_corners=False: fine
+    torch.testing.assert_close(eye, torch.eye(3, dtype=torch.float64))
+    with pytest.raises(torchstn.ShapeError, match="size 1 with align_corners=True"):
+        coords.pixel_from_normalised((1, 4), align_corners=True)
 
 
 def test_pixel_converters_take_the_numpy_matrix_opencv_returns():

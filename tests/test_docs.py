@@ -8,8 +8,9 @@ under docs/results/ (links and repository paths only).
   downloaded.
 * Every ``torchstn ...`` command (a line of a bash/console/plain block, ``python -m torchstn ...`` and
   ``torchrun ... -m torchstn ...`` included, or an inline code span of the prose) is parsed by the real
-  ``torchstn`` argparse parser without running it: an unknown subcommand or option fails. A packaged config name
-  and its ``--set`` overrides are loaded too (``load_config``), and ``reproduce --only`` cells must exist.
+  ``torchstn`` argparse parser without running it: an unknown subcommand or option fails. A config name (an
+  experiment's cell such as ``table1:RTS/st_cnn_affine``, or a packaged config) and its ``--set`` overrides are
+  loaded too (``load_config``; a deprecated name fails), and ``reproduce --only`` cells must exist.
 * A ```toml block that holds ``[model]`` is loaded as a training config.
 * No page (generated tables included) names a folder of the machine it was written on (``/tmp/...``, a home).
 * Every relative link, and every backticked path into the repository (``src/...``, ``tests/...``, a top-level
@@ -30,6 +31,7 @@ import io
 import re
 import shlex
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,11 +40,16 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE_PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
-LINK_PAGES = sorted({*CODE_PAGES, ROOT / "BENCHMARKS.md", ROOT / "benchmarks" / "README.md",
-                     *(ROOT / "docs" / "results").rglob("*.md")})  # fmt: skip
+LINK_PAGES = sorted(
+    {*CODE_PAGES, ROOT / "BENCHMARKS.md", ROOT / "benchmarks" / "README.md", *(ROOT / "docs" / "results").rglob("*.md")}
+)
 # python -m MODULE runs the same parser as torchstn + these words
-MODULES = {"torchstn": [], "torchstn.experiments.colocalisation": ["reproduce", "colocalisation"],
-           "torchstn.experiments.svhn": ["svhn"], "torchstn.experiments.cub": ["cub"]}  # fmt: skip
+MODULES = {
+    "torchstn": [],
+    "torchstn.experiments.colocalisation": ["reproduce", "colocalisation"],
+    "torchstn.experiments.svhn": ["svhn"],
+    "torchstn.experiments.cub": ["cub"],
+}
 COMMAND_LANGS = {"", "bash", "sh", "shell", "console", "text"}
 PLACEHOLDER = re.compile(r"<[^>]*>|[A-Z][A-Z0-9_]*")  # a whole value the reader fills in: <cell>, N, CELLS
 
@@ -87,8 +94,9 @@ def _markers(lines: list[str], fence: int, page: Path) -> dict[str, str]:
         return {}
     directive, arg = m.group(1), m.group(2)
     if directive not in ("skip", "setup") or not arg:
-        raise AssertionError(f"{_rel(page)}:{start + 1}: doc-test marker needs `skip REASON` or `setup CODE`, "
-                             f"got {m.group(0)!r}")
+        raise AssertionError(
+            f"{_rel(page)}:{start + 1}: doc-test marker needs `skip REASON` or `setup CODE`, got {m.group(0)!r}"
+        )
     arg_line = start + 1 + m.string.count("\n", 0, m.start(2))  # 1-based line where CODE / REASON starts
     return {directive: arg, "line": arg_line}
 
@@ -167,8 +175,9 @@ def run_python_blocks(page: Path) -> list[tuple[Block, str | None]]:
 @pytest.mark.parametrize("page", PYTHON_PAGES, ids=_rel)
 def test_python_blocks_run(page, fake_mnist):
     for b, error in run_python_blocks(page):
-        known = next((why for (p, start), why in KNOWN_BROKEN.items() if p == _rel(page) and b.text.startswith(start)),
-                     None)
+        known = next(
+            (why for (p, start), why in KNOWN_BROKEN.items() if p == _rel(page) and b.text.startswith(start)), None
+        )
         if known and error:
             pytest.xfail(f"{b.where}: {known}")
         if known:
@@ -260,9 +269,9 @@ def torchstn_argv(command: str, variables: dict[str, str] | None = None) -> list
 
 def check_command(argv: list[str]) -> str | None:
     """Parse ``torchstn ARGV`` with the real parser (nothing runs); the error text, or None if it is accepted."""
-    from torchstn.experiments.cli import get_args_parser
     from torchstn.errors import TorchstnError
-    from torchstn.experiments.engine.config_io import load_config, packaged_configs
+    from torchstn.experiments.cli import get_args_parser
+    from torchstn.experiments.engine.config_io import load_config
     from torchstn.experiments.reproduce import EXPERIMENTS, experiment_cells
 
     err = io.StringIO()
@@ -272,16 +281,18 @@ def check_command(argv: list[str]) -> str | None:
     except SystemExit as e:
         return None if e.code == 0 else err.getvalue().strip().splitlines()[-1]
     overrides = [o for o in getattr(args, "overrides", []) if not PLACEHOLDER.fullmatch(o.partition("=")[2])]
+    config = getattr(args, "config", None) or ""
+    named = config and not config.endswith(".toml") and (":" in config or "/" not in config)  # not a file path
     try:
-        if args.command == "train" and args.config and args.config in packaged_configs():
-            load_config(args.config, overrides)
-        elif args.command == "train" and args.config and not args.config.endswith(".toml") and "/" not in args.config:
-            return f"{args.config!r} is not a packaged config (torchstn train --list) nor a .toml file"
-        if args.command == "reproduce" and args.experiment in EXPERIMENTS:
-            only = [] if PLACEHOLDER.fullmatch(args.only) else [s for s in args.only.split(",") if s.strip()]
-            cells = experiment_cells(args.experiment, only)
-            load_config(next(iter(cells.values())), overrides)
-    except TorchstnError as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)  # the docs use today's spellings
+            if args.command == "train" and named:
+                load_config(config, overrides)  # a cell (table1:RTS/st_cnn_affine) or a packaged config, else an error
+            if args.command == "reproduce" and args.experiment in EXPERIMENTS:
+                only = [] if PLACEHOLDER.fullmatch(args.only) else [s for s in args.only.split(",") if s.strip()]
+                cells = experiment_cells(args.experiment, only)
+                load_config(next(iter(cells.values())), overrides)
+    except (TorchstnError, DeprecationWarning) as e:
         return f"{type(e).__name__}: {e}"
     return None
 
@@ -400,6 +411,9 @@ MACHINE_PATH = re.compile(r"(?<![\w.~])(/work/|/root\b|/home/|/tmp/|/Users/|scra
 @pytest.mark.parametrize("page", LINK_PAGES + sorted((ROOT / "docs" / "results").rglob("*.csv")), ids=_rel)
 def test_no_machine_paths(page):
     """No page names a folder of the machine it was written on; examples use relative paths (runs/x, .venv-bench)."""
-    hits = [f"{_rel(page)}:{k}: {line.strip()[:100]}" for k, line in enumerate(page.read_text().splitlines(), 1)
-            if MACHINE_PATH.search(line)]
+    hits = [
+        f"{_rel(page)}:{k}: {line.strip()[:100]}"
+        for k, line in enumerate(page.read_text().splitlines(), 1)
+        if MACHINE_PATH.search(line)
+    ]
     assert not hits, "machine-specific paths:\n" + "\n".join(hits)

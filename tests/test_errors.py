@@ -92,6 +92,13 @@ def test_errors_subclass_builtins():
     assert issubclass(torchstn.OptionError, ValueError) and issubclass(torchstn.NonFiniteError, ValueError)
 
 
+def test_every_error_class_is_at_the_top_level():
+    from torchstn import errors
+
+    assert set(errors.__all__) <= set(torchstn.__all__)
+    assert torchstn.ExportError is errors.ExportError
+
+
 # -- issue 14: honest errors in the library API ------------------------------------------------------------------
 def test_unknown_transform_option_lists_the_real_options():
     with pytest.raises(torchstn.OptionError, match=r"'grid_size' for transform 'affine' \(it takes no options\)") as e:
@@ -101,8 +108,9 @@ def test_unknown_transform_option_lists_the_real_options():
 
 def test_mistyped_spatial_transformer_keyword_is_named_with_a_suggestion():
     loc = torchstn.fc_localisation(16)
-    with pytest.raises(torchstn.OptionError,
-                       match="unknown keyword 'paddingmode' for SpatialTransformer.*Did you mean 'padding_mode'"):
+    with pytest.raises(
+        torchstn.OptionError, match="unknown keyword 'paddingmode' for SpatialTransformer.*Did you mean 'padding_mode'"
+    ):
         torchstn.SpatialTransformer(loc, "affine", paddingmode="border")
     with pytest.raises(torchstn.OptionError, match="Did you mean 'grid_size'"):
         torchstn.SpatialTransformer(loc, "tps", gridsize=3)
@@ -121,13 +129,27 @@ def test_non_finite_input_is_blamed_instead_of_the_network():
         st(torch.rand(2, 1, 4, 4), x)  # the NaN is in loc_input
 
 
-@pytest.mark.parametrize("build, x, match", [
-    (lambda: torchstn.conv_localisation(3, (64, 64), channels=2, fc=4), torch.rand(2, 3, 48, 80),
-     r"built for inputs \(3, 64, 64\).*got \(3, 48, 80\)"),
-    (lambda: torchstn.conv_localisation(3, (64, 64), channels=2, fc=4), torch.rand(2, 1, 64, 64),
-     r"built for inputs \(3, 64, 64\).*got \(1, 64, 64\)"),
-    (lambda: torchstn.fc_localisation(100), torch.rand(2, 3, 8, 8), r"fc_localisation\(100\) was built for 100 input"),
-], ids=["conv-size", "conv-channels", "fc-features"])
+@pytest.mark.parametrize(
+    "build, x, match",
+    [
+        (
+            lambda: torchstn.conv_localisation(3, (64, 64), channels=2, fc=4),
+            torch.rand(2, 3, 48, 80),
+            r"built for inputs \(3, 64, 64\).*got \(3, 48, 80\)",
+        ),
+        (
+            lambda: torchstn.conv_localisation(3, (64, 64), channels=2, fc=4),
+            torch.rand(2, 1, 64, 64),
+            r"built for inputs \(3, 64, 64\).*got \(1, 64, 64\)",
+        ),
+        (
+            lambda: torchstn.fc_localisation(100),
+            torch.rand(2, 3, 8, 8),
+            r"fc_localisation\(100\) was built for 100 input",
+        ),
+    ],
+    ids=["conv-size", "conv-channels", "fc-features"],
+)
 def test_localisation_size_mismatch_names_what_the_net_was_built_for(build, x, match):
     st = torchstn.SpatialTransformer(build(), "affine")
     with pytest.raises(torchstn.ShapeError, match=match):
@@ -162,17 +184,78 @@ def test_loc_input_is_checked_at_the_boundary():
         st(x, torch.rand(3, 1, 4, 4))
 
 
-@pytest.mark.parametrize("args, kwargs, match", [
-    ((None, "affine"), {}, "localisation must be a torch.nn.Module"),
-    ((), {"transform": "affine3d", "mode": "bicubic"}, "bicubic.*2D only"),
-    ((), {"align_corners": "yes"}, "align_corners must be True or False"),
-    ((), {"antialias": 1}, "antialias must be True or False"),
-    ((), {"fill_value": 0.5}, "fill_value=0.5 is only used with padding_mode='fill'"),
-    ((), {"padding_mode": "fill", "fill_value": "white"}, "fill_value must be a number"),
-    ((), {"padding_mode": "fill", "fill_value": None}, "fill_value must be a number"),
-    ((), {"padding_mode": "fill", "fill_value": torch.zeros(2, 2)}, "fill_value must be"),
-], ids=["no-localisation", "bicubic-3d", "align-corners-str", "antialias-int", "fill-without-fill-padding",
-        "fill-str", "fill-none", "fill-2d-tensor"])
+def test_the_module_checks_its_input_once_and_still_names_it():
+    """forward and warp check U themselves and hand the sampler checked values (sample_unchecked): a bad U is still
+    named "input", and a grid that lost the batch (a localisation net's fault) is still caught."""
+    st = torchstn.SpatialTransformer(torchstn.fc_localisation(16), "affine")
+    theta = st.family.identity().expand(2, -1)
+    for call in (lambda U: st(U), lambda U: st.warp(U, theta)):
+        with pytest.raises(torchstn.DTypeError, match="input must be a floating-point tensor"):
+            call(torch.zeros(2, 1, 4, 4, dtype=torch.uint8))
+        with pytest.raises(torchstn.DTypeError, match="input must be a torch.Tensor, got list"):
+            call([[0.0]])
+        with pytest.raises(torchstn.ShapeError, match="transform 'affine' works on 4-D inputs, got shape"):
+            call(torch.rand(2, 1, 4, 4, 4))
+    with pytest.raises(torchstn.ShapeError, match=r"theta for transform 'affine' must be \(B, 6\)"):
+        st.warp(torch.rand(2, 1, 4, 4), torch.zeros(2, 5))
+
+    class LosesTheBatch(torch.nn.Module):
+        def forward(self, x):
+            return torch.cat((x, x[:1])).flatten(1)  # one sample too many
+
+    lost = torchstn.SpatialTransformer(LosesTheBatch(), "affine", in_features=16)
+    with pytest.raises(torchstn.ShapeError, match="grid batch size 3 does not match input batch size 2"):
+        lost(torch.rand(2, 1, 4, 4))
+
+
+def test_sample_unchecked_is_sample_on_checked_arguments():
+    from torchstn.functional.sample import sample_unchecked
+
+    torch.manual_seed(0)
+    x, grid = torch.rand(2, 3, 5, 6), torch.rand(1, 4, 7, 2) * 2.4 - 1.2  # a batch-1 grid is broadcast
+    for options in (
+        {"mode": "bilinear", "padding_mode": "zeros"},
+        {"mode": "nearest", "padding_mode": "border"},
+        {"mode": "bicubic", "padding_mode": "fill", "fill_value": 0.5},
+        {"mode": "bilinear", "padding_mode": "reflection", "deterministic": True},
+        {"mode": "bilinear", "padding_mode": "zeros", "antialias": True},
+    ):
+        full = {
+            "fill_value": 0.0,
+            "align_corners": False,
+            "antialias": False,
+            "jacobian": None,
+            "deterministic": None,
+            **options,
+        }
+        torch.testing.assert_close(sample_unchecked(x, grid, **full), torchstn.sample(x, grid, **options))
+    with pytest.raises(torchstn.ShapeError, match="grid batch size 3"):
+        sample_unchecked(x, grid.expand(3, -1, -1, -1), **full)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, match",
+    [
+        ((None, "affine"), {}, "localisation must be a torch.nn.Module"),
+        ((), {"transform": "affine3d", "mode": "bicubic"}, "bicubic.*2D only"),
+        ((), {"align_corners": "yes"}, "align_corners must be True or False"),
+        ((), {"antialias": 1}, "antialias must be True or False"),
+        ((), {"fill_value": 0.5}, "fill_value=0.5 is only used with padding_mode='fill'"),
+        ((), {"padding_mode": "fill", "fill_value": "white"}, "fill_value must be a number"),
+        ((), {"padding_mode": "fill", "fill_value": None}, "fill_value must be a number"),
+        ((), {"padding_mode": "fill", "fill_value": torch.zeros(2, 2)}, "fill_value must be"),
+    ],
+    ids=[
+        "no-localisation",
+        "bicubic-3d",
+        "align-corners-str",
+        "antialias-int",
+        "fill-without-fill-padding",
+        "fill-str",
+        "fill-none",
+        "fill-2d-tensor",
+    ],
+)
 def test_construction_refuses_settings_that_would_fail_or_be_ignored_later(args, kwargs, match):
     args = args or (torchstn.fc_localisation(16),)
     with pytest.raises(torchstn.OptionError, match=match):

@@ -18,8 +18,9 @@ def test_compose_matches_warping_twice():
     x = torch.linspace(-1, 1, 32, dtype=torch.float64)
     U = (torch.sin(3 * x)[None, :] * torch.cos(2 * x)[:, None]).expand(2, 1, 32, 32)
     once = torchstn.sample(U, torchstn.affine_grid(both, (32, 32)))
-    twice = torchstn.sample(torchstn.sample(U, torchstn.affine_grid(first, (32, 32))),
-                            torchstn.affine_grid(second, (32, 32)))
+    twice = torchstn.sample(
+        torchstn.sample(U, torchstn.affine_grid(first, (32, 32))), torchstn.affine_grid(second, (32, 32))
+    )
     inner = (slice(None), slice(None), slice(6, 26), slice(6, 26))
     assert (once[inner] - twice[inner]).abs().max() < 0.02
 
@@ -32,8 +33,9 @@ def _apply(matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 
 
 def _random_matrix(n: int, projective: bool, batch: int, gen: torch.Generator) -> torch.Tensor:
-    m = torch.eye(n + 1, dtype=torch.float64) + 0.3 * torch.randn(batch, n + 1, n + 1, generator=gen,
-                                                                  dtype=torch.float64)
+    m = torch.eye(n + 1, dtype=torch.float64) + 0.3 * torch.randn(
+        batch, n + 1, n + 1, generator=gen, dtype=torch.float64
+    )
     if projective:
         m[:, n, :n] *= 0.5  # a mild perspective: w stays away from the horizon on [-1, 1]^n
         m[:, n, n] = 1.0
@@ -42,8 +44,9 @@ def _random_matrix(n: int, projective: bool, batch: int, gen: torch.Generator) -
 
 
 @pytest.mark.parametrize("n", [2, 3])
-@pytest.mark.parametrize("first_projective, second_projective",
-                         [(False, False), (False, True), (True, False), (True, True)])
+@pytest.mark.parametrize(
+    "first_projective, second_projective", [(False, False), (False, True), (True, False), (True, True)]
+)
 def test_compose_maps_points_like_first_after_second(n, first_projective, second_projective):
     gen = torch.Generator().manual_seed(n)
     first = _random_matrix(n, first_projective, 4, gen)
@@ -68,11 +71,13 @@ def test_compose_refuses_mixed_ranks_and_non_matrices():
 
 def test_invert_round_trip_affine_and_projective():
     A = torch.eye(2, 3) + 0.2 * torch.randn(3, 2, 3)
-    torch.testing.assert_close(torchstn.compose_affine(A, torchstn.invert_affine(A)), torch.eye(2, 3).expand(3, -1, -1),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        torchstn.compose_affine(A, torchstn.invert_affine(A)), torch.eye(2, 3).expand(3, -1, -1), atol=1e-5, rtol=0
+    )
     H = torch.eye(3) + 0.05 * torch.randn(3, 3, 3)
-    torch.testing.assert_close(torchstn.compose_affine(H, torchstn.invert_affine(H)), torch.eye(3).expand(3, -1, -1),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        torchstn.compose_affine(H, torchstn.invert_affine(H)), torch.eye(3).expand(3, -1, -1), atol=1e-5, rtol=0
+    )
     half = torchstn.invert_affine(A.half())
     assert half.dtype == torch.float16
 
@@ -90,8 +95,10 @@ def test_points_round_trip_between_frames(name):
 
 def test_tps_has_no_inverse():
     fam = torchstn.get_transform("tps")
-    with pytest.raises(TypeError, match="no closed-form inverse"):
+    with pytest.raises(torchstn.OptionError, match="no closed-form inverse"):
         torchstn.transform_points("tps", fam.identity()[None], torch.zeros(1, 1, 2), "input_to_output")
+    with pytest.raises(torchstn.OptionError, match="'tps' has no matrix form"):
+        fam.matrix(fam.identity()[None])
 
 
 def test_box_of_the_attention_window():

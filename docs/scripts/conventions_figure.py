@@ -26,8 +26,15 @@ for ax, ac in zip(axes[:2], (False, True)):
     for r in range(H):
         for c in range(W):
             x, y = g[r, c].tolist()
-            ax.annotate(f"px ({c},{r})\n({x:.2f}, {y:.2f})", (x, y), fontsize=6.5, ha="center", va="bottom",
-                        xytext=(0, 4), textcoords="offset points")
+            ax.annotate(
+                f"px ({c},{r})\n({x:.2f}, {y:.2f})",
+                (x, y),
+                fontsize=6.5,
+                ha="center",
+                va="bottom",
+                xytext=(0, 4),
+                textcoords="offset points",
+            )
     ax.add_patch(plt.Rectangle((-1, -1), 2, 2, fill=False, color="C3", lw=2))
     ax.set_xlim(-1.8, 1.8)
     ax.set_ylim(1.8, -1.8)  # y down, like image rows

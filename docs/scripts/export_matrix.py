@@ -60,8 +60,16 @@ def _ort(path: Path, x: torch.Tensor) -> torch.Tensor:
 def onnx_legacy(opset: int) -> Callable:
     def route(st, x, x2, tmp):
         path = tmp / f"legacy{opset}.onnx"
-        torch.onnx.export(st, (x,), path, dynamo=False, opset_version=opset, input_names=["input"],
-                          output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+        torch.onnx.export(
+            st,
+            (x,),
+            path,
+            dynamo=False,
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+        )
         return _ort(path, x2)
 
     return route
@@ -69,8 +77,15 @@ def onnx_legacy(opset: int) -> Callable:
 
 def onnx_dynamo(st, x, x2, tmp):
     path = tmp / "dynamo.onnx"
-    program = torch.onnx.export(st, (x,), dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},),
-                                input_names=["input"], output_names=["output"], verbose=False)
+    program = torch.onnx.export(
+        st,
+        (x,),
+        dynamo=True,
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        input_names=["input"],
+        output_names=["output"],
+        verbose=False,
+    )
     program.save(path)
     return _ort(path, x2)
 
@@ -175,9 +190,11 @@ def versions() -> str:
     import onnxruntime
     import onnxscript
 
-    return (f"torch {torch.__version__}, onnx {onnx.__version__}, onnxscript {onnxscript.__version__}, "
-            f"onnxruntime {onnxruntime.__version__}, torchstn {torchstn.__version__}, Python "
-            f"{platform.python_version()}, {platform.machine()} CPU")
+    return (
+        f"torch {torch.__version__}, onnx {onnx.__version__}, onnxscript {onnxscript.__version__}, "
+        f"onnxruntime {onnxruntime.__version__}, torchstn {torchstn.__version__}, Python "
+        f"{platform.python_version()}, {platform.machine()} CPU"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,8 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
-    table = [[label] + [cell(family, options, ROUTES[r]) for r in args.routes]
-             for label, (family, options) in rows(args.families).items()]  # fmt: skip
+    table = [
+        [label] + [cell(family, options, ROUTES[r]) for r in args.routes]
+        for label, (family, options) in rows(args.families).items()
+    ]
     header = ["family"] + args.routes
     if args.markdown:
         print("| " + " | ".join(header) + " |")
@@ -199,8 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for row in [header, *table]:
             print("  ".join(f"{c:<26}" for c in row))
-    print(f"\n{versions()}; export batch {EXPORT_BATCH}, checked on batch {CHECK_BATCH}; "
-          f"{time.perf_counter() - start:.0f} s")
+    print(
+        f"\n{versions()}; export batch {EXPORT_BATCH}, checked on batch {CHECK_BATCH}; "
+        f"{time.perf_counter() - start:.0f} s"
+    )
     return 0
 
 

@@ -10,6 +10,7 @@ from torchstn.errors import (
     ConfigError,
     DataError,
     DTypeError,
+    ExportError,
     NonFiniteError,
     OptionError,
     ShapeError,
@@ -64,4 +65,5 @@ __all__ = [
     "DataError",
     "ChecksumError",
     "ConfigError",
+    "ExportError",
 ]

@@ -13,8 +13,7 @@ import torch
 from torchstn.errors import DTypeError, NonFiniteError, OptionError, ShapeError
 
 
-def look_up_option(name: str, value: object, allowed: Iterable[str], *,
-                   error: type[Exception] = OptionError) -> str:  # fmt: skip
+def look_up_option(name: str, value: object, allowed: Iterable[str], *, error: type[Exception] = OptionError) -> str:
     """Return ``value`` if it is one of ``allowed``; otherwise raise ``error`` (:class:`OptionError`; the harness
     passes :class:`~torchstn.errors.ConfigError`) with a suggestion.
 
@@ -47,8 +46,9 @@ def keyword_options(fn: Callable, exclude: Iterable[str] = ("self",)) -> tuple[s
     return tuple(p.name for p in params if p.kind in kinds and p.name not in tuple(exclude))
 
 
-def check_keywords(owner: str, given: Iterable[str], allowed: Iterable[str], *,
-                   error: type[Exception] = OptionError) -> None:  # fmt: skip
+def check_keywords(
+    owner: str, given: Iterable[str], allowed: Iterable[str], *, error: type[Exception] = OptionError
+) -> None:
     """Refuse keyword names ``given`` to ``owner`` that are not in ``allowed``, suggesting the nearest allowed one.
 
     Example:
@@ -128,8 +128,7 @@ def _traced_size(s: object) -> bool:
     """Whether ``s`` is one entry of a shape read while tracing (see :func:`check_size`)."""
     if isinstance(s, torch.SymInt):
         return True
-    return (isinstance(s, torch.Tensor) and s.dim() == 0 and s.dtype == torch.int64
-            and torch.jit.is_tracing())  # fmt: skip
+    return isinstance(s, torch.Tensor) and s.dim() == 0 and s.dtype == torch.int64 and torch.jit.is_tracing()
 
 
 def check_finite(name: str, x: torch.Tensor, *, source: tuple[str, torch.Tensor] | None = None) -> None:
@@ -146,14 +145,19 @@ def check_finite(name: str, x: torch.Tensor, *, source: tuple[str, torch.Tensor]
     if not bad:  # the sum overflowed (huge or half-precision values)
         return
     bad_source = _count_non_finite(source[1]) if source is not None else 0
-    if bad_source:
-        cause = (f" because the {source[0]} holds {bad_source} non-finite value(s) of {source[1].numel()}: the data "
-                 "is at fault, not the network; clean it (e.g. torch.nan_to_num) or find where the NaN/inf enter")
+    if source is not None and bad_source:
+        cause = (
+            f" because the {source[0]} holds {bad_source} non-finite value(s) of {source[1].numel()}: the data "
+            "is at fault, not the network; clean it (e.g. torch.nan_to_num) or find where the NaN/inf enter"
+        )
     else:
-        cause = ("; this usually means the localisation network diverged: lower its learning rate, bound theta "
-                 "(bound=...) or add the identity regulariser")
-    raise NonFiniteError(f"{name} holds {bad} non-finite value(s) (NaN or inf){cause}. "
-                         "Pass check_finite=False to skip this check.")
+        cause = (
+            "; this usually means the localisation network diverged: lower its learning rate, bound theta "
+            "(bound=...) or add the identity regulariser"
+        )
+    raise NonFiniteError(
+        f"{name} holds {bad} non-finite value(s) (NaN or inf){cause}. Pass check_finite=False to skip this check."
+    )
 
 
 def _count_non_finite(x: torch.Tensor) -> int:
@@ -177,11 +181,14 @@ def check_fill_value(fill_value: object, padding_mode: str | None = None) -> Non
     else:
         ok = _is_number(fill_value)
     if not ok:
-        raise OptionError("fill_value must be a number, a sequence of numbers (one per channel) or a 0-D / (C,) "
-                          f"tensor, got {fill_value!r}")
+        raise OptionError(
+            "fill_value must be a number, a sequence of numbers (one per channel) or a 0-D / (C,) "
+            f"tensor, got {fill_value!r}"
+        )
     if padding_mode not in (None, "fill") and not (_is_number(fill_value) and fill_value == 0):
-        raise OptionError(f"fill_value={fill_value!r} is only used with padding_mode='fill', got "
-                          f"padding_mode={padding_mode!r}")
+        raise OptionError(
+            f"fill_value={fill_value!r} is only used with padding_mode='fill', got padding_mode={padding_mode!r}"
+        )
 
 
 def _is_number(v: object) -> bool:

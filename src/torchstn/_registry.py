@@ -37,10 +37,10 @@ class Registry(Generic[T]):
         Traceback (most recent call last):
         ...
         torchstn.errors.OptionError: colour must be one of ['red'], got 'rde'. Did you mean 'red'?
-        >>> colours.build("red", alhpa=0.5)
+        >>> colours.build("red", alpa=0.5)
         Traceback (most recent call last):
         ...
-        torchstn.errors.OptionError: unknown keyword 'alhpa' for colour 'red'. Did you mean 'alpha'?
+        torchstn.errors.OptionError: unknown keyword 'alpa' for colour 'red' (it takes ['alpha']). Did you mean 'alpha'?
     """
 
     def __init__(self, kind: str, *, error: type[Exception] = OptionError, ignore_case: bool = False):
@@ -86,13 +86,36 @@ class Registry(Generic[T]):
         return dict(self._info[self.canonical(name)])
 
     def options(self, name: object, exclude: tuple[str, ...] = ("self",)) -> tuple[str, ...]:
-        """The keyword options the object takes (a class's ``__init__``, a function's own), without ``exclude``."""
+        """The keyword options the object takes (a class's ``__init__``, a function's own), without ``exclude``.
+
+        Raises:
+            TypeError: the object is not callable (e.g. a registry of presets), so it takes no options.
+
+        Example:
+            >>> sizes = Registry("size")
+            >>> sizes.register("small", 8)
+            8
+            >>> sizes.options("small")
+            Traceback (most recent call last):
+            ...
+            TypeError: size 'small' is int, not callable: it takes no options
+        """
         obj = self.get(name)
-        return keyword_options(obj.__init__ if isinstance(obj, type) else obj, exclude)  # type: ignore[misc]
+        if isinstance(obj, type):
+            cls: type[Any] = obj  # a class: its __init__ read from the class, unbound (``self`` is excluded)
+            return keyword_options(cls.__init__, exclude)
+        if not callable(obj):
+            raise TypeError(
+                f"{self.kind} {self.canonical(name)!r} is {type(obj).__name__}, not callable: it takes no options"
+            )
+        return keyword_options(obj, exclude)
 
     def check_options(self, name: object, given, exclude: tuple[str, ...] = ("self",)) -> None:
-        """Refuse option names ``given`` that ``name``'s object does not take, with the nearest one it does."""
-        check_keywords(f"{self.kind} {self.canonical(name)!r}", given, self.options(name, exclude), error=self.error)
+        """Refuse option names ``given`` that ``name``'s object does not take; the message lists those it takes and
+        suggests the nearest one."""
+        allowed = self.options(name, exclude)
+        takes = f"it takes {list(allowed)}" if allowed else "it takes no options"
+        check_keywords(f"{self.kind} {self.canonical(name)!r} ({takes})", given, allowed, error=self.error)
 
     def build(self, name: object, /, *args: Any, **options: Any) -> Any:
         """Call the object registered under ``name`` with ``args`` and ``options``, the options checked first."""
@@ -114,5 +137,3 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}: {', '.join(self.names())})"
-
-

@@ -35,11 +35,13 @@ def is_tracing() -> bool:
 def jit_tracing_paused() -> Iterator[None]:
     """Run the block without ``torch.jit.trace`` recording it (a no-op when nothing traces)."""
     state = torch._C._get_tracing_state()
-    torch._C._set_tracing_state(None)
+    # torch's stubs (torch/_C/__init__.pyi) declare _get_tracing_state but not its setter, which torch has (its own
+    # torch.jit code calls it)
+    torch._C._set_tracing_state(None)  # type: ignore[attr-defined]
     try:
         yield
     finally:
-        torch._C._set_tracing_state(state)
+        torch._C._set_tracing_state(state)  # type: ignore[attr-defined]
 
 
 def static_size(size) -> tuple[int, ...]:

@@ -89,9 +89,7 @@ def axis_scale_shift(n: int, align_corners: bool) -> tuple[float, float]:
     return 2.0 / n, 1.0 / n - 1.0
 
 
-def normalised_from_pixel(
-    size: Sequence[int], align_corners: bool = False, *, device=None, dtype=None
-) -> torch.Tensor:
+def normalised_from_pixel(size: Sequence[int], align_corners: bool = False, *, device=None, dtype=None) -> torch.Tensor:
     """Homogeneous matrix ``(n+1, n+1)`` mapping pixel ``(x, y[, z])`` to normalised coordinates.
 
     ``size`` is the spatial size ``(H, W)`` or ``(D, H, W)``.
@@ -111,16 +109,21 @@ def normalised_from_pixel(
     return m
 
 
-def pixel_from_normalised(
-    size: Sequence[int], align_corners: bool = False, *, device=None, dtype=None
-) -> torch.Tensor:
-    """Inverse of :func:`normalised_from_pixel` (for ``align_corners=True`` every axis needs more than one pixel)."""
+def pixel_from_normalised(size: Sequence[int], align_corners: bool = False, *, device=None, dtype=None) -> torch.Tensor:
+    """Inverse of :func:`normalised_from_pixel` (for ``align_corners=True`` every axis needs more than one pixel).
+
+    Raises:
+        ShapeError: an axis of size 1 with ``align_corners=True``.
+    """
     n = len(size)
     m = torch.eye(n + 1, dtype=dtype or torch.float64, device=device)
     for k, s in enumerate(reversed(tuple(size))):
         a, b = axis_scale_shift(int(s), align_corners)
         if a == 0.0:
-            raise ValueError("pixel_from_normalised: an axis of size 1 with align_corners=True has no inverse")
+            raise ShapeError(
+                "pixel_from_normalised: an axis of size 1 with align_corners=True has no inverse (every "
+                "pixel of it maps to 0); use align_corners=False"
+            )
         m[k, k] = 1.0 / a
         m[k, n] = -b / a
     return m
@@ -130,8 +133,9 @@ def to_homogeneous(matrix: torch.Tensor) -> torch.Tensor:
     """``(..., n, n+1)`` affine -> ``(..., n+1, n+1)`` with last row ``(0, ..., 0, 1)``; square input passes through.
     Takes a tensor only (:func:`matrix_to_pixel` / :func:`matrix_from_pixel` convert NumPy arrays)."""
     if not isinstance(matrix, torch.Tensor):
-        raise DTypeError(f"matrix must be a torch.Tensor, got {type(matrix).__name__}; wrap a NumPy array in "
-                         "torch.from_numpy")
+        raise DTypeError(
+            f"matrix must be a torch.Tensor, got {type(matrix).__name__}; wrap a NumPy array in torch.from_numpy"
+        )
     if matrix.shape[-2] == matrix.shape[-1]:
         return matrix
     n = matrix.shape[-2]
@@ -223,8 +227,10 @@ def _check_matrix(matrix: object, in_size: object, out_size: object):
         matrix = matrix.to(torch.get_default_dtype())
     n = matrix.shape[-1] - 1 if matrix.dim() >= 2 else 0
     if n not in (2, 3) or matrix.shape[-2] not in (n, n + 1):
-        raise ShapeError("matrix must be (B, n, n+1) affine or (B, n+1, n+1) projective with n = 2 or 3 (the batch "
-                         f"dim is optional), got shape {tuple(matrix.shape)}")
+        raise ShapeError(
+            "matrix must be (B, n, n+1) affine or (B, n+1, n+1) projective with n = 2 or 3 (the batch "
+            f"dim is optional), got shape {tuple(matrix.shape)}"
+        )
     return matrix, check_size("in_size", in_size, n), check_size("out_size", out_size, n)
 
 

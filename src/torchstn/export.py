@@ -45,15 +45,15 @@ import importlib
 import logging
 import os
 import re
-import secrets
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from torchstn._checks import check_float_tensor, check_rank
+from torchstn._io import atomic_path
 from torchstn.errors import ExportError, OptionError, TorchstnError
 
 __all__ = ["DEFAULT_OPSET", "ExportError", "check_onnx", "check_opset", "export_onnx", "export_program"]
@@ -83,18 +83,24 @@ def check_opset(opset: object, spatial_rank: int = 2) -> int:
     if isinstance(opset, bool) or not isinstance(opset, int):
         raise OptionError(f"opset must be an int, got {opset!r}")
     if opset < MIN_OPSET_2D:
-        raise OptionError(f"opset {opset} has no GridSample (added in opset {MIN_OPSET_2D}); use opset "
-                          f"{MIN_OPSET_2D} or later (default {DEFAULT_OPSET})")  # fmt: skip
+        raise OptionError(
+            f"opset {opset} has no GridSample (added in opset {MIN_OPSET_2D}); use opset "
+            f"{MIN_OPSET_2D} or later (default {DEFAULT_OPSET})"
+        )
     if spatial_rank == 3 and opset < MIN_OPSET_3D:
-        raise OptionError(f"opset {opset} cannot express a 3D spatial transformer: ONNX GridSample takes 5-D inputs "
-                          f"from opset {MIN_OPSET_3D}; use opset {MIN_OPSET_3D} or later")  # fmt: skip
+        raise OptionError(
+            f"opset {opset} cannot express a 3D spatial transformer: ONNX GridSample takes 5-D inputs "
+            f"from opset {MIN_OPSET_3D}; use opset {MIN_OPSET_3D} or later"
+        )
     try:
         import onnx
     except ImportError:  # export_onnx says what to install; only the upper bound goes unchecked here
         return opset
     if opset > onnx.defs.onnx_opset_version():
-        raise OptionError(f"opset {opset} is newer than the installed onnx {onnx.__version__} knows "
-                          f"(at most {onnx.defs.onnx_opset_version()})")  # fmt: skip
+        raise OptionError(
+            f"opset {opset} is newer than the installed onnx {onnx.__version__} knows "
+            f"(at most {onnx.defs.onnx_opset_version()})"
+        )
     return opset
 
 
@@ -166,13 +172,30 @@ def export_onnx(
     def write(tmp: Path) -> None:
         with _eval_mode(model), _quiet_exporter(), _export_errors(model):
             if dynamo:
-                torch.onnx.export(model, (trace_input,), dynamo=True, opset_version=opset, verbose=False,
-                                  dynamic_shapes=_batch_dim(dynamic_batch), input_names=["input"],
-                                  output_names=["output"]).save(tmp, external_data=False)  # fmt: skip
+                program = torch.onnx.export(
+                    model,
+                    (trace_input,),
+                    dynamo=True,
+                    opset_version=opset,
+                    verbose=False,
+                    dynamic_shapes=_batch_dim(dynamic_batch),
+                    input_names=["input"],
+                    output_names=["output"],
+                )
+                assert program is not None  # dynamo=True returns the ONNXProgram (None is the TorchScript exporter's)
+                program.save(tmp, external_data=False)
             else:
                 axes = {"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None
-                torch.onnx.export(model, (trace_input,), tmp, dynamo=False, opset_version=opset,
-                                  input_names=["input"], output_names=["output"], dynamic_axes=axes)  # fmt: skip
+                torch.onnx.export(
+                    model,
+                    (trace_input,),
+                    tmp,
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=["input"],
+                    output_names=["output"],
+                    dynamic_axes=axes,
+                )
         proto = onnx.load(tmp)
         onnx.helper.set_model_props(proto, props)
         proto.doc_string = f"{type(model).__name__} exported by torchstn {props['torchstn_version']}"
@@ -180,7 +203,8 @@ def export_onnx(
         if check:  # errors name the file the user asked for, which is not written
             _compare(tmp, f"{path} (not written)", model, example_input, atol)
 
-    _atomic_write(path, write)
+    with atomic_path(path) as tmp:
+        write(tmp)
     return path
 
 
@@ -212,8 +236,10 @@ def _compare(
         raise ExportError(f"{name}: onnxruntime returned shape {tuple(got.shape)}, PyTorch {tuple(want.shape)}")
     diff = float((got.double() - want.double()).abs().max()) if want.numel() else 0.0
     if atol is not None and not diff <= atol:
-        raise ExportError(f"{name}: onnxruntime differs from PyTorch by up to {diff:.3g} on {len(inputs)} inputs, "
-                          f"more than atol={atol:g}")  # fmt: skip
+        raise ExportError(
+            f"{name}: onnxruntime differs from PyTorch by up to {diff:.3g} on {len(inputs)} inputs, "
+            f"more than atol={atol:g}"
+        )
     return diff
 
 
@@ -244,14 +270,16 @@ def export_program(
     _refuse_untraceable(model)
     with _eval_mode(model):
         try:
-            program = torch.export.export(model, (_trace_input(example_input, dynamic_batch),),
-                                          dynamic_shapes=_batch_dim(dynamic_batch))  # fmt: skip
+            program = torch.export.export(
+                model, (_trace_input(example_input, dynamic_batch),), dynamic_shapes=_batch_dim(dynamic_batch)
+            )
         except TorchstnError:
             raise
         except Exception as e:
             raise ExportError(f"torch.export.export failed for {type(model).__name__}: {_first_line(e)}") from e
     if path is not None:
-        _atomic_write(Path(path), lambda tmp: torch.export.save(program, tmp))
+        with atomic_path(path) as tmp:
+            torch.export.save(program, tmp)
     return program
 
 
@@ -283,8 +311,7 @@ def _metadata(example: torch.Tensor, dynamo: bool, opset: int, extra: Mapping[st
 
 
 def _check_example(x: object) -> torch.Tensor:
-    check_float_tensor("example_input", x)
-    assert isinstance(x, torch.Tensor)
+    x = check_float_tensor("example_input", x)
     check_rank("example_input", x, (4, 5), "(B, C, H, W) or (B, C, D, H, W)")
     return x
 
@@ -303,22 +330,12 @@ def _refuse_untraceable(model: nn.Module) -> None:
 
     for name, m in model.named_modules():
         if isinstance(m, SpatialTransformer) and m.antialias:
-            raise ExportError(f"{type(model).__name__}{'.' + name if name else ''} samples with antialias=True, which "
-                              "cannot be exported: it picks pyramid levels and tap counts from the data. Rebuild it "
-                              "with antialias=False and load the same state_dict (outputs then differ where the "
-                              "transform zooms out)")  # fmt: skip
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """``write`` a hidden temporary next to ``path`` (same suffix, default permissions), then move it into place;
-    if ``write`` raises, remove the temporary and leave ``path`` as it was."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+            raise ExportError(
+                f"{type(model).__name__}{'.' + name if name else ''} samples with antialias=True, which "
+                "cannot be exported: it picks pyramid levels and tap counts from the data. Rebuild it "
+                "with antialias=False and load the same state_dict (outputs then differ where the "
+                "transform zooms out)"
+            )
 
 
 def _first_line(e: BaseException) -> str:

@@ -1,5 +1,5 @@
-"""Tests for torchstn.data.datasets*: the trainer's contract, fixed test sets and their bytes, re-distortion,
-addition, co-localisation, 3D and TensorFile.
+"""Tests for torchstn.data's datasets (datasets, contract, tensor_file): the trainer's contract, fixed test sets and
+their bytes, re-distortion, addition, co-localisation, 3D and TensorFile.
 
 Everything runs on synthetic seven-segment digits, except the checksum tests on real MNIST, which skip when MNIST is
 not available locally (``load_mnist(..., source="local")`` raises DataError).
@@ -12,14 +12,14 @@ import hashlib
 import pytest
 import torch
 
-from torchstn.data import datasets_base
-from torchstn.data.datasets import (
+from torchstn.data import (
     TEST_SEED,
     CoLocalisation,
     DistortedMNIST,
     MNISTAddition,
     TensorFile,
     Volume3D,
+    contract,
     synthetic_digits,
 )
 from torchstn.errors import DataError, OptionError, ShapeError
@@ -27,8 +27,14 @@ from torchstn.errors import DataError, OptionError, ShapeError
 np = pytest.importorskip("numpy")
 
 VARIANTS = ["plain", "R", "RTS", "P", "E", "TC"]
-SHAPES = {"plain": (1, 28, 28), "R": (1, 28, 28), "RTS": (1, 42, 42), "P": (1, 28, 28), "E": (1, 28, 28),
-          "TC": (1, 60, 60)}  # fmt: skip
+SHAPES = {
+    "plain": (1, 28, 28),
+    "R": (1, 28, 28),
+    "RTS": (1, 42, 42),
+    "P": (1, 28, 28),
+    "E": (1, 28, 28),
+    "TC": (1, 60, 60),
+}
 
 # SHA-256 of the fixed test sets on real MNIST (float32 (10000, C, H, W) -> bytes), recorded with torch 2.13 on CPU
 # (identical under ATEN_CPU_CAPABILITY=default / avx2 / avx512). P and E also go through LAPACK/BLAS (DLT solve, TPS
@@ -124,7 +130,7 @@ def test_getitem_seeded_by_seed_epoch_index(digits):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_test_set_is_fixed_and_independent_of_seed(variant, digits):
     a = DistortedMNIST(variant, split="test", source=digits, seed=0)
-    datasets_base.clear_cache()
+    contract.clear_cache()
     b = DistortedMNIST(variant, split="test", source=digits, seed=123)
     images, labels = everything(a)
     assert torch.equal(images, everything(b)[0]) and torch.equal(labels, digits[1])
@@ -144,7 +150,7 @@ def test_fixed_training_set(digits):
 
 def test_stored_and_on_demand_fixed_sets_agree(digits, monkeypatch):
     stored = everything(DistortedMNIST("TC", split="test", source=digits))[0]
-    monkeypatch.setattr(datasets_base, "MAX_STORED_BYTES", 0)
+    monkeypatch.setattr(contract, "MAX_STORED_BYTES", 0)
     on_demand = DistortedMNIST("TC", split="test", source=digits)
     assert torch.equal(on_demand.batch(torch.tensor([9, 3]))[0], stored[[9, 3]])
 

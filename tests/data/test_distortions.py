@@ -1,4 +1,4 @@
-"""Tests for torchstn.data.distortions*: seeded params, parameter ranges, identities, geometry, clutter, 3D, errors.
+"""Tests for torchstn.data.distortions: seeded params, parameter ranges, identities, geometry, clutter, 3D, errors.
 
 No real MNIST needed: the digits are synthetic seven-segment glyphs or hand-made tensors.
 """
@@ -10,7 +10,6 @@ import math
 import pytest
 import torch
 
-from torchstn.data.datasets_synthetic import synthetic_digits
 from torchstn.data.distortions import (
     DISTORTIONS,
     Elastic,
@@ -25,6 +24,8 @@ from torchstn.data.distortions import (
     select_params,
     sin_cos,
 )
+from torchstn.data.distortions.registry import register_distortion
+from torchstn.data.synthetic import synthetic_digits
 from torchstn.errors import DataError, DTypeError, OptionError, ShapeError
 from torchstn.functional import transform_points_projective
 
@@ -130,7 +131,7 @@ def test_projective_ranges_and_noise_std():
 
 
 def test_projective_convex_only_redraws_folded_quads():
-    from torchstn.data.distortions import _is_convex
+    from torchstn.data.distortions.warps import _is_convex
 
     raw = ProjectiveJitter(convex_only=False)
     folded = ~_is_convex(raw.moved_corners(raw.sample_params(torch.Generator().manual_seed(0), N)))
@@ -179,8 +180,11 @@ def test_3d_ranges():
 
 
 def _rts_params(angle=0.0, scale=1.0, centre=(13.5, 13.5), n=1):
-    return {"angle": torch.full((n,), angle, dtype=F64), "scale": torch.full((n,), scale, dtype=F64),
-            "centre": torch.tensor([centre], dtype=F64).expand(n, 2)}  # fmt: skip
+    return {
+        "angle": torch.full((n,), angle, dtype=F64),
+        "scale": torch.full((n,), scale, dtype=F64),
+        "centre": torch.tensor([centre], dtype=F64).expand(n, 2),
+    }
 
 
 def test_identity_parameters_give_the_digit_back():
@@ -275,15 +279,40 @@ def test_3d_rotation_keeps_mass_and_chunks_agree():
 
 
 def test_bad_variant_suggests():
-    with pytest.raises(OptionError, match="Did you mean 'RTS'"):
+    with pytest.raises(OptionError, match="variant must be one of .*Did you mean 'RTS'"):
         get_distortion("RST")
-    assert canonical_variant("tc") == "TC"
     with pytest.raises(OptionError, match="unknown"):
         get_distortion("R", scale_range=(1, 2))
-    with pytest.raises(OptionError, match=r"'canvs' for distortion 'R' \(it takes \[.*'canvas'.*Did you mean 'canvas'"):
-        get_distortion("R", canvs=42)
-    with pytest.raises(OptionError, match="distortion 'plain' [(]it takes no options[)]"):  # not ['args', 'kwargs']
+    with pytest.raises(OptionError, match=r"'canvs' for variant 'R' \(it takes \[.*'canvas'.*Did you mean 'canvas'"):
+        get_distortion("r", canvs=42)
+    with pytest.raises(OptionError, match="variant 'plain' [(]it takes no options[)]"):  # not ['args', 'kwargs']
         get_distortion("plain", canvas=42)
+
+
+def test_the_registry_reads_as_the_dict_it_replaces():
+    assert set(DISTORTIONS) == {"plain", "R", "RTS", "P", "E", "TC"} == set(DISTORTIONS.keys())
+    assert DISTORTIONS["RTS"] is RotateTranslateScale and DISTORTIONS["rts"] is RotateTranslateScale
+    assert dict(DISTORTIONS.items())["TC"] is TranslateClutter and Elastic in DISTORTIONS.values()
+    assert DISTORTIONS.canonical("tc") == "TC" and get_distortion("e").name == "E"
+    with pytest.raises(KeyError):
+        DISTORTIONS["RST"]
+    with pytest.raises(TypeError):
+        DISTORTIONS["X"] = Plain  # read-only: new variants go through register_distortion
+
+
+def test_a_variant_name_is_registered_once_in_any_case():
+    with pytest.raises(OptionError, match="'rts' is already registered"):
+        register_distortion("rts")(Plain)
+    assert DISTORTIONS["RTS"] is RotateTranslateScale and Plain.name == "plain"
+
+
+def test_canonical_variant_is_a_deprecated_spelling():
+    with pytest.warns(DeprecationWarning, match="DISTORTIONS.canonical"):
+        assert canonical_variant("tc") == "TC"
+    with pytest.warns(DeprecationWarning):
+        assert canonical_variant("addition", ("addition", "3D")) == "addition"
+    with pytest.warns(DeprecationWarning), pytest.raises(OptionError, match="Did you mean 'RTS'"):
+        canonical_variant("RST")
 
 
 @pytest.mark.parametrize(

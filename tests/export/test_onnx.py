@@ -5,7 +5,6 @@ import torch
 from torch import nn
 
 import torchstn
-
 from torchstn.errors import OptionError, ShapeError
 from torchstn.export import ExportError, check_onnx, check_opset, export_onnx, export_program
 from torchstn.models import build_model
@@ -101,12 +100,20 @@ def test_torchscript_exporter_and_metadata(tmp_path):
     import onnx
 
     st, shape = small_st("projective")
-    path = export_onnx(st, torch.rand(1, *shape), tmp_path / "st.onnx", opset=17, dynamo=False,
-                       metadata={"input_range": "[0, 1]"})
+    path = export_onnx(
+        st, torch.rand(1, *shape), tmp_path / "st.onnx", opset=17, dynamo=False, metadata={"input_range": "[0, 1]"}
+    )
     assert check_onnx(path, st, torch.rand(4, *shape)) < ATOL
     props = {p.key: p.value for p in onnx.load(path).metadata_props}
-    assert props == {"torchstn_version": torchstn.__version__, "input_layout": "NCHW", "input_shape": "batch,2,8,8",
-                     "input_dtype": "float32", "exporter": "torchscript", "opset": "17", "input_range": "[0, 1]"}
+    assert props == {
+        "torchstn_version": torchstn.__version__,
+        "input_layout": "NCHW",
+        "input_shape": "batch,2,8,8",
+        "input_dtype": "float32",
+        "exporter": "torchscript",
+        "opset": "17",
+        "input_range": "[0, 1]",
+    }
     with pytest.raises(OptionError, match="metadata must map str to str"):
         export_onnx(st, torch.rand(2, *shape), tmp_path / "b.onnx", dynamo=False, metadata={"num_classes": 10})
     assert [p.name for p in tmp_path.iterdir()] == ["st.onnx"]
@@ -119,8 +126,18 @@ def run(tmp_path_factory, tiny_toml):
 
     tmp = tmp_path_factory.mktemp("tiny")
     config = tmp / "tiny.toml"
-    config.write_text(tiny_toml(**{"model.st_pool": None, "data.synthetic": 40, "optim.lr": None,
-                                   "optim.batch_size": 8, "optim.iterations": 2, "run.log_every": 1}))
+    config.write_text(
+        tiny_toml(
+            **{
+                "model.st_pool": None,
+                "data.synthetic": 40,
+                "optim.lr": None,
+                "optim.batch_size": 8,
+                "optim.iterations": 2,
+                "run.log_every": 1,
+            }
+        )
+    )
     assert main(["train", str(config), "--out", str(tmp / "run"), "--quiet"]) == 0
     return tmp / "run"
 
@@ -166,8 +183,10 @@ def test_cli_format_from_suffix_metadata_and_messages(run, tmp_path, capsys):
         (["--out", str(tmp_path / "m.xyz")], "cannot tell the format from the suffix '.xyz'"),
         (["--format", "pt2", "--out", str(tmp_path / "n.onnx")], "--format pt2 would write pt2 into"),
         (["--format", "pt2", "--opset", "17"], "--opset and --exporter apply to ONNX files only"),
-        (["--atol", "1e-12", "--out", str(tmp_path / "tight.onnx")], f"{tmp_path / 'tight.onnx'} (not written): "
-                                                                     "onnxruntime differs"),
+        (
+            ["--atol", "1e-12", "--out", str(tmp_path / "tight.onnx")],
+            f"{tmp_path / 'tight.onnx'} (not written): onnxruntime differs",
+        ),
     ]:
         assert main(["export", str(run), "-n", "2", *argv]) == 2
         err = capsys.readouterr().err

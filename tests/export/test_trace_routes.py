@@ -49,8 +49,16 @@ def legacy_export(model, x, path, opset, spatial_axes=False):
     axes = {0: "batch", **({2: "height", 3: "width"} if spatial_axes else {})}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings of trace-time checks, the exporter's deprecation notice
-        torch.onnx.export(model, (x,), path, dynamo=False, opset_version=opset, input_names=["input"],
-                          output_names=["output"], dynamic_axes={"input": axes, "output": axes})
+        torch.onnx.export(
+            model,
+            (x,),
+            path,
+            dynamo=False,
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": axes, "output": axes},
+        )
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
@@ -58,8 +66,9 @@ def run(session, x):
     return torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
 
 
-LEGACY_CASES = [(f, opset) for f in list_transforms()
-                for opset in ((16, 17) if get_transform(f).spatial_rank == 2 else (20,))]
+LEGACY_CASES = [
+    (f, opset) for f in list_transforms() for opset in ((16, 17) if get_transform(f).spatial_rank == 2 else (20,))
+]
 
 
 @pytest.mark.parametrize("family,opset", LEGACY_CASES, ids=[f"{f}-{o}" for f, o in LEGACY_CASES])

@@ -111,8 +111,9 @@ def test_linear_ramp_is_preserved_inside(size, align_corners):
     theta = _affine(0.3, 0.35, degrees=25.0, tx=0.02, dtype=torch.float64)  # ~5x zoom-out into the middle
     grid = affine_grid(theta, (3, 3), align_corners)
     pix = torchstn.coords.matrix_to_pixel(theta, (H, W), (3, 3), align_corners)[0]  # output px -> input px
-    rows, cols = torch.meshgrid(torch.arange(3.0, dtype=torch.float64), torch.arange(3.0, dtype=torch.float64),
-                                indexing="ij")
+    rows, cols = torch.meshgrid(
+        torch.arange(3.0, dtype=torch.float64), torch.arange(3.0, dtype=torch.float64), indexing="ij"
+    )
     ux = pix[0, 0] * cols + pix[0, 1] * rows + pix[0, 2]
     uy = pix[1, 0] * cols + pix[1, 1] * rows + pix[1, 2]
     expected = 0.3 * ux - 0.7 * uy + 2.0
@@ -155,8 +156,12 @@ def test_matrix_and_grid_footprints_agree():
     J = affine_jacobian(theta, (40, 50), (7, 9))
     torch.testing.assert_close(grid_jacobian(grid, (40, 50)), J.view(2, 1, 1, 2, 2).expand(2, 7, 9, 2, 2))
     U = torch.rand(2, 3, 40, 50)
-    torch.testing.assert_close(torchstn.sample(U, grid, antialias=True, jacobian=J),
-                               torchstn.sample(U, grid, antialias=True), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        torchstn.sample(U, grid, antialias=True, jacobian=J),
+        torchstn.sample(U, grid, antialias=True),
+        atol=1e-5,
+        rtol=0,
+    )
 
 
 # ------------------------------------------------------------------------------------------ gradients

@@ -50,8 +50,9 @@ def _forward_backward(fn, U, grid, grad_out):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("rank", [2, 3])
-@pytest.mark.parametrize("mode,padding_mode,align_corners",
-                         list(itertools.product(("bilinear", "nearest"), PADDINGS, (False, True))))
+@pytest.mark.parametrize(
+    "mode,padding_mode,align_corners", list(itertools.product(("bilinear", "nearest"), PADDINGS, (False, True)))
+)
 def test_matches_grid_sample_forward_and_backward(device, rank, mode, padding_mode, align_corners):
     U, grid, grad_out = _case(rank, device)
     opts = {"mode": mode, "padding_mode": padding_mode, "align_corners": align_corners}
@@ -100,8 +101,8 @@ def test_single_pixel_input_gives_a_zero_grid_gradient(padding_mode, align_corne
         grid = torch.rand(gshape, generator=gen, dtype=torch.float64) * 2 - 1
         go = torch.randn(shape[:2] + gshape[1:-1], generator=gen, dtype=torch.float64)
         opts = {"padding_mode": padding_mode, "align_corners": align_corners}
-        ours = _forward_backward(lambda u, g: torchstn.sample(u, g, deterministic=True, **opts), U, grid, go)
-        ref = _forward_backward(lambda u, g: F.grid_sample(u, g, **opts), U, grid, go)
+        ours = _forward_backward(lambda u, g, o=opts: torchstn.sample(u, g, deterministic=True, **o), U, grid, go)
+        ref = _forward_backward(lambda u, g, o=opts: F.grid_sample(u, g, **o), U, grid, go)
         for a, b in zip(ours, ref):
             torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
 
@@ -113,8 +114,9 @@ def test_spatial_transformer_at_identity_init_same_theta_gradient(padding_mode, 
     # row and column, where the deterministic path used to give the zero-padding gradient
     torch.manual_seed(0)
     loc = torchstn.fc_localisation(2 * 6 * 7, (8,))
-    st = torchstn.SpatialTransformer(loc, "affine", padding_mode=padding_mode, align_corners=align_corners,
-                                     deterministic=True).double()
+    st = torchstn.SpatialTransformer(
+        loc, "affine", padding_mode=padding_mode, align_corners=align_corners, deterministic=True
+    ).double()
     U = torch.rand(3, 2, 6, 7, dtype=torch.float64)
     grads = {}
     for det in (True, False):
@@ -124,9 +126,11 @@ def test_spatial_transformer_at_identity_init_same_theta_gradient(padding_mode, 
     torch.testing.assert_close(grads[True], grads[False], atol=1e-10, rtol=1e-10)
 
 
-@pytest.mark.parametrize("rank,padding_mode,align_corners",
-                         [(2, p, a) for p in (*PADDINGS, "fill") for a in (False, True)]
-                         + [(3, "zeros", False), (3, "border", True), (3, "reflection", False)])
+@pytest.mark.parametrize(
+    "rank,padding_mode,align_corners",
+    [(2, p, a) for p in (*PADDINGS, "fill") for a in (False, True)]
+    + [(3, "zeros", False), (3, "border", True), (3, "reflection", False)],
+)
 def test_gradcheck_float64(rank, padding_mode, align_corners):
     torch.manual_seed(0)
     in_shape = (1, 2, 4, 5) if rank == 2 else (1, 1, 3, 4, 3)
@@ -135,8 +139,9 @@ def test_gradcheck_float64(rank, padding_mode, align_corners):
     grid = ((torch.rand(1, *out, rank, dtype=torch.float64) * 2 - 1) * 1.3).requires_grad_()
 
     def fn(U, grid):
-        return torchstn.sample(U, grid, padding_mode=padding_mode, fill_value=0.3, align_corners=align_corners,
-                               deterministic=True)
+        return torchstn.sample(
+            U, grid, padding_mode=padding_mode, fill_value=0.3, align_corners=align_corners, deterministic=True
+        )
 
     assert torch.autograd.gradcheck(fn, (U, grid), eps=1e-6, atol=1e-5)
 
@@ -145,8 +150,9 @@ def test_double_backward():
     torch.manual_seed(0)
     U = torch.rand(1, 1, 4, 4, dtype=torch.float64, requires_grad=True)
     grid = ((torch.rand(1, 3, 3, 2, dtype=torch.float64) * 2 - 1) * 1.2).requires_grad_()
-    assert torch.autograd.gradgradcheck(lambda U, g: torchstn.sample(U, g, deterministic=True), (U, grid),
-                                        eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradgradcheck(
+        lambda U, g: torchstn.sample(U, g, deterministic=True), (U, grid), eps=1e-6, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -163,8 +169,7 @@ def test_input_gradient_is_bitwise_identical_across_runs(device, rank):
     before = torch.get_num_threads()
     torch.set_num_threads(2)  # CPU: more than one thread, where index_add_ / index_put_ would be atomic
     try:
-        grads = [torch.autograd.grad(torchstn.sample(U, grid, deterministic=True), U, grad_out)[0]
-                 for _ in range(3)]
+        grads = [torch.autograd.grad(torchstn.sample(U, grid, deterministic=True), U, grad_out)[0] for _ in range(3)]
     finally:
         torch.set_num_threads(before)
     for g in grads[1:]:
@@ -178,8 +183,10 @@ def test_restores_the_global_deterministic_setting(device, state):
     U, grid, grad_out = _case(2, device, torch.float32)
     U.requires_grad_()
     torchstn.sample(U, grid, deterministic=True).backward(grad_out)
-    assert (torch.are_deterministic_algorithms_enabled(),
-            torch.is_deterministic_algorithms_warn_only_enabled()) == state
+    assert (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    ) == state
 
 
 @CUDA

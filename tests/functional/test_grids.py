@@ -50,8 +50,14 @@ def test_named_families_equal_their_affine_matrix():
         torch.testing.assert_close(fam.grid(theta, size), torchstn.affine_grid(fam.matrix(theta), size))
     m = torchstn.get_transform("similarity").matrix(torch.tensor([[0.4, -0.2, 0.1, 0.3]]))
     scale = torch.exp(torch.tensor(-0.2))
-    expected = torch.tensor([[[torch.cos(torch.tensor(0.4)), -torch.sin(torch.tensor(0.4)), 0.1],
-                              [torch.sin(torch.tensor(0.4)), torch.cos(torch.tensor(0.4)), 0.3]]])
+    expected = torch.tensor(
+        [
+            [
+                [torch.cos(torch.tensor(0.4)), -torch.sin(torch.tensor(0.4)), 0.1],
+                [torch.sin(torch.tensor(0.4)), torch.cos(torch.tensor(0.4)), 0.3],
+            ]
+        ]
+    )
     expected[:, :, :2] *= scale
     torch.testing.assert_close(m, expected)
 
@@ -136,8 +142,12 @@ def test_tps_precomputed_equals_direct_solve(regularisation):
     slow = torchstn.get_transform("tps", regularisation=regularisation, precompute=False)
     theta = fast.identity(dtype=torch.float64).expand(4, -1) + 0.1 * torch.randn(4, 32, dtype=torch.float64)
     for ac in (False, True):
-        torch.testing.assert_close(fast.grid(theta, (11, 13), align_corners=ac),
-                                   slow.grid(theta, (11, 13), align_corners=ac), atol=1e-10, rtol=0)
+        torch.testing.assert_close(
+            fast.grid(theta, (11, 13), align_corners=ac),
+            slow.grid(theta, (11, 13), align_corners=ac),
+            atol=1e-10,
+            rtol=0,
+        )
 
 
 def test_tps_interpolates_control_points():
@@ -153,9 +163,11 @@ def test_tps_regularisation_smooths_towards_affine():
     theta = torchstn.get_transform("tps").identity().unsqueeze(0) + 0.2 * torch.randn(1, 32)
     bent = torchstn.get_transform("tps").grid(theta, (16, 16))
     smooth = torchstn.get_transform("tps", regularisation=100.0).grid(theta, (16, 16))
+
     # a second difference measures bending; the regularised spline bends less
     def bend(g):
         return (g[:, 2:] - 2 * g[:, 1:-1] + g[:, :-2]).abs().mean()
+
     assert bend(smooth) < 0.5 * bend(bent)
 
 

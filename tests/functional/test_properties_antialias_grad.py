@@ -34,13 +34,24 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import torchstn
-from torchstn.functional.antialias import MAX_TAPS, TOLERANCE, affine_jacobian, footprint_plan, grid_jacobian
-from torchstn.functional.antialias import sample_antialiased
+from torchstn.functional.antialias import (
+    MAX_TAPS,
+    TOLERANCE,
+    affine_jacobian,
+    footprint_plan,
+    grid_jacobian,
+    sample_antialiased,
+)
 
 EPS = 1e-7  # finite-difference step on theta (float64)
 MARGIN = 2e-5  # distance (level pixels, levels, ratios) kept from every kink; EPS moves coordinates by ~1e-6
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow],
+)
 KINDS_2D = ("affine", "isotropic", "integer_ratio", "projective", "tps")
 KINDS_3D = ("affine3d", "isotropic3d")
 MATRIX_KINDS = ("affine", "isotropic", "integer_ratio", "affine3d", "isotropic3d")
@@ -56,6 +67,7 @@ def _rotation(n: int, gen: torch.Generator) -> torch.Tensor:
 
 def _theta(kind: str, batch: int, zoom: list[float], gen: torch.Generator):
     """``(family, theta (B, P))`` of a random transform of ``kind``; ``zoom`` (per sample) scales the region read."""
+
     def rnd(*shape, scale=1.0):
         return torch.randn(*shape, generator=gen, dtype=torch.float64) * scale
 
@@ -142,12 +154,15 @@ def _configs(draw):
     n = 3 if kind.endswith("3d") else 2
     square = kind.startswith("isotropic") or kind == "integer_ratio"  # so the footprint itself is isotropic
     lo_in, hi_in, hi_out = (6, 14, 6) if n == 2 else (4, 8, 3)
-    in_size = (draw(st.integers(lo_in, hi_in)),) * n if square else tuple(
-        draw(st.integers(lo_in, hi_in)) for _ in range(n))
-    out_size = (draw(st.integers(2, hi_out)),) * n if square else tuple(
-        draw(st.integers(1, hi_out)) for _ in range(n))
+    in_size = (
+        (draw(st.integers(lo_in, hi_in)),) * n if square else tuple(draw(st.integers(lo_in, hi_in)) for _ in range(n))
+    )
+    out_size = (draw(st.integers(2, hi_out)),) * n if square else tuple(draw(st.integers(1, hi_out)) for _ in range(n))
     return {
-        "kind": kind, "seed": draw(st.integers(0, 2**31 - 1)), "in_size": in_size, "out_size": out_size,
+        "kind": kind,
+        "seed": draw(st.integers(0, 2**31 - 1)),
+        "in_size": in_size,
+        "out_size": out_size,
         "batch": draw(st.integers(1, 2)),
         "padding": draw(st.sampled_from(["zeros", "border", "reflection", "fill"])),
         "align_corners": draw(st.booleans()),

@@ -102,14 +102,20 @@ def _configs(draw, modes=("bilinear", "nearest", "bicubic"), paddings=("zeros", 
     mode = draw(st.sampled_from(modes))
     n = 2 if mode == "bicubic" else draw(st.sampled_from([2, 3]))
     return {
-        "seed": draw(st.integers(0, 2**31 - 1)), "mode": mode, "n": n,
-        "padding": draw(st.sampled_from(paddings)), "align_corners": draw(st.booleans()),
+        "seed": draw(st.integers(0, 2**31 - 1)),
+        "mode": mode,
+        "n": n,
+        "padding": draw(st.sampled_from(paddings)),
+        "align_corners": draw(st.booleans()),
         "in_size": tuple(draw(st.integers(1, 6)) for _ in range(n)),
         "out_size": tuple(draw(st.integers(1, 5)) for _ in range(n)),
-        "batch": draw(st.integers(1, 3)), "channels": draw(st.integers(1, 3)),
-        "grid": draw(st.sampled_from(["near", "wide", "far", "lattice"] if mode != "nearest" else
-                                     ["near", "wide", "far"])),
-        "shared_grid": draw(st.booleans()), "per_channel_fill": draw(st.booleans()),
+        "batch": draw(st.integers(1, 3)),
+        "channels": draw(st.integers(1, 3)),
+        "grid": draw(
+            st.sampled_from(["near", "wide", "far", "lattice"] if mode != "nearest" else ["near", "wide", "far"])
+        ),
+        "shared_grid": draw(st.booleans()),
+        "per_channel_fill": draw(st.booleans()),
     }
 
 
@@ -129,8 +135,11 @@ def _draw(cfg):
         grid = torch.where(torch.rand(grid.shape, generator=gen) < 0.3, far[pick], grid * 1.3)
     else:  # exact 1/8 lattice: pixel centres, edges and clamp bounds for the small sizes drawn here
         grid = (grid * 1.3 * 8).round() / 8
-    fill = (torch.rand(cfg["channels"], generator=gen, dtype=torch.float64) * 4 - 2 if cfg["per_channel_fill"]
-            else float(torch.rand((), generator=gen)) * 4 - 2)
+    fill = (
+        torch.rand(cfg["channels"], generator=gen, dtype=torch.float64) * 4 - 2
+        if cfg["per_channel_fill"]
+        else float(torch.rand((), generator=gen)) * 4 - 2
+    )
     return x, grid, fill
 
 
@@ -145,8 +154,9 @@ def test_sample_equals_the_numpy_reference(cfg):
     ref = reference_sample(x.numpy(), full, mode, padding, ac, fill_np)
     np.testing.assert_allclose(got.numpy(), ref, atol=1e-9, rtol=0)
     if padding != "fill":  # the reference itself against PyTorch's kernel
-        direct = F.grid_sample(x, grid.expand(x.shape[0], *grid.shape[1:]), mode=mode, padding_mode=padding,
-                               align_corners=ac)
+        direct = F.grid_sample(
+            x, grid.expand(x.shape[0], *grid.shape[1:]), mode=mode, padding_mode=padding, align_corners=ac
+        )
         np.testing.assert_allclose(direct.numpy(), ref, atol=1e-9, rtol=0)
 
 
@@ -155,10 +165,15 @@ def test_sample_equals_the_numpy_reference(cfg):
 def test_deterministic_path_equals_grid_sample_with_gradients(cfg):
     x, grid, fill = _draw(cfg)
     grid = grid.expand(x.shape[0], *grid.shape[1:]).clone()
-    opts = {"mode": cfg["mode"], "padding_mode": cfg["padding"], "fill_value": fill,
-            "align_corners": cfg["align_corners"]}
-    grad_out = torch.randn(x.shape[:2] + grid.shape[1:-1], generator=torch.Generator().manual_seed(1),
-                           dtype=torch.float64)
+    opts = {
+        "mode": cfg["mode"],
+        "padding_mode": cfg["padding"],
+        "fill_value": fill,
+        "align_corners": cfg["align_corners"],
+    }
+    grad_out = torch.randn(
+        x.shape[:2] + grid.shape[1:-1], generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
     results = []
     for det in (True, False):
         xg, gg = x.clone().requires_grad_(), grid.clone().requires_grad_()

@@ -63,7 +63,8 @@ def test_gradients_at_borders_and_outside():
     g.requires_grad_()
     for padding in ("zeros", "border", "fill"):
         assert torch.autograd.gradcheck(
-            lambda U, g: torchstn.sample(U, g, padding_mode=padding, fill_value=0.3), (U, g), eps=1e-6, atol=1e-5)
+            lambda U, g, p=padding: torchstn.sample(U, g, padding_mode=p, fill_value=0.3), (U, g), eps=1e-6, atol=1e-5
+        )
     # a point fully outside with zero padding has zero gradient, not NaN
     far = torch.full((1, 1, 1, 2), 5.0, dtype=torch.float64, requires_grad=True)
     torchstn.sample(U, far).sum().backward()

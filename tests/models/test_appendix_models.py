@@ -7,32 +7,36 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from torchstn.data.datasets import MNISTAddition, Volume3D, synthetic_digits
+from torchstn.data import MNISTAddition, Volume3D, synthetic_digits
 from torchstn.errors import OptionError, ShapeError
-from torchstn.models import build_model, count_parameters, model_spatial_dims
-from torchstn.nn import param_groups
 from torchstn.experiments.engine.config import from_dict
 from torchstn.experiments.engine.config_io import load_config
 from torchstn.experiments.engine.trainer import fit
-
+from torchstn.models import build_model, count_parameters, model_spatial_dims
+from torchstn.nn import param_groups
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-ADDITION_CONFIGS = ["addition_fcn", "addition_cnn", "addition_st_fcn_affine", "addition_st_fcn_2x_affine",
-                    "addition_st_fcn_2x_projective", "addition_st_fcn_2x_tps"]  # fmt: skip
+ADDITION_CONFIGS = [
+    f"addition:addition/{cell}"
+    for cell in ("fcn", "cnn", "st_fcn_affine", "st_fcn_2x_affine", "st_fcn_2x_projective", "st_fcn_2x_tps")
+]
 
 
 @pytest.mark.parametrize("config", ADDITION_CONFIGS)
 def test_addition_models_train_through_the_trainer(config, tmp_path):
-    """Each packaged addition config builds for (2, 42, 42) / 19 classes and its loss falls in a few steps."""
+    """Each addition cell's config builds for (2, 42, 42) / 19 classes and its loss falls in a few steps."""
     cfg = load_config(config)
     small = {"hidden": [32, 24]} if "fcn" in cfg.model.name else {"channels": [8, 8]}
-    cfg = from_dict({"model": {"name": cfg.model.name, "transform": cfg.model.transform,
-                               "st_pool": cfg.model.st_pool, **small},
-                     "data": {"variant": "addition", "synthetic": 96},
-                     "optim": {"schedule": "cpu", "lr": 1e-2, "batch_size": 32, "iterations": 60, "warmup": 0},
-                     "run": {"threads": 1, "log_every": 10, "checkpoint_every": 0}})  # fmt: skip
+    cfg = from_dict(
+        {
+            "model": {"name": cfg.model.name, "transform": cfg.model.transform, "st_pool": cfg.model.st_pool, **small},
+            "data": {"variant": "addition", "synthetic": 96},
+            "optim": {"schedule": "cpu", "lr": 1e-2, "batch_size": 32, "iterations": 60, "warmup": 0},
+            "run": {"threads": 1, "log_every": 10, "checkpoint_every": 0},
+        }
+    )
     result = fit(cfg, tmp_path / "run", progress=False)
     assert result["completed"] and result["parameters"] > 0
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
@@ -115,7 +119,7 @@ def test_st3d_learns_on_small_volumes():
     opt = torch.optim.Adam(param_groups(model, 1e-2, loc_lr_mult=0.1))
     g = torch.Generator().manual_seed(0)
     losses = []
-    for step in range(60):
+    for _ in range(60):
         x, y = ds.batch(torch.randint(0, len(ds), (32,), generator=g), g)
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad()
@@ -143,3 +147,5 @@ def test_pictures_of_both_addition_transformers_and_of_a_volume_model(tmp_path):
     assert viz.volume_figure(vol, torch.rand(2, 1, 28, 28, 28), tmp_path / "vol.png").stat().st_size > 0
     with pytest.raises(ShapeError, match="volumes"):
         viz.volume_figure(vol, torch.rand(2, 1, 28, 28), tmp_path / "bad.png")
+    with pytest.raises(OptionError, match="VolumeNet"):  # a 2D model has no learned projection to draw
+        viz.volume_figure(model, torch.rand(2, 1, 28, 28, 28), tmp_path / "bad.png")

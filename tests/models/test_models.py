@@ -17,6 +17,7 @@ from torchstn.models import (
     model_spatial_dims,
     parameter_table,
     reference_budget,
+    register_model,
 )
 from torchstn.nn import SpatialTransformer, record_theta
 from torchstn.transforms import get_transform, list_transforms
@@ -55,8 +56,9 @@ def _missing_grads(model: torch.nn.Module) -> list[str]:
     return [n for n, p in model.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)]
 
 
-@pytest.mark.parametrize("name,transform,in_shape,num_classes", CASES,
-                         ids=[f"{n}-{t}-{'x'.join(map(str, s))}-{c}" for n, t, s, c in CASES])
+@pytest.mark.parametrize(
+    "name,transform,in_shape,num_classes", CASES, ids=[f"{n}-{t}-{'x'.join(map(str, s))}-{c}" for n, t, s, c in CASES]
+)
 def test_contract(name, transform, in_shape, num_classes):
     torch.manual_seed(0)
     model = build_model(name, in_shape=in_shape, num_classes=num_classes, transform=transform)
@@ -155,8 +157,12 @@ def test_paper_localisation_nets():
 
 
 def test_st_options_pass_through_and_record_theta():
-    model = build_model("st_cnn", in_shape=(1, 28, 28), transform="tps",
-                        st_options={"grid_size": 3, "bound": 0.5, "padding_mode": "border"})
+    model = build_model(
+        "st_cnn",
+        in_shape=(1, 28, 28),
+        transform="tps",
+        st_options={"grid_size": 3, "bound": 0.5, "padding_mode": "border"},
+    )
     st = model.transformers[0]
     assert st.family.grid_size == 3 and st.head.bound == 0.5 and st.padding_mode == "border"
     assert build_model("st_fcn_2x", in_shape=(1, 28, 28), bound=0.25).transformers[1].head.bound == 0.25
@@ -167,35 +173,48 @@ def test_st_options_pass_through_and_record_theta():
     assert all(isinstance(m, SpatialTransformer) for m in two.transformers)
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda: build_model("st_cnnn", in_shape=(1, 28, 28)), "Did you mean 'st_cnn'"),
-    (lambda: build_model("fcn", in_shape=(1, 28, 28), hiden=(10, 10)), "Did you mean 'hidden'"),
-    (lambda: build_model("st_cnn", in_shape=(1, 28, 28), transform="afine"), "Did you mean 'affine'"),
-    (lambda: build_model("st_cnn", in_shape=(1, 28, 28), st_options={"padding": "zeros"}),
-     "Did you mean 'padding_mode'"),
-    (lambda: build_model("st_cnn", in_shape=(1, 28, 28), transform="tps", st_options={"grid_sise": 3}),
-     "Did you mean 'grid_size'"),
-    (lambda: build_model("st_cnn", in_shape=(1, 28, 28), st_options={"out_size": 14}), "out_size"),
-    (lambda: build_model("fcn", in_shape=(1, 28, 28), transform="affine"), "no spatial transformer"),
-    (lambda: build_model("st_fcn", in_shape=(1, 28, 28), transform="affine3d"), "2D"),
-    (lambda: build_model("tutorial_stn", in_shape=(1, 28, 28), st_pool=True), "st_pool"),
-    (lambda: build_model("tutorial_stn", in_shape=(1, 28, 28), budget=10), "takes no options"),
-    (lambda: build_model("fcn", in_shape=(1, 28, 28), hidden=(10, 10), budget=10), "not both"),
-    (lambda: build_model("st_fcn", in_shape=(1, 28, 28), bound=0.5, st_options={"bound": 0.5}), "not both"),
-    (lambda: build_model("fcn", in_shape=(1, 28, 28), bound=0.5), "unknown keyword 'bound'"),
-    (lambda: build_model("cnn", in_shape=(1, 28, 28), channels=(10,)), "two positive ints"),
-    (lambda: build_model("cnn", in_shape=(1, 28, 28), budget=-5), "budget"),
-    (lambda: build_model("cnn", in_shape=(1, 28, 28), num_classes=0), "num_classes"),
-    (lambda: build_model("cnn", in_shape=(1, 28, 28), in_shape_=(1, 2, 2)), "Did you mean"),
-    (lambda: model_options("fnc"), "Did you mean 'fcn'"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: build_model("st_cnnn", in_shape=(1, 28, 28)), "Did you mean 'st_cnn'"),
+        (lambda: build_model("fcn", in_shape=(1, 28, 28), hiden=(10, 10)), "Did you mean 'hidden'"),
+        (lambda: build_model("st_cnn", in_shape=(1, 28, 28), transform="afine"), "Did you mean 'affine'"),
+        (
+            lambda: build_model("st_cnn", in_shape=(1, 28, 28), st_options={"padding": "zeros"}),
+            "Did you mean 'padding_mode'",
+        ),
+        (
+            lambda: build_model("st_cnn", in_shape=(1, 28, 28), transform="tps", st_options={"grid_sise": 3}),
+            "Did you mean 'grid_size'",
+        ),
+        (lambda: build_model("st_cnn", in_shape=(1, 28, 28), st_options={"out_size": 14}), "out_size"),
+        (lambda: build_model("fcn", in_shape=(1, 28, 28), transform="affine"), "no spatial transformer"),
+        (lambda: build_model("st_fcn", in_shape=(1, 28, 28), transform="affine3d"), "2D"),
+        (lambda: build_model("tutorial_stn", in_shape=(1, 28, 28), st_pool=True), "st_pool"),
+        (lambda: build_model("tutorial_stn", in_shape=(1, 28, 28), budget=10), "takes no options"),
+        (lambda: build_model("fcn", in_shape=(1, 28, 28), hidden=(10, 10), budget=10), "not both"),
+        (lambda: build_model("st_fcn", in_shape=(1, 28, 28), bound=0.5, st_options={"bound": 0.5}), "not both"),
+        (lambda: build_model("fcn", in_shape=(1, 28, 28), bound=0.5), "unknown keyword 'bound'"),
+        (lambda: build_model("cnn", in_shape=(1, 28, 28), channels=(10,)), "two positive ints"),
+        (lambda: build_model("cnn", in_shape=(1, 28, 28), budget=-5), "budget"),
+        (lambda: build_model("cnn", in_shape=(1, 28, 28), num_classes=0), "num_classes"),
+        (lambda: build_model("cnn", in_shape=(1, 28, 28), in_shape_=(1, 2, 2)), "Did you mean"),
+        (lambda: model_options("fnc"), "Did you mean 'fcn'"),
+        (lambda: model_spatial_dims("st3d_cn"), "Did you mean 'st3d_cnn'"),
+        (lambda: register_model("cnn")(lambda in_shape, num_classes: None), "'cnn' is already registered"),
+        (lambda: register_model("new_model", spatial_dims=4), "spatial_dims must be 2 or 3"),
+    ],
+)
 def test_bad_options_raise(call, match):
     with pytest.raises(OptionError, match=match):
         call()
+    assert "new_model" not in list_models()
 
 
-@pytest.mark.parametrize("name,in_shape", [("cnn", (28, 28)), ("fcn", (1, 0, 28)), ("cnn", (1, 3, 3)),
-                                           ("st_cnn", (1, 8, 8)), ("tutorial_stn", (1, 10, 10))])
+@pytest.mark.parametrize(
+    "name,in_shape",
+    [("cnn", (28, 28)), ("fcn", (1, 0, 28)), ("cnn", (1, 3, 3)), ("st_cnn", (1, 8, 8)), ("tutorial_stn", (1, 10, 10))],
+)
 def test_bad_shapes_raise(name, in_shape):
     with pytest.raises(ShapeError):
         build_model(name, in_shape=in_shape)
@@ -216,7 +235,7 @@ def _shapes_batch(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tenso
     offsets = torch.randint(0, 28 - 8 + 1, (n, 2), generator=g)
     x = torch.zeros(n, 1, 28, 28)
     for i, (r, c) in enumerate(offsets.tolist()):
-        x[i, 0, r:r + 8, c:c + 8] = pats[y[i]]
+        x[i, 0, r : r + 8, c : c + 8] = pats[y[i]]
     return x, y
 
 

@@ -93,8 +93,9 @@ def test_torch_export_with_cold_caches_keeps_the_tps_basis_constant(transform):
 
     tps_fn._DEVICE_CACHE.clear()
     tps_fn._grid_matrix_cpu64.cache_clear()
-    st = torchstn.SpatialTransformer(torchstn.fc_localisation(12 * 12, (16,)), transform, out_size=(9, 11),
-                                     check_finite=False).eval()
+    st = torchstn.SpatialTransformer(
+        torchstn.fc_localisation(12 * 12, (16,)), transform, out_size=(9, 11), check_finite=False
+    ).eval()
     U = torch.rand(2, 1, 12, 12)
     program = torch.export.export(st, (U,))
     assert "linalg" not in str(program.graph)  # the theta-independent solve is not in the exported graph

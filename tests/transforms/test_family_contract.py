@@ -1,4 +1,5 @@
-"""Contract tests run over every registered transform family (identity, translation, gradients, points)."""
+"""Contract tests run over every registered transform family (identity, translation, gradients, points): a new
+family is covered by registering it, with no edit here."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import pytest
 import torch
 
 import torchstn
-from tests.transforms._families import rank, translation_theta
 
 FAMILIES = torchstn.list_transforms()
 SIZES_2D = [(5, 7), (1, 6), (4, 1), (8, 8)]
 SIZES_3D = [(3, 4, 5), (1, 4, 2), (4, 4, 4)]
+
+
+def rank(name: str) -> int:
+    return torchstn.get_transform(name).spatial_rank
 
 
 def _sizes(name):
@@ -18,7 +22,16 @@ def _sizes(name):
 
 
 def test_registry_lists_the_papers_families():
-    for name in ("affine", "attention", "similarity", "translation", "projective", "tps", "affine3d"):
+    for name in (
+        "affine",
+        "attention",
+        "similarity",
+        "translation",
+        "fixed_scale_translation",
+        "projective",
+        "tps",
+        "affine3d",
+    ):
         assert name in FAMILIES
 
 
@@ -43,9 +56,10 @@ def test_whole_pixel_translation_moves_content_exactly(name, align_corners):
     U = torch.rand(1, 2, *size, dtype=torch.float64)
     pixels = (2, -1) if n == 2 else (2, -1, 1)  # (x, y[, z]) whole pixels
     step = [(2.0 / (s - 1) if align_corners else 2.0 / s) for s in reversed(size)]  # x first
-    theta = translation_theta(name, tuple(p * st for p, st in zip(pixels, step)))
-    V = torchstn.sample(U, torchstn.get_transform(name).grid(theta, size, align_corners=align_corners),
-                        align_corners=align_corners)
+    family = torchstn.get_transform(name)
+    theta = family.translation([p * st for p, st in zip(pixels, step)], dtype=torch.float64).unsqueeze(0)
+    assert theta.shape == (1, family.num_params) and theta.dtype == torch.float64
+    V = torchstn.sample(U, family.grid(theta, size, align_corners=align_corners), align_corners=align_corners)
     # V[..., z, y, x] = U[..., z + dz, y + dy, x + dx] where inside, 0 elsewhere
     expected = torch.zeros_like(U)
     src = [slice(max(p, 0), s + min(p, 0)) for p, s in zip(reversed(pixels), size)]
@@ -137,5 +151,21 @@ def test_footprint_is_exact_for_matrix_families_and_left_to_the_grid_otherwise(n
         return
     torch.testing.assert_close(jac, affine_jacobian(matrix, in_size, out_size))
     estimate = grid_jacobian(family.grid(theta, out_size).double(), in_size)  # an affine grid's differences agree
-    torch.testing.assert_close(estimate, jac.double().view(2, *[1] * len(out_size), *jac.shape[1:]).expand_as(estimate),
-                               atol=1e-5, rtol=0)  # fmt: skip
+    torch.testing.assert_close(
+        estimate, jac.double().view(2, *[1] * len(out_size), *jac.shape[1:]).expand_as(estimate), atol=1e-5, rtol=0
+    )
+
+
+def test_a_family_name_is_registered_once():
+    with pytest.raises(torchstn.OptionError, match="'affine' is already registered"):
+        torchstn.register_transform("affine")(torchstn.transforms.Translation)
+    assert torchstn.transforms.Translation.name == "translation"
+
+
+def test_translation_refuses_a_shift_of_another_rank_and_a_fixed_window_that_cannot_translate():
+    with pytest.raises(torchstn.ShapeError, match=r"shift for transform 'affine3d' must hold 3 numbers \(x, y, z\)"):
+        torchstn.get_transform("affine3d").translation((0.1, 0.2))
+    window = torchstn.get_transform("fixed_scale_translation", scale=0.5, centre=(0.5, -0.5))
+    torch.testing.assert_close(window.identity(), torch.tensor([0.5, -0.5]))
+    with pytest.raises(torchstn.OptionError, match="fixed scale 0.5 is no pure translation"):
+        window.translation((0.1, 0.2))

@@ -22,8 +22,16 @@ from torchstn.functional.antialias import affine_jacobian
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, database=None)
 FAMILIES_2D = ("affine", "attention", "similarity", "translation", "projective", "tps")
 FAMILIES_3D = ("affine3d", "attention3d", "translation3d")
-MATRIX_FAMILIES = ("affine", "attention", "similarity", "translation", "projective", "affine3d", "attention3d",
-                   "translation3d")
+MATRIX_FAMILIES = (
+    "affine",
+    "attention",
+    "similarity",
+    "translation",
+    "projective",
+    "affine3d",
+    "attention3d",
+    "translation3d",
+)
 
 
 def _centres(n: int, align_corners: bool) -> np.ndarray:
@@ -53,7 +61,7 @@ def _tps(source: np.ndarray, p: np.ndarray) -> np.ndarray:
     P = np.concatenate((np.ones((k * k, 1)), ctrl), 1)
     L = np.block([[u(ctrl, ctrl), P], [P.T, np.zeros((3, 3))]])
     coef = np.linalg.solve(L, np.concatenate((source, np.zeros((3, 2)))))
-    return u(p, ctrl) @ coef[: k * k] + np.concatenate((np.ones((len(p), 1)), p), 1) @ coef[k * k:]
+    return u(p, ctrl) @ coef[: k * k] + np.concatenate((np.ones((len(p), 1)), p), 1) @ coef[k * k :]
 
 
 def _numpy_map(name: str, theta: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -88,9 +96,12 @@ def _family_configs(draw):
     name = draw(st.sampled_from(FAMILIES_2D + FAMILIES_3D))
     n = 3 if name in FAMILIES_3D else 2
     return {
-        "name": name, "seed": draw(st.integers(0, 2**31 - 1)), "align_corners": draw(st.booleans()),
+        "name": name,
+        "seed": draw(st.integers(0, 2**31 - 1)),
+        "align_corners": draw(st.booleans()),
         "out_size": tuple(draw(st.integers(1, 8 if n == 2 else 5)) for _ in range(n)),
-        "batch": draw(st.integers(1, 3)), "grid_size": draw(st.integers(2, 5)),
+        "batch": draw(st.integers(1, 3)),
+        "grid_size": draw(st.integers(2, 5)),
         "int_size": draw(st.booleans()),
     }
 
@@ -116,8 +127,9 @@ def test_family_grids_points_and_matrices_match_the_documented_maps(cfg):
     there = torchstn.transform_points(fam, theta, pts)
     torch.testing.assert_close(there, grid.reshape(cfg["batch"], -1, len(out_size)), atol=1e-9, rtol=0)
     if name in MATRIX_FAMILIES:
-        torch.testing.assert_close(torchstn.transform_points(fam, theta, there, "input_to_output"), pts,
-                                   atol=1e-9, rtol=0)
+        torch.testing.assert_close(
+            torchstn.transform_points(fam, theta, there, "input_to_output"), pts, atol=1e-9, rtol=0
+        )
         m = fam.matrix(theta)
         if name != "projective":
             with warnings.catch_warnings():  # PyTorch's note on size-1 grids with align_corners=True
@@ -127,8 +139,9 @@ def test_family_grids_points_and_matrices_match_the_documented_maps(cfg):
 
 
 def _random_matrix(n: int, projective: bool, batch: int, gen: torch.Generator) -> torch.Tensor:
-    m = torch.eye(n + 1, dtype=torch.float64) + 0.4 * torch.randn(batch, n + 1, n + 1, generator=gen,
-                                                                  dtype=torch.float64)
+    m = torch.eye(n + 1, dtype=torch.float64) + 0.4 * torch.randn(
+        batch, n + 1, n + 1, generator=gen, dtype=torch.float64
+    )
     if not projective:
         return m[:, :n]
     m[:, n, :n] *= 0.3  # w stays positive on [-1, 1]^n
@@ -143,8 +156,13 @@ def _apply(m: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 
 
 @SETTINGS
-@given(seed=st.integers(0, 2**31 - 1), n=st.sampled_from([2, 3]), first_p=st.booleans(), second_p=st.booleans(),
-       batch=st.integers(1, 3))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.sampled_from([2, 3]),
+    first_p=st.booleans(),
+    second_p=st.booleans(),
+    batch=st.integers(1, 3),
+)
 def test_compose_and_invert(seed, n, first_p, second_p, batch):
     gen = torch.Generator().manual_seed(seed)
     first, second = _random_matrix(n, first_p, batch, gen), _random_matrix(n, second_p, batch, gen)
@@ -158,11 +176,18 @@ def test_compose_and_invert(seed, n, first_p, second_p, batch):
 
 # -- the anti-aliased sampler's exact cases ------------------------------------------------------------------------
 @SETTINGS
-@given(seed=st.integers(0, 2**31 - 1), n=st.sampled_from([2, 3]), dtype=st.sampled_from([torch.float32,
-       torch.float64]), padding=st.sampled_from(["zeros", "border", "reflection", "fill"]),
-       align_corners=st.booleans(), from_matrix=st.booleans(), rotation_only=st.booleans())
-def test_antialias_without_downsampling_is_bilinear_bit_for_bit(seed, n, dtype, padding, align_corners, from_matrix,
-                                                               rotation_only):
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.sampled_from([2, 3]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    padding=st.sampled_from(["zeros", "border", "reflection", "fill"]),
+    align_corners=st.booleans(),
+    from_matrix=st.booleans(),
+    rotation_only=st.booleans(),
+)
+def test_antialias_without_downsampling_is_bilinear_bit_for_bit(
+    seed, n, dtype, padding, align_corners, from_matrix, rotation_only
+):
     gen = torch.Generator().manual_seed(seed)
     in_size = tuple(int(v) for v in torch.randint(3, 9 if n == 2 else 6, (n,), generator=gen))
     if rotation_only:  # equal square sizes and a rotation: every footprint edge is exactly one pixel
@@ -185,9 +210,13 @@ def test_antialias_without_downsampling_is_bilinear_bit_for_bit(seed, n, dtype, 
 
 
 @SETTINGS
-@given(seed=st.integers(0, 2**31 - 1), n=st.sampled_from([2, 3]), factors=st.lists(
-       st.sampled_from([1, 2, 4, 8]), min_size=3, max_size=3), padding=st.sampled_from(
-       ["zeros", "border", "reflection", "fill"]), from_matrix=st.booleans())
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.sampled_from([2, 3]),
+    factors=st.lists(st.sampled_from([1, 2, 4, 8]), min_size=3, max_size=3),
+    padding=st.sampled_from(["zeros", "border", "reflection", "fill"]),
+    from_matrix=st.booleans(),
+)
 def test_antialias_power_of_two_aligned_zoom_out_is_the_block_mean(seed, n, factors, padding, from_matrix):
     gen = torch.Generator().manual_seed(seed)
     k = tuple(factors[:n])  # per spatial dim (D,) H, W

@@ -1,15 +1,8 @@
 """Data: MNIST from any machine (local IDX files, our cache, the package registry), the paper's distortions and
 dataset classes. Nothing here is imported by the core library."""
 
-from torchstn.data.datasets import (
-    TEST_SEED,
-    CoLocalisation,
-    DistortedMNIST,
-    MNISTAddition,
-    TensorFile,
-    Volume3D,
-    synthetic_digits,
-)
+from torchstn.data.contract import TEST_SEED
+from torchstn.data.datasets import CoLocalisation, DistortedMNIST, MNISTAddition, Volume3D
 from torchstn.data.distortions import (
     DISTORTIONS,
     VARIANTS,
@@ -22,13 +15,35 @@ from torchstn.data.distortions import (
     RotateTranslateScale,
     TranslateClutter,
     get_distortion,
+    register_distortion,
 )
 from torchstn.data.idx import read_idx, write_idx
 from torchstn.data.mnist import fetch_mnist, load_mnist
+from torchstn.data.synthetic import synthetic_digits
+from torchstn.data.tensor_file import TensorFile
 
 __all__ = [
-    "load_mnist", "fetch_mnist", "read_idx", "write_idx",
-    "DistortedMNIST", "MNISTAddition", "CoLocalisation", "Volume3D", "TensorFile", "TEST_SEED", "synthetic_digits",
-    "DISTORTIONS", "VARIANTS", "Distortion", "Plain", "Rotate", "RotateTranslateScale", "ProjectiveJitter", "Elastic",
-    "TranslateClutter", "Extrude3D", "get_distortion",
+    "load_mnist",
+    "fetch_mnist",
+    "read_idx",
+    "write_idx",
+    "DistortedMNIST",
+    "MNISTAddition",
+    "CoLocalisation",
+    "Volume3D",
+    "TensorFile",
+    "TEST_SEED",
+    "synthetic_digits",
+    "DISTORTIONS",
+    "VARIANTS",
+    "Distortion",
+    "Plain",
+    "Rotate",
+    "RotateTranslateScale",
+    "ProjectiveJitter",
+    "Elastic",
+    "TranslateClutter",
+    "Extrude3D",
+    "get_distortion",
+    "register_distortion",
 ]

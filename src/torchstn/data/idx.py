@@ -25,8 +25,14 @@ from torchstn.errors import DataError, DTypeError
 
 __all__ = ["read_idx", "write_idx", "encode_idx"]
 
-_IDX_DTYPES = {0x08: torch.uint8, 0x09: torch.int8, 0x0B: torch.int16, 0x0C: torch.int32,
-               0x0D: torch.float32, 0x0E: torch.float64}  # fmt: skip
+_IDX_DTYPES = {
+    0x08: torch.uint8,
+    0x09: torch.int8,
+    0x0B: torch.int16,
+    0x0C: torch.int32,
+    0x0D: torch.float32,
+    0x0E: torch.float64,
+}
 _IDX_CODES = {dtype: code for code, dtype in _IDX_DTYPES.items()}
 _LITTLE = sys.byteorder == "little"
 

@@ -50,8 +50,10 @@ __all__ = ["load_mnist", "fetch_mnist", "read_idx", "write_idx"]
 
 SPLITS = ("train", "test")
 SOURCES = ("auto", "local", "registry", "mirrors")
-_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}  # fmt: skip
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 _NAMES = (*_FILES["train"], *_FILES["test"])
 _FETCH_HINT = "run `torchstn data fetch mnist` (or call torchstn.data.fetch_mnist())"
 
@@ -84,15 +86,27 @@ _REGISTRY = _RegistrySpec(
 _MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
 # name -> (size, md5, sha256) of "<name>.gz" on the mirrors
 _MIRROR_FILES = {
-    "train-images-idx3-ubyte": (9_912_422, "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-                                "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
-    "train-labels-idx1-ubyte": (28_881, "d53e105ee54ea40749a09fcbcd1e9432",
-                                "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
-    "t10k-images-idx3-ubyte": (1_648_877, "9fb629c4189551a2d022fa330f9573f3",
-                               "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
-    "t10k-labels-idx1-ubyte": (4_542, "ec29112dd5afa0611ce80d1b7f02629c",
-                               "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
-}  # fmt: skip
+    "train-images-idx3-ubyte": (
+        9_912_422,
+        "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    ),
+    "train-labels-idx1-ubyte": (
+        28_881,
+        "d53e105ee54ea40749a09fcbcd1e9432",
+        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    ),
+    "t10k-images-idx3-ubyte": (
+        1_648_877,
+        "9fb629c4189551a2d022fa330f9573f3",
+        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    ),
+    "t10k-labels-idx1-ubyte": (
+        4_542,
+        "ec29112dd5afa0611ce80d1b7f02629c",
+        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    ),
+}
 
 # ---------------------------------------------------------------------------------------------------- finding files
 
@@ -156,9 +170,11 @@ def _read_checked(path: Path) -> torch.Tensor:
         raise DataError(f"{e}. Replace {path} with an intact copy or delete it.") from e
     problem = _mismatch(path) if in_cache else None
     if problem is not None:
-        raise ChecksumError(f"{path}: the cached MNIST file is damaged ({problem}), so every result made from it "
-                            f"would be wrong. To fix: run `torchstn data fetch mnist` (it verifies the cache and "
-                            f"downloads the damaged files again), or delete {path} and load again.")  # fmt: skip
+        raise ChecksumError(
+            f"{path}: the cached MNIST file is damaged ({problem}), so every result made from it "
+            f"would be wrong. To fix: run `torchstn data fetch mnist` (it verifies the cache and "
+            f"downloads the damaged files again), or delete {path} and load again."
+        )
     return tensor
 
 
@@ -207,7 +223,9 @@ def load_mnist(
     split = look_up_option("split", split, SPLITS)
     source = look_up_option("source", source, SOURCES)
     directory = _locate((split,), root, source)
-    return _load_pair(*_find_split(directory, split))
+    found = _find_split(directory, split)
+    assert found is not None  # _locate returned a directory holding the split (found there, or fetched into it)
+    return _load_pair(*found)
 
 
 def fetch_mnist(
@@ -236,10 +254,11 @@ def fetch_mnist(
     """
     source = look_up_option("source", source, SOURCES)
     say = say or (lambda _line: None)
-    directory = _locate(SPLITS, root, source, fetch=False)
+    directory = _find_dir(SPLITS, root, source)
     if directory is not None and directory != _cache_dir():
         for name in _NAMES:
             path = _find_file(directory, name)
+            assert path is not None  # _find_dir returned a directory holding both splits: all four files
             match = "matches" if _download.content_digest(path) == _IDX_SHA256[name] else "DIFFERS FROM"
             say(f"{path}: {match} the official MNIST file (your file: used as it is)")
         return directory
@@ -259,8 +278,10 @@ def _repair_cache(source: str, say: Callable[[str], None]) -> Path:
             todo[name] = problem
     if todo and source == "local":
         lines = "\n  ".join(f"{cache / n}: {p}" for n, p in todo.items())
-        raise ChecksumError(f"MNIST cache incomplete or damaged (source='local' never downloads):\n  {lines}\n"
-                            f"To fix: run `torchstn data fetch mnist`.")  # fmt: skip
+        raise ChecksumError(
+            f"MNIST cache incomplete or damaged (source='local' never downloads):\n  {lines}\n"
+            f"To fix: run `torchstn data fetch mnist`."
+        )
     if todo:
         where = _fetch(cache, source, tuple(todo))
         for name, problem in todo.items():
@@ -272,9 +293,22 @@ def _repair_cache(source: str, say: Callable[[str], None]) -> Path:
     return cache
 
 
-def _locate(splits: tuple[str, ...], root, source: str, fetch: bool = True) -> Path | None:
-    """The first directory holding every split in ``splits``, fetching into the cache if allowed and needed (with
-    ``fetch=False``, ``None`` when only a download would give them)."""
+def _locate(splits: tuple[str, ...], root, source: str) -> Path:
+    """The first directory holding every split in ``splits`` (:func:`_find_dir`), else the cache, fetched into."""
+    directory = _find_dir(splits, root, source)
+    if directory is not None:
+        return directory
+    cache = _cache_dir()
+    _fetch(cache, source, tuple(n for n in _NAMES if _find_file(cache, n) is None))  # one download gives all four
+    return cache
+
+
+def _find_dir(splits: tuple[str, ...], root, source: str) -> Path | None:
+    """The first directory holding every split in ``splits``; ``None`` when only a download would give them.
+
+    Raises:
+        DataError: none holds them and ``source="local"`` forbids the download.
+    """
     dirs = _search_dirs(root) if source in ("auto", "local") else [_cache_dir()]
     for directory in dirs:
         if all(_find_split(directory, split) is not None for split in splits):
@@ -286,11 +320,7 @@ def _locate(splits: tuple[str, ...], root, source: str, fetch: bool = True) -> P
             f"MNIST {' and '.join(splits)} not found (source='local' never downloads). Looked for {names} in:\n"
             f"  {searched}\nTo fix: {_FETCH_HINT}, pass root= a directory holding the IDX files, or set $TORCHSTN_DATA."
         )
-    if not fetch:
-        return None
-    cache = _cache_dir()
-    _fetch(cache, source, tuple(n for n in _NAMES if _find_file(cache, n) is None))  # one download gives all four
-    return cache
+    return None
 
 
 def _fetch(cache: Path, source: str, names: tuple[str, ...]) -> str:
@@ -310,8 +340,10 @@ def _registry_arrays(data, what: str) -> list[tuple[object, object]]:
     ok = isinstance(data, (tuple, list)) and len(data) == 3
     pairs = []
     for pair in data if ok else ():
-        ok = ok and isinstance(pair, (tuple, list)) and len(pair) == 2
-        x, y = pair if ok else (None, None)
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            ok = False
+            break
+        x, y = pair
         ok = ok and isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 2 and x.shape[1] == 784
         ok = ok and isinstance(y, np.ndarray) and y.dtype.kind in "iu" and y.shape == x.shape[:1]
         pairs.append((x, y))

@@ -35,8 +35,8 @@ def _build(name: str, root, source):
 def _panels(name: str, n: int, seed: int, root, source):
     """``(images (k, H, W) in [0, 1], titles, boxes (k, 4) or None)`` for ``k <= n`` samples."""
     if name == "colocalisation":
+        from torchstn.data.contract import resolve_source
         from torchstn.data.datasets import CoLocalisation
-        from torchstn.data.datasets_base import resolve_source
 
         digits = resolve_source("test", root, source)
         count = int((digits[1] == _COLOC_DIGIT).sum())  # a small source may hold fewer than n of the class
@@ -86,7 +86,7 @@ def save_samples_figure(
 
     Example:
         >>> import tempfile, os
-        >>> from torchstn.data.datasets_synthetic import synthetic_digits
+        >>> from torchstn.data.synthetic import synthetic_digits
         >>> out = os.path.join(tempfile.mkdtemp(), "rts.png")
         >>> save_samples_figure("rts", out, n=4, source=synthetic_digits(16)).stat().st_size > 0
         True

@@ -24,6 +24,7 @@ import torch
 from torchstn.experiments.engine.config import TrainConfig, resolve
 from torchstn.experiments.engine.config_io import apply_overrides, load_config
 from torchstn.experiments.engine.data import build_datasets, data_generator
+from torchstn.experiments.engine.schedules import ResolvedOptim
 from torchstn.experiments.engine.steps import train_steps
 from torchstn.experiments.engine.trainer import fit, new_state, task_of
 
@@ -62,9 +63,15 @@ def _a_demo(out: str | Path) -> bool:
         return False
 
 
-def run_demo(minutes: float = 5.0, out: str | Path = "runs/demo", *, threads: int | None = None,
-             overrides: list[str] | tuple[str, ...] = (), progress: bool = True,
-             stream: TextIO | None = None) -> dict[str, Any]:  # fmt: skip
+def run_demo(
+    minutes: float = 5.0,
+    out: str | Path = "runs/demo",
+    *,
+    threads: int | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    progress: bool = True,
+    stream: TextIO | None = None,
+) -> dict[str, Any]:
     """Run the demo end to end within ``minutes`` (see the module docstring) and return the training result, with
     ``total_s`` (the whole demo) and ``figure`` added.
     """
@@ -78,9 +85,12 @@ def run_demo(minutes: float = 5.0, out: str | Path = "runs/demo", *, threads: in
     cfg = apply_overrides(load_config("demo"), [f"run.out={out}", *overrides])
     t = time.monotonic()
     train_set, test_set = build_datasets(cfg)
+    assert train_set is not None and test_set is not None  # both asked for (train=True, test=True)
     test_set.batch(torch.arange(1))  # render the fixed test set now, so that its time is not taken from training
-    say(f"data: RTS {tuple(train_set.image_shape)}, {len(train_set):,} training digits re-distorted every batch, "
-        f"{len(test_set):,} fixed test images ({time.monotonic() - t:.1f} s)")  # fmt: skip
+    say(
+        f"data: RTS {tuple(train_set.image_shape)}, {len(train_set):,} training digits re-distorted every batch, "
+        f"{len(test_set):,} fixed test images ({time.monotonic() - t:.1f} s)"
+    )
     if threads:
         s_per_iter = calibrate(cfg, train_set)
     else:  # fewest threads can win: on a small or busy machine, threads that wait for each other cost time
@@ -88,34 +98,56 @@ def run_demo(minutes: float = 5.0, out: str | Path = "runs/demo", *, threads: in
         for n in sorted({1, torch.get_num_threads()}):
             torch.set_num_threads(n)
             timings[n] = calibrate(cfg, train_set)
-        threads = min(timings, key=timings.get)
+        threads = min(timings, key=timings.__getitem__)
         s_per_iter = timings[threads]
         torch.set_num_threads(threads)
         tried = ", ".join(f"{n}: {t * 1000:.0f} ms" for n, t in timings.items())
         say(f"threads: {tried} per iteration -> {threads}")
-    bs = resolve(cfg).optim.batch_size
+    bs = ResolvedOptim.of(resolve(cfg).optim).batch_size
     eval_s = _EVAL_COST * s_per_iter / bs * len(test_set)
     budget = minutes * 60 - (time.monotonic() - t0) - eval_s - _MARGIN_S
     iterations = max(50, int(budget / s_per_iter))
-    say(f"calibration: {s_per_iter * 1000:.0f} ms per iteration of {bs} ({bs / s_per_iter:.0f} img/s) -> "
-        f"{iterations:,} iterations (~{iterations * bs / len(train_set):.1f} epochs) in {max(budget, 0) / 60:.1f} min")
-    cfg = apply_overrides(cfg, [f"optim.iterations={iterations}", f"optim.warmup={max(1, iterations // 20)}",
-                                f"run.time_limit={max(budget, 5) / 60:.4f}"])  # fmt: skip
+    say(
+        f"calibration: {s_per_iter * 1000:.0f} ms per iteration of {bs} ({bs / s_per_iter:.0f} img/s) -> "
+        f"{iterations:,} iterations (~{iterations * bs / len(train_set):.1f} epochs) in {max(budget, 0) / 60:.1f} min"
+    )
+    cfg = apply_overrides(
+        cfg,
+        [
+            f"optim.iterations={iterations}",
+            f"optim.warmup={max(1, iterations // 20)}",
+            f"run.time_limit={max(budget, 5) / 60:.4f}",
+        ],
+    )
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, threads=threads))
-    result = fit(cfg, out, progress=progress, stream=stream, datasets=(train_set, test_set), overwrite=_a_demo(out),
-                 command=f"torchstn demo --minutes {minutes:g} --out {out}")  # fmt: skip
+    result = fit(
+        cfg,
+        out,
+        progress=progress,
+        stream=stream,
+        datasets=(train_set, test_set),
+        overwrite=_a_demo(out),
+        command=f"torchstn demo --minutes {minutes:g} --out {out}",
+    )
     figure = Path(out) / "st.png"
     from torchstn.experiments import viz
     from torchstn.experiments.engine.runs import load_run
 
     _, model, _ = load_run(out)
     images, labels = test_set.batch(torch.arange(8))
-    viz.st_figure(model, images, figure, labels=labels, title="ST-CNN (affine) on RTS: inputs with the sampling "
-                  "grid, and the transformer's outputs")  # fmt: skip
+    viz.st_figure(
+        model,
+        images,
+        figure,
+        labels=labels,
+        title="ST-CNN (affine) on RTS: inputs with the sampling grid, and the transformer's outputs",
+    )
     total = time.monotonic() - t0
     say("")
-    say(f"RTS test error ({result['test_images']:,} images): ours {result['test_error']:.2f}% after "
-        f"{total / 60:.1f} min on {result['device']}")
+    say(
+        f"RTS test error ({result['test_images']:,} images): ours {result['test_error']:.2f}% after "
+        f"{total / 60:.1f} min on {result['device']}"
+    )
     say(f"paper (150k iterations): ST-CNN {PAPER_RTS['ST-CNN']}%, CNN {PAPER_RTS['CNN']}%")
     say(f"figure: {figure}   run: {out}")
     return {**result, "total_s": total, "figure": str(figure)}

@@ -1,30 +1,31 @@
-"""Reproduce the paper's classification experiments: run every cell's packaged config over seeds, write the table.
+"""Reproduce the paper's classification experiments: run every cell of an experiment's spec over seeds, write the
+table.
 
-An experiment is a set of packaged configs (``torchstn train --list``), one per cell (:data:`EXPERIMENTS`):
+An experiment is a spec (:data:`~torchstn.experiments.specs.EXPERIMENTS`): its cells, each one model on one data
+variant beside the paper's error, in table order:
 
-* ``table1``: Table 1, distorted MNIST R / RTS / P / E (``table1_<variant>_<model>[_<transform>].toml``);
-* ``tc``: the translated-cluttered column of Table 1 (``table1_tc_*``);
-* ``addition``: MNIST addition, Appendix A.1 (``addition_*``);
-* ``3d``: the 3D transformer, Appendix A.3 (``3d_*``).
+* ``table1``: Table 1, distorted MNIST R / RTS / P / E (:mod:`torchstn.experiments.table1`);
+* ``tc``: the translated-cluttered column of Table 1 (the same module);
+* ``addition``: MNIST addition, Appendix A.1 (:mod:`torchstn.experiments.addition`);
+* ``3d``: the 3D transformer, Appendix A.3 (:mod:`torchstn.experiments.volume3d`).
 
-A cell is named ``<VARIANT>/<model>[_<transform>]``, e.g. ``RTS/st_cnn_affine``. Runs go to
-``<runs>/<cell>/<schedule>[+<overrides>]/seed<k>`` (overrides that change what is computed, such as
-``optim.iterations=1000``, get their own directory) and are resumed or skipped when already there, so an interrupted
-reproduction picks up where it stopped. The table (markdown and CSV) is rewritten after every run, beside the runs
-unless ``out`` says otherwise (the project's docs/results tables are written with ``--out docs/results`` from the
-repository root). Each row records the command that makes it, with paths relative to the working directory (or under
-``~``), never an absolute machine path.
+A cell is named ``<VARIANT>/<model>[_<transform>]``, e.g. ``RTS/st_cnn_affine``, and trains alone as
+``torchstn train table1:RTS/st_cnn_affine``. Runs go to ``<runs>/<cell>/<schedule>[+<overrides>]/seed<k>`` (overrides
+that change what is computed, such as ``optim.iterations=1000``, get their own directory) and are resumed or skipped
+when already there, so an interrupted reproduction picks up where it stopped. The table (markdown and CSV) is
+rewritten after every run, beside the runs unless ``out`` says otherwise (the project's docs/results tables are
+written with ``--out docs/results`` from the repository root). Each row records the command that makes it, with paths
+relative to the working directory (or under ``~``), never an absolute machine path.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime
-import fnmatch
 import json
-import os
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,94 +33,26 @@ from typing import Any
 from torchstn.errors import ConfigError
 from torchstn.experiments.engine.checkpoint import code_version
 from torchstn.experiments.engine.config import TrainConfig
-from torchstn.experiments.engine.config_io import apply_overrides, load_config, packaged_configs
+from torchstn.experiments.engine.config_io import apply_overrides, load_config
 from torchstn.experiments.engine.runs import display_path
+from torchstn.experiments.specs import EXPERIMENTS, Cell
 
-__all__ = ["PAPER_TABLE1", "PAPER_ERRORS", "EXPERIMENTS", "experiment_cells", "table1_cells", "reproduce",
-           "reproduce_table1", "write_table"]
-
-#: % test error of the paper's Table 1 (and the TC column, whose ST rows the paper does not split by transform;
-#: we run them with the affine transform).
-PAPER_TABLE1: dict[tuple[str, str, str | None], float] = {}
-for _model, _row in {("fcn", None): (2.1, 5.2, 3.1, 3.2), ("cnn", None): (1.2, 0.8, 1.5, 1.4),
-                     ("st_fcn", "affine"): (1.2, 0.8, 1.5, 2.7), ("st_fcn", "projective"): (1.3, 0.9, 1.4, 2.6),
-                     ("st_fcn", "tps"): (1.1, 0.8, 1.4, 2.4), ("st_cnn", "affine"): (0.7, 0.5, 0.8, 1.2),
-                     ("st_cnn", "projective"): (0.8, 0.6, 0.8, 1.3),
-                     ("st_cnn", "tps"): (0.7, 0.5, 0.8, 1.1)}.items():  # fmt: skip
-    for _variant, _err in zip(("R", "RTS", "P", "E"), _row, strict=True):
-        PAPER_TABLE1[(_variant, *_model)] = _err
-PAPER_TABLE1.update({("TC", "fcn", None): 13.2, ("TC", "cnn", None): 3.5, ("TC", "st_fcn", "affine"): 2.0,
-                     ("TC", "st_cnn", "affine"): 1.7})  # fmt: skip
-
-#: % test error of MNIST addition (Appendix A.1; the paper gives the single ST-FCN per transform only for affine,
-#: 22.6%, and 18.5% for its best single ST-FCN).
-PAPER_ADDITION: dict[tuple[str, str, str | None], float] = {
-    ("addition", "fcn", None): 47.7, ("addition", "cnn", None): 14.7, ("addition", "st_fcn", "affine"): 22.6,
-    ("addition", "st_fcn_2x", "affine"): 9.0, ("addition", "st_fcn_2x", "projective"): 5.9,
-    ("addition", "st_fcn_2x", "tps"): 5.8,
-}  # fmt: skip
-#: Every paper error by ``(variant, model, transform)`` (the 3D experiment reports none).
-PAPER_ERRORS = {**PAPER_TABLE1, **PAPER_ADDITION}
-
-#: ``{experiment: (config-name prefixes, title)}``.
-EXPERIMENTS: dict[str, tuple[tuple[str, ...], str]] = {
-    "table1": (("table1_r_", "table1_rts_", "table1_p_", "table1_e_"), "Table 1 (distorted MNIST)"),
-    "tc": (("table1_tc_",), "Table 1, translated cluttered MNIST (TC, 60x60)"),
-    "addition": (("addition_",), "MNIST addition (Appendix A.1)"),
-    "3d": (("3d_",), "3D spatial transformer (Appendix A.3)"),
-}
-
-_VARIANT_ORDER = ("R", "RTS", "P", "E", "TC", "addition", "3D")
-_MODEL_ORDER = ("fcn", "cnn", "st_fcn_affine", "st_fcn_projective", "st_fcn_tps", "st_cnn_affine",
-                "st_cnn_projective", "st_cnn_tps", "st_fcn_2x_affine", "st_fcn_2x_projective", "st_fcn_2x_tps",
-                "proj_cnn", "st3d_cnn_affine3d")  # fmt: skip
-
-
-def cell_name(cfg: TrainConfig) -> str:
-    """``<VARIANT>/<model>[_<transform>]`` of a config."""
-    m = cfg.model
-    return f"{cfg.data.variant}/{m.name}" + (f"_{m.transform}" if m.transform else "")
-
-
-def _order(cell: str) -> tuple[int, int, str]:
-    variant, model = cell.split("/", 1)
-    v = _VARIANT_ORDER.index(variant) if variant in _VARIANT_ORDER else len(_VARIANT_ORDER)
-    k = _MODEL_ORDER.index(model) if model in _MODEL_ORDER else len(_MODEL_ORDER)
-    return v, k, cell
+__all__ = ["EXPERIMENTS", "experiment_cells", "reproduce", "write_table"]
 
 
 def experiment_cells(experiment: str, only: Sequence[str] = ()) -> dict[str, str]:
-    """``{cell: packaged config name}`` of an experiment's configs, filtered by ``only`` (cell names or globs such
-    as ``RTS/*``; the variant is matched case-insensitively).
+    """``{cell: config name}`` of an experiment's cells in table order, filtered by ``only`` (cell names or globs
+    such as ``RTS/*``; the variant is matched case-insensitively). The config name is what ``torchstn train`` takes.
 
     Raises:
         ConfigError: an unknown experiment, or a name in ``only`` that matches no cell.
+
+    Example:
+        >>> experiment_cells("tc", ["tc/st_*"])
+        {'TC/st_fcn_affine': 'tc:TC/st_fcn_affine', 'TC/st_cnn_affine': 'tc:TC/st_cnn_affine'}
     """
-    if experiment not in EXPERIMENTS:
-        raise ConfigError(f"unknown experiment {experiment!r}; choose from {list(EXPERIMENTS)}")
-    prefixes = EXPERIMENTS[experiment][0]
-    cells = {}
-    for name in packaged_configs():
-        if name.startswith(prefixes):
-            cells[cell_name(load_config(name))] = name
-    cells = dict(sorted(cells.items(), key=lambda kv: _order(kv[0])))
-    if not only:
-        return cells
-    by_lower = {v.lower(): v for v in _VARIANT_ORDER}
-    chosen: dict[str, str] = {}
-    for pattern in only:
-        variant, _, model = pattern.partition("/")
-        pattern = f"{by_lower.get(variant.lower(), variant)}/{model or '*'}"
-        hits = [c for c in cells if fnmatch.fnmatchcase(c, pattern)]
-        if not hits:
-            raise ConfigError(f"--only {pattern!r} matches no {experiment} cell; cells: {', '.join(cells)}")
-        chosen.update({c: cells[c] for c in hits})
-    return dict(sorted(chosen.items(), key=lambda kv: _order(kv[0])))
-
-
-def table1_cells(only: Sequence[str] = ()) -> dict[str, str]:
-    """The cells of Table 1 (R, RTS, P, E): :func:`experiment_cells` of ``"table1"``."""
-    return experiment_cells("table1", only)
+    spec = EXPERIMENTS.get(experiment)
+    return {cell.name: spec.config_name(cell) for cell in spec.select(only)}
 
 
 def _run_key(schedule: str, overrides: Sequence[str]) -> str:
@@ -130,27 +63,46 @@ def _run_key(schedule: str, overrides: Sequence[str]) -> str:
     return "+".join([schedule, *("".join(c if c.isalnum() or c in ".=-_" else "-" for c in o) for o in kept)])
 
 
-def _summary(cell: str, config: str, results: list[dict[str, Any]], schedule: str,
-             overrides: Sequence[str] = (), experiment: str = "table1", where: str = "") -> dict[str, Any]:  # fmt: skip
-    variant, model = cell.split("/", 1)
-    first = results[0]["config"]["model"]
+def _summary(
+    cell: Cell,
+    config: str,
+    results: list[dict[str, Any]],
+    schedule: str,
+    overrides: Sequence[str] = (),
+    experiment: str = "table1",
+    where: str = "",
+) -> dict[str, Any]:
+    variant, model = cell.name.split("/", 1)
     errors = [r["test_error"] for r in results]
     return {
-        "variant": variant, "model": model,
-        "paper_error": PAPER_ERRORS.get((variant, first["name"], first["transform"])),
-        "ours_mean": statistics.fmean(errors), "ours_std": statistics.stdev(errors) if len(errors) > 1 else None,
-        "seeds": len(errors), "errors": errors, "parameters": results[0]["parameters"],
-        "wall_s": statistics.fmean(r["train_s"] for r in results), "iterations": results[0]["iterations"],
-        "completed": all(r["completed"] for r in results), "device": results[0]["device"],
-        "command": f"torchstn reproduce {experiment} --schedule {schedule} --seeds {len(errors)} --only {cell}"
-                   + "".join(f" --set {o}" for o in overrides) + where,
+        "variant": variant,
+        "model": model,
+        "paper_error": cell.paper,
+        "ours_mean": statistics.fmean(errors),
+        "ours_std": statistics.stdev(errors) if len(errors) > 1 else None,
+        "seeds": len(errors),
+        "errors": errors,
+        "parameters": results[0]["parameters"],
+        "wall_s": statistics.fmean(r["train_s"] for r in results),
+        "iterations": results[0]["iterations"],
+        "completed": all(r["completed"] for r in results),
+        "device": results[0]["device"],
+        "command": f"torchstn reproduce {experiment} --schedule {schedule} --seeds {len(errors)} "
+        f"--only {cell.name}" + "".join(f" --set {o}" for o in overrides) + where,
         "config": config,
-    }  # fmt: skip
+    }
 
 
-def write_table(rows: list[dict[str, Any]], out_dir: str | Path, schedule: str, *, note: str = "",
-                experiment: str = "table1", key: str | None = None,
-                version: dict | None = None) -> tuple[Path, Path]:  # fmt: skip
+def write_table(
+    rows: list[dict[str, Any]],
+    out_dir: str | Path,
+    schedule: str,
+    *,
+    note: str = "",
+    experiment: str = "table1",
+    key: str | None = None,
+    version: dict | None = None,
+) -> tuple[Path, Path]:
     """Write ``<experiment>_<key>.md`` and ``.csv`` into ``out_dir``; returns their paths.
 
     ``key`` is the run key (:func:`_run_key`: the schedule plus the overrides that change what is computed, e.g.
@@ -163,58 +115,98 @@ def write_table(rows: list[dict[str, Any]], out_dir: str | Path, schedule: str, 
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{experiment}_{key or schedule}"
     csv_path, md_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
-    cols = ["variant", "model", "paper_error", "ours_mean", "ours_std", "seeds", "errors", "parameters", "wall_s",
-            "iterations", "completed", "device", "command"]  # fmt: skip
+    cols = [
+        "variant",
+        "model",
+        "paper_error",
+        "ours_mean",
+        "ours_std",
+        "seeds",
+        "errors",
+        "parameters",
+        "wall_s",
+        "iterations",
+        "completed",
+        "device",
+        "command",
+    ]
     with open(csv_path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         for r in rows:
             std = "" if r["ours_std"] is None else f"{r['ours_std']:.3f}"  # one seed has no spread
-            w.writerow({**r, "errors": ";".join(f"{e:.2f}" for e in r["errors"]), "wall_s": f"{r['wall_s']:.0f}",
-                        "ours_mean": f"{r['ours_mean']:.3f}", "ours_std": std})  # fmt: skip
+            w.writerow(
+                {
+                    **r,
+                    "errors": ";".join(f"{e:.2f}" for e in r["errors"]),
+                    "wall_s": f"{r['wall_s']:.0f}",
+                    "ours_mean": f"{r['ours_mean']:.3f}",
+                    "ours_std": std,
+                }
+            )
     v = version or code_version()
-    title = EXPERIMENTS.get(experiment, ((), experiment))[1]
-    lines = [f"# {title}, `{key or schedule}` schedule", "",
-             f"% test error on the fixed test sets; ours is mean +- std over seeds (one seed: its error, n=1). "
-             f"torchstn {v['torchstn']} "
-             f"(git {v['git'] or 'unknown'}), torch {v['torch']}, {datetime.date.today().isoformat()}.",
-             *([note] if note else []), "",
-             "| Set | Model | Paper | Ours | Seeds | Parameters | Iterations | Train time / seed | Device | Command |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    title = EXPERIMENTS.get(experiment).title if experiment in EXPERIMENTS else experiment
+    lines = [
+        f"# {title}, `{key or schedule}` schedule",
+        "",
+        f"% test error on the fixed test sets; ours is mean +- std over seeds (one seed: its error, n=1). "
+        f"torchstn {v['torchstn']} "
+        f"(git {v['git'] or 'unknown'}), torch {v['torch']}, {datetime.date.today().isoformat()}.",
+        *([note] if note else []),
+        "",
+        "| Set | Model | Paper | Ours | Seeds | Parameters | Iterations | Train time / seed | Device | Command |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         paper = "-" if r["paper_error"] is None else f"{r['paper_error']:.1f}"
         spread = " (n=1)" if r["ours_std"] is None else f" +- {r['ours_std']:.2f}"
         ours = f"{r['ours_mean']:.2f}{spread}" + ("" if r["completed"] else " (stopped early)")
-        lines.append(f"| {r['variant']} | {r['model']} | {paper} | {ours} | {r['seeds']} | {r['parameters']:,} | "
-                     f"{r['iterations']:,} | {r['wall_s'] / 60:.1f} min | {r['device']} | `{r['command']}` |")  # fmt: skip
+        lines.append(
+            f"| {r['variant']} | {r['model']} | {paper} | {ours} | {r['seeds']} | {r['parameters']:,} | "
+            f"{r['iterations']:,} | {r['wall_s'] / 60:.1f} min | {r['device']} | `{r['command']}` |"
+        )
     md_path.write_text("\n".join(lines) + "\n")
     return md_path, csv_path
 
 
 def _check_reused(run_dir: Path, result: dict[str, Any], cfg: TrainConfig) -> None:
-    """Refuse to reuse a finished run trained with another config than the one the cell has now (a packaged config
-    changed since): its number would stand in the table for a model that is no longer the cell's."""
+    """Refuse to reuse a finished run trained with another config than the one the cell has now (its spec changed
+    since): its number would stand in the table for a model that is no longer the cell's."""
     from torchstn.experiments.engine.config import from_dict
     from torchstn.experiments.engine.trainer import config_differences
 
     if "config" not in result:
-        raise ConfigError(f"{run_dir / 'result.json'} records no config, so it cannot be checked against the cell's; "
-                          "move the run directory away to train the cell again")  # fmt: skip
+        raise ConfigError(
+            f"{run_dir / 'result.json'} records no config, so it cannot be checked against the cell's; "
+            "move the run directory away to train the cell again"
+        )
     diff = config_differences(from_dict(result["config"]), cfg)
     if diff:
-        raise ConfigError(f"{run_dir} was trained with another config than the cell's now (it differs in "
-                          f"{', '.join(diff)}); move it away to train the cell again, or pass another --runs")
+        raise ConfigError(
+            f"{run_dir} was trained with another config than the cell's now (it differs in "
+            f"{', '.join(diff)}); move it away to train the cell again, or pass another --runs"
+        )
 
 
-def reproduce(experiment: str = "table1", *, schedule: str = "cpu", seeds: int = 3, only: Sequence[str] = (),
-              out: str | Path | None = None, runs: str | Path | None = None, overrides: Sequence[str] = (),
-              progress: bool = True, fit_fn: Callable[..., dict] | None = None,
-              say: Callable[[str], None] = print) -> list[dict]:  # fmt: skip
+def reproduce(
+    experiment: str = "table1",
+    *,
+    schedule: str = "cpu",
+    seeds: int = 3,
+    only: Sequence[str] = (),
+    out: str | Path | None = None,
+    runs: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    progress: bool = True,
+    fit_fn: Callable[..., dict] | None = None,
+    say: Callable[[str], None] = print,
+) -> list[dict]:
     """Train every selected cell of ``experiment`` for ``seeds`` seeds with ``schedule`` and write the table after
     each run.
 
     Args:
-        experiment: a name of :data:`EXPERIMENTS` (``table1``, ``tc``, ``addition``, ``3d``).
+        experiment: a name of :data:`~torchstn.experiments.specs.EXPERIMENTS` (``table1``, ``tc``, ``addition``,
+            ``3d``).
         schedule: ``cpu`` or ``paper`` (any name of :data:`~torchstn.experiments.engine.schedules.SCHEDULES`).
         seeds: seeds ``0 .. seeds - 1``.
         only: cells or globs to run (default all).
@@ -229,48 +221,59 @@ def reproduce(experiment: str = "table1", *, schedule: str = "cpu", seeds: int =
         One summary dict per cell (the table's rows).
 
     Raises:
-        ConfigError: a finished run in ``runs`` whose saved config is no longer the cell's (for example after a
-            packaged config changed): move it away or pass another ``runs``.
+        ConfigError: an unknown experiment or ``only`` name, or a finished run in ``runs`` whose saved config is no
+            longer the cell's (for example after its spec changed): move it away or pass another ``runs``.
     """
     if fit_fn is None:
-        from torchstn.experiments.engine.trainer import fit as fit_fn
+        from torchstn.experiments.engine.trainer import fit
+
+        fit_fn = fit
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
-    cells = experiment_cells(experiment, only)
+    spec = EXPERIMENTS.get(experiment)
+    cells = spec.select(only)
     default_runs = Path(f"runs/{experiment}")
     runs = Path(runs) if runs is not None else default_runs
     out = Path(out) if out is not None else runs
-    where = (f" --runs {display_path(runs)}" if runs != default_runs else "") + \
-        (f" --out {display_path(out)}" if out != runs else "")
+    where = (f" --runs {display_path(runs)}" if runs != default_runs else "") + (
+        f" --out {display_path(out)}" if out != runs else ""
+    )
     rows, version = [], code_version()
-    for i, (cell, config) in enumerate(cells.items()):
-        results = []
+    for i, cell in enumerate(cells):
+        config, results = spec.config_name(cell), []
         for seed in range(seeds):
             cfg = apply_overrides(load_config(config), [f"optim.schedule={schedule}", f"run.seed={seed}", *overrides])
-            run_dir = runs / cell.replace("/", "_") / _run_key(schedule, overrides) / f"seed{seed}"
+            run_dir = runs / cell.name.replace("/", "_") / _run_key(schedule, overrides) / f"seed{seed}"
             done = run_dir / "result.json"
             if done.is_file():
                 result = json.loads(done.read_text())
                 _check_reused(run_dir, result, cfg)
                 if result.get("completed"):
-                    say(f"[{i + 1}/{len(cells)}] {cell} seed {seed}: done before, {result['test_error']:.2f}%")
+                    say(f"[{i + 1}/{len(cells)}] {cell.name} seed {seed}: done before, {result['test_error']:.2f}%")
                     results.append(result)
                     continue
-            say(f"[{i + 1}/{len(cells)}] {cell} seed {seed} -> {run_dir}")
+            say(f"[{i + 1}/{len(cells)}] {cell.name} seed {seed} -> {run_dir}")
             t0 = time.monotonic()
             command = f"torchstn train {config} --set optim.schedule={schedule} --set run.seed={seed}"
-            result = fit_fn(cfg, run_dir, resume="auto", progress=progress,
-                            command=command + "".join(f" --set {o}" for o in overrides))
-            say(f"  {cell} seed {seed}: {result['test_error']:.2f}% in {(time.monotonic() - t0) / 60:.1f} min")
+            result = fit_fn(
+                cfg,
+                run_dir,
+                resume="auto",
+                progress=progress,
+                command=command + "".join(f" --set {o}" for o in overrides),
+            )
+            say(f"  {cell.name} seed {seed}: {result['test_error']:.2f}% in {(time.monotonic() - t0) / 60:.1f} min")
             results.append(result)
         rows.append(_summary(cell, config, results, schedule, overrides, experiment, where))
-        md, _ = write_table(rows, out, schedule, experiment=experiment, key=_run_key(schedule, overrides),
-                            version=version)
+        md, _ = write_table(
+            rows, out, schedule, experiment=experiment, key=_run_key(schedule, overrides), version=version
+        )
     if rows:
         say(f"wrote {md} and {md.with_suffix('.csv')}")
     return rows
 
 
 def reproduce_table1(**kwargs) -> list[dict]:
-    """:func:`reproduce` of ``"table1"`` (runs default to ``runs/table1``)."""
+    """Deprecated: ``reproduce("table1", **kwargs)`` says the same (runs default to ``runs/table1``)."""
+    warnings.warn('reproduce_table1(...) is deprecated: use reproduce("table1", ...)', DeprecationWarning, stacklevel=2)
     return reproduce("table1", **kwargs)

@@ -113,9 +113,16 @@ def check_figure_path(out: str | os.PathLike[str]) -> Path:
     return out
 
 
-def st_figure(model: nn.Module, images: torch.Tensor, out: str | os.PathLike[str], *,
-              labels: torch.Tensor | None = None, grid_points: int = 7, title: str = "",
-              columns: int = 16) -> Path:  # fmt: skip
+def st_figure(
+    model: nn.Module,
+    images: torch.Tensor,
+    out: str | os.PathLike[str],
+    *,
+    labels: torch.Tensor | None = None,
+    grid_points: int = 7,
+    title: str = "",
+    columns: int = 16,
+) -> Path:
     """Save a figure of ``model``'s spatial transformers at work on ``images`` ``(B, C, H, W)``.
 
     Row 1: each input with the sampling points (a ``grid_points`` x ``grid_points`` subset, dots) and the output
@@ -169,15 +176,29 @@ def st_figure(model: nn.Module, images: torch.Tensor, out: str | os.PathLike[str
 
 
 @torch.no_grad()
-def volume_figure(model: nn.Module, volumes: torch.Tensor, out: str | os.PathLike[str], *,
-                  labels: torch.Tensor | None = None, title: str = "") -> Path:  # fmt: skip
+def volume_figure(
+    model: nn.Module,
+    volumes: torch.Tensor,
+    out: str | os.PathLike[str],
+    *,
+    labels: torch.Tensor | None = None,
+    title: str = "",
+) -> Path:
     """Save a figure of a volume model (:class:`~torchstn.models.volume.VolumeNet`) on ``volumes (B, C, D, H, W)``:
     per volume (one row each) its three axis-aligned projections (mean along depth, height and width) and the
     projection the model learned (``model.project``: the 3D transformer's output averaged over its depth).
 
     Returns:
         The path written.
+
+    Raises:
+        OptionError: ``model`` is not a :class:`~torchstn.models.volume.VolumeNet`.
+        ShapeError: ``volumes`` is not 5-D.
     """
+    from torchstn.models.volume import VolumeNet
+
+    if not isinstance(model, VolumeNet):
+        raise OptionError(f"volume_figure draws a VolumeNet (its learned projection), got {type(model).__name__}")
     if volumes.dim() != 5:
         raise ShapeError(f"volume_figure: expected volumes (B, C, D, H, W), got shape {tuple(volumes.shape)}")
     plt = _pyplot()
@@ -187,8 +208,12 @@ def volume_figure(model: nn.Module, volumes: torch.Tensor, out: str | os.PathLik
         learned, pred = model.project(volumes), model(volumes).argmax(1)
     finally:
         model.train(was_training)
-    views = [("along depth (z)", volumes.mean(2)), ("along height (y)", volumes.mean(3)),
-             ("along width (x)", volumes.mean(4)), ("learned", learned)]  # fmt: skip
+    views = [
+        ("along depth (z)", volumes.mean(2)),
+        ("along height (y)", volumes.mean(3)),
+        ("along width (x)", volumes.mean(4)),
+        ("learned", learned),
+    ]
     n = volumes.shape[0]
     fig, axes = plt.subplots(n, len(views), figsize=(1.6 * len(views), 1.6 * n), squeeze=False)
     for i in range(n):
@@ -222,8 +247,9 @@ def _pil():
     return Image, ImageDraw
 
 
-def save_frame(model: nn.Module, images: torch.Tensor, out: str | os.PathLike[str], *, scale: int = 3,
-               title: str = "") -> Path:  # fmt: skip
+def save_frame(
+    model: nn.Module, images: torch.Tensor, out: str | os.PathLike[str], *, scale: int = 3, title: str = ""
+) -> Path:
     """Save the first transformer's outputs on ``images`` as one tiled grayscale PNG (a GIF frame)."""
     Image, ImageDraw = _pil()
     _, views = transformer_views(model, images)
@@ -238,8 +264,7 @@ def save_frame(model: nn.Module, images: torch.Tensor, out: str | os.PathLike[st
     for k in range(b):
         r, c = divmod(k, cols)
         tile[r * (h + 2) + 1 : r * (h + 2) + 1 + h, c * (w + 2) + 1 : c * (w + 2) + 1 + w] = V[k]
-    img = Image.fromarray(tile.numpy(), mode="L").resize((tile.shape[1] * scale, tile.shape[0] * scale),
-                                                         Image.NEAREST)  # fmt: skip
+    img = Image.fromarray(tile.numpy(), mode="L").resize((tile.shape[1] * scale, tile.shape[0] * scale), Image.NEAREST)
     if title:
         canvas = Image.new("L", (img.width, img.height + top), 0)
         canvas.paste(img, (0, top))

@@ -40,7 +40,7 @@ def _grid_coords(matrix: torch.Tensor, size: Sequence[int], align_corners: bool)
     axes = _axes(size, align_corners, matrix)
     # (B, n, n+1, 1, ..., 1) by indexing, not reshape(B, ...): torch 2.9's dynamo exporter guards a reshape by the
     # traced batch size against a dynamic batch of 1 and fails
-    m = matrix[(..., *([None] * n))]
+    m = matrix[(...,) + (None,) * n]
     for r in range(n):
         acc = m[:, r, n] + m[:, r, 0] * axes[0]
         for j in range(1, n):
@@ -142,8 +142,9 @@ def compose_affine(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """
     n, m = _matrix_rank("first", first), _matrix_rank("second", second)
     if m != n:
-        raise ShapeError(f"cannot compose a {n}D map with a {m}D one: first {tuple(first.shape)}, "
-                         f"second {tuple(second.shape)}")
+        raise ShapeError(
+            f"cannot compose a {n}D map with a {m}D one: first {tuple(first.shape)}, second {tuple(second.shape)}"
+        )
     out = to_homogeneous(first) @ to_homogeneous(second)
     projective = first.shape[-2] == first.shape[-1] or second.shape[-2] == second.shape[-1]
     return out if projective else out[..., :n, :]
@@ -154,8 +155,10 @@ def _matrix_rank(name: str, matrix: torch.Tensor) -> int:
     check_float_tensor(name, matrix)
     rows, cols = matrix.shape[-2:] if matrix.dim() == 3 else (0, 0)
     if cols - 1 not in (2, 3) or rows not in (cols - 1, cols):
-        raise ShapeError(f"{name} must be a (B, n, n+1) affine or (B, n+1, n+1) projective matrix with n in (2, 3), "
-                         f"got {tuple(matrix.shape)}")
+        raise ShapeError(
+            f"{name} must be a (B, n, n+1) affine or (B, n+1, n+1) projective matrix with n in (2, 3), "
+            f"got {tuple(matrix.shape)}"
+        )
     return cols - 1
 
 

@@ -118,8 +118,11 @@ def affine_jacobian(
     if matrix.dim() != 3 or n not in (2, 3) or matrix.shape[-1] != n + 1:
         raise ShapeError(f"affine matrix must be (B, 2, 3) or (B, 3, 4), got {tuple(matrix.shape)}")
     rows = torch.tensor(_inv_scales(in_size, align_corners), dtype=matrix.dtype, device=matrix.device)
-    cols = torch.tensor([axis_scale_shift(int(s), align_corners)[0] for s in reversed(tuple(out_size))],
-                        dtype=matrix.dtype, device=matrix.device)
+    cols = torch.tensor(
+        [axis_scale_shift(int(s), align_corners)[0] for s in reversed(tuple(out_size))],
+        dtype=matrix.dtype,
+        device=matrix.device,
+    )
     return rows.view(1, n, 1) * matrix[:, :, :n] * cols.view(1, 1, n)
 
 
@@ -222,6 +225,7 @@ def _tap_offsets(edges: torch.Tensor, spans: torch.Tensor, w: torch.Tensor, coun
         pos = torch.linspace(-0.5, 0.5, k, dtype=edges.dtype, device=edges.device).view(k, *([1] * edge.dim()))
         along = pos * edge  # (k, n, B, *out)
         offsets = along if offsets is None else (offsets.unsqueeze(1) + along.unsqueeze(0)).flatten(0, 1)
+    assert offsets is not None  # the caller has spans only where _plan found a count above 1: the loop set it
     return offsets.movedim(1, -1).movedim(0, 1)  # (B, T, *out, n)
 
 
@@ -270,8 +274,9 @@ def _read(img, g, padding_mode, align_corners):
     return v.view(B, v.shape[1], T, *out_size).mean(dim=2)
 
 
-def _sample_antialiased(input, grid, jac, padding_mode, align_corners, *, tap_share=TAP_SHARE, max_taps=MAX_TAPS,
-                        classic_level=False):
+def _sample_antialiased(
+    input, grid, jac, padding_mode, align_corners, *, tap_share=TAP_SHARE, max_taps=MAX_TAPS, classic_level=False
+):
     """Core of ``sample(..., antialias=True)`` for zero/border/reflection padding (fill is reduced to zeros)."""
     in_size = tuple(input.shape[2:])
     edges = _grid_edges(grid, in_size, align_corners) if jac is None else jac.movedim(-1, 0).movedim(-1, 1)
@@ -357,8 +362,9 @@ def sample_antialiased(
     if not float(tap_share) >= 1.0:
         raise OptionError(f"tap_share must be >= 1 input pixel (inf for a plain mip-map), got {tap_share!r}")
     max_taps = check_positive_int("max_taps", max_taps)
-    return antialiased_sample(input, grid, padding_mode, fill_value, align_corners, jacobian, float(tap_share),
-                              max_taps)
+    return antialiased_sample(
+        input, grid, padding_mode, fill_value, align_corners, jacobian, float(tap_share), max_taps
+    )
 
 
 def _check_jacobian(jacobian: torch.Tensor | None, input: torch.Tensor, grid: torch.Tensor) -> torch.Tensor | None:
@@ -378,8 +384,9 @@ def _check_jacobian(jacobian: torch.Tensor | None, input: torch.Tensor, grid: to
     return jacobian.to(input.dtype).expand(B, *jacobian.shape[1:])
 
 
-def antialiased_sample(input, grid, padding_mode, fill_value, align_corners, jacobian, tap_share=TAP_SHARE,
-                       max_taps=MAX_TAPS):
+def antialiased_sample(
+    input, grid, padding_mode, fill_value, align_corners, jacobian, tap_share=TAP_SHARE, max_taps=MAX_TAPS
+):
     """Checked arguments (``grid`` batch == ``input`` batch) -> the anti-aliased sample, in the dtype of ``input``."""
     work = torch.promote_types(grid.dtype, input.dtype)
     x, g = input.to(work), grid.to(work)

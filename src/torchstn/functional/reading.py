@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torchstn._checks import check_bool, check_fill_value, check_float_tensor, check_rank, look_up_option
 from torchstn.errors import OptionError, ShapeError
 
-__all__ = ["MODES", "PADDING_MODES", "check_deterministic", "check_sample_args", "read_padded"]
+__all__ = ["MODES", "PADDING_MODES", "check_deterministic", "check_sample_args", "match_grid", "read_padded"]
 
 MODES = ("bilinear", "nearest", "bicubic")
 PADDING_MODES = ("zeros", "border", "reflection", "fill")
@@ -33,6 +33,27 @@ def check_sample_args(input, grid, mode, padding_mode, fill_value=0.0, align_cor
     look_up_option("padding_mode", padding_mode, PADDING_MODES)
     check_fill_value(fill_value)  # its form only: a loop over padding modes may pass one fill_value to all
     check_bool("align_corners", align_corners)
+    grid = match_grid(input, grid)
+    if mode == "bicubic" and input.dim() == 5:
+        raise OptionError("mode='bicubic' is only available for 2D inputs (PyTorch has no tricubic sampler)")
+    return grid
+
+
+def match_grid(input: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """``grid`` expanded to the batch of ``input``, after checking that it fits the input's rank and batch: the one
+    check relating a sampler's two tensors, which a caller that validated everything else still needs (its grid
+    comes from a network's output, e.g. a localisation net that loses the batch).
+
+    Raises:
+        ShapeError: a grid of another rank or last dim than the input's spatial rank, or of another batch size
+            (but 1, which is broadcast).
+
+    Example:
+        >>> match_grid(torch.rand(2, 1, 4, 4), torch.zeros(3, 4, 4, 2))
+        Traceback (most recent call last):
+        ...
+        torchstn.errors.ShapeError: grid batch size 3 does not match input batch size 2 (a grid of batch 1 is broadcast)
+    """
     n = input.dim() - 2
     if grid.dim() != n + 2 or grid.shape[-1] != n:
         want = "(B, H', W', 2)" if n == 2 else "(B, D', H', W', 3)"
@@ -44,8 +65,6 @@ def check_sample_args(input, grid, mode, padding_mode, fill_value=0.0, align_cor
                 "(a grid of batch 1 is broadcast)"
             )
         grid = grid.expand(input.shape[0], *grid.shape[1:])
-    if mode == "bicubic" and n == 3:
-        raise OptionError("mode='bicubic' is only available for 2D inputs (PyTorch has no tricubic sampler)")
     return grid
 
 
@@ -61,6 +80,7 @@ def read_padded(input, grid, mode, padding_mode, fill_value, align_corners, read
     kernels' weights do not sum to 1 closely enough (bicubic bf16: off by 0.1).
     """
     if read is None:
+
         def read(x, padding, grid):
             return F.grid_sample(x, grid, mode=mode, padding_mode=padding, align_corners=align_corners)
 
@@ -75,8 +95,9 @@ def read_padded(input, grid, mode, padding_mode, fill_value, align_corners, read
         fill = fill.view(1, -1, *([1] * (input.dim() - 2)))
     elif fill.dim() != 0:
         raise ShapeError(f"fill_value must be a scalar or a (C,) tensor, got shape {tuple(fill.shape)}")
-    inside = read(input.new_ones((1, 1, *input.shape[2:])).expand(input.shape[0], 1, *input.shape[2:]), "zeros",
-                  grid)  # (B, 1, *out): the weight of the taps inside the image
+    inside = read(
+        input.new_ones((1, 1, *input.shape[2:])).expand(input.shape[0], 1, *input.shape[2:]), "zeros", grid
+    )  # (B, 1, *out): the weight of the taps inside the image
     return read(input, "zeros", grid) + fill * (1 - inside)
 
 
@@ -92,6 +113,8 @@ def check_deterministic(deterministic: object, mode: str, antialias: bool) -> bo
     if deterministic not in (None, True, False):
         raise OptionError(f"deterministic must be True, False or None, got {deterministic!r}")
     if deterministic and (mode not in ("bilinear", "nearest") or antialias):
-        raise OptionError("deterministic=True supports mode='bilinear' and 'nearest' without antialias, got "
-                          f"mode={mode!r}, antialias={antialias}")
-    return deterministic  # type: ignore[return-value]
+        raise OptionError(
+            "deterministic=True supports mode='bilinear' and 'nearest' without antialias, got "
+            f"mode={mode!r}, antialias={antialias}"
+        )
+    return deterministic  # narrowed to bool | None by the check above

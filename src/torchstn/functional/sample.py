@@ -7,13 +7,19 @@ import math
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
 from torchstn._checks import check_finite as _check_finite
 from torchstn._tracing import is_tracing
 from torchstn.errors import OptionError
 from torchstn.functional.antialias import antialiased_sample
-from torchstn.functional.reading import MODES, PADDING_MODES, check_deterministic, check_sample_args, read_padded
+from torchstn.functional.reading import (
+    MODES,
+    PADDING_MODES,
+    check_deterministic,
+    check_sample_args,
+    match_grid,
+    read_padded,
+)
 
 __all__ = ["sample", "MODES", "PADDING_MODES"]
 
@@ -94,17 +100,45 @@ def sample(
     grid = check_sample_args(input, grid, mode, padding_mode, fill_value, align_corners)
     if check_finite:
         _check_finite("grid", grid)
-    gather = _use_gather(deterministic, input, grid, mode, antialias)
-    if antialias or jacobian is not None:
-        if not antialias:
-            raise OptionError("jacobian= is only used with antialias=True")
-        if mode != "bilinear":
-            raise OptionError(f"antialias=True needs mode='bilinear' (trilinear in 3D), got mode={mode!r}")
+    if deterministic is not None:
+        check_deterministic(deterministic, mode, antialias)
+    if jacobian is not None and not antialias:
+        raise OptionError("jacobian= is only used with antialias=True")
+    if antialias and mode != "bilinear":
+        raise OptionError(f"antialias=True needs mode='bilinear' (trilinear in 3D), got mode={mode!r}")
+    return _sample(input, grid, mode, padding_mode, fill_value, align_corners, antialias, jacobian, deterministic)
+
+
+def sample_unchecked(
+    input: torch.Tensor,
+    grid: torch.Tensor,
+    *,
+    mode: str,
+    padding_mode: str,
+    fill_value: float | torch.Tensor,
+    align_corners: bool,
+    antialias: bool,
+    jacobian: torch.Tensor | None,
+    deterministic: bool | None,
+) -> torch.Tensor:
+    """:func:`sample` for a caller that has validated the input and the options itself, as
+    :class:`~torchstn.nn.SpatialTransformer` does (its options at construction, ``U`` at each forward): only the fit
+    of ``grid`` to ``input`` is checked (:func:`~torchstn.functional.reading.match_grid`), since the grid is computed.
+    Nothing else is checked, so wrong arguments fail inside PyTorch, not with a torchstn error: call :func:`sample`.
+    """
+    grid = match_grid(input, grid)
+    return _sample(input, grid, mode, padding_mode, fill_value, align_corners, antialias, jacobian, deterministic)
+
+
+def _sample(input, grid, mode, padding_mode, fill_value, align_corners, antialias, jacobian, deterministic):
+    """The sampler proper, on checked arguments (``grid`` batch == ``input`` batch)."""
+    if antialias:
         return antialiased_sample(input, grid, padding_mode, fill_value, align_corners, jacobian)
     work = torch.promote_types(grid.dtype, input.dtype)
     x, grid = input.to(work), grid.to(work)  # no-ops when the dtypes agree
     read = None
-    if gather:
+    if _use_gather(deterministic, input, grid, mode):
+
         def read(img, padding, grid):
             return _gather_sample(img, grid, mode, padding, align_corners)
 
@@ -112,13 +146,18 @@ def sample(
 
 
 # -- the deterministic sampler -----------------------------------------------------------------------------------
-def _use_gather(deterministic, input, grid, mode, antialias) -> bool:
-    """Whether :func:`sample` takes the gather-based path (see its ``deterministic`` argument)."""
+def _use_gather(deterministic, input, grid, mode) -> bool:
+    """Whether :func:`sample` (without antialias) takes the gather-based path (see its ``deterministic`` argument)."""
     if deterministic is None:
         # F.grid_sample's CUDA backward raises under torch's deterministic mode (even for the grid gradient alone)
-        return (input.is_cuda and mode != "bicubic" and not antialias and torch.are_deterministic_algorithms_enabled()
-                and torch.is_grad_enabled() and (input.requires_grad or grid.requires_grad))
-    return bool(check_deterministic(deterministic, mode, antialias))
+        return (
+            input.is_cuda
+            and mode != "bicubic"
+            and torch.are_deterministic_algorithms_enabled()
+            and torch.is_grad_enabled()
+            and (input.requires_grad or grid.requires_grad)
+        )
+    return bool(deterministic)
 
 
 def _gather_sample(input, grid, mode, padding_mode, align_corners):

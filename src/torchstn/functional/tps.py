@@ -21,8 +21,15 @@ from torchstn._checks import autocast_off
 from torchstn._tracing import static_size, untraced
 from torchstn.coords import identity_grid
 
-__all__ = ["lattice", "tps_kernel", "tps_system_matrix", "tps_grid_matrix", "tps_grid", "tps_grid_direct",
-           "tps_transform_points"]
+__all__ = [
+    "lattice",
+    "tps_kernel",
+    "tps_system_matrix",
+    "tps_grid_matrix",
+    "tps_grid",
+    "tps_grid_direct",
+    "tps_transform_points",
+]
 
 
 def lattice(grid_size: int, *, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
@@ -57,7 +64,9 @@ def tps_system_matrix(ctrl: torch.Tensor, regularisation: float = 0.0) -> torch.
     """The ``(K+3, K+3)`` TPS system ``L = [[U + lambda I, P], [P^T, 0]]`` with ``P = [1 | x | y]``."""
     K = ctrl.shape[0]
     P = torch.cat((ctrl.new_ones(K, 1), ctrl), dim=1)  # (K, 3)
-    top = torch.cat((tps_kernel(ctrl, ctrl) + regularisation * torch.eye(K, dtype=ctrl.dtype, device=ctrl.device), P), 1)
+    top = torch.cat(
+        (tps_kernel(ctrl, ctrl) + regularisation * torch.eye(K, dtype=ctrl.dtype, device=ctrl.device), P), 1
+    )
     bottom = torch.cat((P.t(), ctrl.new_zeros(3, 3)), dim=1)
     return torch.cat((top, bottom), dim=0)
 
@@ -81,8 +90,13 @@ def _constant_under_compile(fn):
 
 @_constant_under_compile
 def tps_grid_matrix(
-    grid_size: int, out_size: Sequence[int], align_corners: bool = False, regularisation: float = 0.0,
-    *, dtype: torch.dtype = torch.float32, device=None,
+    grid_size: int,
+    out_size: Sequence[int],
+    align_corners: bool = False,
+    regularisation: float = 0.0,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device=None,
 ) -> torch.Tensor:
     """The precomputed ``(H*W, K)`` matrix ``M`` with ``grid = M @ source_points``; cached per size/dtype/device.
 
@@ -105,7 +119,10 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def tps_grid(
-    source_points: torch.Tensor, out_size: Sequence[int], grid_size: int, align_corners: bool = False,
+    source_points: torch.Tensor,
+    out_size: Sequence[int],
+    grid_size: int,
+    align_corners: bool = False,
     regularisation: float = 0.0,
 ) -> torch.Tensor:
     """TPS sampling grid from control-point source positions ``(B, K, 2)`` -> ``(B, H, W, 2)`` (precomputed path).
@@ -127,14 +144,18 @@ def tps_grid(
 
 
 def tps_grid_direct(
-    source_points: torch.Tensor, out_size: Sequence[int], grid_size: int, align_corners: bool = False,
+    source_points: torch.Tensor,
+    out_size: Sequence[int],
+    grid_size: int,
+    align_corners: bool = False,
     regularisation: float = 0.0,
 ) -> torch.Tensor:
     """Same as :func:`tps_grid` but solving the TPS system for every batch element (reference path)."""
     B = source_points.shape[0]
     pts = identity_grid(out_size, align_corners, dtype=source_points.dtype, device=source_points.device)
-    return tps_transform_points(source_points, pts.reshape(1, -1, 2).expand(B, -1, -1), grid_size,
-                                regularisation).view(B, *out_size, 2)
+    return tps_transform_points(source_points, pts.reshape(1, -1, 2).expand(B, -1, -1), grid_size, regularisation).view(
+        B, *out_size, 2
+    )
 
 
 def tps_transform_points(

@@ -22,13 +22,11 @@ pay for their localisation nets. Pass ``hidden`` / ``channels`` to fix widths, o
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
-from torchstn._checks import look_up_option
 from torchstn.errors import OptionError, ShapeError
 from torchstn.models.registry import build_model, count_parameters, register_model
 from torchstn.nn import ParallelSpatialTransformers, SpatialTransformer, conv_localisation, fc_localisation
@@ -40,6 +38,8 @@ __all__ = [
     "cnn_classifier",
     "reference_budget",
     "fit_width",
+    "meta_parameter_count",
+    "check_widths",
     "parameter_table",
     "TABLE1_MODELS",
 ]
@@ -49,9 +49,14 @@ REFERENCE_CHANNELS = (64, 64)
 MIN_WIDTH = 4
 #: The 8 rows of the paper's Table 1: ``(model name, transform)``.
 TABLE1_MODELS: tuple[tuple[str, str | None], ...] = (
-    ("fcn", None), ("cnn", None),
-    ("st_fcn", "affine"), ("st_fcn", "projective"), ("st_fcn", "tps"),
-    ("st_cnn", "affine"), ("st_cnn", "projective"), ("st_cnn", "tps"),
+    ("fcn", None),
+    ("cnn", None),
+    ("st_fcn", "affine"),
+    ("st_fcn", "projective"),
+    ("st_fcn", "tps"),
+    ("st_cnn", "affine"),
+    ("st_cnn", "projective"),
+    ("st_cnn", "tps"),
 )
 # SpatialTransformer arguments the model sets itself; st_options may not override them.
 _ST_FIXED = ("localisation", "transform", "out_size", "in_features")
@@ -67,8 +72,9 @@ class PaperNet(nn.Module):
         arch: a dict describing the built model (name, transform, st_pool, widths, budget).
     """
 
-    def __init__(self, classifier: nn.Module, st: nn.Module | None = None, *, st_pool: bool = False,
-                 arch: dict | None = None):
+    def __init__(
+        self, classifier: nn.Module, st: nn.Module | None = None, *, st_pool: bool = False, arch: dict | None = None
+    ):
         super().__init__()
         self.st = st if st is not None else nn.Identity()
         self.pool = nn.AvgPool2d(2) if (st is not None and st_pool) else nn.Identity()
@@ -93,14 +99,17 @@ def fcn_classifier(in_features: int, hidden: Sequence[int], num_classes: int) ->
     h1, h2 = (int(h) for h in hidden)
     return nn.Sequential(
         nn.Flatten(),
-        nn.Linear(int(in_features), h1), nn.ReLU(inplace=True),
-        nn.Linear(h1, h2), nn.ReLU(inplace=True),
+        nn.Linear(int(in_features), h1),
+        nn.ReLU(inplace=True),
+        nn.Linear(h1, h2),
+        nn.ReLU(inplace=True),
         nn.Linear(h2, num_classes),
     )
 
 
-def cnn_classifier(in_channels: int, in_size: Sequence[int], channels: Sequence[int],
-                   num_classes: int) -> nn.Sequential:
+def cnn_classifier(
+    in_channels: int, in_size: Sequence[int], channels: Sequence[int], num_classes: int
+) -> nn.Sequential:
     """The CNN: conv 9x9 -> ReLU -> max-pool 2 -> conv 7x7 -> ReLU -> max-pool 2 -> FC to logits ('same' padding).
 
     Raises:
@@ -115,15 +124,26 @@ def cnn_classifier(in_channels: int, in_size: Sequence[int], channels: Sequence[
         raise ShapeError(f"the CNN needs inputs of at least 4x4 (two 2x pools), got {H}x{W}")
     c1, c2 = (int(c) for c in channels)
     return nn.Sequential(
-        nn.Conv2d(in_channels, c1, 9, padding=4), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-        nn.Conv2d(c1, c2, 7, padding=3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(in_channels, c1, 9, padding=4),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, 7, padding=3),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
         nn.Flatten(),  # (B, c2 * (H // 4) * (W // 4))
         nn.Linear(c2 * (H // 4) * (W // 4), num_classes),
     )
 
 
-def _meta_count(make: Callable[[], nn.Module]) -> int:
-    with torch.device("meta"):  # shapes only: no memory, no init
+def meta_parameter_count(make: Callable[[], nn.Module]) -> int:
+    """The parameter count of the module ``make()`` builds, built on the meta device (shapes only: no memory, no
+    initialisation), so width searches can try many sizes cheaply.
+
+    Example:
+        >>> meta_parameter_count(lambda: nn.Linear(1000, 1000))
+        1001000
+    """
+    with torch.device("meta"):
         return count_parameters(make())
 
 
@@ -135,7 +155,7 @@ def reference_budget(in_shape: Sequence[int], num_classes: int = 10) -> int:
         (237386, 350026)
     """
     C, H, W = in_shape
-    return _meta_count(lambda: cnn_classifier(C, (H, W), REFERENCE_CHANNELS, num_classes))
+    return meta_parameter_count(lambda: cnn_classifier(C, (H, W), REFERENCE_CHANNELS, num_classes))
 
 
 def fit_width(count: Callable[[int], int], target: int, *, min_width: int = MIN_WIDTH, max_width: int = 1 << 14) -> int:
@@ -162,35 +182,52 @@ def _fcn_widths(w: int) -> tuple[int, int]:
     return w, max(1, round(w * FCN_RATIO))
 
 
-def _check_widths(name: str, widths: object) -> tuple[int, int]:
-    if (isinstance(widths, Sequence) and len(widths) == 2
-            and all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)):
+def check_widths(name: str, widths: object) -> tuple[int, int]:
+    """Require two positive ints (a classifier's ``hidden`` / ``channels`` option ``name``).
+
+    Raises:
+        OptionError: anything else.
+    """
+    if (
+        isinstance(widths, Sequence)
+        and len(widths) == 2
+        and all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)
+    ):
         return int(widths[0]), int(widths[1])
     raise OptionError(f"{name} must be two positive ints, got {widths!r}")
 
 
 def _make_transformers(loc: Callable[[], nn.Module], n: int, transform: str, st_options: dict | None) -> nn.Module:
-    """``n`` spatial transformers (each with its own localisation net); checks ``st_options`` names first."""
+    """``n`` spatial transformers (each with its own localisation net); :class:`SpatialTransformer` checks the
+    ``st_options`` names (with a suggestion), except those the model sets itself."""
     st_options = dict(st_options or {})
     family = get_transform(transform)  # unknown names raise here, with a suggestion
     if 2 not in family.ranks:
         raise OptionError(f"the MNIST models need a 2D transform family, got {transform!r} (ranks {family.ranks})")
-    accepted = [p for p in inspect.signature(SpatialTransformer.__init__).parameters
-                if p not in ("self", "transform_options") + _ST_FIXED]
-    accepted += [p for p in inspect.signature(type(family).__init__).parameters if p not in ("self", "args", "kwargs")]
-    for key in st_options:
-        if key in _ST_FIXED:
-            raise OptionError(f"st_options may not set {key!r}: the model sets it")
-        look_up_option("st_options key", key, accepted)
+    fixed = [key for key in st_options if key in _ST_FIXED]
+    if fixed:
+        raise OptionError(f"st_options may not set {fixed[0]!r}: the model sets it")
     sts = [SpatialTransformer(loc(), transform, **st_options) for _ in range(n)]
     return sts[0] if n == 1 else ParallelSpatialTransformers(sts)
 
 
 def _build(
-    name: str, in_shape: tuple[int, int, int], num_classes: int, *, body: str, loc: str | None, n_st: int = 1,
-    transform: str = "affine", st_pool: bool = False, widths: object = None, budget: int | None = None,
-    loc_hidden: Sequence[int] = (32, 32, 32), loc_channels: int = 20, loc_fc: int = 20,
-    bound: float | None = None, st_options: dict | None = None,
+    name: str,
+    in_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    body: str,
+    loc: str | None,
+    n_st: int = 1,
+    transform: str = "affine",
+    st_pool: bool = False,
+    widths: object = None,
+    budget: int | None = None,
+    loc_hidden: Sequence[int] = (32, 32, 32),
+    loc_channels: int = 20,
+    loc_fc: int = 20,
+    bound: float | None = None,
+    st_options: dict | None = None,
 ) -> PaperNet:
     C, H, W = in_shape
     if bound is not None:
@@ -201,8 +238,9 @@ def _build(
     if loc == "fc":
         st = _make_transformers(lambda: fc_localisation(C * H * W, loc_hidden), n_st, transform, st_options)
     elif loc == "conv":
-        st = _make_transformers(lambda: conv_localisation(C, (H, W), channels=loc_channels, fc=loc_fc),
-                                n_st, transform, st_options)
+        st = _make_transformers(
+            lambda: conv_localisation(C, (H, W), channels=loc_channels, fc=loc_fc), n_st, transform, st_options
+        )
     pooled = st is not None and st_pool
     Cc, Hc, Wc = (C * n_st if st is not None else C), (H // 2 if pooled else H), (W // 2 if pooled else W)
     if Hc < 1 or Wc < 1:
@@ -218,22 +256,33 @@ def _build(
     if widths is not None:
         if budget is not None:
             raise OptionError(f"give either {width_name} or budget, not both")
-        ws = _check_widths(width_name, widths)
+        ws = check_widths(width_name, widths)
     else:
         if budget is None:
             budget = reference_budget(in_shape, num_classes)
         elif isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
             raise OptionError(f"budget must be a positive int or None, got {budget!r}")
         st_count = 0 if st is None else count_parameters(st)
-        ws = to_widths(fit_width(lambda w: st_count + _meta_count(lambda: make(to_widths(w))), budget))
-    arch = {"name": name, "transform": transform if st is not None else None, "st_pool": pooled,
-            width_name: ws, "budget": budget}
+        ws = to_widths(fit_width(lambda w: st_count + meta_parameter_count(lambda: make(to_widths(w))), budget))
+    arch = {
+        "name": name,
+        "transform": transform if st is not None else None,
+        "st_pool": pooled,
+        width_name: ws,
+        "budget": budget,
+    }
     return PaperNet(make(ws), st, st_pool=pooled, arch=arch)
 
 
 @register_model("fcn")
-def fcn(in_shape: tuple[int, int, int], num_classes: int = 10, *, st_pool: bool = False,
-        hidden: Sequence[int] | None = None, budget: int | None = None) -> PaperNet:
+def fcn(
+    in_shape: tuple[int, int, int],
+    num_classes: int = 10,
+    *,
+    st_pool: bool = False,
+    hidden: Sequence[int] | None = None,
+    budget: int | None = None,
+) -> PaperNet:
     """The paper's FCN baseline. ``hidden=(h1, h2)`` fixes the widths; by default they fit the budget.
     ``st_pool`` is accepted and ignored (no ST).
 
@@ -245,8 +294,14 @@ def fcn(in_shape: tuple[int, int, int], num_classes: int = 10, *, st_pool: bool 
 
 
 @register_model("cnn")
-def cnn(in_shape: tuple[int, int, int], num_classes: int = 10, *, st_pool: bool = False,
-        channels: Sequence[int] | None = None, budget: int | None = None) -> PaperNet:
+def cnn(
+    in_shape: tuple[int, int, int],
+    num_classes: int = 10,
+    *,
+    st_pool: bool = False,
+    channels: Sequence[int] | None = None,
+    budget: int | None = None,
+) -> PaperNet:
     """The paper's CNN baseline. ``channels=(c1, c2)`` fixes the widths; by default they fit the budget (64/64).
     ``st_pool`` is accepted and ignored (no ST).
 
@@ -258,10 +313,18 @@ def cnn(in_shape: tuple[int, int, int], num_classes: int = 10, *, st_pool: bool 
 
 
 @register_model("st_fcn")
-def st_fcn(in_shape: tuple[int, int, int], num_classes: int = 10, *, transform: str = "affine",
-           st_pool: bool = False, hidden: Sequence[int] | None = None, budget: int | None = None,
-           loc_hidden: Sequence[int] = (32, 32, 32), bound: float | None = None,
-           st_options: dict | None = None) -> PaperNet:
+def st_fcn(
+    in_shape: tuple[int, int, int],
+    num_classes: int = 10,
+    *,
+    transform: str = "affine",
+    st_pool: bool = False,
+    hidden: Sequence[int] | None = None,
+    budget: int | None = None,
+    loc_hidden: Sequence[int] = (32, 32, 32),
+    bound: float | None = None,
+    st_options: dict | None = None,
+) -> PaperNet:
     """ST-FCN: FC localisation (``loc_hidden``) + identity-initialised head, ST on the input, then the FCN.
     ``bound`` keeps theta within ``bound`` of the identity (see :class:`~torchstn.nn.ThetaHead`); ``st_options`` go
     to :class:`~torchstn.nn.SpatialTransformer` (e.g. ``padding_mode``, ``mode``, the family's options such as
@@ -271,15 +334,36 @@ def st_fcn(in_shape: tuple[int, int, int], num_classes: int = 10, *, transform: 
         >>> st_fcn((1, 60, 60), transform="projective", st_pool=True)(torch.rand(2, 1, 60, 60)).shape
         torch.Size([2, 10])
     """
-    return _build("st_fcn", in_shape, num_classes, body="fcn", loc="fc", transform=transform, st_pool=st_pool,
-                  widths=hidden, budget=budget, loc_hidden=loc_hidden, bound=bound, st_options=st_options)
+    return _build(
+        "st_fcn",
+        in_shape,
+        num_classes,
+        body="fcn",
+        loc="fc",
+        transform=transform,
+        st_pool=st_pool,
+        widths=hidden,
+        budget=budget,
+        loc_hidden=loc_hidden,
+        bound=bound,
+        st_options=st_options,
+    )
 
 
 @register_model("st_cnn")
-def st_cnn(in_shape: tuple[int, int, int], num_classes: int = 10, *, transform: str = "affine",
-           st_pool: bool = False, channels: Sequence[int] | None = None, budget: int | None = None,
-           loc_channels: int = 20, loc_fc: int = 20, bound: float | None = None,
-           st_options: dict | None = None) -> PaperNet:
+def st_cnn(
+    in_shape: tuple[int, int, int],
+    num_classes: int = 10,
+    *,
+    transform: str = "affine",
+    st_pool: bool = False,
+    channels: Sequence[int] | None = None,
+    budget: int | None = None,
+    loc_channels: int = 20,
+    loc_fc: int = 20,
+    bound: float | None = None,
+    st_options: dict | None = None,
+) -> PaperNet:
     """ST-CNN: conv localisation (input max-pooled x2, two 5x5 convs of ``loc_channels``, FC ``loc_fc``) + head,
     ST on the input, then the CNN. ``bound`` and ``st_options`` as for :func:`st_fcn`.
 
@@ -287,16 +371,36 @@ def st_cnn(in_shape: tuple[int, int, int], num_classes: int = 10, *, transform: 
         >>> st_cnn((1, 28, 28), transform="tps").arch["channels"]
         (62, 62)
     """
-    return _build("st_cnn", in_shape, num_classes, body="cnn", loc="conv", transform=transform, st_pool=st_pool,
-                  widths=channels, budget=budget, loc_channels=loc_channels, loc_fc=loc_fc, bound=bound,
-                  st_options=st_options)
+    return _build(
+        "st_cnn",
+        in_shape,
+        num_classes,
+        body="cnn",
+        loc="conv",
+        transform=transform,
+        st_pool=st_pool,
+        widths=channels,
+        budget=budget,
+        loc_channels=loc_channels,
+        loc_fc=loc_fc,
+        bound=bound,
+        st_options=st_options,
+    )
 
 
 @register_model("st_fcn_2x")
-def st_fcn_2x(in_shape: tuple[int, int, int], num_classes: int = 10, *, transform: str = "affine",
-              st_pool: bool = False, hidden: Sequence[int] | None = None, budget: int | None = None,
-              loc_hidden: Sequence[int] = (32, 32, 32), bound: float | None = None,
-              st_options: dict | None = None) -> PaperNet:
+def st_fcn_2x(
+    in_shape: tuple[int, int, int],
+    num_classes: int = 10,
+    *,
+    transform: str = "affine",
+    st_pool: bool = False,
+    hidden: Sequence[int] | None = None,
+    budget: int | None = None,
+    loc_hidden: Sequence[int] = (32, 32, 32),
+    bound: float | None = None,
+    st_options: dict | None = None,
+) -> PaperNet:
     """2xST-FCN (MNIST addition): two parallel STs, each with its own FC localisation seeing every channel, outputs
     concatenated along channels (``2C``) into the FCN. Note the two FC localisation nets take a large share of the
     budget on big inputs; pass ``st_pool=True`` (as the paper on RTS) or a larger ``budget``.
@@ -305,29 +409,64 @@ def st_fcn_2x(in_shape: tuple[int, int, int], num_classes: int = 10, *, transfor
         >>> st_fcn_2x((2, 42, 42), 19, st_pool=True)(torch.rand(2, 2, 42, 42)).shape
         torch.Size([2, 19])
     """
-    return _build("st_fcn_2x", in_shape, num_classes, body="fcn", loc="fc", n_st=2, transform=transform,
-                  st_pool=st_pool, widths=hidden, budget=budget, loc_hidden=loc_hidden, bound=bound,
-                  st_options=st_options)
+    return _build(
+        "st_fcn_2x",
+        in_shape,
+        num_classes,
+        body="fcn",
+        loc="fc",
+        n_st=2,
+        transform=transform,
+        st_pool=st_pool,
+        widths=hidden,
+        budget=budget,
+        loc_hidden=loc_hidden,
+        bound=bound,
+        st_options=st_options,
+    )
 
 
 @register_model("st_cnn_2x")
-def st_cnn_2x(in_shape: tuple[int, int, int], num_classes: int = 10, *, transform: str = "affine",
-              st_pool: bool = False, channels: Sequence[int] | None = None, budget: int | None = None,
-              loc_channels: int = 20, loc_fc: int = 20, bound: float | None = None,
-              st_options: dict | None = None) -> PaperNet:
+def st_cnn_2x(
+    in_shape: tuple[int, int, int],
+    num_classes: int = 10,
+    *,
+    transform: str = "affine",
+    st_pool: bool = False,
+    channels: Sequence[int] | None = None,
+    budget: int | None = None,
+    loc_channels: int = 20,
+    loc_fc: int = 20,
+    bound: float | None = None,
+    st_options: dict | None = None,
+) -> PaperNet:
     """2xST-CNN: two parallel STs with conv localisation, outputs concatenated (``2C`` channels) into the CNN.
 
     Example:
         >>> st_cnn_2x((2, 42, 42), 19)(torch.rand(2, 2, 42, 42)).shape
         torch.Size([2, 19])
     """
-    return _build("st_cnn_2x", in_shape, num_classes, body="cnn", loc="conv", n_st=2, transform=transform,
-                  st_pool=st_pool, widths=channels, budget=budget, loc_channels=loc_channels, loc_fc=loc_fc,
-                  bound=bound, st_options=st_options)
+    return _build(
+        "st_cnn_2x",
+        in_shape,
+        num_classes,
+        body="cnn",
+        loc="conv",
+        n_st=2,
+        transform=transform,
+        st_pool=st_pool,
+        widths=channels,
+        budget=budget,
+        loc_channels=loc_channels,
+        loc_fc=loc_fc,
+        bound=bound,
+        st_options=st_options,
+    )
 
 
-def parameter_table(in_shape: Sequence[int], num_classes: int = 10, *,
-                    st_pool: bool = False) -> list[tuple[str, str | None, int]]:
+def parameter_table(
+    in_shape: Sequence[int], num_classes: int = 10, *, st_pool: bool = False
+) -> list[tuple[str, str | None, int]]:
     """``(model, transform, parameter count)`` for the 8 models of the paper's Table 1 on ``in_shape``.
 
     Example:
@@ -338,6 +477,13 @@ def parameter_table(in_shape: Sequence[int], num_classes: int = 10, *,
         >>> max(counts) / min(counts) < 1.1
         True
     """
-    return [(name, t, count_parameters(build_model(name, in_shape=tuple(in_shape), num_classes=num_classes,
-                                                   transform=t, st_pool=st_pool)))
-            for name, t in TABLE1_MODELS]
+    return [
+        (
+            name,
+            t,
+            count_parameters(
+                build_model(name, in_shape=tuple(in_shape), num_classes=num_classes, transform=t, st_pool=st_pool)
+            ),
+        )
+        for name, t in TABLE1_MODELS
+    ]

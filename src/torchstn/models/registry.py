@@ -12,15 +12,23 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from torchstn._checks import check_keywords, keyword_options, look_up_option
+from torchstn._checks import check_keywords
+from torchstn._registry import Registry
 from torchstn.errors import OptionError, ShapeError
 
-__all__ = ["register_model", "build_model", "list_models", "model_options", "model_spatial_dims", "count_parameters",
-           "check_in_shape"]
+__all__ = [
+    "register_model",
+    "build_model",
+    "list_models",
+    "model_options",
+    "model_spatial_dims",
+    "count_parameters",
+    "check_in_shape",
+]
 
 Builder = Callable[..., nn.Module]
-_REGISTRY: dict[str, Builder] = {}
-_SPATIAL_DIMS: dict[str, int] = {}  # 2 for image models (C, H, W), 3 for volume models (C, D, H, W)
+#: Each builder with its ``spatial_dims`` (2 for image models ``(C, H, W)``, 3 for volume models ``(C, D, H, W)``).
+_MODELS: Registry[Builder] = Registry("model")
 # Arguments build_model passes itself; a builder may take ``transform`` / ``st_pool`` or not.
 _RESERVED = ("in_shape", "num_classes", "transform", "st_pool")
 
@@ -33,19 +41,11 @@ def register_model(name: str, *, spatial_dims: int = 2) -> Callable[[Builder], B
     (``in_shape = (C, H, W)``) and 3 for models of volumes (``(C, D, H, W)``).
 
     Raises:
-        ValueError: ``name`` is already registered.
+        OptionError: ``name`` is already registered, or ``spatial_dims`` is not 2 or 3.
     """
-
-    def deco(fn: Builder) -> Builder:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is already registered")
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-        _REGISTRY[name] = fn
-        _SPATIAL_DIMS[name] = spatial_dims
-        return fn
-
-    return deco
+    if spatial_dims not in (2, 3):
+        raise OptionError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+    return _MODELS.register(name, spatial_dims=spatial_dims)
 
 
 def list_models() -> list[str]:
@@ -56,7 +56,7 @@ def list_models() -> list[str]:
         >>> {"fcn", "cnn", "st_fcn", "st_cnn"} <= set(list_models())
         True
     """
-    return sorted(_REGISTRY)
+    return _MODELS.names()
 
 
 def model_options(name: str) -> dict[str, object]:
@@ -71,8 +71,7 @@ def model_options(name: str) -> dict[str, object]:
         >>> model_options("st_fcn")["transform"], "transform" in model_options("fcn")
         ('affine', False)
     """
-    look_up_option("model", name, _REGISTRY)
-    params = inspect.signature(_REGISTRY[name]).parameters
+    params = inspect.signature(_MODELS.get(name)).parameters
     return {k: p.default for k, p in params.items() if k not in ("in_shape", "num_classes")}
 
 
@@ -84,8 +83,7 @@ def model_spatial_dims(name: str) -> int:
         >>> model_spatial_dims("st_cnn"), model_spatial_dims("st3d_cnn")
         (2, 3)
     """
-    look_up_option("model", name, _REGISTRY)
-    return _SPATIAL_DIMS[name]
+    return _MODELS.info(name)["spatial_dims"]
 
 
 def check_in_shape(in_shape: object, spatial_dims: int = 2) -> tuple[int, ...]:
@@ -141,15 +139,14 @@ def build_model(
         ...
         torchstn.errors.OptionError: unknown keyword 'chanels' for model 'st_cnn' (it takes [...]). Did you mean 'channels'?
     """
-    look_up_option("model", name, _REGISTRY)
-    builder = _REGISTRY[name]
+    builder = _MODELS.get(name)
     try:
-        in_shape = check_in_shape(in_shape, _SPATIAL_DIMS[name])
+        in_shape = check_in_shape(in_shape, model_spatial_dims(name))
     except ShapeError as e:
         raise ShapeError(f"model {name!r}: {e}") from None
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise OptionError(f"num_classes must be a positive int, got {num_classes!r}")
-    params = inspect.signature(builder).parameters
+    params = _MODELS.options(name)
     kwargs: dict[str, object] = {"in_shape": in_shape, "num_classes": num_classes}
     if transform is not None:
         if "transform" not in params:
@@ -159,12 +156,9 @@ def build_model(
         if "st_pool" not in params:
             raise OptionError(f"model {name!r} does not take st_pool")
         kwargs["st_pool"] = True
-    for key in options:
-        if key in _RESERVED:
-            raise OptionError(f"pass {key!r} as build_model's own argument, not as a model option")
-    accepted = keyword_options(builder, exclude=_RESERVED)
+    accepted = _MODELS.options(name, exclude=_RESERVED)
     owner = f"model {name!r} (it takes {list(accepted) if accepted else 'no options'})"
-    check_keywords(owner, options, accepted + _RESERVED)  # the reserved names were refused above: for suggestions
+    check_keywords(owner, options, accepted + _RESERVED)  # build_model's own arguments (never in **options): suggested
     return builder(**kwargs, **options)
 
 

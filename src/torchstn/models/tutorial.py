@@ -39,8 +39,12 @@ class TutorialSTN(nn.Module):
         self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
         self.conv2_drop = nn.Dropout2d()
         self.localization = nn.Sequential(
-            nn.Conv2d(C, 8, kernel_size=7), nn.MaxPool2d(2, stride=2), nn.ReLU(True),
-            nn.Conv2d(8, 10, kernel_size=5), nn.MaxPool2d(2, stride=2), nn.ReLU(True),
+            nn.Conv2d(C, 8, kernel_size=7),
+            nn.MaxPool2d(2, stride=2),
+            nn.ReLU(True),
+            nn.Conv2d(8, 10, kernel_size=5),
+            nn.MaxPool2d(2, stride=2),
+            nn.ReLU(True),
         )
         with torch.no_grad():
             probe = torch.zeros(1, *in_shape)
@@ -51,9 +55,10 @@ class TutorialSTN(nn.Module):
                 raise ShapeError(f"TutorialSTN: in_shape {tuple(in_shape)} is too small ({exc})") from None
         self.fc1 = nn.Linear(cls_flat, 50)
         self.fc2 = nn.Linear(50, num_classes)
-        self.fc_loc = nn.Sequential(nn.Linear(loc_flat, 32), nn.ReLU(True), nn.Linear(32, 3 * 2))
-        self.fc_loc[2].weight.data.zero_()  # identity initialisation, as in the tutorial
-        self.fc_loc[2].bias.data.copy_(torch.tensor([1, 0, 0, 0, 1, 0], dtype=torch.float))
+        theta_layer = nn.Linear(32, 3 * 2)
+        self.fc_loc = nn.Sequential(nn.Linear(loc_flat, 32), nn.ReLU(True), theta_layer)
+        theta_layer.weight.data.zero_()  # identity initialisation, as in the tutorial
+        theta_layer.bias.data.copy_(torch.tensor([1, 0, 0, 0, 1, 0], dtype=torch.float))
 
     @property
     def transformers(self) -> list:

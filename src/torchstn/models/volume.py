@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from torchstn.errors import OptionError, ShapeError
-from torchstn.models.mnist import _check_widths, _meta_count, cnn_classifier, fit_width
+from torchstn.models.mnist import check_widths, cnn_classifier, fit_width, meta_parameter_count
 from torchstn.models.registry import count_parameters, register_model
 from torchstn.nn import SpatialTransformer, conv_localisation
 from torchstn.transforms import get_transform
@@ -62,9 +62,18 @@ class VolumeNet(nn.Module):
         return self.classifier(self.project(x))
 
 
-def _build(name: str, in_shape: tuple[int, int, int, int], num_classes: int, *, transform: str | None,
-           channels: Sequence[int] | None, budget: int | None, loc_channels: int, loc_fc: int,
-           st_options: dict | None) -> VolumeNet:  # fmt: skip
+def _build(
+    name: str,
+    in_shape: tuple[int, int, int, int],
+    num_classes: int,
+    *,
+    transform: str | None,
+    channels: Sequence[int] | None,
+    budget: int | None,
+    loc_channels: int,
+    loc_fc: int,
+    st_options: dict | None,
+) -> VolumeNet:
     C, D, H, W = in_shape
     pool = 2
     out = (max(1, D // pool), max(1, H // pool), max(1, W // pool))
@@ -80,21 +89,29 @@ def _build(name: str, in_shape: tuple[int, int, int, int], num_classes: int, *, 
         return cnn_classifier(C, out[1:], ws, num_classes)
 
     if channels is not None:
-        ws = _check_widths("channels", channels)
+        ws = check_widths("channels", channels)
     else:
         if budget is None:
-            budget = _meta_count(lambda: make((64, 64)))
+            budget = meta_parameter_count(lambda: make((64, 64)))
         st_count = 0 if st is None else count_parameters(st)
-        w = fit_width(lambda w: st_count + _meta_count(lambda: make((w, w))), budget)
+        w = fit_width(lambda w: st_count + meta_parameter_count(lambda: make((w, w))), budget)
         ws = (w, w)
     arch = {"name": name, "transform": transform, "out_size": out, "channels": ws, "budget": budget}
     return VolumeNet(make(ws), st, pool=pool, arch=arch)
 
 
 @register_model("st3d_cnn", spatial_dims=3)
-def st3d_cnn(in_shape: tuple[int, int, int, int], num_classes: int = 10, *, transform: str = "affine3d",
-             channels: Sequence[int] | None = None, budget: int | None = None, loc_channels: int = 8,
-             loc_fc: int = 20, st_options: dict | None = None) -> VolumeNet:  # fmt: skip
+def st3d_cnn(
+    in_shape: tuple[int, int, int, int],
+    num_classes: int = 10,
+    *,
+    transform: str = "affine3d",
+    channels: Sequence[int] | None = None,
+    budget: int | None = None,
+    loc_channels: int = 8,
+    loc_fc: int = 20,
+    st_options: dict | None = None,
+) -> VolumeNet:
     """3D ST + depth projection + 2D CNN (Appendix A.3). ``st_options`` go to the
     :class:`~torchstn.nn.SpatialTransformer` (e.g. ``antialias``, ``bound``).
 
@@ -103,18 +120,41 @@ def st3d_cnn(in_shape: tuple[int, int, int, int], num_classes: int = 10, *, tran
         >>> model(torch.rand(2, 1, 32, 32, 32)).shape, model.project(torch.rand(2, 1, 32, 32, 32)).shape
         (torch.Size([2, 10]), torch.Size([2, 1, 16, 16]))
     """
-    return _build("st3d_cnn", in_shape, num_classes, transform=transform, channels=channels, budget=budget,
-                  loc_channels=loc_channels, loc_fc=loc_fc, st_options=st_options)
+    return _build(
+        "st3d_cnn",
+        in_shape,
+        num_classes,
+        transform=transform,
+        channels=channels,
+        budget=budget,
+        loc_channels=loc_channels,
+        loc_fc=loc_fc,
+        st_options=st_options,
+    )
 
 
 @register_model("proj_cnn", spatial_dims=3)
-def proj_cnn(in_shape: tuple[int, int, int, int], num_classes: int = 10, *,
-             channels: Sequence[int] | None = None, budget: int | None = None) -> VolumeNet:  # fmt: skip
+def proj_cnn(
+    in_shape: tuple[int, int, int, int],
+    num_classes: int = 10,
+    *,
+    channels: Sequence[int] | None = None,
+    budget: int | None = None,
+) -> VolumeNet:
     """The 3D experiment's baseline: the volume's fixed projection along depth (average-pooled x2), then the CNN.
 
     Example:
         >>> proj_cnn((1, 32, 32, 32))(torch.rand(2, 1, 32, 32, 32)).shape
         torch.Size([2, 10])
     """
-    return _build("proj_cnn", in_shape, num_classes, transform=None, channels=channels, budget=budget,
-                  loc_channels=0, loc_fc=0, st_options=None)
+    return _build(
+        "proj_cnn",
+        in_shape,
+        num_classes,
+        transform=None,
+        channels=channels,
+        budget=budget,
+        loc_channels=0,
+        loc_fc=0,
+        st_options=None,
+    )

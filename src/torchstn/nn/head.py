@@ -49,6 +49,8 @@ class ThetaHead(nn.Module):
                 [1., 0., 0.]], grad_fn=<AddmmBackward0>)
     """
 
+    identity: torch.Tensor  # the (P,) identity parameters: a non-persistent buffer
+
     def __init__(self, in_features: int | None, identity: torch.Tensor, bound: float | None = None):
         super().__init__()
         if bound is not None and not float(bound) > 0:

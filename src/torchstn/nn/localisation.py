@@ -11,14 +11,22 @@ from torch import nn
 from torchstn._checks import check_float_tensor, check_positive_int, check_size
 from torchstn.errors import ShapeError
 
-__all__ = ["fc_localisation", "conv_localisation"]
+__all__ = ["fc_localisation", "conv_localisation", "LocalisationNet"]
 
 
-class _Localisation(nn.Sequential):
-    """A Sequential that records its output feature count (read by SpatialTransformer) and checks its input shape.
+class LocalisationNet(nn.Sequential):
+    """A Sequential that records its output feature count (read by SpatialTransformer) and checks its input shape: the
+    localisation nets of :func:`fc_localisation` and :func:`conv_localisation`, and the base for your own.
 
     ``in_shape`` is ``(C, *size)`` for a conv net (checked exactly) or ``(F,)`` for an FC net (any input with ``F``
-    values per sample); the check costs a few Python int comparisons per call.
+    values per sample); the check costs a few Python int comparisons per call. ``builder`` names what built it (in
+    messages).
+
+    Example:
+        >>> from torch import nn
+        >>> net = LocalisationNet(nn.Flatten(), nn.Linear(16, 8), out_features=8, in_shape=(1, 4, 4), builder="mine")
+        >>> net(torch.rand(2, 1, 4, 4)).shape, net.out_features
+        (torch.Size([2, 8]), 8)
     """
 
     def __init__(self, *layers: nn.Module, out_features: int, in_shape: tuple[int, ...], builder: str):
@@ -33,11 +41,15 @@ class _Localisation(nn.Sequential):
         check_float_tensor("the localisation input", x)
         if len(self.in_shape) == 1:  # fc: flattened
             if x.dim() < 2 or math.prod(x.shape[1:]) != self.in_shape[0]:
-                raise ShapeError(f"{self.builder} was built for {self.in_shape[0]} input values per sample, got "
-                                 f"input of shape {tuple(x.shape)}")
+                raise ShapeError(
+                    f"{self.builder} was built for {self.in_shape[0]} input values per sample, got "
+                    f"input of shape {tuple(x.shape)}"
+                )
         elif x.shape[1:] != self.in_shape:
-            raise ShapeError(f"{self.builder} was built for inputs {self.in_shape} (channels, *in_size) per sample, "
-                             f"got {tuple(x.shape[1:])}: build it for this shape or resize the input")
+            raise ShapeError(
+                f"{self.builder} was built for inputs {self.in_shape} (channels, *in_size) per sample, "
+                f"got {tuple(x.shape[1:])}: build it for this shape or resize the input"
+            )
         return super().forward(x)
 
 
@@ -63,8 +75,9 @@ def fc_localisation(in_features: int, hidden: Sequence[int] = (32, 32, 32)) -> n
         width = check_positive_int("hidden width", h)
         layers += [nn.Linear(prev, width), nn.ReLU(inplace=True)]
         prev = width
-    return _Localisation(*layers, out_features=prev, in_shape=(in_features,),
-                         builder=f"fc_localisation({in_features})")
+    return LocalisationNet(
+        *layers, out_features=prev, in_shape=(in_features,), builder=f"fc_localisation({in_features})"
+    )
 
 
 def conv_localisation(
@@ -107,14 +120,19 @@ def conv_localisation(
     if downsample > 1:
         layers.append(Pool(downsample))
     layers += [
-        Conv(in_channels, channels, kernel_size), nn.ReLU(inplace=True), Pool(2),
-        Conv(channels, channels, kernel_size), nn.ReLU(inplace=True), nn.Flatten(),
+        Conv(in_channels, channels, kernel_size),
+        nn.ReLU(inplace=True),
+        Pool(2),
+        Conv(channels, channels, kernel_size),
+        nn.ReLU(inplace=True),
+        nn.Flatten(),
     ]
     with torch.no_grad():
         flat = nn.Sequential(*layers)(torch.zeros(1, in_channels, *size)).shape[1]
     layers += [nn.Linear(flat, fc), nn.ReLU(inplace=True)]
-    return _Localisation(*layers, out_features=fc, in_shape=(in_channels, *size),
-                         builder=f"conv_localisation({in_channels}, {size})")
+    return LocalisationNet(
+        *layers, out_features=fc, in_shape=(in_channels, *size), builder=f"conv_localisation({in_channels}, {size})"
+    )
 
 
 def _min_side(kernel_size: int, downsample: int) -> int:

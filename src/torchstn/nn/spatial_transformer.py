@@ -22,7 +22,7 @@ from torchstn._checks import (
 from torchstn._tracing import is_tracing
 from torchstn.errors import ExportError, OptionError, ShapeError
 from torchstn.functional.reading import check_deterministic
-from torchstn.functional.sample import MODES, PADDING_MODES, sample
+from torchstn.functional.sample import MODES, PADDING_MODES, sample_unchecked
 from torchstn.nn.head import ThetaHead
 from torchstn.transforms import TransformFamily, get_transform
 from torchstn.transforms.base import transform_options as family_options
@@ -103,8 +103,9 @@ class SpatialTransformer(nn.Module):
     ):
         super().__init__()
         if not isinstance(localisation, nn.Module):
-            raise OptionError("localisation must be a torch.nn.Module (the localisation network), got "
-                              f"{type(localisation).__name__}")
+            raise OptionError(
+                f"localisation must be a torch.nn.Module (the localisation network), got {type(localisation).__name__}"
+            )
         _check_transform_options(transform, transform_options)
         self.family = get_transform(transform, **transform_options)
         self.mode = look_up_option("mode", mode, MODES)
@@ -115,8 +116,10 @@ class SpatialTransformer(nn.Module):
         self.check_finite = check_bool("check_finite", check_finite)
         self.antialias = check_bool("antialias", antialias)
         if self.mode == "bicubic" and 2 not in self.family.ranks:
-            raise OptionError(f"mode='bicubic' is 2D only (PyTorch has no tricubic sampler); transform "
-                              f"{self.family.name!r} works on volumes: use mode='bilinear' or 'nearest'")
+            raise OptionError(
+                f"mode='bicubic' is 2D only (PyTorch has no tricubic sampler); transform "
+                f"{self.family.name!r} works on volumes: use mode='bilinear' or 'nearest'"
+            )
         if self.antialias and self.mode != "bilinear":
             raise OptionError(f"antialias=True needs mode='bilinear', got mode={self.mode!r}")
         self.deterministic = check_deterministic(deterministic, self.mode, self.antialias)
@@ -130,8 +133,9 @@ class SpatialTransformer(nn.Module):
         elif not isinstance(head, nn.Module):
             raise OptionError(f"head must be a torch.nn.Module mapping features to theta, got {type(head).__name__}")
         elif bound is not None or in_features is not None:
-            raise OptionError("bound= and in_features= configure the default head; with head= set them on your own "
-                              "head")  # fmt: skip
+            raise OptionError(
+                "bound= and in_features= configure the default head; with head= set them on your own head"
+            )
         self.head = head
 
     def _check_input(self, U: torch.Tensor) -> None:
@@ -147,11 +151,12 @@ class SpatialTransformer(nn.Module):
     def _check_loc_input(self, U: torch.Tensor, loc_input: object) -> None:
         if loc_input is None:
             return
-        check_float_tensor("loc_input", loc_input)
-        assert isinstance(loc_input, torch.Tensor)
+        loc_input = check_float_tensor("loc_input", loc_input)
         if loc_input.dim() == 0 or (not torch.jit.is_tracing() and loc_input.shape[0] != U.shape[0]):
-            raise ShapeError(f"loc_input must hold one sample per sample of the input (batch {U.shape[0]}), got "
-                             f"shape {tuple(loc_input.shape)}")
+            raise ShapeError(
+                f"loc_input must hold one sample per sample of the input (batch {U.shape[0]}), got "
+                f"shape {tuple(loc_input.shape)}"
+            )
 
     def predict_theta(self, U: torch.Tensor) -> torch.Tensor:
         """Run the localisation net and head: ``U -> theta (B, P)``.
@@ -171,8 +176,10 @@ class SpatialTransformer(nn.Module):
             return self.localisation(U)
         except RuntimeError as exc:  # e.g. a size mismatch inside the user's own network
             if hasattr(exc, "add_note"):  # Python >= 3.11
-                exc.add_note(f"(raised by the localisation network of SpatialTransformer on an input of shape "
-                             f"{tuple(U.shape)}: was it built for this input size?)")
+                exc.add_note(
+                    f"(raised by the localisation network of SpatialTransformer on an input of shape "
+                    f"{tuple(U.shape)}: was it built for this input size?)"
+                )
             raise
 
     def warp(self, U: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -180,25 +187,47 @@ class SpatialTransformer(nn.Module):
 
         Under autocast the grid is built and sampled in float32 from ``theta.float()`` (autocast off here): a
         bfloat16 grid is off by ~0.1 px on MNIST sizes; the output keeps ``U``'s dtype.
+
+        Raises:
+            DTypeError, ShapeError: ``U`` or ``theta`` as :meth:`forward` and the family's ``grid`` say.
         """
-        if autocast_enabled(U.device):
-            with autocast_off(U.device):
-                return self._warp(U, theta.float())
+        self._check_input(U)
         return self._warp(U, theta)
 
     def _warp(self, U: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """:meth:`warp` of a checked ``U``."""
+        if autocast_enabled(U.device):
+            with autocast_off(U.device):
+                return self._grid_and_sample(U, theta.float())
+        return self._grid_and_sample(U, theta)
+
+    def _grid_and_sample(self, U: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         if self.antialias and is_tracing():
-            raise ExportError("a SpatialTransformer with antialias=True cannot be traced or exported: it picks "
-                              "pyramid levels and tap counts from the data, so a trace would freeze those of the "
-                              "example input. Rebuild it with antialias=False and load the same state_dict "
-                              "(outputs then differ where the transform zooms out)")  # fmt: skip
+            raise ExportError(
+                "a SpatialTransformer with antialias=True cannot be traced or exported: it picks "
+                "pyramid levels and tap counts from the data, so a trace would freeze those of the "
+                "example input. Rebuild it with antialias=False and load the same state_dict "
+                "(outputs then differ where the transform zooms out)"
+            )
         size = self.out_size if self.out_size is not None else tuple(U.shape[2:])  # traced: follows the input
         grid = self.family.grid(theta, size, align_corners=self.align_corners)
-        jacobian = self.family.footprint(theta, U.shape[2:], size, align_corners=self.align_corners) \
-            if self.antialias else None  # exact where the family knows it; else estimated from the grid
-        return sample(U, grid, mode=self.mode, padding_mode=self.padding_mode, fill_value=self.fill_value,
-                      align_corners=self.align_corners, check_finite=False, antialias=self.antialias,
-                      jacobian=jacobian, deterministic=self.deterministic)
+        jacobian = (
+            self.family.footprint(theta, U.shape[2:], size, align_corners=self.align_corners)
+            if self.antialias
+            else None
+        )  # exact where the family knows it; else estimated from the grid
+        # the options were checked at construction, U by forward, theta by predict_theta and the family
+        return sample_unchecked(
+            U,
+            grid,
+            mode=self.mode,
+            padding_mode=self.padding_mode,
+            fill_value=self.fill_value,
+            align_corners=self.align_corners,
+            antialias=self.antialias,
+            jacobian=jacobian,
+            deterministic=self.deterministic,
+        )
 
     def forward(
         self, U: torch.Tensor, loc_input: torch.Tensor | None = None, return_theta: bool = False
@@ -212,21 +241,25 @@ class SpatialTransformer(nn.Module):
         self._check_input(U)
         self._check_loc_input(U, loc_input)
         theta = self.predict_theta(U if loc_input is None else loc_input)
-        V = self.warp(U, theta)
+        V = self._warp(U, theta)
         return (V, theta) if return_theta else V
 
     def __prepare_scriptable__(self):
         """``torch.jit.script`` calls this on every module it compiles: refuse with a way out instead of
         TorchScript's error about the transform family (a Python object that TorchScript cannot compile)."""
-        raise ExportError("SpatialTransformer cannot be compiled with torch.jit.script (its transform family is a "
-                          "Python object); use torch.jit.trace(model, example_input), torch.export or "
-                          "torch.onnx.export (see docs/deploy.md)")  # fmt: skip
+        raise ExportError(
+            "SpatialTransformer cannot be compiled with torch.jit.script (its transform family is a "
+            "Python object); use torch.jit.trace(model, example_input), torch.export or "
+            "torch.onnx.export (see docs/deploy.md)"
+        )
 
     def extra_repr(self) -> str:
-        return (f"family={self.family!r}, out_size={self.out_size}, mode={self.mode!r}, "
-                f"padding_mode={self.padding_mode!r}, align_corners={self.align_corners}"
-                + (", antialias=True" if self.antialias else "")
-                + (f", deterministic={self.deterministic}" if self.deterministic is not None else ""))
+        return (
+            f"family={self.family!r}, out_size={self.out_size}, mode={self.mode!r}, "
+            f"padding_mode={self.padding_mode!r}, align_corners={self.align_corners}"
+            + (", antialias=True" if self.antialias else "")
+            + (f", deterministic={self.deterministic}" if self.deterministic is not None else "")
+        )
 
 
 def _check_transform_options(transform: object, options: dict) -> None:

@@ -8,8 +8,12 @@ import warnings
 from torchstn.experiments.engine import *  # noqa: F403
 from torchstn.experiments.engine import __all__  # noqa: F401
 
-warnings.warn("torchstn.train moved to torchstn.experiments.engine; import it from there (torchstn.train will be "
-              "removed in a later release)", DeprecationWarning, stacklevel=2)
+warnings.warn(
+    "torchstn.train moved to torchstn.experiments.engine; import it from there (torchstn.train will be "
+    "removed in a later release)",
+    DeprecationWarning,
+    stacklevel=2,
+)
 
 
 def __getattr__(name: str):

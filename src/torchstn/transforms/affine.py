@@ -1,4 +1,5 @@
-"""Matrix families: affine, attention, similarity, translation (2D) and affine3d, attention3d, translation3d."""
+"""Matrix families: affine, attention, similarity, translation, fixed_scale_translation (2D) and affine3d,
+attention3d, translation3d."""
 
 from __future__ import annotations
 
@@ -6,12 +7,22 @@ from collections.abc import Sequence
 
 import torch
 
+from torchstn.errors import OptionError
 from torchstn.functional.affine import affine_grid, transform_points_affine
 from torchstn.functional.antialias import affine_jacobian
 from torchstn.transforms.base import TransformFamily, register_transform
 
-__all__ = ["MatrixFamily", "Affine", "Attention", "Similarity", "Translation", "Affine3D", "Attention3D",
-           "Translation3D"]
+__all__ = [
+    "MatrixFamily",
+    "Affine",
+    "Attention",
+    "Similarity",
+    "Translation",
+    "FixedScaleTranslation",
+    "Affine3D",
+    "Attention3D",
+    "Translation3D",
+]
 
 
 class MatrixFamily(TransformFamily):
@@ -40,6 +51,15 @@ def _new(values: Sequence[float], dtype, device) -> torch.Tensor:
     return torch.tensor(values, dtype=dtype or torch.get_default_dtype(), device=device)
 
 
+def _shifted_identity(family: TransformFamily, shift, dtype, device) -> torch.Tensor:
+    """A general affine family's identity ``(n (n+1),)`` with ``shift`` added to its translation column."""
+    t = family.check_shift(shift, dtype, device)
+    n = t.shape[0]
+    m = family.identity(dtype=t.dtype, device=t.device).view(n, n + 1).clone()
+    m[:, n] += t
+    return m.reshape(-1)
+
+
 def _scaled_eye(theta_scale: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
     """``[[s, 0, tx], [0, s, ty](, [.., tz])]`` from scale ``(B,)`` and translation ``(B, n)`` -> ``(B, n, n+1)``."""
     B, n = translation.shape
@@ -64,6 +84,9 @@ class Affine(MatrixFamily):
     def identity(self, *, dtype=None, device=None):
         return _new([1, 0, 0, 0, 1, 0], dtype, device)
 
+    def translation(self, shift, *, dtype=None, device=None):
+        return _shifted_identity(self, shift, dtype, device)
+
     def matrix(self, theta):
         return theta.view(-1, 2, 3)
 
@@ -78,6 +101,10 @@ class Attention(MatrixFamily):
     def identity(self, *, dtype=None, device=None):
         return _new([1, 0, 0], dtype, device)
 
+    def translation(self, shift, *, dtype=None, device=None):
+        t = self.check_shift(shift, dtype, device)
+        return torch.cat((t.new_ones(1), t))
+
     def matrix(self, theta):
         return _scaled_eye(theta[:, 0], theta[:, 1:])
 
@@ -90,6 +117,9 @@ class Translation(MatrixFamily):
 
     def identity(self, *, dtype=None, device=None):
         return _new([0, 0], dtype, device)
+
+    def translation(self, shift, *, dtype=None, device=None):
+        return self.check_shift(shift, dtype, device)
 
     def matrix(self, theta):
         return _scaled_eye(torch.ones_like(theta[:, 0]), theta)
@@ -121,12 +151,56 @@ class Similarity(MatrixFamily):
     def identity(self, *, dtype=None, device=None):
         return _new([0, 0, 0, 0], dtype, device)
 
+    def translation(self, shift, *, dtype=None, device=None):
+        t = self.check_shift(shift, dtype, device)
+        return torch.cat((t.new_zeros(2), t))
+
     def matrix(self, theta):
         angle, scale = theta[:, 0], theta[:, 1].exp()
         c, s = torch.cos(angle) * scale, torch.sin(angle) * scale
         row0 = torch.stack((c, -s, theta[:, 2]), dim=-1)
         row1 = torch.stack((s, c, theta[:, 3]), dim=-1)
         return torch.stack((row0, row1), dim=1)  # (B, 2, 3)
+
+
+@register_transform("fixed_scale_translation")
+class FixedScaleTranslation(MatrixFamily):
+    """Attention with a fixed scale: ``theta = (tx, ty)`` -> ``[[s, 0, tx], [0, s, ty]]``, a window of half-size
+    ``s`` (normalised units) centred at ``(tx, ty)`` (the paper's CUB part detectors). Its "identity" (the regression
+    head's starting bias) is the window's start ``centre``; with the defaults (``scale=1``, ``centre=(0, 0)``) it is
+    the identity map.
+
+    Args:
+        scale: the window's half-size ``s``, in ``(0, 1]``.
+        centre: ``(x, y)`` where the window starts.
+
+    Example:
+        >>> fam = FixedScaleTranslation(0.5, (0.5, -0.5))
+        >>> fam.matrix(fam.identity().unsqueeze(0))
+        tensor([[[ 0.5000,  0.0000,  0.5000],
+                 [ 0.0000,  0.5000, -0.5000]]])
+    """
+
+    ranks = (2,)
+
+    def __init__(self, scale: float = 1.0, centre: Sequence[float] = (0.0, 0.0)):
+        if not 0.0 < float(scale) <= 1.0 or len(centre) != 2:
+            raise OptionError(f"scale must be in (0, 1] and centre two numbers, got {scale!r}, {centre!r}")
+        self.scale, self.centre = float(scale), (float(centre[0]), float(centre[1]))
+
+    def identity(self, *, dtype=None, device=None):
+        return _new(self.centre, dtype, device)
+
+    def translation(self, shift, *, dtype=None, device=None):
+        if self.scale != 1.0:
+            raise OptionError(f"a window of fixed scale {self.scale} is no pure translation; only scale=1 is")
+        return self.check_shift(shift, dtype, device)
+
+    def matrix(self, theta):
+        return _scaled_eye(torch.full_like(theta[:, 0], self.scale), theta)  # (B, 2, 3)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, centre={self.centre}"
 
 
 @register_transform("affine3d")
@@ -138,6 +212,9 @@ class Affine3D(MatrixFamily):
 
     def identity(self, *, dtype=None, device=None):
         return _new([1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0], dtype, device)
+
+    def translation(self, shift, *, dtype=None, device=None):
+        return _shifted_identity(self, shift, dtype, device)
 
     def matrix(self, theta):
         return theta.view(-1, 3, 4)
@@ -152,6 +229,10 @@ class Attention3D(MatrixFamily):
     def identity(self, *, dtype=None, device=None):
         return _new([1, 0, 0, 0], dtype, device)
 
+    def translation(self, shift, *, dtype=None, device=None):
+        t = self.check_shift(shift, dtype, device)
+        return torch.cat((t.new_ones(1), t))
+
     def matrix(self, theta):
         return _scaled_eye(theta[:, 0], theta[:, 1:])
 
@@ -164,6 +245,9 @@ class Translation3D(MatrixFamily):
 
     def identity(self, *, dtype=None, device=None):
         return _new([0, 0, 0], dtype, device)
+
+    def translation(self, shift, *, dtype=None, device=None):
+        return self.check_shift(shift, dtype, device)
 
     def matrix(self, theta):
         return _scaled_eye(torch.ones_like(theta[:, 0]), theta)

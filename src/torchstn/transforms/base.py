@@ -13,20 +13,12 @@ from typing import ClassVar
 
 import torch
 
-from torchstn._checks import (
-    check_finite,
-    check_float_tensor,
-    check_keywords,
-    check_size,
-    keyword_options,
-    look_up_option,
-)
+from torchstn._checks import check_finite, check_float_tensor, check_size
+from torchstn._registry import Registry
 from torchstn._tracing import jit_tracing_paused
 from torchstn.errors import OptionError, ShapeError
 
 __all__ = ["TransformFamily", "register_transform", "get_transform", "list_transforms", "transform_options"]
-
-_REGISTRY: dict[str, type[TransformFamily]] = {}
 
 
 class TransformFamily:
@@ -63,9 +55,38 @@ class TransformFamily:
         """The parameters ``(P,)`` of the identity transform."""
         raise NotImplementedError
 
+    def translation(
+        self,
+        shift: Sequence[float] | torch.Tensor,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | None = None,
+    ) -> torch.Tensor:
+        """The parameters ``(P,)`` of the pure translation that reads the input at ``output + shift`` (normalised
+        units, ``(x, y[, z])``; ``2 / W`` in x is one pixel with ``align_corners=False``). Every family provides it,
+        so the contract tests can check each one with the same whole-pixel shift.
+
+        Raises:
+            ShapeError: ``shift`` does not have one entry per spatial axis.
+            OptionError: the family cannot express a pure translation (e.g. an attention window of fixed scale
+                ``s != 1``).
+
+        Example:
+            >>> from torchstn.transforms import get_transform
+            >>> get_transform("affine").translation((0.5, 0.0)), get_transform("attention").translation((0.5, 0.0))
+            (tensor([1.0000, 0.0000, 0.5000, 0.0000, 1.0000, 0.0000]), tensor([1.0000, 0.5000, 0.0000]))
+        """
+        raise NotImplementedError
+
     def matrix(self, theta: torch.Tensor) -> torch.Tensor:
-        """``(B, n, n+1)`` affine or ``(B, 3, 3)`` projective matrix of ``theta``."""
-        raise TypeError(f"transform {self.name!r} has no matrix form")
+        """``(B, n, n+1)`` affine or ``(B, 3, 3)`` projective matrix of ``theta``.
+
+        Raises:
+            OptionError: the family has no matrix form (``has_matrix`` is False, e.g. ``tps``).
+        """
+        raise OptionError(
+            f"transform {self.name!r} has no matrix form (has_matrix is False); use grid() or transform_points()"
+        )
 
     def grid(self, theta: torch.Tensor, out_size: Sequence[int] | int, *, align_corners: bool = False) -> torch.Tensor:
         """Sampling grid ``(B, *out_size, n)`` of ``theta (B, P)``."""
@@ -86,8 +107,7 @@ class TransformFamily:
     # -- validation shared by every family -------------------------------------------------------------------
     def check_theta(self, theta: object, *, finite: bool = True) -> torch.Tensor:
         """Validate ``theta`` as a float ``(B, P)`` tensor (optionally finite) and return it."""
-        check_float_tensor("theta", theta)
-        assert isinstance(theta, torch.Tensor)
+        theta = check_float_tensor("theta", theta)
         if theta.dim() != 2 or theta.shape[1] != self.num_params:
             raise ShapeError(
                 f"theta for transform {self.name!r} must be (B, {self.num_params}), got {tuple(theta.shape)}"
@@ -96,12 +116,21 @@ class TransformFamily:
             check_finite("theta", theta)
         return theta
 
+    def check_shift(self, shift: object, dtype: torch.dtype | None, device: torch.device | None) -> torch.Tensor:
+        """``shift`` as a ``(n,)`` tensor of the given dtype (default: torch's) for :meth:`translation`."""
+        t = torch.as_tensor(shift, dtype=dtype or torch.get_default_dtype(), device=device)
+        if t.shape != (self.spatial_rank,):
+            raise ShapeError(
+                f"shift for transform {self.name!r} must hold {self.spatial_rank} numbers "
+                f"(x, y{', z' if self.spatial_rank == 3 else ''}), got shape {tuple(t.shape)}"
+            )
+        return t
+
     def check_out_size(self, out_size: object) -> tuple[int, ...]:
         return check_size("out_size", out_size, self.spatial_rank)
 
     def check_points(self, points: object, batch: int) -> torch.Tensor:
-        check_float_tensor("points", points)
-        assert isinstance(points, torch.Tensor)
+        points = check_float_tensor("points", points)
         n = self.spatial_rank
         if points.dim() != 3 or points.shape[-1] != n or points.shape[0] not in (1, batch):
             raise ShapeError(f"points must be (B={batch}, N, {n}), got {tuple(points.shape)}")
@@ -114,14 +143,20 @@ class TransformFamily:
         return f"{type(self).__name__}({self.extra_repr()})"
 
 
+_FAMILIES: Registry[type[TransformFamily]] = Registry("transform")
+
+
 def register_transform(name: str) -> Callable[[type[TransformFamily]], type[TransformFamily]]:
-    """Class decorator registering a family under ``name`` (used by :func:`get_transform`)."""
+    """Class decorator registering a family under ``name`` (which it sets as the class's ``name``), so
+    :func:`get_transform` builds it and the contract tests (``tests/transforms``) run over it.
+
+    Raises:
+        OptionError: ``name`` is already registered.
+    """
 
     def deco(cls: type[TransformFamily]) -> type[TransformFamily]:
-        if name in _REGISTRY:
-            raise ValueError(f"transform {name!r} is already registered")
+        _FAMILIES.register(name, cls)
         cls.name = name
-        _REGISTRY[name] = cls
         return cls
 
     return deco
@@ -134,17 +169,20 @@ def list_transforms() -> list[str]:
         >>> "affine" in list_transforms() and "tps" in list_transforms()
         True
     """
-    return sorted(_REGISTRY)
+    return _FAMILIES.names()
 
 
 def transform_options(name: str) -> tuple[str, ...]:
     """The option names the family ``name`` takes (its constructor's keyword arguments).
 
+    Raises:
+        OptionError: unknown name (with a suggestion).
+
     Example:
         >>> transform_options("tps"), transform_options("affine")
         (('grid_size', 'regularisation', 'precompute'), ())
     """
-    return keyword_options(_REGISTRY[look_up_option("transform", name, _REGISTRY)].__init__)
+    return _FAMILIES.options(name)
 
 
 def get_transform(name: str | TransformFamily, **options) -> TransformFamily:
@@ -158,11 +196,13 @@ def get_transform(name: str | TransformFamily, **options) -> TransformFamily:
         32
         >>> get_transform("affine").identity()
         tensor([1., 0., 0., 0., 1., 0.])
+        >>> get_transform("affine", grid_size=3)
+        Traceback (most recent call last):
+        ...
+        torchstn.errors.OptionError: unknown keyword 'grid_size' for transform 'affine' (it takes no options).
     """
     if isinstance(name, TransformFamily):
         if options:
             raise OptionError(f"options {sorted(options)} given with an already built family {name!r}")
         return name
-    accepted = transform_options(name)
-    check_keywords(f"transform {name!r} (it takes {list(accepted) if accepted else 'no options'})", options, accepted)
-    return _REGISTRY[name](**options)
+    return _FAMILIES.build(name, **options)

@@ -32,6 +32,12 @@ class Projective(TransformFamily):
     def identity(self, *, dtype=None, device=None):
         return torch.tensor([1, 0, 0, 0, 1, 0, 0, 0], dtype=dtype or torch.get_default_dtype(), device=device)
 
+    def translation(self, shift, *, dtype=None, device=None):
+        t = self.check_shift(shift, dtype, device)
+        theta = self.identity(dtype=t.dtype, device=t.device)
+        theta[[2, 5]] += t  # the translation column of the top two rows
+        return theta
+
     def matrix(self, theta: torch.Tensor) -> torch.Tensor:
         return torch.cat((theta, theta.new_ones(theta.shape[0], 1)), dim=1).view(-1, 3, 3)
 

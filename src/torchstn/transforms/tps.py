@@ -49,6 +49,11 @@ class ThinPlateSpline(TransformFamily):
     def identity(self, *, dtype=None, device=None):
         return lattice(self.grid_size, dtype=dtype or torch.get_default_dtype(), device=device).reshape(-1)
 
+    def translation(self, shift, *, dtype=None, device=None):
+        t = self.check_shift(shift, dtype, device)
+        ctrl = lattice(self.grid_size, dtype=t.dtype, device=t.device)  # (K, 2)
+        return (ctrl + t).reshape(-1)  # every control point reads its lattice position + shift
+
     def grid(self, theta: torch.Tensor, out_size: Sequence[int] | int, *, align_corners: bool = False) -> torch.Tensor:
         size = self.check_out_size(out_size)
         src = self.check_theta(theta, finite=False).view(theta.shape[0], -1, 2)  # (B, K, 2)

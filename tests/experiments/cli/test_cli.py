@@ -10,7 +10,6 @@ import pytest
 from torchstn.experiments.cli import main
 
 
-
 @pytest.fixture
 def tiny_config(tmp_path, tiny_toml):
     path = tmp_path / "tiny.toml"
@@ -33,7 +32,7 @@ def test_train_eval_show(tiny_config, tmp_path, capsys):
     assert (tmp_path / "fig.png").stat().st_size > 1000
 
     np = pytest.importorskip("numpy")
-    from torchstn.data.datasets import DistortedMNIST, synthetic_digits
+    from torchstn.data import DistortedMNIST, synthetic_digits
 
     images, labels = DistortedMNIST("RTS", "test", source=synthetic_digits(30, seed=5)).batch(list(range(30)))
     np.savez(tmp_path / "mine.npz", images=images.numpy(), labels=labels.numpy())
@@ -61,10 +60,12 @@ def test_config_errors_are_one_line(tiny_config, capsys):
     assert "no such checkpoint" in capsys.readouterr().err
 
 
-def test_train_list_shows_packaged_configs(capsys):
+def test_train_list_shows_the_cells_and_the_packaged_configs(capsys):
     assert main(["train", "--list"]) == 0
-    names = capsys.readouterr().out.split()
-    assert "demo" in names and "table1_rts_st_cnn_affine" in names
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert "table1:RTS/st_cnn_affine" in names and "3d:3D/st3d_cnn_affine3d" in names
+    assert "demo" in names and "colocalisation_encoder" in names
+    assert len(names) == 46 + 2 and "table1_rts_st_cnn_affine" not in names  # old spellings still load, unlisted
 
 
 def test_data_fetch_and_show(monkeypatch, tmp_path, capsys):
@@ -87,16 +88,36 @@ def test_reproduce_writes_tables(monkeypatch, tmp_path, capsys):
 
     def fake_fit(cfg, out, **kwargs):
         err = {0: 1.0, 1: 2.0}[cfg.run.seed]
-        return {"test_error": err, "parameters": 1234, "train_s": 60.0, "iterations": 10, "completed": True,
-                "device": "cpu", "config": {"model": {"name": cfg.model.name, "transform": cfg.model.transform}}}
+        return {
+            "test_error": err,
+            "parameters": 1234,
+            "train_s": 60.0,
+            "iterations": 10,
+            "completed": True,
+            "device": "cpu",
+            "config": {"model": {"name": cfg.model.name, "transform": cfg.model.transform}},
+        }
 
     monkeypatch.setattr(trainer, "fit", fake_fit)
-    argv = ["reproduce", "table1", "--seeds", "2", "--only", "rts/st_cnn_affine,R/fcn", "--out", str(tmp_path),
-            "--runs", str(tmp_path / "runs"), "--quiet"]
+    argv = [
+        "reproduce",
+        "table1",
+        "--seeds",
+        "2",
+        "--only",
+        "rts/st_cnn_affine,R/fcn",
+        "--out",
+        str(tmp_path),
+        "--runs",
+        str(tmp_path / "runs"),
+        "--quiet",
+    ]
     assert main(argv) == 0
     rows = list(csv.DictReader(open(tmp_path / "table1_cpu.csv", newline="")))
-    assert [(r["variant"], r["model"], r["paper_error"]) for r in rows] == [("R", "fcn", "2.1"),
-                                                                            ("RTS", "st_cnn_affine", "0.5")]
+    assert [(r["variant"], r["model"], r["paper_error"]) for r in rows] == [
+        ("R", "fcn", "2.1"),
+        ("RTS", "st_cnn_affine", "0.5"),
+    ]
     assert rows[1]["ours_mean"] == "1.500" and rows[1]["ours_std"] == "0.707" and rows[1]["errors"] == "1.00;2.00"
     md = (tmp_path / "table1_cpu.md").read_text()
     assert "| RTS | st_cnn_affine | 0.5 | 1.50 +- 0.71 | 2 | 1,234 | 10 |" in md
@@ -105,13 +126,26 @@ def test_reproduce_writes_tables(monkeypatch, tmp_path, capsys):
     assert "matches no table1 cell" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("experiment, cells", [
-    ("tc", ["TC/fcn", "TC/cnn", "TC/st_fcn_affine", "TC/st_cnn_affine"]),
-    ("addition", ["addition/fcn", "addition/cnn", "addition/st_fcn_affine", "addition/st_fcn_projective",
-                  "addition/st_fcn_tps", "addition/st_fcn_2x_affine", "addition/st_fcn_2x_projective",
-                  "addition/st_fcn_2x_tps"]),
-    ("3d", ["3D/proj_cnn", "3D/st3d_cnn_affine3d"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "experiment, cells",
+    [
+        ("tc", ["TC/fcn", "TC/cnn", "TC/st_fcn_affine", "TC/st_cnn_affine"]),
+        (
+            "addition",
+            [
+                "addition/fcn",
+                "addition/cnn",
+                "addition/st_fcn_affine",
+                "addition/st_fcn_projective",
+                "addition/st_fcn_tps",
+                "addition/st_fcn_2x_affine",
+                "addition/st_fcn_2x_projective",
+                "addition/st_fcn_2x_tps",
+            ],
+        ),
+        ("3d", ["3D/proj_cnn", "3D/st3d_cnn_affine3d"]),
+    ],
+)
 def test_reproduce_experiments_list_their_cells(experiment, cells, capsys):
     assert main(["reproduce", experiment, "--list"]) == 0
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == cells
@@ -126,13 +160,32 @@ def test_reproduce_shortened_runs_get_their_own_directory(monkeypatch, tmp_path)
     def fake_fit(cfg, out, **kwargs):
         cfg = resolve(cfg)
         seen.append((str(out), cfg.optim.iterations, kwargs["command"]))
-        return {"test_error": 5.0, "parameters": 10, "train_s": 1.0, "iterations": cfg.optim.iterations,
-                "completed": True, "device": "cpu", "config": {"model": {"name": cfg.model.name,
-                                                                         "transform": cfg.model.transform}}}
+        return {
+            "test_error": 5.0,
+            "parameters": 10,
+            "train_s": 1.0,
+            "iterations": cfg.optim.iterations,
+            "completed": True,
+            "device": "cpu",
+            "config": {"model": {"name": cfg.model.name, "transform": cfg.model.transform}},
+        }
 
     monkeypatch.setattr(trainer, "fit", fake_fit)
-    base = ["reproduce", "addition", "--seeds", "1", "--only", "addition/st_fcn_2x_tps", "--out", str(tmp_path),
-            "--runs", str(tmp_path / "runs"), "--quiet", "--set", "run.threads=1"]
+    base = [
+        "reproduce",
+        "addition",
+        "--seeds",
+        "1",
+        "--only",
+        "addition/st_fcn_2x_tps",
+        "--out",
+        str(tmp_path),
+        "--runs",
+        str(tmp_path / "runs"),
+        "--quiet",
+        "--set",
+        "run.threads=1",
+    ]
     assert main(base + ["--set", "optim.iterations=300"]) == 0
     assert main(base) == 0
     (short, its, command), (full, full_its, _) = seen
@@ -148,24 +201,47 @@ def test_reproduce_shortened_runs_get_their_own_directory(monkeypatch, tmp_path)
 
 def test_reproduce_reuses_a_finished_run_only_if_its_config_is_the_cells(monkeypatch, tmp_path, capsys):
     import torchstn.experiments.engine.trainer as trainer
-    from torchstn.experiments.engine.config import to_dict
+    from torchstn.experiments.engine.config import resolve, to_dict
     from torchstn.experiments.engine.config_io import apply_overrides, load_config
-    from torchstn.experiments.engine.config import resolve
 
     calls = []
     monkeypatch.setattr(trainer, "fit", lambda cfg, out, **kwargs: calls.append(out))
-    cfg = resolve(apply_overrides(load_config("addition_st_fcn_2x_affine"), ["run.seed=0", "optim.iterations=300"]))
+    cfg = resolve(
+        apply_overrides(load_config("addition:addition/st_fcn_2x_affine"), ["run.seed=0", "optim.iterations=300"])
+    )
     run_dir = tmp_path / "runs" / "addition_st_fcn_2x_affine" / "cpu+optim.iterations=300" / "seed0"
     run_dir.mkdir(parents=True)
-    result = {"test_error": 7.0, "parameters": 10, "train_s": 1.0, "iterations": 300, "completed": True,
-              "device": "cpu", "config": to_dict(cfg)}
+    result = {
+        "test_error": 7.0,
+        "parameters": 10,
+        "train_s": 1.0,
+        "iterations": 300,
+        "completed": True,
+        "device": "cpu",
+        "config": to_dict(cfg),
+    }
     (run_dir / "result.json").write_text(json.dumps(result))
-    argv = ["reproduce", "addition", "--seeds", "1", "--only", "addition/st_fcn_2x_affine", "--out", str(tmp_path),
-            "--runs", str(tmp_path / "runs"), "--quiet", "--set", "run.threads=1", "--set", "optim.iterations=300"]
+    argv = [
+        "reproduce",
+        "addition",
+        "--seeds",
+        "1",
+        "--only",
+        "addition/st_fcn_2x_affine",
+        "--out",
+        str(tmp_path),
+        "--runs",
+        str(tmp_path / "runs"),
+        "--quiet",
+        "--set",
+        "run.threads=1",
+        "--set",
+        "optim.iterations=300",
+    ]
     assert main(argv) == 0 and calls == []  # the same config (run.threads may differ): reused, not retrained
     assert "| 7.00 (n=1) |" in (tmp_path / "addition_cpu+optim.iterations=300.md").read_text()
 
-    result["config"]["optim"]["loc_lr_mult"] = 1.0  # trained before the packaged config changed
+    result["config"]["optim"]["loc_lr_mult"] = 1.0  # trained before the cell's spec changed
     (run_dir / "result.json").write_text(json.dumps(result))
     assert main(argv) == 2 and calls == []
     err = capsys.readouterr().err
@@ -176,8 +252,10 @@ def test_run_key_joins_each_override_with_plus():
     from torchstn.experiments.reproduce import _run_key
 
     assert _run_key("cpu", ["run.threads=1"]) == "cpu"  # run-only settings do not change what is computed
-    assert _run_key("cpu", ["optim.iterations=40000", "model.bound=1", "run.threads=2"]) == \
-        "cpu+model.bound=1+optim.iterations=40000"
+    assert (
+        _run_key("cpu", ["optim.iterations=40000", "model.bound=1", "run.threads=2"])
+        == "cpu+model.bound=1+optim.iterations=40000"
+    )
     assert _run_key("paper", ["model.channels=[4, 4]"]) == "paper+model.channels=-4--4-"
 
 
@@ -185,8 +263,22 @@ def test_demo_smoke(monkeypatch, tmp_path, capsys):
     import torchstn.data.mnist as mnist
 
     monkeypatch.setattr(mnist, "fetch_mnist", lambda root=None, source="auto": tmp_path)
-    argv = ["demo", "--minutes", "0.1", "--out", str(tmp_path / "demo"), "--quiet", "--set", "data.synthetic=120",
-            "--set", "model.channels=[4, 4]", "--set", "optim.batch_size=16", "--threads", "1"]
+    argv = [
+        "demo",
+        "--minutes",
+        "0.1",
+        "--out",
+        str(tmp_path / "demo"),
+        "--quiet",
+        "--set",
+        "data.synthetic=120",
+        "--set",
+        "model.channels=[4, 4]",
+        "--set",
+        "optim.batch_size=16",
+        "--threads",
+        "1",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "RTS test error" in out and "ST-CNN 0.5%" in out and "CNN 0.8%" in out
@@ -209,8 +301,15 @@ def test_reproduce_writes_beside_its_runs_and_records_portable_commands(monkeypa
     import torchstn.experiments.engine.trainer as trainer
 
     def fake_fit(cfg, out, **kwargs):
-        return {"test_error": 82.39, "parameters": 10, "train_s": 1.0, "iterations": 30, "completed": True,
-                "device": "cpu", "config": {"model": {"name": cfg.model.name, "transform": cfg.model.transform}}}
+        return {
+            "test_error": 82.39,
+            "parameters": 10,
+            "train_s": 1.0,
+            "iterations": 30,
+            "completed": True,
+            "device": "cpu",
+            "config": {"model": {"name": cfg.model.name, "transform": cfg.model.transform}},
+        }
 
     monkeypatch.setattr(trainer, "fit", fake_fit)
     monkeypatch.chdir(tmp_path)  # a pip user's working directory: no docs/ folder may appear in it
@@ -225,15 +324,36 @@ def test_reproduce_writes_beside_its_runs_and_records_portable_commands(monkeypa
     assert main(argv) == 0
     md = (tmp_path / "scratch" / "rep_out" / "table1_cpu+optim.iterations=30.md").read_text()
     assert "--set optim.iterations=30 --runs scratch/rep --out scratch/rep_out` |" in md
-    assert str(tmp_path) not in md and str(tmp_path) not in (tmp_path / "scratch" / "rep_out" /
-                                                             "table1_cpu+optim.iterations=30.csv").read_text()
+    assert (
+        str(tmp_path) not in md
+        and str(tmp_path) not in (tmp_path / "scratch" / "rep_out" / "table1_cpu+optim.iterations=30.csv").read_text()
+    )
 
 
 def test_colocalisation_table_records_no_machine_path(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    argv = ["reproduce", "colocalisation", "--out", str(tmp_path / "coloc"), "--digits", "2", "--clutter", "plain",
-            "--steps", "2", "--n", "4", "--synthetic", "120", "--threads", "1",
-            "--encoder-set", "optim.iterations=2", "--encoder-set", "model.channels=[4, 4]"]  # fmt: skip
+    argv = [
+        "reproduce",
+        "colocalisation",
+        "--out",
+        str(tmp_path / "coloc"),
+        "--digits",
+        "2",
+        "--clutter",
+        "plain",
+        "--steps",
+        "2",
+        "--n",
+        "4",
+        "--synthetic",
+        "120",
+        "--threads",
+        "1",
+        "--encoder-set",
+        "optim.iterations=2",
+        "--encoder-set",
+        "model.channels=[4, 4]",
+    ]
     assert main(argv) == 0
     md = (tmp_path / "coloc" / "colocalisation.md").read_text()
     assert "Command: `torchstn reproduce colocalisation --out coloc --steps 2" in md

@@ -9,14 +9,22 @@ import torch
 from torchstn.experiments.cli import main
 
 
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, tiny_toml):
     """A finished two-iteration run on synthetic digits (no MNIST needed)."""
     folder = tmp_path_factory.mktemp("cli_errors")
     (folder / "tiny.toml").write_text(
-        tiny_toml(**{"model.hidden": [8, 8], "model.st_pool": None, "optim.lr": None, "optim.batch_size": 8,
-                     "optim.iterations": 2, "run.log_every": 1}))
+        tiny_toml(
+            **{
+                "model.hidden": [8, 8],
+                "model.st_pool": None,
+                "optim.lr": None,
+                "optim.batch_size": 8,
+                "optim.iterations": 2,
+                "run.log_every": 1,
+            }
+        )
+    )
     assert main(["train", str(folder / "tiny.toml"), "--out", str(folder / "run"), "--quiet"]) == 0
     return folder / "run"
 
@@ -48,9 +56,15 @@ def test_eval_unknown_device(run, capsys):
     assert "--device must be one of ['cpu', 'cuda'] or 'cuda:N', got 'gpu'" in _one_line_error(capsys, "eval")
 
 
-@pytest.mark.parametrize("argv", [["eval", "RUN", "--batch-size", "0"], ["eval", "RUN", "--threads", "-1"],
-                                  ["show", "RUN", "--out", "s.png", "-n", "0"],
-                                  ["data", "show", "RTS", "--out", "s.png", "-n", "0"]])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "RUN", "--batch-size", "0"],
+        ["eval", "RUN", "--threads", "-1"],
+        ["show", "RUN", "--out", "s.png", "-n", "0"],
+        ["data", "show", "RTS", "--out", "s.png", "-n", "0"],
+    ],
+)
 def test_counts_below_one_are_argument_errors(argv, capsys):
     assert "must be a positive integer" in _argparse_error(capsys, argv)
 
@@ -90,8 +104,9 @@ def test_show_wraps_many_images_into_bands_and_caps_the_count(run, tmp_path, cap
 def test_non_checkpoint_files_are_named_as_such(run, tmp_path, command, capsys):
     extra = ["--out", str(tmp_path / "x.png")] if command == "show" else []
     noise = tmp_path / "noise.pt"
-    noise.write_bytes(torch.randint(0, 256, (5000,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-                      .numpy().tobytes())  # fmt: skip
+    noise.write_bytes(
+        torch.randint(0, 256, (5000,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)).numpy().tobytes()
+    )
     for path, what in [(run / "config.toml", "(a TOML config)"), (noise, "(not a file torch.save writes)")]:
         assert main([command, str(path), *extra]) == 2
         err = _one_line_error(capsys, command)
@@ -126,8 +141,11 @@ def test_every_option_has_plain_help():
         text = parser.format_help()
         if "``" in text or ":func:" in text or ":class:" in text:
             markup.append(name)
-        missing += [f"{name} {a.option_strings or a.dest}" for a in parser._actions
-                    if a.help is None and not isinstance(a, argparse._SubParsersAction)]
+        missing += [
+            f"{name} {a.option_strings or a.dest}"
+            for a in parser._actions
+            if a.help is None and not isinstance(a, argparse._SubParsersAction)
+        ]
     assert missing == [] and markup == []
 
 
@@ -137,8 +155,8 @@ def test_demo_help_says_how_it_picks_threads(capsys):
     assert "one thread against torch's default" in " ".join(capsys.readouterr().out.split())
 
 
-def test_a_set_mistake_is_blamed_on_the_set_not_the_packaged_file(capsys):
-    assert main(["train", "table1_rts_st_cnn_affine", "--set", "optim.iteratons=5"]) == 2
+def test_a_set_mistake_is_blamed_on_the_set_not_the_named_config(capsys):
+    assert main(["train", "table1:RTS/st_cnn_affine", "--set", "optim.iteratons=5"]) == 2
     err = _one_line_error(capsys, "train")
     assert "error: --set optim.iteratons=5: unknown key 'optim.iteratons'. Did you mean 'optim.iterations'?" in err
     assert ".toml" not in err

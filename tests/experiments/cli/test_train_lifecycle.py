@@ -24,10 +24,9 @@ import pytest
 import torch
 
 import torchstn
+from tests.fixtures.signals import default_signals_in_child
 from torchstn.experiments.cli import main
 from torchstn.experiments.engine import checkpoint as ckpt
-
-from tests.fixtures.signals import default_signals_in_child
 
 SRC = Path(torchstn.__file__).resolve().parents[1]
 
@@ -39,8 +38,17 @@ def tiny_config(tmp_path, tiny_toml):
     """160 iterations of the tiny run (5-10 ms each on one thread) with no periodic checkpoint before the end: a
     resume can only come from the checkpoint the signal wrote."""
     path = tmp_path / "tiny.toml"
-    path.write_text(tiny_toml(**{"optim.iterations": 160, "run.log_every": 7, "run.checkpoint_every": 100000,
-                                 "run.eval_every": 100, "run.eval_limit": 10}))
+    path.write_text(
+        tiny_toml(
+            **{
+                "optim.iterations": 160,
+                "run.log_every": 7,
+                "run.checkpoint_every": 100000,
+                "run.eval_every": 100,
+                "run.eval_limit": 10,
+            }
+        )
+    )
     return path
 
 
@@ -64,9 +72,14 @@ def _interrupt(config: Path, out: Path, sig: int, delay: float, extra: list[str]
     with or without --quiet); returns its exit status and stderr."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(SRC))
     with open(out.with_suffix(".err"), "w+") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "torchstn", "train", str(config), "--out", str(out), *extra],
-                                stdout=subprocess.DEVNULL, stderr=err, text=True, env=env,
-                                preexec_fn=default_signals_in_child)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "torchstn", "train", str(config), "--out", str(out), *extra],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
+            env=env,
+            preexec_fn=default_signals_in_child,
+        )
         try:
             metrics = out / "metrics.csv"
             while proc.poll() is None and not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
@@ -86,12 +99,14 @@ def test_a_real_signal_at_a_random_moment_resumes_bit_identically(tiny_config, t
     trials = [(signal.SIGINT, []), (signal.SIGINT, []), (signal.SIGTERM, ["--quiet"])]
     delays = [rng.uniform(0.0, 0.5) for _ in trials]
     with concurrent.futures.ThreadPoolExecutor(len(trials)) as pool:  # the interrupted runs, side by side
-        futures = [pool.submit(_interrupt, tiny_config, tmp_path / f"run{i}", sig, delay, extra)
-                   for i, ((sig, extra), delay) in enumerate(zip(trials, delays))]  # fmt: skip
+        futures = [
+            pool.submit(_interrupt, tiny_config, tmp_path / f"run{i}", sig, delay, extra)
+            for i, ((sig, extra), delay) in enumerate(zip(trials, delays))
+        ]
         # meanwhile, here: the uninterrupted run
         assert main(["train", str(tiny_config), "--out", str(tmp_path / "straight"), "--quiet"]) == 0
         done = [f.result() for f in futures]
-    for i, ((sig, extra), delay, (rc, err)) in enumerate(zip(trials, delays, done)):
+    for i, ((sig, _extra), delay, (rc, err)) in enumerate(zip(trials, delays, done)):
         why = f"{signal.Signals(sig).name} after {delay:.3f} s (seed {seed}); stderr: {err[-1500:]}"
         assert rc == 128 + sig, why  # 130 for SIGINT, 143 for SIGTERM
         # the one line to go on, printed with --quiet too, holding a command that works as printed
@@ -145,11 +160,27 @@ def test_other_commands_report_a_stopped_training_with_its_exit_status(monkeypat
     from torchstn.experiments.engine.signals import TrainingInterrupted
 
     def stopped_fit(cfg, out, **kwargs):
-        raise TrainingInterrupted(f"interrupted by SIGTERM: checkpoint saved at iteration 7 in {out}/last.pt",
-                                  signum=signal.SIGTERM, step=7, saved=True, out=str(out))  # fmt: skip
+        raise TrainingInterrupted(
+            f"interrupted by SIGTERM: checkpoint saved at iteration 7 in {out}/last.pt",
+            signum=signal.SIGTERM,
+            step=7,
+            saved=True,
+            out=str(out),
+        )
 
     monkeypatch.setattr(trainer, "fit", stopped_fit)
-    argv = ["reproduce", "table1", "--seeds", "1", "--only", "R/fcn", "--out", str(tmp_path), "--runs",
-            str(tmp_path / "runs"), "--quiet"]  # fmt: skip
+    argv = [
+        "reproduce",
+        "table1",
+        "--seeds",
+        "1",
+        "--only",
+        "R/fcn",
+        "--out",
+        str(tmp_path),
+        "--runs",
+        str(tmp_path / "runs"),
+        "--quiet",
+    ]
     assert main(argv) == 143
     assert "torchstn reproduce: interrupted by SIGTERM: checkpoint saved at iteration 7" in capsys.readouterr().err

@@ -7,13 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from torchstn.experiments.cub.data import CUB_FILES, CUBDataset, read_cub, read_exclusion_list
 from torchstn.errors import DataError, OptionError
+from torchstn.experiments.cub.data import CUB_FILES, CUBDataset, read_cub, read_exclusion_list
 
 pytest.importorskip("PIL")
 pytest.importorskip("numpy")  # the fixture writer uses Image.fromarray
-
-
 
 
 from tests.fixtures import make_cub  # noqa: E402
@@ -43,8 +41,9 @@ def test_exclusion_list_by_id_path_and_name(cub, tmp_path):
     index = read_cub(root)
     t1, t2, t3 = truth[1], truth[3], truth[5]
     listing = tmp_path / "overlap.txt"
-    listing.write_text(f"# ImageNet overlap\n{t1['id']}\n{t2['path']}  # a path\n\n"
-                       f"{t3['path'].split('/')[1].removesuffix('.jpg')}\n")
+    listing.write_text(
+        f"# ImageNet overlap\n{t1['id']}\n{t2['path']}  # a path\n\n{t3['path'].split('/')[1].removesuffix('.jpg')}\n"
+    )
     assert read_exclusion_list(listing, index) == {t1["id"], t2["id"], t3["id"]}
     reduced = read_cub(root, exclude=listing)
     assert reduced.excluded == (t1["id"], t2["id"], t3["id"])
@@ -94,10 +93,17 @@ def test_bad_folders_and_lines(cub, tmp_path):
 @pytest.mark.parametrize("split,augment", [("test", False), ("train", True)])
 def test_dataset_boxes_follow_resize_crop_and_flip(cub, split, augment):
     root, truth, _ = cub
-    data = CUBDataset(root, split, size=48, augment=augment, return_box=True, normalize=False,
-                      generator=torch.Generator().manual_seed(0))
+    data = CUBDataset(
+        root,
+        split,
+        size=48,
+        augment=augment,
+        return_box=True,
+        normalize=False,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert data.resize == 55 and len(data) == sum(t["train"] == (split == "train") for t in truth)
-    for repeat in range(3 if augment else 1):
+    for _ in range(3 if augment else 1):
         for i in range(len(data)):
             x, label, box = data[i]
             assert x.shape == (3, 48, 48) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0

@@ -46,8 +46,15 @@ def toy_config(**sections):
     data = {
         "model": {"name": "st_fcn", "transform": "affine", "hidden": [16, 16]},
         "data": {"variant": "plain"},
-        "optim": {"schedule": "cpu", "optimizer": "adam", "lr": 0.01, "batch_size": 32, "iterations": 40,
-                  "warmup": 0, "loc_lr_mult": 0.1},
+        "optim": {
+            "schedule": "cpu",
+            "optimizer": "adam",
+            "lr": 0.01,
+            "batch_size": 32,
+            "iterations": 40,
+            "warmup": 0,
+            "loc_lr_mult": 0.1,
+        },
         "run": {"threads": 1, "log_every": 5, "checkpoint_every": 10},
     }
     for name, values in sections.items():

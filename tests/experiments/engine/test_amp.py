@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from torchstn.errors import ConfigError
+from torchstn.experiments.engine import checkpoint as ckpt
+from torchstn.experiments.engine import classify
+from torchstn.experiments.engine.config import from_dict
+from torchstn.experiments.engine.trainer import evaluate, fit
 from torchstn.functional.projective import projective_grid
 from torchstn.functional.tps import lattice, tps_grid, tps_transform_points
 from torchstn.nn import SpatialTransformer
-from torchstn.experiments.engine import checkpoint as ckpt
-from torchstn.experiments.engine import classify, trainer
-from torchstn.experiments.engine.config import from_dict
-from torchstn.experiments.engine.trainer import evaluate, fit
 
 from ._toy import toy_config, toy_datasets
 
@@ -38,11 +38,21 @@ def test_bf16_trains_st_cnn(tmp_path, monkeypatch, transform):
         return model
 
     monkeypatch.setattr(classify, "model_from_config", build_and_watch)
-    cfg = from_dict({"model": {"name": "st_cnn", "transform": transform, "channels": [8, 8]},
-                     "data": {"variant": "plain", "synthetic": 300},
-                     "optim": {"optimizer": "adam", "lr": 3e-3, "batch_size": 32, "iterations": 30, "warmup": 0,
-                               "decay": "constant"},
-                     "run": {"threads": 1, "log_every": 5, "checkpoint_every": 0, "amp": "bf16"}})  # fmt: skip
+    cfg = from_dict(
+        {
+            "model": {"name": "st_cnn", "transform": transform, "channels": [8, 8]},
+            "data": {"variant": "plain", "synthetic": 300},
+            "optim": {
+                "optimizer": "adam",
+                "lr": 3e-3,
+                "batch_size": 32,
+                "iterations": 30,
+                "warmup": 0,
+                "decay": "constant",
+            },
+            "run": {"threads": 1, "log_every": 5, "checkpoint_every": 0, "amp": "bf16"},
+        }
+    )
     result = fit(cfg, tmp_path / "run", progress=False)
     losses = _losses(tmp_path / "run")
     assert torch.bfloat16 in seen  # autocast was on
@@ -61,8 +71,13 @@ def test_bf16_resume_is_exact(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     # amp changes what is computed: resuming with another setting is refused
     with pytest.raises(ConfigError, match="run.amp"):
-        fit(toy_config(optim={"iterations": 12}, run={"log_every": 1, "checkpoint_every": 4}), tmp_path / "b",
-            resume=True, progress=False, datasets=toy_datasets())  # fmt: skip
+        fit(
+            toy_config(optim={"iterations": 12}, run={"log_every": 1, "checkpoint_every": 4}),
+            tmp_path / "b",
+            resume=True,
+            progress=False,
+            datasets=toy_datasets(),
+        )
 
 
 def test_amp_setting_is_checked(tmp_path):
@@ -113,8 +128,9 @@ def test_tps_solve_runs_in_float32_under_autocast():
 
 @pytest.mark.parametrize("transform", ["affine", "projective", "tps"])
 def test_st_grid_stays_float32_under_autocast(transform):
-    st = SpatialTransformer(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(42 * 42, 8)), transform,
-                            in_features=8)  # fmt: skip
+    st = SpatialTransformer(
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(42 * 42, 8)), transform, in_features=8
+    )
     g = torch.Generator().manual_seed(0)
     theta = (st.family.identity() + 0.05 * torch.randn(2, st.family.identity().numel(), generator=g)).bfloat16()
     U = torch.rand(2, 1, 42, 42, generator=g)

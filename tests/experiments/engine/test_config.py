@@ -1,16 +1,25 @@
 import pytest
 
 from torchstn.errors import ConfigError
-from torchstn.experiments.engine.config import TrainConfig, from_dict, to_dict
+from torchstn.experiments.engine.config import TrainConfig, from_dict, resolve, to_dict
 from torchstn.experiments.engine.config_io import apply_overrides, load_config, packaged_configs, to_toml
-from torchstn.experiments.engine.config import resolve
-from torchstn.experiments.engine.schedules import SCHEDULES, lr_factor_fn
+from torchstn.experiments.engine.schedules import SCHEDULES, ResolvedOptim, lr_factor_fn
 
 
 def test_overrides_parse_by_field_type():
-    cfg = apply_overrides(TrainConfig(), ["optim.lr=0.05", "batch_size=64", "run.time_limit=2", "model.transform=tps",
-                                          "st_pool=true", "optim.lr_steps=[10, 20]", "model.bound=none",
-                                          "run.out=runs/123"])  # fmt: skip
+    cfg = apply_overrides(
+        TrainConfig(),
+        [
+            "optim.lr=0.05",
+            "batch_size=64",
+            "run.time_limit=2",
+            "model.transform=tps",
+            "st_pool=true",
+            "optim.lr_steps=[10, 20]",
+            "model.bound=none",
+            "run.out=runs/123",
+        ],
+    )
     assert cfg.optim.lr == 0.05 and cfg.optim.batch_size == 64 and cfg.run.time_limit == 2.0
     assert cfg.model.transform == "tps" and cfg.model.st_pool is True and cfg.optim.lr_steps == (10, 20)
     assert cfg.model.bound is None and cfg.run.out == "runs/123"
@@ -24,8 +33,14 @@ def test_overrides_parse_by_field_type():
         ("optim.lr=fast", r"optim.lr must be float or none, got 'fast'"),
         ("optim.batch_size=1.5", "optim.batch_size must be int"),
         ("run.seed=true", "run.seed must be int"),
-        ("data.variant=RST", r"data.variant must be one of \['R', 'RTS', 'P', 'E', 'TC', 'plain', 'addition', '3D'\].*'RTS'"),
-        ("optim.schedule=fast", r"optim.schedule must be one of \[.*'cpu'.*'demo'.*'paper'.*\]"),
+        (
+            "data.variant=RST",
+            r"data.variant must be one of \['R', 'RTS', 'P', 'E', 'TC', 'plain', 'addition', '3D'\].*'RTS'",
+        ),
+        (
+            "optim.schedule=fast",
+            r"optim.schedule must be one of \[.*'cpu'.*'demo'.*'paper'.*\]",
+        ),  # + experiments' presets
         ("optim.optimizer=adma", "Did you mean 'adam'"),
         ("optim.lr=-1", "optim.lr must be > 0"),
         ("run.device=gpu", "run.device must be one of"),
@@ -64,8 +79,18 @@ def test_config_is_frozen():
 
 
 def test_toml_round_trip(tmp_path):
-    cfg = resolve(apply_overrides(TrainConfig(), ["model.transform=tps", "optim.lr_steps=[5]", "optim.decay=step",
-                                                  "optim.iterations=10", "model.channels=[8, 8]"]))  # fmt: skip
+    cfg = resolve(
+        apply_overrides(
+            TrainConfig(),
+            [
+                "model.transform=tps",
+                "optim.lr_steps=[5]",
+                "optim.decay=step",
+                "optim.iterations=10",
+                "model.channels=[8, 8]",
+            ],
+        )
+    )
     path = tmp_path / "c.toml"
     path.write_text(to_toml(cfg, header="hello"))
     assert load_config(path) == cfg
@@ -74,7 +99,7 @@ def test_toml_round_trip(tmp_path):
 
 def test_every_packaged_config_loads_and_resolves():
     configs = packaged_configs()
-    assert "demo" in configs and len([n for n in configs if n.startswith("table1_")]) == 36
+    assert "demo" in configs and "colocalisation_encoder" in configs  # the experiments' cells are specs now
     for name in configs:
         cfg = resolve(load_config(name))
         assert cfg.optim.iterations > 0
@@ -90,6 +115,25 @@ def test_schedules():
     cpu = SCHEDULES.get("cpu")
     assert f(0) == pytest.approx(0.1) and f(cpu["warmup"]) == pytest.approx(1.0)
     assert f(cpu["iterations"]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_resolved_optim_holds_every_optim_field_set():
+    import dataclasses
+    import types
+    import typing
+
+    from torchstn.experiments.engine.config import OptimConfig
+
+    optional, resolved = typing.get_type_hints(OptimConfig), typing.get_type_hints(ResolvedOptim)
+    assert list(resolved) == list(optional)  # the same fields, in the same order
+    for name, tp in optional.items():  # each with its type less None
+        args = typing.get_args(tp) if isinstance(tp, types.UnionType) else (tp,)
+        assert (resolved[name],) == tuple(a for a in args if a is not type(None)), name
+    for schedule in SCHEDULES:
+        cfg = resolve(apply_overrides(TrainConfig(), [f"optim.schedule={schedule}", "run.time_limit=1"]))
+        assert dataclasses.asdict(ResolvedOptim.of(cfg.optim)) == dataclasses.asdict(cfg.optim)
+    with pytest.raises(ConfigError, match="^optim.optimizer, optim.lr, .*, optim.clock unset: resolve the config"):
+        ResolvedOptim.of(TrainConfig().optim)
 
 
 def test_short_runs_scale_the_warmup_and_reject_a_longer_one():

@@ -68,8 +68,15 @@ def _free_port() -> int:
 def _torchrun(args: list[str], timeout: float = 180) -> tuple[subprocess.CompletedProcess, float]:
     """Run ``torchrun --nproc_per_node=2 ARGS`` on a free port; returns the process and its wall time."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(SRC), str(REPO)]))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        *args,
+    ]
     t = time.monotonic()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
     return proc, time.monotonic() - t
@@ -88,8 +95,12 @@ def test_two_processes_match_one_process(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("parameters (") == 1  # only rank 0 talks
     assert "2 processes (16 images each)" in proc.stdout
-    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["config.toml", "last.pt", "metrics.csv",
-                                                                      "result.json"]  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
+        "config.toml",
+        "last.pt",
+        "metrics.csv",
+        "result.json",
+    ]
     one = fit(load_config(str(config)), tmp_path / "one", progress=False)
     ddp = json.loads((tmp_path / "ddp" / "result.json").read_text())
     assert ddp["processes"] == 2 and one["processes"] == 1
@@ -217,8 +228,13 @@ def test_a_failing_rank_fails_the_job_and_the_checkpoint_resumes(tmp_path, how):
     # the last checkpoint resumes (here in one process: it warns that the distortions now differ)
     log = tmp_path / "log.txt"
     with open(log, "w") as stream:
-        result = fit(toy_config(optim={"iterations": 12}, run={"checkpoint_every": 2, "dist_timeout": 0.1}),
-                     tmp_path / "run", resume=True, stream=stream, datasets=toy_datasets())  # fmt: skip
+        result = fit(
+            toy_config(optim={"iterations": 12}, run={"checkpoint_every": 2, "dist_timeout": 0.1}),
+            tmp_path / "run",
+            resume=True,
+            stream=stream,
+            datasets=toy_datasets(),
+        )
     assert result["steps"] == 12 and result["processes"] == 1
     assert "resuming" in log.read_text() and "checkpoint's run had 2" in log.read_text()
 

@@ -110,9 +110,12 @@ def test_resume_after_a_time_limit_reads_as_one_run(tmp_path):
     # audit #17: the finished run's final test row is dropped, and the loss window since the last row continues
     cfg = toy_config(optim={"iterations": 30}, run={"log_every": 4, "checkpoint_every": 100})
     fit(cfg, tmp_path / "a", progress=False, datasets=toy_datasets())
-    stopped = fit(toy_config(optim={"iterations": 30}, run={"log_every": 4, "checkpoint_every": 100,
-                                                            "time_limit": 0.0001}),
-                  tmp_path / "b", progress=False, datasets=toy_datasets())  # fmt: skip
+    stopped = fit(
+        toy_config(optim={"iterations": 30}, run={"log_every": 4, "checkpoint_every": 100, "time_limit": 0.0001}),
+        tmp_path / "b",
+        progress=False,
+        datasets=toy_datasets(),
+    )
     assert not stopped["completed"] and stopped["steps"] < 30
     fit(cfg, tmp_path / "b", resume=True, progress=False, datasets=toy_datasets())
     _assert_same(tmp_path / "a", tmp_path / "b")

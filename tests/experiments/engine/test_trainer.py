@@ -6,7 +6,8 @@ import torch
 
 from torchstn.errors import ConfigError
 from torchstn.experiments.engine import checkpoint as ckpt
-from torchstn.experiments.engine.trainer import evaluate, fit
+from torchstn.experiments.engine.config import resolve
+from torchstn.experiments.engine.trainer import evaluate, fit, new_state, task_of, train_steps
 
 from ._toy import toy_config, toy_datasets
 
@@ -92,8 +93,10 @@ def test_progress_lines_without_tqdm(tmp_path, monkeypatch, capsys):
 
 
 def test_time_clock_schedule_ends_on_time(tmp_path):
-    cfg = toy_config(optim={"iterations": 20, "clock": "time", "decay": "linear", "warmup": 2},
-                     run={"time_limit": 0.02, "log_every": 1})  # fmt: skip
+    cfg = toy_config(
+        optim={"iterations": 20, "clock": "time", "decay": "linear", "warmup": 2},
+        run={"time_limit": 0.02, "log_every": 1},
+    )
     result = fit(cfg, tmp_path / "run", progress=False, datasets=toy_datasets())
     assert result["completed"]  # by time, a run is complete when its minutes are used
     rows = [r for r in csv.DictReader(open(tmp_path / "run" / "metrics.csv", newline="")) if r["phase"] == "train"]
@@ -104,3 +107,14 @@ def test_time_clock_schedule_ends_on_time(tmp_path):
 def test_time_clock_needs_a_time_limit():
     with pytest.raises(ConfigError, match="run.time_limit"):
         fit(toy_config(optim={"clock": "time"}), None, progress=False, datasets=toy_datasets())
+
+
+def test_train_steps_needs_a_resolved_config_and_a_budget_for_the_time_clock():
+    cfg = toy_config(optim={"clock": "time"}, run={"time_limit": 1.0})
+    state = new_state(resolve(cfg), task_of(cfg), toy_datasets()[0], torch.device("cpu"))
+    with pytest.raises(ConfigError, match="optim.clock = 'time' follows a time budget"):
+        train_steps(state, 1)  # no time_limit_s given: nothing for the schedule to follow
+    state.cfg = cfg  # as loaded: the schedule's fields (momentum, decay, ...) still unset
+    with pytest.raises(ConfigError, match="optim.momentum, .* unset: resolve the config first"):
+        train_steps(state, 1, time_limit_s=60.0)
+    assert state.step == 0

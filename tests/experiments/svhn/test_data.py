@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from torchstn.errors import DataError, OptionError
 from torchstn.experiments.svhn import data as svhn
 from torchstn.experiments.svhn.data import (
     NULL_CLASS,
@@ -19,12 +20,9 @@ from torchstn.experiments.svhn.data import (
     read_digit_struct,
     read_split,
 )
-from torchstn.errors import DataError, OptionError
 
 h5py = pytest.importorskip("h5py")
 pytest.importorskip("PIL")
-
-
 
 
 from tests.fixtures import make_svhn  # noqa: E402
@@ -114,8 +112,15 @@ def _bright_centre_dark_border(images: torch.Tensor, inner: float) -> None:
     core = images[:, 0, int(lo) + 4 : int(hi) - 4, int(lo) + 4 : int(hi) - 4].float()  # red: the union of the boxes
     assert core.min() > 200, "the digit boxes should fill the middle of the crop"
     a, b = int(lo) - 4, int(hi) + 4
-    border = torch.cat([images[..., :a].flatten(1), images[..., b:].flatten(1), images[..., :a, :].flatten(1),
-                        images[..., b:, :].flatten(1)], 1).float()  # fmt: skip
+    border = torch.cat(
+        [
+            images[..., :a].flatten(1),
+            images[..., b:].flatten(1),
+            images[..., :a, :].flatten(1),
+            images[..., b:, :].flatten(1),
+        ],
+        1,
+    ).float()
     assert border.max() < 60, "outside the enlarged box the crop should be background"
 
 

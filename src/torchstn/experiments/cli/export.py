@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from torchstn.errors import OptionError
-from torchstn.export import DEFAULT_OPSET, check_onnx, export_onnx, export_program
 from torchstn.experiments.engine.runs import checkpoint_path, eval_dataset, load_run
+from torchstn.export import DEFAULT_OPSET, check_onnx, export_onnx, export_program
 
 _SUFFIX = {"onnx": ".onnx", "pt2": ".pt2"}
 
@@ -26,21 +26,37 @@ _SUFFIX = {"onnx": ".onnx", "pt2": ".pt2"}
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(prog="torchstn export", description=__doc__)
     parser.add_argument("checkpoint", help="a checkpoint file or a run directory")
-    parser.add_argument("--format", choices=sorted(_SUFFIX),
-                        help="onnx or pt2 (a torch.export program, for torch.export.load); default: the suffix of "
-                             "--out, else onnx")  # fmt: skip
-    parser.add_argument("--out", help="output file, .onnx or .pt2 (default: next to the checkpoint, e.g. "
-                                      "run/last.onnx)")  # fmt: skip
-    parser.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo",
-                        help="ONNX exporter: torch.onnx.export(dynamo=True) (default) or dynamo=False, the "
-                             "TorchScript exporter (faster, no onnxscript)")  # fmt: skip
-    parser.add_argument("--opset", type=int, help=f"ONNX opset, 16 or later for 2D, 20 or later for 3D (default "
-                                                  f"{DEFAULT_OPSET})")  # fmt: skip
-    parser.add_argument("--module", choices=["model", "st"], default="model",
-                        help="the whole classifier (default) or only its first spatial transformer")  # fmt: skip
+    parser.add_argument(
+        "--format",
+        choices=sorted(_SUFFIX),
+        help="onnx or pt2 (a torch.export program, for torch.export.load); default: the suffix of --out, else onnx",
+    )
+    parser.add_argument(
+        "--out", help="output file, .onnx or .pt2 (default: next to the checkpoint, e.g. run/last.onnx)"
+    )
+    parser.add_argument(
+        "--exporter",
+        choices=["dynamo", "torchscript"],
+        default="dynamo",
+        help="ONNX exporter: torch.onnx.export(dynamo=True) (default) or dynamo=False, the "
+        "TorchScript exporter (faster, no onnxscript)",
+    )
+    parser.add_argument(
+        "--opset", type=int, help=f"ONNX opset, 16 or later for 2D, 20 or later for 3D (default {DEFAULT_OPSET})"
+    )
+    parser.add_argument(
+        "--module",
+        choices=["model", "st"],
+        default="model",
+        help="the whole classifier (default) or only its first spatial transformer",
+    )
     parser.add_argument("-n", "--num-images", type=int, default=8, help="test images to trace and check with")
-    parser.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
-                        help="compare the export with PyTorch on the images (default: on)")  # fmt: skip
+    parser.add_argument(
+        "--check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compare the export with PyTorch on the images (default: on)",
+    )
     parser.add_argument("--atol", type=float, default=1e-4, help="largest accepted difference (default 1e-4)")
     parser.add_argument("--fixed-batch", action="store_true", help="fix the batch size to -n instead of a free one")
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
@@ -74,9 +90,17 @@ def main(args: argparse.Namespace) -> int:
             print(f"torch.export program matches PyTorch on {n} test images: max abs diff {diff:.2g}")
     else:
         opset = DEFAULT_OPSET if args.opset is None else args.opset
-        export_onnx(model, images, out, opset=opset, dynamic_batch=not args.fixed_batch, check=args.check,
-                    atol=args.atol, dynamo=args.exporter == "dynamo",
-                    metadata=_run_metadata(cfg, payload, args.module))  # fmt: skip
+        export_onnx(
+            model,
+            images,
+            out,
+            opset=opset,
+            dynamic_batch=not args.fixed_batch,
+            check=args.check,
+            atol=args.atol,
+            dynamo=args.exporter == "dynamo",
+            metadata=_run_metadata(cfg, payload, args.module),
+        )
         if args.check:
             diff = check_onnx(out, model, images)
             print(f"onnxruntime matches PyTorch on {n} test images: max abs diff {diff:.2g} (atol {args.atol:g})")
@@ -90,11 +114,14 @@ def _format(fmt: str | None, out: str | None) -> str:
         return fmt or "onnx"
     by_suffix = {v: k for k, v in _SUFFIX.items()}.get(Path(out).suffix.lower())
     if by_suffix is None:
-        raise OptionError(f"--out {out}: cannot tell the format from the suffix {Path(out).suffix!r}; name the "
-                          f"file .onnx (ONNX) or .pt2 (a torch.export program)")  # fmt: skip
+        raise OptionError(
+            f"--out {out}: cannot tell the format from the suffix {Path(out).suffix!r}; name the "
+            f"file .onnx (ONNX) or .pt2 (a torch.export program)"
+        )
     if fmt is not None and fmt != by_suffix:
-        raise OptionError(f"--format {fmt} would write {fmt} into --out {out}; name the file {_SUFFIX[fmt]} or "
-                          "drop --format")  # fmt: skip
+        raise OptionError(
+            f"--format {fmt} would write {fmt} into --out {out}; name the file {_SUFFIX[fmt]} or drop --format"
+        )
     return by_suffix
 
 
@@ -129,6 +156,7 @@ def _first_transformer(model: nn.Module, images: torch.Tensor) -> tuple[nn.Modul
         raise OptionError(f"--module st: {type(model).__name__} does not call its spatial transformer")
     args, kwargs = seen[0]
     if len(args) != 1 or kwargs.get("loc_input") is not None:
-        raise OptionError("--module st: the first spatial transformer takes a separate localisation input; "
-                          "export --module model")  # fmt: skip
+        raise OptionError(
+            "--module st: the first spatial transformer takes a separate localisation input; export --module model"
+        )
     return st, args[0]

@@ -12,8 +12,8 @@ import argparse
 
 import torch
 
-from torchstn.experiments.cli.args import positive_int
 from torchstn.errors import OptionError
+from torchstn.experiments.cli.args import positive_int
 from torchstn.experiments.engine.runs import eval_dataset, load_run
 
 #: The most images one figure draws (16 bands of 16: a 2,700 x 5,800 px PNG for one transformer).
@@ -24,8 +24,9 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     parser = parser or argparse.ArgumentParser(prog="torchstn show", description=__doc__)
     parser.add_argument("checkpoint", help="a checkpoint file or a run directory")
     parser.add_argument("--out", required=True, help="image file to write (.png, .pdf, .svg, ...)")
-    parser.add_argument("-n", type=positive_int, default=8,
-                        help=f"how many test images, at most {MAX_IMAGES} (default 8)")  # fmt: skip
+    parser.add_argument(
+        "-n", type=positive_int, default=8, help=f"how many test images, at most {MAX_IMAGES} (default 8)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="which test images (0: the first n)")
     parser.add_argument("--data", help="take the images from this tensor file instead of the test set")
     return parser
@@ -35,8 +36,9 @@ def main(args: argparse.Namespace) -> int:
     from torchstn.experiments import viz
 
     if args.n > MAX_IMAGES:
-        raise OptionError(f"-n {args.n}: a figure draws at most {MAX_IMAGES} images (16 to a row); make several "
-                          f"figures with --seed")  # fmt: skip
+        raise OptionError(
+            f"-n {args.n}: a figure draws at most {MAX_IMAGES} images (16 to a row); make several figures with --seed"
+        )
     out = viz.check_figure_path(args.out)
     cfg, model, payload = load_run(args.checkpoint)
     dataset = eval_dataset(cfg, payload, args.data)

@@ -4,8 +4,8 @@
 ``(B, 3, H, W)`` to features ``(B, D)``. Names: ``"tiny"`` (a 3-layer CNN for tests, random init),
 ``"torchvision:<arch>"`` (e.g. ``torchvision:inception_v3``, ``torchvision:resnet50``) and ``"timm:<name>"``
 (e.g. ``timm:inception_v3``, ``timm:resnet50``), imported only when asked for; :func:`register_backbone` adds your
-own; a callable returning ``(module, dim)`` also works. The paper's Inception-BN is in neither library;
-``inception_v3`` is the closest.
+own to :data:`BACKBONES`; a callable returning ``(module, dim)`` also works. The paper's Inception-BN is in neither
+library; ``inception_v3`` is the closest.
 **Pretrained weights are never downloaded**: pass ``weights=PATH`` (a state dict saved from the library on a machine
 with internet, ``torch.save(model.state_dict(), PATH)``; classifier keys are ignored, missing keys are an error). A
 backbone registered as pretrained with no ``weights`` raises :class:`~torchstn.errors.ConfigError` unless
@@ -40,42 +40,61 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from torchstn._checks import look_up_option
+from torchstn._registry import Registry
 from torchstn.errors import ConfigError, DataError, OptionError
 from torchstn.models.registry import register_model
 from torchstn.nn import SpatialTransformer, param_groups
 from torchstn.points import transform_boxes
-from torchstn.transforms.affine import MatrixFamily, _scaled_eye
+from torchstn.transforms import FixedScaleTranslation
 
-__all__ = ["register_backbone", "build_backbone", "list_backbones", "tiny_backbone", "FixedScaleTranslation",
-           "tile_centres", "CUBNet", "CUBPartsNet", "cub_cnn", "cub_st_cnn", "cub_param_groups", "CUB_MODELS"]
+__all__ = [
+    "register_backbone",
+    "build_backbone",
+    "list_backbones",
+    "tiny_backbone",
+    "FixedScaleTranslation",
+    "tile_centres",
+    "CUBNet",
+    "CUBPartsNet",
+    "cub_cnn",
+    "cub_st_cnn",
+    "cub_param_groups",
+    "CUB_MODELS",
+    "BACKBONES",
+]
 
 CUB_MODELS = ("cub_cnn", "cub_st_cnn")
 Backbone = tuple[nn.Module, int]
-_BACKBONES: dict[str, tuple[Callable[..., Backbone], bool]] = {}
+#: Backbone factories ``factory(**options) -> (module, feature_dim)``, each registered with ``pretrained=``.
+BACKBONES: Registry[Callable[..., Backbone]] = Registry("backbone")
+_LIBRARY_HINTS = ("torchvision:<arch>", "timm:<name>")
 
 
 def register_backbone(name: str, *, pretrained: bool = True) -> Callable:
-    """Decorator registering ``factory(**options) -> (module, feature_dim)`` under ``name``. ``pretrained=True``
-    means the backbone is meant to start from ImageNet weights (so :func:`build_backbone` asks for them)."""
+    """Decorator registering ``factory(**options) -> (module, feature_dim)`` under ``name`` in :data:`BACKBONES`.
+    ``pretrained=True`` means the backbone is meant to start from ImageNet weights (so :func:`build_backbone` asks
+    for them).
+
+    Raises:
+        OptionError: ``name`` is already registered.
+    """
 
     def deco(fn):
-        if name in _BACKBONES:
-            raise ValueError(f"backbone {name!r} is already registered")
-        _BACKBONES[name] = (fn, bool(pretrained))
-        return fn
+        return BACKBONES.register(name, fn, pretrained=bool(pretrained))
 
     return deco
 
 
 def list_backbones() -> list[str]:
     """Registered backbone names (``torchvision:<arch>`` and ``timm:<name>`` are accepted besides these)."""
-    return sorted(_BACKBONES)
+    return BACKBONES.names()
 
 
 @register_backbone("tiny", pretrained=False)
@@ -90,8 +109,11 @@ def tiny_backbone(width: int = 16) -> Backbone:
     w = int(width)
     layers: list[nn.Module] = []
     for c_in, c_out in ((3, w), (w, 2 * w), (2 * w, 2 * w)):
-        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out),
-                   nn.ReLU(inplace=True)]  # fmt: skip
+        layers += [
+            nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+        ]
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten()), 2 * w
 
 
@@ -145,14 +167,19 @@ def _load_weights(net: nn.Module, path: str | os.PathLike[str], name: str) -> No
         raise DataError(f"{path}: does not match backbone {name!r}: {len(missing)} missing keys, e.g. {missing[:3]}")
 
 
-def build_backbone(name: str | Callable[..., Backbone], *, weights: str | os.PathLike[str] | None = None,
-                   allow_random_init: bool = False, **options) -> Backbone:  # fmt: skip
+def build_backbone(
+    name: str | Callable[..., Backbone],
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    allow_random_init: bool = False,
+    **options,
+) -> Backbone:
     """``(module, feature_dim)`` of a backbone; ``options`` go to its factory.
 
     Raises:
         ConfigError: a pretrained backbone without ``weights`` and without ``allow_random_init=True``.
         DataError: a ``weights`` file that is missing, unreadable or does not fit the architecture.
-        OptionError: an unknown name (with a suggestion).
+        OptionError: an unknown name or option (with a suggestion).
         ImportError: torchvision / timm asked for but not installed.
 
     Example:
@@ -166,50 +193,21 @@ def build_backbone(name: str | Callable[..., Backbone], *, weights: str | os.Pat
         net, dim = _library_backbone(name, options)
         pretrained, label = True, name
     else:
-        look_up_option("backbone", name, list(_BACKBONES) + ["torchvision:<arch>", "timm:<name>"])
-        factory, pretrained = _BACKBONES[name]
-        net, dim = factory(**options)
-        label = name
+        look_up_option("backbone", name, [*BACKBONES.names(), *_LIBRARY_HINTS])
+        net, dim = BACKBONES.build(name, **options)
+        pretrained, label = BACKBONES.info(name)["pretrained"], name
     if weights is not None:
         _load_weights(net, weights, label)
     elif pretrained:
-        msg = (f"backbone {label!r} is meant to start from ImageNet weights, and torchstn downloads none: pass "
-               "weights=PATH (a state dict saved with torch.save(model.state_dict(), PATH) where the library can "
-               "fetch them)")
+        msg = (
+            f"backbone {label!r} is meant to start from ImageNet weights, and torchstn downloads none: pass "
+            "weights=PATH (a state dict saved with torch.save(model.state_dict(), PATH) where the library can "
+            "fetch them)"
+        )
         if not allow_random_init:
             raise ConfigError(msg + ", or allow_random_init=True to train from scratch (far from the paper's numbers)")
         warnings.warn(f"{msg}; training it from RANDOM initialisation as allow_random_init=True asks", stacklevel=2)
     return net, int(dim)
-
-
-class FixedScaleTranslation(MatrixFamily):
-    """Attention with a fixed scale: ``theta = (tx, ty)`` -> ``[[s, 0, tx], [0, s, ty]]``, a window of half-size
-    ``s`` (normalised units) centred at ``(tx, ty)``. Its "identity" (the regression layer's starting bias) is the
-    window's start ``centre``. Not registered: build it and pass it to :class:`~torchstn.nn.SpatialTransformer`.
-
-    Example:
-        >>> fam = FixedScaleTranslation(0.5, (0.5, -0.5))
-        >>> fam.matrix(fam.identity().unsqueeze(0))
-        tensor([[[ 0.5000,  0.0000,  0.5000],
-                 [ 0.0000,  0.5000, -0.5000]]])
-    """
-
-    name = "fixed_scale_translation"
-    ranks = (2,)
-
-    def __init__(self, scale: float = 0.5, centre: Sequence[float] = (0.0, 0.0)):
-        if not 0.0 < float(scale) <= 1.0 or len(centre) != 2:
-            raise OptionError(f"scale must be in (0, 1] and centre two numbers, got {scale!r}, {centre!r}")
-        self.scale, self.centre = float(scale), (float(centre[0]), float(centre[1]))
-
-    def identity(self, *, dtype=None, device=None):
-        return torch.tensor(self.centre, dtype=dtype or torch.get_default_dtype(), device=device)
-
-    def matrix(self, theta):
-        return _scaled_eye(torch.full_like(theta[:, 0], self.scale), theta)  # (B, 2, 3)
-
-    def extra_repr(self) -> str:
-        return f"scale={self.scale}, centre={self.centre}"
 
 
 def tile_centres(n: int, scale: float) -> list[tuple[float, float]]:
@@ -249,8 +247,17 @@ class CUBPartsNet(nn.Module):
     ``forward(x (B, 3, H, W)) -> logits (B, K)``; :meth:`part_boxes` gives the windows each transformer picks.
     """
 
-    def __init__(self, localisation: nn.Module, transformers: Sequence[SpatialTransformer], parts: Sequence[nn.Module],
-                 classifier: nn.Linear, *, loc_size: int | None, dropout: float, arch: dict | None = None):  # fmt: skip
+    def __init__(
+        self,
+        localisation: nn.Module,
+        transformers: Sequence[SpatialTransformer],
+        parts: Sequence[nn.Module],
+        classifier: nn.Linear,
+        *,
+        loc_size: int | None,
+        dropout: float,
+        arch: dict | None = None,
+    ):
         super().__init__()
         self.localisation = localisation
         self.sts = nn.ModuleList(transformers)
@@ -261,13 +268,15 @@ class CUBPartsNet(nn.Module):
 
     @property
     def transformers(self) -> list[SpatialTransformer]:
-        return list(self.sts)
+        # nn.ModuleList is not generic in torch's annotations; __init__ fills this one with spatial transformers only
+        return cast("list[SpatialTransformer]", list(self.sts))
 
     def localisation_features(self, x: torch.Tensor) -> torch.Tensor:
         """The shared localisation features ``(B, D)`` of images ``(B, 3, H, W)`` (resized to ``loc_size``)."""
         if self.loc_size is not None and tuple(x.shape[-2:]) != (self.loc_size, self.loc_size):
-            x = F.interpolate(x, size=(self.loc_size, self.loc_size), mode="bilinear", align_corners=False,
-                              antialias=True)  # fmt: skip
+            x = F.interpolate(
+                x, size=(self.loc_size, self.loc_size), mode="bilinear", align_corners=False, antialias=True
+            )
         return self.localisation(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -282,31 +291,54 @@ class CUBPartsNet(nn.Module):
         """The windows ``(B, N, 4)`` as normalised ``(x1, y1, x2, y2)`` in the input (``-1``/``1``: its edges)."""
         feats = self.localisation_features(x)
         whole = torch.tensor([[[-1.0, -1.0, 1.0, 1.0]]], dtype=x.dtype, device=x.device).expand(x.shape[0], 1, 4)
-        return torch.cat([transform_boxes(st.family, st.predict_theta(feats), whole) for st in self.sts], dim=1)
+        return torch.cat(
+            [transform_boxes(st.family, st.predict_theta(feats), whole) for st in self.transformers], dim=1
+        )
 
 
 @register_model("cub_cnn")
-def cub_cnn(in_shape: Sequence[int] = (3, 224, 224), num_classes: int = 200, *, backbone: str = "tiny",
-            weights: str | None = None, allow_random_init: bool = False, dropout: float = 0.7,
-            backbone_options: dict | None = None) -> CUBNet:  # fmt: skip
+def cub_cnn(
+    in_shape: Sequence[int] = (3, 224, 224),
+    num_classes: int = 200,
+    *,
+    backbone: str = "tiny",
+    weights: str | None = None,
+    allow_random_init: bool = False,
+    dropout: float = 0.7,
+    backbone_options: dict | None = None,
+) -> CUBNet:
     """The CNN baseline: a backbone on the whole image, dropout, a linear classifier (Table 3 row "CNN", 224px).
 
     Example:
         >>> cub_cnn((3, 32, 32), 3)(torch.rand(2, 3, 32, 32)).shape
         torch.Size([2, 3])
     """
-    net, dim = build_backbone(backbone, weights=weights, allow_random_init=allow_random_init,
-                              **(backbone_options or {}))  # fmt: skip
+    net, dim = build_backbone(
+        backbone, weights=weights, allow_random_init=allow_random_init, **(backbone_options or {})
+    )
     arch = {"name": "cub_cnn", "backbone": str(backbone), "dropout": float(dropout)}
     return CUBNet(net, dim, num_classes, dropout, arch)
 
 
 @register_model("cub_st_cnn")
-def cub_st_cnn(in_shape: Sequence[int] = (3, 448, 448), num_classes: int = 200, *, num_parts: int = 2,
-               scale: float = 0.5, part_size: int = 224, loc_size: int | None = 224, backbone: str = "tiny",
-               weights: str | None = None, loc_backbone: str | None = None, loc_weights: str | None = None,
-               allow_random_init: bool = False, dropout: float = 0.7, share_parts: bool = False,
-               mode: str = "bilinear", backbone_options: dict | None = None) -> CUBPartsNet:  # fmt: skip
+def cub_st_cnn(
+    in_shape: Sequence[int] = (3, 448, 448),
+    num_classes: int = 200,
+    *,
+    num_parts: int = 2,
+    scale: float = 0.5,
+    part_size: int = 224,
+    loc_size: int | None = 224,
+    backbone: str = "tiny",
+    weights: str | None = None,
+    loc_backbone: str | None = None,
+    loc_weights: str | None = None,
+    allow_random_init: bool = False,
+    dropout: float = 0.7,
+    share_parts: bool = False,
+    mode: str = "bilinear",
+    backbone_options: dict | None = None,
+) -> CUBPartsNet:
     """N x ST-CNN (``num_parts`` 2 or 4 in the paper): see the module docstring. ``loc_backbone`` / ``loc_weights``
     default to ``backbone`` / ``weights``; ``loc_size=None`` runs the localisation net on the full input.
 
@@ -321,16 +353,36 @@ def cub_st_cnn(in_shape: Sequence[int] = (3, 448, 448), num_classes: int = 200, 
     loc_name = backbone if loc_backbone is None else loc_backbone
     loc_w = weights if loc_backbone is None and loc_weights is None else loc_weights
     loc_net, loc_dim = build_backbone(loc_name, weights=loc_w, allow_random_init=allow_random_init, **opts)
-    sts = [SpatialTransformer(nn.Identity(), FixedScaleTranslation(scale, c), out_size=part_size, in_features=loc_dim,
-                              mode=mode) for c in tile_centres(num_parts, scale)]  # fmt: skip
+    sts = [
+        SpatialTransformer(
+            nn.Identity(), FixedScaleTranslation(scale, c), out_size=part_size, in_features=loc_dim, mode=mode
+        )
+        for c in tile_centres(num_parts, scale)
+    ]
     n_nets = 1 if share_parts else num_parts
-    built = [build_backbone(backbone, weights=weights, allow_random_init=allow_random_init, **opts)
-             for _ in range(n_nets)]  # fmt: skip
+    built = [
+        build_backbone(backbone, weights=weights, allow_random_init=allow_random_init, **opts) for _ in range(n_nets)
+    ]
     dim = built[0][1]
-    arch = {"name": "cub_st_cnn", "num_parts": num_parts, "scale": float(scale), "part_size": part_size,
-            "loc_size": loc_size, "backbone": str(backbone), "loc_backbone": str(loc_name), "dropout": float(dropout)}
-    return CUBPartsNet(loc_net, sts, [b[0] for b in built], nn.Linear(num_parts * dim, num_classes),
-                       loc_size=loc_size, dropout=dropout, arch=arch)
+    arch = {
+        "name": "cub_st_cnn",
+        "num_parts": num_parts,
+        "scale": float(scale),
+        "part_size": part_size,
+        "loc_size": loc_size,
+        "backbone": str(backbone),
+        "loc_backbone": str(loc_name),
+        "dropout": float(dropout),
+    }
+    return CUBPartsNet(
+        loc_net,
+        sts,
+        [b[0] for b in built],
+        nn.Linear(num_parts * dim, num_classes),
+        loc_size=loc_size,
+        dropout=dropout,
+        arch=arch,
+    )
 
 
 def cub_param_groups(model: nn.Module, lr: float, loc_lr_mult: float, **options) -> list[dict]:

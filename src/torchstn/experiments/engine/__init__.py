@@ -62,7 +62,10 @@ def __getattr__(name: str):
     """Old names of this package's functions, with a deprecation message naming the new one."""
     if name in _RENAMED:
         new = _RENAMED[name]
-        warnings.warn(f"torchstn.experiments.engine.{name} is now {new} (torchstn.models.{name} is the model "
-                      "registry's)", DeprecationWarning, stacklevel=2)  # fmt: skip
+        warnings.warn(
+            f"torchstn.experiments.engine.{name} is now {new} (torchstn.models.{name} is the model registry's)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return globals()[new]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

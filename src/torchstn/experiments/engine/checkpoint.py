@@ -78,8 +78,10 @@ def _unreadable(path: Path, error: Exception) -> str:
         what = "a TOML config" if path.suffix == ".toml" else "not a file torch.save writes"
         return f"{path} is not a torchstn checkpoint ({what}); pass a run directory or its last.pt"
     if isinstance(error, pickle.UnpicklingError):
-        return (f"{path} is not a torchstn checkpoint: it holds Python objects that a checkpoint never holds (only "
-                f"tensors and plain data), so it is not loaded (unpickling them could run code)")
+        return (
+            f"{path} is not a torchstn checkpoint: it holds Python objects that a checkpoint never holds (only "
+            f"tensors and plain data), so it is not loaded (unpickling them could run code)"
+        )
     return f"{path}: cannot read checkpoint ({type(error).__name__}: {error})"
 
 
@@ -88,8 +90,13 @@ def _git_revision() -> str:
     """``git describe --always --dirty`` of the source tree torchstn is imported from, or ``""``."""
     here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=here,
-                             capture_output=True, text=True, timeout=5)  # fmt: skip
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
     except (OSError, subprocess.SubprocessError):
         return ""
     return out.stdout.strip() if out.returncode == 0 else ""
@@ -102,8 +109,9 @@ def code_version() -> dict[str, str]:
     return {"torchstn": torchstn.__version__, "git": _git_revision(), "torch": str(torch.__version__)}
 
 
-def get_rng_state(data_generator: torch.Generator | None = None, *,
-                  rank_states: list[torch.Tensor] | None = None) -> dict[str, Any]:  # fmt: skip
+def get_rng_state(
+    data_generator: torch.Generator | None = None, *, rank_states: list[torch.Tensor] | None = None
+) -> dict[str, Any]:
     """Every random state a training run draws from, as tensors and plain lists (safe for ``weights_only``).
 
     Args:

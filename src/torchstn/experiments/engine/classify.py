@@ -38,8 +38,25 @@ class ClassifyTask(Task):
     def mistakes(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
         return int((outputs.detach().argmax(1) != targets).sum()), targets.numel()
 
-    def evaluate(self, model: nn.Module, dataset: Any, *, batch_size: int, device: torch.device, limit: int,
-                 amp: str, progress: Any = None,
-                 should_stop: Callable[[], bool] | None = None) -> dict[str, float] | None:  # fmt: skip
-        return evaluate(model, dataset, batch_size=batch_size, device=device, limit=limit, amp=amp,
-                        progress=progress, should_stop=should_stop)  # fmt: skip
+    def evaluate(
+        self,
+        model: nn.Module,
+        dataset: Any,
+        *,
+        batch_size: int,
+        device: torch.device,
+        limit: int,
+        amp: str,
+        progress: Any = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> dict[str, float] | None:
+        return evaluate(
+            model,
+            dataset,
+            batch_size=batch_size,
+            device=device,
+            limit=limit,
+            amp=amp,
+            progress=progress,
+            should_stop=should_stop,
+        )

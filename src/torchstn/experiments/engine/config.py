@@ -92,7 +92,7 @@ class DataConfig:
         root: directory with the MNIST IDX files; ``None`` uses ``$TORCHSTN_DATA`` / the cache / the registry.
         synthetic: use this many synthetic seven-segment digits (and a sixth as many for testing) instead of MNIST:
             offline smoke runs and tests, not MNIST results (0 = MNIST).
-        train_file: train on this tensor file (:class:`torchstn.data.datasets.TensorFile`) instead of ``variant``.
+        train_file: train on this tensor file (:class:`torchstn.data.TensorFile`) instead of ``variant``.
         test_file: evaluate on this tensor file instead of the variant's fixed test set.
     """
 
@@ -211,7 +211,9 @@ def _value_problems(cfg: TrainConfig) -> list[tuple[str, str]]:
     def choice(key: str, value: str | None, allowed: Iterable[str]) -> None:
         allowed = tuple(allowed)
         if value is not None and value not in allowed:
-            problems.append((key, f"{key} must be one of {list(allowed)}, got {value!r}.{did_you_mean(value, allowed)}"))
+            problems.append(
+                (key, f"{key} must be one of {list(allowed)}, got {value!r}.{did_you_mean(value, allowed)}")
+            )
 
     def positive(key: str, value: float | None, allow_zero: bool = False) -> None:
         if value is not None and (value < 0 or (value == 0 and not allow_zero)):
@@ -226,33 +228,50 @@ def _value_problems(cfg: TrainConfig) -> list[tuple[str, str]]:
     choice("optim.clock", cfg.optim.clock, CLOCKS)
     choice("run.amp", cfg.run.amp, AMP_MODES)
     if cfg.optim.clock == "time" and cfg.run.time_limit is None:
-        problems.append(("optim.clock", "optim.clock = 'time' needs run.time_limit (minutes), e.g. "
-                                        "--set run.time_limit=4"))  # fmt: skip
+        problems.append(
+            ("optim.clock", "optim.clock = 'time' needs run.time_limit (minutes), e.g. --set run.time_limit=4")
+        )
     if not _is_device_name(cfg.run.device):
-        problems.append(("run.device", f"run.device must be one of {list(DEVICES)} or 'cuda:N', got "
-                                       f"{cfg.run.device!r}"))  # fmt: skip
+        problems.append(
+            ("run.device", f"run.device must be one of {list(DEVICES)} or 'cuda:N', got {cfg.run.device!r}")
+        )
     o, r = cfg.optim, cfg.run
-    for key, value in [("optim.lr", o.lr), ("optim.batch_size", o.batch_size), ("optim.iterations", o.iterations),
-                       ("optim.gamma", o.gamma), ("optim.loc_lr_mult", o.loc_lr_mult), ("model.bound", cfg.model.bound),
-                       ("run.threads", r.threads), ("run.eval_batch_size", r.eval_batch_size),
-                       ("run.log_every", r.log_every), ("run.time_limit", r.time_limit),
-                       ("run.dist_timeout", r.dist_timeout)]:  # fmt: skip
+    for key, value in [
+        ("optim.lr", o.lr),
+        ("optim.batch_size", o.batch_size),
+        ("optim.iterations", o.iterations),
+        ("optim.gamma", o.gamma),
+        ("optim.loc_lr_mult", o.loc_lr_mult),
+        ("model.bound", cfg.model.bound),
+        ("run.threads", r.threads),
+        ("run.eval_batch_size", r.eval_batch_size),
+        ("run.log_every", r.log_every),
+        ("run.time_limit", r.time_limit),
+        ("run.dist_timeout", r.dist_timeout),
+    ]:
         positive(key, value)
-    for key, value in [("optim.momentum", o.momentum), ("optim.weight_decay", o.weight_decay),
-                       ("optim.warmup", o.warmup), ("optim.identity_weight", o.identity_weight),
-                       ("optim.grad_clip", o.grad_clip), ("run.eval_every", r.eval_every),
-                       ("run.eval_limit", r.eval_limit), ("run.checkpoint_every", r.checkpoint_every),
-                       ("data.synthetic", cfg.data.synthetic)]:  # fmt: skip
+    for key, value in [
+        ("optim.momentum", o.momentum),
+        ("optim.weight_decay", o.weight_decay),
+        ("optim.warmup", o.warmup),
+        ("optim.identity_weight", o.identity_weight),
+        ("optim.grad_clip", o.grad_clip),
+        ("run.eval_every", r.eval_every),
+        ("run.eval_limit", r.eval_limit),
+        ("run.checkpoint_every", r.checkpoint_every),
+        ("data.synthetic", cfg.data.synthetic),
+    ]:
         positive(key, value, allow_zero=True)
     if o.warmup is not None and o.iterations is not None and o.warmup >= o.iterations:
-        problems.append(("optim.warmup", f"optim.warmup ({o.warmup}) must be below optim.iterations "
-                                         f"({o.iterations})"))  # fmt: skip
+        problems.append(("optim.warmup", f"optim.warmup ({o.warmup}) must be below optim.iterations ({o.iterations})"))
     if o.lr_steps is not None and (list(o.lr_steps) != sorted(o.lr_steps) or any(s <= 0 for s in o.lr_steps)):
-        problems.append(("optim.lr_steps", f"optim.lr_steps must be increasing positive iterations, got "
-                                           f"{list(o.lr_steps)}"))  # fmt: skip
+        problems.append(
+            ("optim.lr_steps", f"optim.lr_steps must be increasing positive iterations, got {list(o.lr_steps)}")
+        )
     elif o.lr_steps is not None and o.iterations is not None and any(s >= o.iterations for s in o.lr_steps):
-        problems.append(("optim.lr_steps", f"optim.lr_steps {list(o.lr_steps)} must lie below optim.iterations = "
-                                           f"{o.iterations}"))  # fmt: skip
+        problems.append(
+            ("optim.lr_steps", f"optim.lr_steps {list(o.lr_steps)} must lie below optim.iterations = {o.iterations}")
+        )
     return problems
 
 
@@ -309,7 +328,7 @@ def config_problems(data: Mapping[str, Any]) -> tuple[TrainConfig, list[tuple[st
     if not isinstance(data, Mapping):
         return TrainConfig(), [("", f"a config must be a table of sections, got {type(data).__name__}")]
     problems: list[tuple[str, str]] = []
-    sections = {}
+    sections: dict[str, Any] = {}
     for name, values in data.items():
         if name == "task" and isinstance(values, Mapping):
             sections["task"], task_problems = task_from_dict(values)

@@ -17,14 +17,14 @@ from __future__ import annotations
 import difflib
 import os
 import typing
+import warnings
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from torchstn._registry import Registry
 from torchstn.errors import ConfigError
-from torchstn.experiments.engine.fields import fields_of, unknown_key
-from torchstn.experiments.engine.tasks import DEFAULT_TASK, TASKS, task_keys
 from torchstn.experiments.engine.config import (
     SECTIONS,
     TrainConfig,
@@ -33,6 +33,8 @@ from torchstn.experiments.engine.config import (
     problems_error,
     to_dict,
 )
+from torchstn.experiments.engine.fields import fields_of, unknown_key
+from torchstn.experiments.engine.tasks import DEFAULT_TASK, TASKS, task_keys
 
 try:  # Python >= 3.11
     import tomllib as _toml
@@ -42,9 +44,15 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     except ModuleNotFoundError:
         _toml = None
 
-__all__ = ["load_config", "apply_overrides", "to_toml", "packaged_configs", "config_name"]
+__all__ = ["load_config", "apply_overrides", "to_toml", "packaged_configs", "config_name", "NAMED_CONFIGS"]
 
 _NONE_WORDS = ("none", "null")
+
+#: Configs known by name without a file: each name maps to a function returning the nested data a TOML file would
+#: hold. The experiment specs (:mod:`torchstn.experiments.specs`) register their cells here
+#: (``table1:RTS/st_cnn_affine``) with the metadata ``run_name`` (the default run directory's name) and, for an old
+#: spelling, ``replaced_by``.
+NAMED_CONFIGS: Registry = Registry("config", error=ConfigError)
 
 
 def _toml_value(value: Any) -> str:
@@ -158,15 +166,19 @@ def packaged_configs() -> dict[str, Path]:
     root = resources.files("torchstn.experiments") / "configs"
     if not root.is_dir():
         return {}
-    return {Path(p.name).stem: Path(str(p)) for p in sorted(root.iterdir(), key=lambda p: p.name)
-            if p.name.endswith(".toml")}  # fmt: skip
+    return {
+        Path(p.name).stem: Path(str(p))
+        for p in sorted(root.iterdir(), key=lambda p: p.name)
+        if p.name.endswith(".toml")
+    }
 
 
 def load_config(source: str | os.PathLike[str], overrides: Iterable[str] = ()) -> TrainConfig:
-    """Load a config from a TOML file (or the name of a packaged config) and apply ``overrides``.
+    """Load a config from a TOML file (or a config's name) and apply ``overrides``.
 
     Args:
-        source: a path to a ``.toml`` file, or a packaged config name such as ``table1_rts_st_cnn_affine``.
+        source: a path to a ``.toml`` file, a name of :data:`NAMED_CONFIGS` such as ``table1:RTS/st_cnn_affine``
+            (an old spelling warns with a DeprecationWarning naming the new one), or a packaged config name (``demo``).
         overrides: ``key=value`` strings (see :func:`apply_overrides`).
 
     Raises:
@@ -174,16 +186,25 @@ def load_config(source: str | os.PathLike[str], overrides: Iterable[str] = ()) -
             every problem, each blamed on the file or on its ``--set``. An override replaces the file's value before
             anything is checked, so ``--set`` can fix a bad value in the file.
     """
-    path = Path(source)
+    path, name = Path(source), str(source)
+    if not path.is_file() and name in NAMED_CONFIGS:
+        replaced_by = NAMED_CONFIGS.info(name).get("replaced_by")
+        if replaced_by:
+            warnings.warn(f"config name {name!r} is deprecated: use {replaced_by!r}", DeprecationWarning, stacklevel=2)
+        return _merged_config(NAMED_CONFIGS.get(name)(), overrides, where=name)
     if not path.is_file():
         shipped = packaged_configs()
         if str(source) in shipped:
             path = shipped[str(source)]
         else:
-            close = difflib.get_close_matches(str(source), list(shipped), n=3)
+            current = {n: NAMED_CONFIGS.info(n).get("replaced_by") or n for n in NAMED_CONFIGS}  # old name -> new
+            close = dict.fromkeys(current.get(n, n) for n in difflib.get_close_matches(name, [*current, *shipped], n=3))
             hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise ConfigError(f"config {str(source)!r} is neither a file nor a packaged config.{hint} "
-                              f"`torchstn train --list` shows the {len(shipped)} packaged configs")  # fmt: skip
+            count = len(set(current.values())) + len(shipped)
+            raise ConfigError(
+                f"config {name!r} is neither a file nor a packaged config.{hint} "
+                f"`torchstn train --list` shows the {count} config names"
+            )
     if _toml is None:  # pragma: no cover - Python 3.10 without tomli
         raise ConfigError("reading TOML on Python 3.10 needs the tomli package: pip install tomli")
     try:
@@ -195,5 +216,8 @@ def load_config(source: str | os.PathLike[str], overrides: Iterable[str] = ()) -
 
 
 def config_name(source: str | os.PathLike[str]) -> str:
-    """A short run name for a config source: the file stem (``runs/<name>`` is the default output directory)."""
+    """A short run name for a config source: the file stem, or a named config's ``run_name`` (``runs/<name>`` is the
+    default output directory)."""
+    if str(source) in NAMED_CONFIGS and not Path(source).is_file():
+        return NAMED_CONFIGS.info(str(source)).get("run_name", str(source))
     return Path(str(source)).stem

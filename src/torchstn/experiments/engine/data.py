@@ -1,6 +1,6 @@
 """The data side of training: datasets from a config, and a batch order that is a pure function of the step.
 
-Datasets follow one contract (:mod:`torchstn.data.datasets`): attributes ``image_shape (C, H, W)`` and
+Datasets follow one contract (:mod:`torchstn.data.contract`): attributes ``image_shape (C, H, W)`` and
 ``num_classes``, ``len()``, and ``batch(indices, generator) -> (images float32 (B, C, H, W), labels int64 (B,))``;
 a re-distorting training set draws its distortions from ``generator``, which the trainer owns and checkpoints.
 
@@ -48,22 +48,27 @@ def build_datasets(cfg, *, train: bool = True, test: bool = True) -> tuple[Datas
         DataError: MNIST or a tensor file cannot be loaded.
         ConfigError: an option the datasets reject.
     """
-    from torchstn.data import datasets
+    from torchstn.data import TensorFile, synthetic_digits
 
     d = cfg.data
     train_source = test_source = None
     if d.synthetic:
-        train_source = datasets.synthetic_digits(d.synthetic, seed=1)
-        test_source = datasets.synthetic_digits(max(10, d.synthetic // 6), seed=2)
+        train_source = synthetic_digits(d.synthetic, seed=1)
+        test_source = synthetic_digits(max(10, d.synthetic // 6), seed=2)
     train_set = test_set = None
     try:
         if train:
-            train_set = (datasets.TensorFile(d.train_file) if d.train_file
-                         else _variant_set(d.variant, split="train", seed=cfg.run.seed, root=d.root,
-                                           source=train_source))  # fmt: skip
+            train_set = (
+                TensorFile(d.train_file)
+                if d.train_file
+                else _variant_set(d.variant, split="train", seed=cfg.run.seed, root=d.root, source=train_source)
+            )
         if test:
-            test_set = (datasets.TensorFile(d.test_file) if d.test_file
-                        else _variant_set(d.variant, split="test", root=d.root, source=test_source))
+            test_set = (
+                TensorFile(d.test_file)
+                if d.test_file
+                else _variant_set(d.variant, split="test", root=d.root, source=test_source)
+            )
     except (DataError, ConfigError):
         raise
     except (ValueError, TypeError) as e:
@@ -73,13 +78,13 @@ def build_datasets(cfg, *, train: bool = True, test: bool = True) -> tuple[Datas
 
 def _variant_set(variant: str, **kwargs) -> Dataset:
     """The dataset of ``data.variant``: distorted MNIST, MNIST addition or the 3D volumes."""
-    from torchstn.data import datasets
+    from torchstn.data import DistortedMNIST, MNISTAddition, Volume3D
 
     if variant == "addition":
-        return datasets.MNISTAddition(**kwargs)
+        return MNISTAddition(**kwargs)
     if variant == "3D":
-        return datasets.Volume3D(**kwargs)
-    return datasets.DistortedMNIST(variant, **kwargs)
+        return Volume3D(**kwargs)
+    return DistortedMNIST(variant, **kwargs)
 
 
 def data_generator(seed: int) -> torch.Generator:

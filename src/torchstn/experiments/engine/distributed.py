@@ -40,9 +40,28 @@ import torch.distributed as dist
 from torchstn.errors import ConfigError
 from torchstn.experiments.engine.config import parse_device
 
-__all__ = ["launched", "is_distributed", "rank", "world_size", "local_rank", "is_main", "on_main", "setup",
-           "teardown", "main_first", "rank_generator", "split_batch", "shard", "all_gather_states", "all_gather_object",
-           "broadcast_object", "broadcast_float", "all_reduce_sum", "all_reduce_max", "barrier"]  # fmt: skip
+__all__ = [
+    "launched",
+    "is_distributed",
+    "rank",
+    "world_size",
+    "local_rank",
+    "is_main",
+    "on_main",
+    "setup",
+    "teardown",
+    "main_first",
+    "rank_generator",
+    "split_batch",
+    "shard",
+    "all_gather_states",
+    "all_gather_object",
+    "broadcast_object",
+    "broadcast_float",
+    "all_reduce_sum",
+    "all_reduce_max",
+    "barrier",
+]
 
 T = TypeVar("T")
 _OWN_GROUP = False  # setup() initialised the process group (and teardown() destroys it)
@@ -114,13 +133,18 @@ def setup(device: str, timeout_min: float = 30.0) -> torch.device:
     if not timeout_min > 0:
         raise ConfigError(f"run.dist_timeout must be > 0 minutes, got {timeout_min!r}")
     if device.startswith("cuda:"):
-        raise ConfigError(f"run.device={device!r} under torchrun: each process uses cuda:LOCAL_RANK, so set "
-                          "run.device=cuda (--device cuda)")  # fmt: skip
+        raise ConfigError(
+            f"run.device={device!r} under torchrun: each process uses cuda:LOCAL_RANK, so set "
+            "run.device=cuda (--device cuda)"
+        )
     dev = _device(device, local_rank())
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=timeout_min),
-                            device_id=dev if dev.type == "cuda" else None)  # fmt: skip
+    dist.init_process_group(
+        "nccl" if dev.type == "cuda" else "gloo",
+        timeout=datetime.timedelta(minutes=timeout_min),
+        device_id=dev if dev.type == "cuda" else None,
+    )
     _OWN_GROUP = True
     atexit.register(teardown)
     return dev
@@ -161,7 +185,7 @@ def rank_generator(seed: int, rank: int) -> torch.Generator:
         >>> torch.equal(rank_generator(3, 0).get_state(), data_generator(3).get_state())
         True
     """
-    from torchstn.data.datasets_base import mix_seed
+    from torchstn.data.contract import mix_seed
     from torchstn.experiments.engine.data import data_generator
 
     if rank == 0:
@@ -176,8 +200,10 @@ def split_batch(batch_size: int, world: int) -> int:
         ConfigError: ``batch_size`` is not divisible by ``world`` (``optim.batch_size`` is the global batch).
     """
     if batch_size % world:
-        raise ConfigError(f"optim.batch_size = {batch_size} is the global batch, shared by {world} processes: it "
-                          f"must be divisible by {world}, e.g. {batch_size - batch_size % world or world}")  # fmt: skip
+        raise ConfigError(
+            f"optim.batch_size = {batch_size} is the global batch, shared by {world} processes: it "
+            f"must be divisible by {world}, e.g. {batch_size - batch_size % world or world}"
+        )
     return batch_size // world
 
 

@@ -33,9 +33,15 @@ class MetricsLogger:
         tensorboard: ``None`` = use it when installed; ``False`` = never.
     """
 
-    def __init__(self, out_dir: str | os.PathLike[str], columns: Sequence[str] = (), *,
-                 resume_step: int | None = None, drop_final_test: bool = False,
-                 tensorboard: bool | None = None):  # fmt: skip
+    def __init__(
+        self,
+        out_dir: str | os.PathLike[str],
+        columns: Sequence[str] = (),
+        *,
+        resume_step: int | None = None,
+        drop_final_test: bool = False,
+        tensorboard: bool | None = None,
+    ):
         self.path = Path(out_dir) / "metrics.csv"
         self.columns = list(BASE_COLUMNS) + [c for c in columns if c not in BASE_COLUMNS]
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,9 +110,19 @@ class Progress:
         leave: keep the bar on screen when it is closed.
     """
 
-    def __init__(self, total: int | float, initial: int | float = 0, *, every: int = 50, enabled: bool = True,
-                 stream: TextIO | None = None, desc: str = "train", seconds: bool = False, unit: str = "it",
-                 leave: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        total: int | float,
+        initial: int | float = 0,
+        *,
+        every: int = 50,
+        enabled: bool = True,
+        stream: TextIO | None = None,
+        desc: str = "train",
+        seconds: bool = False,
+        unit: str = "it",
+        leave: bool = True,
+    ):
         self.total, self.step, self.every, self.enabled = total, initial, max(1, every), enabled
         self.stream, self.desc, self.seconds = stream, desc, seconds
         self._bar = None
@@ -120,14 +136,31 @@ class Progress:
             except ImportError:
                 tqdm = None
             if tqdm is not None and not isinstance(stream, io.StringIO):
-                fmt = ("{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]"
-                       if seconds else None)  # fmt: skip
-                self._bar = tqdm(total=total, initial=min(initial, total), desc=desc, file=stream or sys.stderr,
-                                 dynamic_ncols=True, leave=leave, mininterval=1.0, unit=unit,
-                                 bar_format=fmt)  # fmt: skip
+                fmt = (
+                    "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]"
+                    if seconds
+                    else None
+                )
+                self._bar = tqdm(
+                    total=total,
+                    initial=min(initial, total),
+                    desc=desc,
+                    file=stream or sys.stderr,
+                    dynamic_ncols=True,
+                    leave=leave,
+                    mininterval=1.0,
+                    unit=unit,
+                    bar_format=fmt,
+                )
 
-    def update(self, step: int, stats: dict[str, float] | None = None, *, live: dict[str, float] | None = None,
-               elapsed: float | None = None) -> None:  # fmt: skip
+    def update(
+        self,
+        step: int,
+        stats: dict[str, float] | None = None,
+        *,
+        live: dict[str, float] | None = None,
+        elapsed: float | None = None,
+    ) -> None:
         """Advance to ``step``.
 
         Args:

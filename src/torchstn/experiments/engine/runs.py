@@ -77,7 +77,7 @@ def load_run(
         if key not in payload:
             raise DataError(f"{checkpoint_path(path)}: not a torchstn training checkpoint (no {key!r})")
     cfg = from_dict(payload["config"])
-    model = TASKS.get(cfg.task.name)(cfg).build_model(tuple(payload["in_shape"]), int(payload["num_classes"]))
+    model = TASKS.get(cfg.task.name)(cfg).build_saved_model(tuple(payload["in_shape"]), int(payload["num_classes"]))
     model.load_state_dict(payload["model"])
     return cfg, model.to(device).eval(), payload
 
@@ -89,18 +89,21 @@ def eval_dataset(cfg: TrainConfig, payload: dict[str, Any], data: str | os.PathL
         DataError: the file's image shape or class count does not fit the model.
     """
     if data is not None:
-        from torchstn.data.datasets import TensorFile
+        from torchstn.data.tensor_file import TensorFile
 
         dataset = TensorFile(data)
     else:
         dataset = TASKS.get(cfg.task.name)(cfg).datasets(train=False)[1]
     want = tuple(payload["in_shape"])
     if tuple(dataset.image_shape) != want:
-        raise DataError(f"{data or 'the test set'} holds images of shape {tuple(dataset.image_shape)}, but the model "
-                        f"was trained on {want}")  # fmt: skip
+        raise DataError(
+            f"{data or 'the test set'} holds images of shape {tuple(dataset.image_shape)}, but the model "
+            f"was trained on {want}"
+        )
     if int(dataset.num_classes) > int(payload["num_classes"]):
-        raise DataError(f"{data or 'the test set'} has {dataset.num_classes} classes, the model "
-                        f"{payload['num_classes']}")  # fmt: skip
+        raise DataError(
+            f"{data or 'the test set'} has {dataset.num_classes} classes, the model {payload['num_classes']}"
+        )
     return dataset
 
 

@@ -35,18 +35,53 @@ from torchstn._registry import Registry
 from torchstn.errors import ConfigError
 from torchstn.nn import param_groups
 
-__all__ = ["SCHEDULES", "OPTIMIZERS", "DECAYS", "CLOCKS", "lr_factor_fn", "build_optimizer", "build_scheduler"]
+__all__ = [
+    "SCHEDULES",
+    "OPTIMIZERS",
+    "DECAYS",
+    "CLOCKS",
+    "ResolvedOptim",
+    "lr_factor_fn",
+    "build_optimizer",
+    "build_scheduler",
+]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 DECAYS = ("constant", "step", "cosine", "linear")
 CLOCKS = ("steps", "time")
 
-_PAPER = dict(optimizer="sgd", lr=0.01, momentum=0.0, weight_decay=0.0, batch_size=256, iterations=150_000,
-              decay="step", lr_steps=(50_000, 100_000), gamma=0.1, warmup=0, loc_lr_mult=1.0,
-              identity_weight=0.0, grad_clip=0.0, clock="steps")  # fmt: skip
-_CPU = dict(optimizer="adam", lr=2e-3, momentum=0.9, weight_decay=0.0, batch_size=128, iterations=4_000,
-            decay="cosine", lr_steps=(), gamma=0.1, warmup=200, loc_lr_mult=1.0, identity_weight=0.0,
-            grad_clip=0.0, clock="steps")  # fmt: skip
+_PAPER = dict(
+    optimizer="sgd",
+    lr=0.01,
+    momentum=0.0,
+    weight_decay=0.0,
+    batch_size=256,
+    iterations=150_000,
+    decay="step",
+    lr_steps=(50_000, 100_000),
+    gamma=0.1,
+    warmup=0,
+    loc_lr_mult=1.0,
+    identity_weight=0.0,
+    grad_clip=0.0,
+    clock="steps",
+)
+_CPU = dict(
+    optimizer="adam",
+    lr=2e-3,
+    momentum=0.9,
+    weight_decay=0.0,
+    batch_size=128,
+    iterations=4_000,
+    decay="cosine",
+    lr_steps=(),
+    gamma=0.1,
+    warmup=200,
+    loc_lr_mult=1.0,
+    identity_weight=0.0,
+    grad_clip=0.0,
+    clock="steps",
+)
 _DEMO = dict(_CPU, lr=6e-3, iterations=1_500, warmup=75, clock="time")
 
 #: Named presets of every optimiser field; an experiment adds its own with ``SCHEDULES.register(name, preset)``.
@@ -55,7 +90,60 @@ for _name, _preset in {"paper": _PAPER, "cpu": _CPU, "demo": _DEMO}.items():
     SCHEDULES.register(_name, _preset)
 
 
-def lr_factor_fn(optim) -> Callable[[int], float]:
+@dataclasses.dataclass(frozen=True)
+class ResolvedOptim:
+    """The optimiser fields of a resolved config, every one set: what the engine reads (as ``RunState.optim``).
+
+    A config's ``optim`` section stays an :class:`~torchstn.experiments.engine.config.OptimConfig` whose fields may be
+    ``None`` until :func:`~torchstn.experiments.engine.config.resolve` fills them from the schedule (so what a run
+    saves, compares and prints is the config itself); :meth:`of` then takes its values once, checked, with the types
+    a schedule gives them. The fields are those of ``OptimConfig``, in its order.
+
+    Example:
+        >>> from torchstn.experiments.engine.config import TrainConfig, resolve
+        >>> o = ResolvedOptim.of(resolve(TrainConfig()).optim)
+        >>> o.optimizer, o.batch_size, o.iterations
+        ('adam', 128, 4000)
+        >>> ResolvedOptim.of(TrainConfig().optim)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        torchstn.errors.ConfigError: optim.optimizer, optim.lr, ... unset: resolve the config first ...
+    """
+
+    schedule: str
+    optimizer: str
+    lr: float
+    momentum: float
+    weight_decay: float
+    batch_size: int
+    iterations: int
+    decay: str
+    lr_steps: tuple[int, ...]
+    gamma: float
+    warmup: int
+    loc_lr_mult: float
+    identity_weight: float
+    grad_clip: float
+    clock: str
+
+    @classmethod
+    def of(cls, optim: object) -> ResolvedOptim:
+        """The values of ``optim`` (the ``optim`` section of a resolved config), checked to be set.
+
+        Raises:
+            ConfigError: a field is ``None``: the config was not resolved.
+        """
+        values = {f.name: getattr(optim, f.name) for f in dataclasses.fields(cls)}
+        unset = [f"optim.{k}" for k, v in values.items() if v is None]
+        if unset:
+            raise ConfigError(
+                f"{', '.join(unset)} unset: resolve the config first "
+                "(torchstn.experiments.engine.config.resolve fills them from its schedule)"
+            )
+        return cls(**values)
+
+
+def lr_factor_fn(optim) -> Callable[[float], float]:
     """The learning-rate multiplier as a function of the iteration: warm-up times decay.
 
     Warm-up rises linearly from 0.1 to 1 over ``warmup`` iterations; ``cosine`` and ``linear`` decay to zero at

@@ -76,7 +76,8 @@ class StopRequest:
     """
 
     def __init__(self, *, notice: bool = True):
-        self.notice, self.signum, self._first_at = notice, None, 0.0
+        self.notice, self._first_at = notice, 0.0
+        self.signum: int | None = None
         self.last_saved: int | None = None
         self.out: str | None = None
         self._previous: dict[int, Any] = {}
@@ -106,15 +107,25 @@ class StopRequest:
         if self.signum is not None and time.monotonic() - self._first_at < SAME_SIGNAL_S:
             return  # the same request, delivered twice
         if self.signum is not None:  # the second signal: stop now, wherever the program is
-            where = ("no checkpoint was written yet" if self.last_saved is None else
-                     f"the checkpoint of iteration {self.last_saved} stands")  # fmt: skip
-            raise TrainingInterrupted(f"stopped at once by a second {name}, without a checkpoint: {where}",
-                                      signum=signum, step=self.last_saved, saved=False, out=self.out)  # fmt: skip
+            where = (
+                "no checkpoint was written yet"
+                if self.last_saved is None
+                else f"the checkpoint of iteration {self.last_saved} stands"
+            )
+            raise TrainingInterrupted(
+                f"stopped at once by a second {name}, without a checkpoint: {where}",
+                signum=signum,
+                step=self.last_saved,
+                saved=False,
+                out=self.out,
+            )
         self.signum, self._first_at = signum, time.monotonic()
         if self.notice:
             again = "Ctrl-C again" if signum == signal.SIGINT else f"another {name}"
-            _write_stderr(f"\n{name} received: stopping at the end of this iteration and saving a checkpoint "
-                          f"({again} stops at once, without one)\n")  # fmt: skip
+            _write_stderr(
+                f"\n{name} received: stopping at the end of this iteration and saving a checkpoint "
+                f"({again} stops at once, without one)\n"
+            )
 
 
 def _write_stderr(text: str) -> None:

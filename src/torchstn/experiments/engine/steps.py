@@ -17,16 +17,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchstn.errors import ConfigError, NonFiniteError, OptionError
-from torchstn.nn import SpatialTransformer, identity_penalty, record_theta, theta_stats
 from torchstn.experiments.engine import distributed as dist
 from torchstn.experiments.engine.config import TrainConfig
 from torchstn.experiments.engine.data import batch_indices
 from torchstn.experiments.engine.metrics import MetricsLogger, Progress
-from torchstn.experiments.engine.schedules import lr_factor_fn
+from torchstn.experiments.engine.schedules import ResolvedOptim, lr_factor_fn
 from torchstn.experiments.engine.signals import StopRequest
+from torchstn.nn import SpatialTransformer, identity_penalty, record_theta, theta_stats
 
-__all__ = ["model_from_config", "parameter_counts", "evaluate", "RunState", "train_steps", "transformers", "theta_columns",
-           "check_amp", "to_device", "amp_autocast"]
+__all__ = [
+    "model_from_config",
+    "parameter_counts",
+    "evaluate",
+    "RunState",
+    "train_steps",
+    "transformers",
+    "theta_columns",
+    "check_amp",
+    "to_device",
+    "amp_autocast",
+]
 
 
 def model_from_config(cfg: TrainConfig, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -41,8 +51,14 @@ def model_from_config(cfg: TrainConfig, in_shape: tuple[int, ...], num_classes: 
     options: dict[str, Any] = {} if m.bound is None else {"st_options": {"bound": m.bound}}
     options.update({k: v for k, v in (("channels", m.channels), ("hidden", m.hidden)) if v is not None})
     try:
-        model = models.build_model(m.name, in_shape=tuple(in_shape), num_classes=num_classes,
-                                   transform=m.transform, st_pool=m.st_pool, **options)  # fmt: skip
+        model = models.build_model(
+            m.name,
+            in_shape=tuple(in_shape),
+            num_classes=num_classes,
+            transform=m.transform,
+            st_pool=m.st_pool,
+            **options,
+        )
     except (OptionError, TypeError, ValueError) as e:
         raise ConfigError(f"[model] name={m.name!r} transform={m.transform!r}: {e}") from e
     was_training = model.training
@@ -73,9 +89,17 @@ def theta_columns(names: list[str]) -> list[str]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset, *, batch_size: int = 500, device: str | torch.device = "cpu",
-             limit: int = 0, amp: str = "off", progress: Progress | None = None,
-             should_stop: Callable[[], bool] | None = None) -> dict[str, float] | None:  # fmt: skip
+def evaluate(
+    model: nn.Module,
+    dataset,
+    *,
+    batch_size: int = 500,
+    device: str | torch.device = "cpu",
+    limit: int = 0,
+    amp: str = "off",
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, float] | None:
     """Mean cross-entropy and % error of ``model`` on ``dataset`` (its first ``limit`` images; 0 = all), with the
     forward pass under ``amp`` (see :data:`AMP_MODES`).
 
@@ -134,13 +158,28 @@ class RunState:
     pending_eval: bool = False  # a stop abandoned the evaluation due at ``step``: a resume runs it first
     task: Any = None  # the run's :class:`~torchstn.experiments.engine.tasks.Task`
 
+    @property
+    def optim(self) -> ResolvedOptim:
+        """``cfg.optim`` with every field set and typed (``cfg`` is a resolved config).
+
+        Raises:
+            ConfigError: ``cfg`` was not resolved (:func:`~torchstn.experiments.engine.config.resolve`).
+        """
+        return ResolvedOptim.of(self.cfg.optim)
+
     def elapsed(self) -> float:
         """Wall time of this run so far, over all its sessions."""
         return self.elapsed_before + time.monotonic() - self.session_start
 
 
-def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = None, progress: Progress | None = None,
-                time_limit_s: float | None = None) -> bool:  # fmt: skip
+def train_steps(
+    state: RunState,
+    stop: int,
+    *,
+    logger: MetricsLogger | None = None,
+    progress: Progress | None = None,
+    time_limit_s: float | None = None,
+) -> bool:
     """Train from ``state.step`` up to iteration ``stop`` (the torchvision ``train_one_epoch`` of an iteration-counted
     run). Logs every ``run.log_every`` iterations.
 
@@ -164,16 +203,17 @@ def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = No
     """
     cfg, model, device, task = state.cfg, state.model, state.device, state.task
     net = state.net or model
-    o, bs = cfg.optim, cfg.optim.batch_size
+    o = state.optim
+    bs = o.batch_size
     rank, world = dist.rank(), dist.world_size()
     shared_clock = world > 1 and (time_limit_s is not None or o.clock == "time")
     sts = transformers(model)
-    identities = {name: st.head.identity for name, st in sts.items()}
+    identities = {name: _head_identity(st) for name, st in sts.items()}
     n_train = len(state.train_set)
     model.train()
     win = state.window
     by_time = o.clock == "time"
-    factor = lr_factor_fn(o) if by_time else None
+    time_lr = _time_lr_factor(o, time_limit_s) if by_time else None
     while state.step < stop:
         if state.stop is not None:  # the iteration boundary: the one place a signal may stop the run
             signum = dist.all_reduce_max(state.stop.signum or 0, device) if world > 1 else state.stop.signum
@@ -185,8 +225,8 @@ def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = No
             elapsed = dist.broadcast_float(elapsed, device)
         if time_limit_s is not None and elapsed >= time_limit_s:
             return False
-        if by_time:  # the schedule's virtual iteration: the fraction of the time budget used, times iterations
-            f = factor(elapsed / time_limit_s * o.iterations)
+        if time_lr is not None:  # by_time: the schedule follows the time budget
+            f = time_lr(elapsed)
             for g in state.optimizer.param_groups:
                 g["lr"] = g["initial_lr"] * f
         t_step = time.perf_counter()
@@ -202,14 +242,16 @@ def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = No
             penalty = sum(identity_penalty(t.float(), identities[name]) for name, ts in thetas.items() for t in ts)
             total = loss + o.identity_weight * penalty
         state.optimizer.zero_grad(set_to_none=True)
-        _backward_step(state, total)
+        _backward_step(state, total, o.grad_clip)
         if not by_time:
             state.scheduler.step()
         state.step += 1
         loss_val = float(loss.detach())
         if not math.isfinite(loss_val):
-            raise NonFiniteError(f"the training loss became {loss_val} at iteration {state.step}: lower optim.lr or "
-                                 "optim.loc_lr_mult, set model.bound or optim.identity_weight")  # fmt: skip
+            raise NonFiniteError(
+                f"the training loss became {loss_val} at iteration {state.step}: lower optim.lr or "
+                "optim.loc_lr_mult, set model.bound or optim.identity_weight"
+            )
         n_wrong, n_items = task.mistakes(outputs, targets)
         win[0] += loss_val * n_items
         win[1] += n_wrong
@@ -221,10 +263,35 @@ def train_steps(state: RunState, stop: int, *, logger: MetricsLogger | None = No
             if logger is not None:
                 logger.log(row)
         if progress is not None:  # loss and error from the first iteration on (the bar smooths them)
-            live = {"loss": loss_val, "error": 100.0 * n_wrong / max(1, n_items),
-                    "lr": state.optimizer.param_groups[0]["lr"]}  # fmt: skip
+            live = {
+                "loss": loss_val,
+                "error": 100.0 * n_wrong / max(1, n_items),
+                "lr": state.optimizer.param_groups[0]["lr"],
+            }
             progress.update(state.step, row, live=live, elapsed=state.elapsed() if by_time else None)
     return True
+
+
+def _time_lr_factor(o: ResolvedOptim, time_limit_s: float | None) -> Callable[[float], float]:
+    """The learning-rate factor of ``optim.clock = "time"`` as a function of the run's elapsed seconds: the
+    schedule's virtual iteration is the fraction of the time budget used, times ``iterations``.
+
+    Raises:
+        ConfigError: no time budget (``time_limit_s``) to follow.
+    """
+    if time_limit_s is None:
+        raise ConfigError("optim.clock = 'time' follows a time budget: set run.time_limit (time_limit_s)")
+    factor = lr_factor_fn(o)
+    return lambda elapsed: factor(elapsed / time_limit_s * o.iterations)
+
+
+def _head_identity(st: SpatialTransformer) -> torch.Tensor:
+    """The theta that ``optim.identity_weight`` pulls ``st``'s output towards: the ``identity`` buffer of its head
+    (:class:`~torchstn.nn.ThetaHead`'s, or a custom head's own)."""
+    identity = st.head.identity
+    if not isinstance(identity, torch.Tensor):
+        raise TypeError(f"the head's identity must be a tensor (a buffer), got {type(identity).__name__}")
+    return identity
 
 
 def to_device(x: Any, device: torch.device) -> Any:
@@ -239,9 +306,15 @@ def _log_row(state: RunState, thetas: dict[str, list[torch.Tensor]]) -> dict[str
     also starts the next window."""
     win = state.window
     loss_sum, wrong, n = dist.all_reduce_sum(win[:3], state.device)
-    row: dict[str, Any] = {"step": state.step, "phase": "train", "loss": loss_sum / n, "error": 100.0 * wrong / n,
-                           "lr": state.optimizer.param_groups[0]["lr"], "img_per_s": n / max(win[3], 1e-9),
-                           "elapsed_s": state.elapsed()}  # fmt: skip
+    row: dict[str, Any] = {
+        "step": state.step,
+        "phase": "train",
+        "loss": loss_sum / n,
+        "error": 100.0 * wrong / n,
+        "lr": state.optimizer.param_groups[0]["lr"],
+        "img_per_s": n / max(win[3], 1e-9),
+        "elapsed_s": state.elapsed(),
+    }
     for name, ts in thetas.items():
         if ts:
             stats = theta_stats(torch.cat([t.detach() for t in ts]))
@@ -252,10 +325,10 @@ def _log_row(state: RunState, thetas: dict[str, list[torch.Tensor]]) -> dict[str
     return row
 
 
-def _backward_step(state: RunState, total: torch.Tensor) -> None:
-    """Backward (DDP averages the gradients over the ranks here), optional clipping, the optimiser step; with a
-    gradient scaler the loss is scaled and the gradients unscaled before clipping."""
-    scaler, clip = state.scaler, state.cfg.optim.grad_clip
+def _backward_step(state: RunState, total: torch.Tensor, clip: float) -> None:
+    """Backward (DDP averages the gradients over the ranks here), optional clipping to the norm ``clip`` (0: none),
+    the optimiser step; with a gradient scaler the loss is scaled and the gradients unscaled before clipping."""
+    scaler = state.scaler
     (total if scaler is None else scaler.scale(total)).backward()
     if clip > 0:
         if scaler is not None:
@@ -281,7 +354,8 @@ def check_amp(amp: str, device: torch.device) -> None:
         ConfigError: ``fp16`` off CUDA, or ``bf16`` on a GPU without bfloat16.
     """
     if amp == "fp16" and device.type != "cuda":
-        raise ConfigError(f"run.amp = 'fp16' needs CUDA (it scales the loss with a GradScaler); on {device.type} use "
-                          "run.amp = 'bf16'")  # fmt: skip
+        raise ConfigError(
+            f"run.amp = 'fp16' needs CUDA (it scales the loss with a GradScaler); on {device.type} use run.amp = 'bf16'"
+        )
     if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError(f"run.amp = 'bf16' but {torch.cuda.get_device_name(device)} has no bfloat16; use 'fp16'")

@@ -5,7 +5,8 @@ owns the run: the optimiser and schedule, DDP, ``run.amp``, signals, RNG-exact r
 the progress bar and TensorBoard. A :class:`Task` owns what differs between experiments:
 
 * :meth:`Task.datasets`: the training and test sets (any object with ``len()`` and ``batch(indices, generator)``);
-* :meth:`Task.build_model`: the network, from the config and the data's input shape and class count;
+* :meth:`Task.build_model`: the network, from the config and the data's input shape and class count (and
+  :meth:`Task.build_saved_model`, the same network for a saved run's weights);
 * :meth:`Task.batch`: the inputs and targets of one step (default: the dataset's ``batch``), drawing any randomness
   from the engine's checkpointed generator;
 * :meth:`Task.loss` and :meth:`Task.mistakes`: the training loss of a batch, and how many of its items are wrong
@@ -77,6 +78,11 @@ class Task:
         """The network for inputs of ``in_shape`` (without the batch dimension), its parameters materialised."""
         raise NotImplementedError
 
+    def build_saved_model(self, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        """The network a saved run's weights are loaded into (:func:`~torchstn.experiments.engine.runs.load_run`):
+        :meth:`build_model` unless that reads starting weights from files, which the checkpoint makes unneeded."""
+        return self.build_model(in_shape, num_classes)
+
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]] | None:
         """Optimiser parameter groups (each with its ``lr``), or ``None`` for the engine's default: every spatial
         transformer at ``optim.lr * optim.loc_lr_mult``, the rest at ``optim.lr``."""
@@ -99,9 +105,18 @@ class Task:
         """``(wrong, items)`` of a training batch: the training ``error`` column is ``100 * wrong / items``."""
         raise NotImplementedError
 
-    def evaluate(self, model: nn.Module, dataset: Any, *, batch_size: int, device: torch.device, limit: int,
-                 amp: str, progress: Any = None,
-                 should_stop: Callable[[], bool] | None = None) -> dict[str, float] | None:  # fmt: skip
+    def evaluate(
+        self,
+        model: nn.Module,
+        dataset: Any,
+        *,
+        batch_size: int,
+        device: torch.device,
+        limit: int,
+        amp: str,
+        progress: Any = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> dict[str, float] | None:
         """``{"loss", "error" (%), "n", ...}`` of ``model`` on the first ``limit`` items of ``dataset`` (0: all), or
         ``None`` when ``should_stop()`` abandoned it."""
         raise NotImplementedError

@@ -34,18 +34,37 @@ from torchstn.experiments.engine import distributed as dist
 from torchstn.experiments.engine import runs
 from torchstn.experiments.engine.config import AMP_MODES, TrainConfig, from_dict, resolve, to_dict
 from torchstn.experiments.engine.config_io import to_toml
-from torchstn.experiments.engine.schedules import build_optimizer, build_scheduler
-from torchstn.experiments.engine.steps import RunState, check_amp, evaluate, parameter_counts, train_steps
-from torchstn.experiments.engine.tasks import TASKS, Task
+from torchstn.experiments.engine.schedules import ResolvedOptim, build_optimizer, build_scheduler
 from torchstn.experiments.engine.session import Session
 from torchstn.experiments.engine.signals import StopRequest
+from torchstn.experiments.engine.steps import RunState, check_amp, evaluate, parameter_counts, train_steps
+from torchstn.experiments.engine.tasks import TASKS, Task
 
-__all__ = ["fit", "config_differences", "train_steps", "evaluate", "RunState", "RESUMABLE_RUN_KEYS", "AMP_MODES",
-           "task_of", "new_state"]
+__all__ = [
+    "fit",
+    "config_differences",
+    "train_steps",
+    "evaluate",
+    "RunState",
+    "RESUMABLE_RUN_KEYS",
+    "AMP_MODES",
+    "task_of",
+    "new_state",
+]
 
 # run.* fields a resumed run may change (they do not change what is computed)
-RESUMABLE_RUN_KEYS = ("device", "threads", "eval_every", "eval_limit", "eval_batch_size", "log_every",
-                      "checkpoint_every", "time_limit", "out", "dist_timeout")  # fmt: skip
+RESUMABLE_RUN_KEYS = (
+    "device",
+    "threads",
+    "eval_every",
+    "eval_limit",
+    "eval_batch_size",
+    "log_every",
+    "checkpoint_every",
+    "time_limit",
+    "out",
+    "dist_timeout",
+)
 
 
 def config_differences(saved: TrainConfig, given: TrainConfig) -> list[str]:
@@ -60,14 +79,26 @@ def _check_resume_config(saved: TrainConfig, given: TrainConfig) -> TrainConfig:
     an error (resuming a different experiment into the same directory)."""
     diff = config_differences(saved, given)
     if diff:
-        raise ConfigError(f"cannot resume: the config differs from the checkpoint's in {', '.join(diff)}; "
-                          "use another --out or the same config")  # fmt: skip
+        raise ConfigError(
+            f"cannot resume: the config differs from the checkpoint's in {', '.join(diff)}; "
+            "use another --out or the same config"
+        )
     return dataclasses.replace(saved, run=given.run)
 
 
-def fit(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool | str = False, overwrite: bool = False,
-        gif: bool = False, progress: bool = True, stop_after: int | None = None, stream: TextIO | None = None,
-        command: str | None = None, datasets: tuple[Any, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+def fit(
+    cfg: TrainConfig,
+    out_dir: str | Path | None = None,
+    *,
+    resume: bool | str = False,
+    overwrite: bool = False,
+    gif: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+    stream: TextIO | None = None,
+    command: str | None = None,
+    datasets: tuple[Any, Any] | None = None,
+) -> dict[str, Any]:
     """Train ``cfg`` (resolving its schedule), evaluate on the full test set and write the run directory.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) every process calls this; it joins the process group
@@ -104,8 +135,17 @@ def fit(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool | s
         TrainingInterrupted: a signal stopped the run (a ``KeyboardInterrupt``; its ``step`` is the checkpoint's).
     """
     t0 = time.monotonic()
-    state, session, saved = _setup(cfg, out_dir, resume=resume, overwrite=overwrite, gif=gif, progress=progress,
-                                   stream=stream, command=command, datasets=datasets)  # fmt: skip
+    state, session, saved = _setup(
+        cfg,
+        out_dir,
+        resume=resume,
+        overwrite=overwrite,
+        gif=gif,
+        progress=progress,
+        stream=stream,
+        command=command,
+        datasets=datasets,
+    )
     out, main = session.out, dist.is_main()
     with StopRequest(notice=main) as stop:  # from the opening line on, a signal stops at an iteration boundary
         session.say(_describe(state, session.in_shape, dist.world_size()))
@@ -118,8 +158,13 @@ def fit(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool | s
             res = session.final_evaluation()
         finally:
             session.close()
-    result = _finish(state, session, res, wall_s=time.monotonic() - t0, command=command) if main else None
-    return dist.broadcast_object(result)
+    result: dict[str, Any] | None = None
+    if main:
+        assert res is not None  # rank 0 evaluated (a stop during the evaluation raised TrainingInterrupted)
+        result = _finish(state, session, res, wall_s=time.monotonic() - t0, command=command)
+    result = dist.broadcast_object(result)
+    assert result is not None  # rank 0's result, which every rank now holds
+    return result
 
 
 def task_of(cfg: TrainConfig) -> Task:
@@ -127,8 +172,9 @@ def task_of(cfg: TrainConfig) -> Task:
     return TASKS.get(cfg.task.name)(cfg)
 
 
-def _setup(cfg: TrainConfig, out_dir, *, resume, overwrite, gif, progress, stream, command,
-           datasets) -> tuple[RunState, Session, dict | None]:  # fmt: skip
+def _setup(
+    cfg: TrainConfig, out_dir, *, resume, overwrite, gif, progress, stream, command, datasets
+) -> tuple[RunState, Session, dict | None]:
     """Everything before the first step: the resolved config, the process group, the run directory (checked, or
     the checkpoint to resume), the datasets, the model and optimiser (restored on a resume) and the session."""
     out = Path(out_dir or cfg.run.out or "runs/run")
@@ -145,7 +191,7 @@ def _setup(cfg: TrainConfig, out_dir, *, resume, overwrite, gif, progress, strea
     if cfg.run.deterministic:
         torch.use_deterministic_algorithms(True)
     check_amp(cfg.run.amp, device)
-    dist.split_batch(cfg.optim.batch_size, world)
+    dist.split_batch(ResolvedOptim.of(cfg.optim).batch_size, world)
     task = task_of(cfg)
     if datasets is None:
         with dist.main_first():  # rank 0 fetches and caches the data, then the others read it
@@ -154,37 +200,69 @@ def _setup(cfg: TrainConfig, out_dir, *, resume, overwrite, gif, progress, strea
     if saved is not None:
         _restore(state, saved)
         saved_world = int(saved.get("world_size", 1))
-        say(f"resuming {out} at iteration {state.step}" + ("" if saved_world == world else
-            f" with {world} processes where the checkpoint's run had {saved_world}: the same batches, but no longer "
-            "the distortions of an uninterrupted run"))  # fmt: skip
+        say(
+            f"resuming {out} at iteration {state.step}"
+            + (
+                ""
+                if saved_world == world
+                else f" with {world} processes where the checkpoint's run had {saved_world}: the same batches, but no longer "
+                "the distortions of an uninterrupted run"
+            )
+        )
     if world > 1:
-        state.net = nn.parallel.DistributedDataParallel(state.model,
-                                                        device_ids=[device] if device.type == "cuda" else None)
+        state.net = nn.parallel.DistributedDataParallel(
+            state.model, device_ids=[device] if device.type == "cuda" else None
+        )
     if main:
         out.mkdir(parents=True, exist_ok=True)
         header = f"torchstn run config (resolved); {command or ''}".strip()
         write_text_atomic(out / "config.toml", to_toml(cfg, header=header))
-    session = Session(state, out, datasets[1], say=say, progress=progress, stream=stream, gif=gif,
-                      resumed=saved is not None, resumed_final=bool(saved and saved.get("final")))  # fmt: skip
+    session = Session(
+        state,
+        out,
+        datasets[1],
+        say=say,
+        progress=progress,
+        stream=stream,
+        gif=gif,
+        resumed=saved is not None,
+        resumed_final=bool(saved and saved.get("final")),
+    )
     return state, session, saved
 
 
-def _finish(state: RunState, session: Session, res: dict[str, Any], *, wall_s: float,
-            command: str | None) -> dict[str, Any]:  # fmt: skip
+def _finish(
+    state: RunState, session: Session, res: dict[str, Any], *, wall_s: float, command: str | None
+) -> dict[str, Any]:
     """Write ``result.json`` (rank 0) and say the result; returns what it wrote."""
     cfg, out = state.cfg, session.out
     total, loc = parameter_counts(state.model)
     train_s = state.elapsed()
-    result = {"test_error": res["error"], "test_loss": res["loss"], "test_images": res["n"], "steps": state.step,
-              "iterations": cfg.optim.iterations, "completed": session.completed, "parameters": total,
-              "localisation_parameters": loc, "train_s": train_s, "wall_s": wall_s,
-              "device": _device_name(state.device), "threads": torch.get_num_threads(),
-              "processes": dist.world_size(), "amp": cfg.run.amp, "command": command or "",
-              "version": ckpt.code_version(), "config": to_dict(cfg)}  # fmt: skip
+    result = {
+        "test_error": res["error"],
+        "test_loss": res["loss"],
+        "test_images": res["n"],
+        "steps": state.step,
+        "iterations": cfg.optim.iterations,
+        "completed": session.completed,
+        "parameters": total,
+        "localisation_parameters": loc,
+        "train_s": train_s,
+        "wall_s": wall_s,
+        "device": _device_name(state.device),
+        "threads": torch.get_num_threads(),
+        "processes": dist.world_size(),
+        "amp": cfg.run.amp,
+        "command": command or "",
+        "version": ckpt.code_version(),
+        "config": to_dict(cfg),
+    }
     result.update({f"test_{k}": v for k, v in res.items() if k not in ("error", "loss", "n")})  # a task's extras
     write_text_atomic(out / "result.json", json.dumps(result, indent=2) + "\n")
-    session.say(f"test error {res['error']:.2f}% on {res['n']:,} images after {state.step:,} iterations "
-                f"({train_s / 60:.1f} min training); run directory {out}")
+    session.say(
+        f"test error {res['error']:.2f}% on {res['n']:,} images after {state.step:,} iterations "
+        f"({train_s / 60:.1f} min training); run directory {out}"
+    )
     return result
 
 
@@ -201,13 +279,17 @@ def _open_run_dir(out: Path, resume: bool | str, overwrite: bool, say: Callable[
         if saved is not None:
             return saved
         if resume is True:
-            raise ConfigError(f"cannot resume: {out} holds no checkpoint ({last} does not exist); check --out, or "
-                              "train without --resume to start afresh")  # fmt: skip
+            raise ConfigError(
+                f"cannot resume: {out} holds no checkpoint ({last} does not exist); check --out, or "
+                "train without --resume to start afresh"
+            )
         overwrite = True  # "auto": what an earlier try left there without a checkpoint is replaced
     found = dist.broadcast_object(runs.run_files(out) if main else None)
     if found and not overwrite:
-        raise ConfigError(f"{out} already holds a run ({', '.join(found)}): train into a new directory (--out NEW), "
-                          "continue it (--resume) or replace it (--overwrite)")  # fmt: skip
+        raise ConfigError(
+            f"{out} already holds a run ({', '.join(found)}): train into a new directory (--out NEW), "
+            "continue it (--resume) or replace it (--overwrite)"
+        )
     if found and main:
         runs.clear_run(out)
         say(f"replacing the run in {out} (deleted {', '.join(found)})")
@@ -221,10 +303,18 @@ def new_state(cfg: TrainConfig, task: Task, train_set, device: torch.device) -> 
     random.seed(cfg.run.seed)
     model = task.build_model(in_shape, num_classes).to(device)
     optimizer = build_optimizer(model, cfg.optim, task.param_groups(model))
-    return RunState(cfg, model, optimizer, build_scheduler(optimizer, cfg.optim), train_set,
-                    dist.rank_generator(cfg.run.seed, dist.rank()), device, amp=cfg.run.amp,
-                    scaler=torch.amp.GradScaler(device.type) if cfg.run.amp == "fp16" else None,
-                    task=task)  # fmt: skip
+    return RunState(
+        cfg,
+        model,
+        optimizer,
+        build_scheduler(optimizer, cfg.optim),
+        train_set,
+        dist.rank_generator(cfg.run.seed, dist.rank()),
+        device,
+        amp=cfg.run.amp,
+        scaler=torch.amp.GradScaler(device.type) if cfg.run.amp == "fp16" else None,
+        task=task,
+    )
 
 
 def _restore(state: RunState, saved: dict[str, Any]) -> None:
@@ -248,13 +338,16 @@ def _restore(state: RunState, saved: dict[str, Any]) -> None:
 
 def _describe(state: RunState, in_shape: tuple[int, ...], world: int) -> str:
     """The line that opens a run: model, parameters, data, schedule, device."""
-    cfg, (total, loc) = state.cfg, parameter_counts(state.model)
-    return (f"model {cfg.model.name}" + (f" ({cfg.model.transform})" if cfg.model.transform else "")
-            + f": {total:,} parameters ({loc:,} in localisation); {state.task.describe(in_shape)}; "
-            + f"{cfg.optim.schedule} schedule: {cfg.optim.optimizer} lr {cfg.optim.lr:g} batch {cfg.optim.batch_size} "
-            + f"x {cfg.optim.iterations:,} iterations; device {state.device}, {_threads()}"
-            + (f"; {world} processes ({cfg.optim.batch_size // world} images each)" if world > 1 else "")
-            + ("" if cfg.run.amp == "off" else f"; amp {cfg.run.amp}"))  # fmt: skip
+    cfg, o, (total, loc) = state.cfg, state.optim, parameter_counts(state.model)
+    return (
+        f"model {cfg.model.name}"
+        + (f" ({cfg.model.transform})" if cfg.model.transform else "")
+        + f": {total:,} parameters ({loc:,} in localisation); {state.task.describe(in_shape)}; "
+        + f"{o.schedule} schedule: {o.optimizer} lr {o.lr:g} batch {o.batch_size} "
+        + f"x {o.iterations:,} iterations; device {state.device}, {_threads()}"
+        + (f"; {world} processes ({o.batch_size // world} images each)" if world > 1 else "")
+        + ("" if cfg.run.amp == "off" else f"; amp {cfg.run.amp}")
+    )
 
 
 def _device_name(device: torch.device) -> str:

@@ -27,6 +27,7 @@ says what was kept and dropped. The validation split (5000 images) is drawn, see
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -36,11 +37,23 @@ from pathlib import Path
 
 import torch
 
+from torchstn._io import atomic_path, write_text_atomic
 from torchstn.errors import DataError, OptionError
-from torchstn.experiments.engine.checkpoint import save_checkpoint
 
-__all__ = ["SVHNRecord", "read_digit_struct", "read_split", "encode_sequence", "crop_box", "crop_resize",
-           "prepare_svhn", "load_svhn", "SVHNData", "SVHNSequences", "MAX_DIGITS", "NULL_CLASS"]
+__all__ = [
+    "SVHNRecord",
+    "read_digit_struct",
+    "read_split",
+    "encode_sequence",
+    "crop_box",
+    "crop_resize",
+    "prepare_svhn",
+    "load_svhn",
+    "SVHNData",
+    "SVHNSequences",
+    "MAX_DIGITS",
+    "NULL_CLASS",
+]
 
 MAX_DIGITS = 5
 NULL_CLASS = 10
@@ -53,8 +66,9 @@ def _h5py():
     try:
         import h5py
     except ImportError:
-        raise ImportError("reading SVHN's digitStruct.mat needs h5py: pip install h5py "
-                          "(or pip install 'torchstn[experiments]')") from None
+        raise ImportError(
+            "reading SVHN's digitStruct.mat needs h5py: pip install h5py (or pip install 'torchstn[experiments]')"
+        ) from None
     return h5py
 
 
@@ -216,9 +230,18 @@ def _read_png(path: Path) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(h, w, 3).permute(2, 0, 1)  # (3, H, W)
 
 
-def prepare_svhn(src_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], size: int = 64, *,
-                 extra: bool = True, val_size: int = 5000, seed: int = 0, expand: float = 1.3,
-                 context: float | None = None, log: Callable[[str], None] | None = print) -> dict:  # fmt: skip
+def prepare_svhn(
+    src_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    size: int = 64,
+    *,
+    extra: bool = True,
+    val_size: int = 5000,
+    seed: int = 0,
+    expand: float = 1.3,
+    context: float | None = None,
+    log: Callable[[str], None] | None = print,
+) -> dict:
     """Crop every sequence of the format-1 release to ``size x size`` and cache train / val / test.
 
     Args:
@@ -257,9 +280,12 @@ def _crop_split(items: list[tuple[str, Path, SVHNRecord]], size: int, expand: fl
         if (i + 1) % 10_000 == 0:
             log(f"svhn: {i + 1}/{len(items)}")
     labels = [encode_sequence(r.digits) for _, _, r in items]
-    return {"images": images, "labels": torch.stack(labels) if labels else torch.empty(0, MAX_DIGITS).long(),
-            "lengths": torch.tensor([len(r.digits) for _, _, r in items], dtype=torch.int64),
-            "names": [f"{split}/{r.name}" for split, _, r in items]}  # fmt: skip
+    return {
+        "images": images,
+        "labels": torch.stack(labels) if labels else torch.empty(0, MAX_DIGITS).long(),
+        "lengths": torch.tensor([len(r.digits) for _, _, r in items], dtype=torch.int64),
+        "names": [f"{split}/{r.name}" for split, _, r in items],
+    }
 
 
 def _channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
@@ -290,33 +316,37 @@ def _prepare(src_dir, out_dir, size, extra, val_size, seed, expand, context, log
     if not 0 <= val_size < len(pool):
         raise DataError(f"val_size={val_size} must be below the {len(pool)} training images")
     perm = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))
-    plan = {"train": [pool[int(i)] for i in perm[val_size:].sort().values],
-            "val": [pool[int(i)] for i in perm[:val_size].sort().values], "test": kept["test"]}  # fmt: skip
+    plan = {
+        "train": [pool[int(i)] for i in perm[val_size:].sort().values],
+        "val": [pool[int(i)] for i in perm[:val_size].sort().values],
+        "test": kept["test"],
+    }
     meta: dict[str, object] = {"format": FORMAT, "size": size, "expand": float(expand), "context": context}
-    counts, partial = {}, {}
-    try:
+    counts = {}
+    with contextlib.ExitStack() as files:  # all three files, or none, replace the old ones (when the block ends)
         for split, items in plan.items():  # train first: its statistics go into every file
             log(f"svhn: cropping {split} ({len(items)} images)")
             data = _crop_split(items, size, expand, context, log)
             if split == "train":
                 meta["mean"], meta["std"] = _channel_stats(data["images"])
-            partial[split] = out_dir / f".svhn{size}_{split}.pt.partial"
-            save_checkpoint(partial[split], {**data, **meta, "split": split})  # atomic torch.save
+            tmp = files.enter_context(atomic_path(out_dir / f"svhn{size}_{split}.pt", durable=True))
+            torch.save({**data, **meta, "split": split}, tmp)
             counts[split] = len(items)
             del data
-        for split, tmp in partial.items():  # all three files, or none, replace the old ones
-            os.replace(tmp, out_dir / f"svhn{size}_{split}.pt")
-            log(f"svhn: wrote {out_dir / f'svhn{size}_{split}.pt'} ({counts[split]} images)")
-    finally:
-        for tmp in partial.values():
-            tmp.unlink(missing_ok=True)
-    report = {"size": size, "expand": float(expand), "context": context, "extra": extra, "val_size": val_size,
-              "seed": seed, "images": counts, "dropped_longer_than_5": dropped,
-              "dropped_total": sum(dropped.values())}  # fmt: skip
-    report_path = out_dir / f"svhn{size}_report.json"
-    tmp = report_path.with_name(report_path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, report_path)
+    for split, count in counts.items():
+        log(f"svhn: wrote {out_dir / f'svhn{size}_{split}.pt'} ({count} images)")
+    report = {
+        "size": size,
+        "expand": float(expand),
+        "context": context,
+        "extra": extra,
+        "val_size": val_size,
+        "seed": seed,
+        "images": counts,
+        "dropped_longer_than_5": dropped,
+        "dropped_total": sum(dropped.values()),
+    }
+    write_text_atomic(out_dir / f"svhn{size}_report.json", json.dumps(report, indent=2) + "\n")
     log(f"svhn: dropped {report['dropped_total']} sequences longer than {MAX_DIGITS} digits {dropped}")
     return report
 
@@ -337,8 +367,7 @@ class SVHNData:
         return int(self.images.shape[0])
 
 
-def load_svhn(data_dir: str | os.PathLike[str], split: str = "train", size: int = 64, *,
-              mmap: bool = True) -> SVHNData:  # fmt: skip
+def load_svhn(data_dir: str | os.PathLike[str], split: str = "train", size: int = 64, *, mmap: bool = True) -> SVHNData:
     """Read ``svhn{size}_{split}.pt`` written by :func:`prepare_svhn` (``weights_only=True``; memory-mapped by
     default, so a large train split is paged in as used).
 
@@ -349,8 +378,10 @@ def load_svhn(data_dir: str | os.PathLike[str], split: str = "train", size: int 
         raise OptionError(f"split must be one of ['train', 'val', 'test'], got {split!r}")
     path = Path(data_dir) / f"svhn{size}_{split}.pt"
     if not path.is_file():
-        raise DataError(f"{path}: missing; make it with `torchstn svhn prepare --src <SVHN folder> "
-                        f"--out {data_dir} --size {size}` (torchstn.experiments.svhn.data.prepare_svhn)")
+        raise DataError(
+            f"{path}: missing; make it with `torchstn svhn prepare --src <SVHN folder> "
+            f"--out {data_dir} --size {size}` (torchstn.experiments.svhn.data.prepare_svhn)"
+        )
     try:
         d = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:
@@ -361,7 +392,9 @@ def load_svhn(data_dir: str | os.PathLike[str], split: str = "train", size: int 
 
 
 class SVHNSequences(torch.utils.data.Dataset):
-    """``(image (3, S', S') float normalised, labels (5,) int64)`` pairs from a cached split.
+    """``(image (3, S', S') float normalised, labels (5,) int64)`` pairs from a cached split. It follows the training
+    engine's dataset contract: ``image_shape``, ``num_classes`` (per head: the digits and the null class), ``len()``
+    and ``batch(indices, generator)``.
 
     Args:
         data: a split from :func:`load_svhn`.
@@ -371,12 +404,21 @@ class SVHNSequences(torch.utils.data.Dataset):
         generator: the random source of the crops.
     """
 
-    def __init__(self, data: SVHNData, *, crop: int | None = None, train: bool = False,
-                 generator: torch.Generator | None = None):  # fmt: skip
+    num_classes = NULL_CLASS + 1
+
+    def __init__(
+        self, data: SVHNData, *, crop: int | None = None, train: bool = False, generator: torch.Generator | None = None
+    ):
         S = data.images.shape[-1]
         if crop is not None and not 0 < int(crop) <= S:
             raise OptionError(f"crop must be in 1..{S}, got {crop!r}")
         self.data, self.crop, self.train, self.generator = data, crop, bool(train), generator
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(3, S', S')``: the cached size, or the crop."""
+        side = int(self.crop or self.data.images.shape[-1])
+        return (int(self.data.images.shape[1]), side, side)
 
     def __len__(self) -> int:
         return len(self.data)

@@ -42,10 +42,21 @@ from torch import nn
 
 from torchstn.errors import OptionError, ShapeError
 from torchstn.models.registry import register_model
-from torchstn.nn import SpatialTransformer, fc_localisation
+from torchstn.nn import LocalisationNet, SpatialTransformer, fc_localisation
 
-__all__ = ["SVHNNet", "svhn_cnn", "svhn_st_cnn_single", "svhn_st_cnn_multi", "sequence_loss", "sequence_error",
-           "sequence_correct", "single_localisation", "SVHN_CHANNELS", "SVHN_FC", "SVHN_MODELS"]
+__all__ = [
+    "SVHNNet",
+    "svhn_cnn",
+    "svhn_st_cnn_single",
+    "svhn_st_cnn_multi",
+    "sequence_loss",
+    "sequence_error",
+    "sequence_correct",
+    "single_localisation",
+    "SVHN_CHANNELS",
+    "SVHN_FC",
+    "SVHN_MODELS",
+]
 
 #: Conv widths of the 8 conv layers, and where a 2x2 max-pool follows (after conv 1, 3, 5 and 7).
 SVHN_CHANNELS = (48, 64, 128, 160, 192, 192, 192, 192)
@@ -55,8 +66,12 @@ SVHN_MODELS = ("svhn_cnn", "svhn_st_cnn_single", "svhn_st_cnn_multi")
 
 
 def _ints(name: str, value: object, n: int | None = None) -> tuple[int, ...]:
-    if (isinstance(value, Sequence) and (n is None or len(value) == n) and len(value) > 0
-            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+    if (
+        isinstance(value, Sequence)
+        and (n is None or len(value) == n)
+        and len(value) > 0
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
         return tuple(int(v) for v in value)
     raise OptionError(f"{name} must be {n or 'some'} positive ints, got {value!r}")
 
@@ -73,8 +88,16 @@ class SVHNNet(nn.Module):
         num_positions, num_classes: ``P`` and ``K``.
     """
 
-    def __init__(self, convs: Sequence[nn.Module], transformers_before: Sequence[nn.Module], fc: nn.Module,
-                 heads: nn.Linear, num_positions: int, num_classes: int, arch: dict | None = None):  # fmt: skip
+    def __init__(
+        self,
+        convs: Sequence[nn.Module],
+        transformers_before: Sequence[nn.Module],
+        fc: nn.Module,
+        heads: nn.Linear,
+        num_positions: int,
+        num_classes: int,
+        arch: dict | None = None,
+    ):
         super().__init__()
         self.convs = nn.ModuleList(convs)
         self.st = nn.ModuleList(transformers_before)
@@ -94,8 +117,9 @@ class SVHNNet(nn.Module):
         return logits.view(-1, self.num_positions, self.num_classes)  # (B, P, K)
 
 
-def single_localisation(in_channels: int, in_size: Sequence[int], channels: Sequence[int] = (32, 32),
-                        fc: Sequence[int] = (32, 32)) -> nn.Sequential:  # fmt: skip
+def single_localisation(
+    in_channels: int, in_size: Sequence[int], channels: Sequence[int] = (32, 32), fc: Sequence[int] = (32, 32)
+) -> nn.Sequential:
     """ST-CNN Single's localisation net: ``conv[c1,5]-max-conv[c2,5]-max-fc[f1]-fc[f2]`` ('same' padding, ReLU).
 
     Example:
@@ -107,19 +131,44 @@ def single_localisation(in_channels: int, in_size: Sequence[int], channels: Sequ
     f1, f2 = _ints("loc_fc", fc, 2)
     if H < 4 or W < 4:
         raise ShapeError(f"the localisation net needs inputs of at least 4x4, got {H}x{W}")
-    net = nn.Sequential(
-        nn.Conv2d(in_channels, c1, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-        nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.Flatten(),
-        nn.Linear(c2 * (H // 4) * (W // 4), f1), nn.ReLU(inplace=True),
-        nn.Linear(f1, f2), nn.ReLU(inplace=True),
+    return LocalisationNet(
+        nn.Conv2d(in_channels, c1, 5, padding=2),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, 5, padding=2),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(c2 * (H // 4) * (W // 4), f1),
+        nn.ReLU(inplace=True),
+        nn.Linear(f1, f2),
+        nn.ReLU(inplace=True),
+        out_features=f2,
+        in_shape=(in_channels, H, W),
+        builder="single_localisation",
     )
-    net.out_features = f2
-    return net
 
 
-def _build(name: str, in_shape: Sequence[int], num_classes: int, *, st: str | None, channels, fc, num_positions,
-           dropout, extra_conv, batch_norm, transform="affine", loc_channels=(32, 32), loc_fc=(32, 32),
-           loc_hidden=(32, 32), st_layers=4, bound=None, padding_mode="zeros") -> SVHNNet:  # fmt: skip
+def _build(
+    name: str,
+    in_shape: Sequence[int],
+    num_classes: int,
+    *,
+    st: str | None,
+    channels,
+    fc,
+    num_positions,
+    dropout,
+    extra_conv,
+    batch_norm,
+    transform="affine",
+    loc_channels=(32, 32),
+    loc_fc=(32, 32),
+    loc_hidden=(32, 32),
+    st_layers=4,
+    bound=None,
+    padding_mode="zeros",
+) -> SVHNNet:
     C, H, W = in_shape
     channels = _ints("channels", channels, len(SVHN_CHANNELS))
     fc = _ints("fc", fc)
@@ -164,16 +213,31 @@ def _build(name: str, in_shape: Sequence[int], num_classes: int, *, st: str | No
         for m in layer.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-    arch = {"name": name, "transform": transform if st else None, "channels": widths, "fc": fc,
-            "st_layers": (st_layers if st == "multi" else (1 if st else 0)), "dropout": float(dropout)}
+                if m.bias is not None:  # every layer here has one; Linear/Conv2d type it as optional
+                    nn.init.zeros_(m.bias)
+    arch = {
+        "name": name,
+        "transform": transform if st else None,
+        "channels": widths,
+        "fc": fc,
+        "st_layers": (st_layers if st == "multi" else (1 if st else 0)),
+        "dropout": float(dropout),
+    }
     return SVHNNet(convs, before, nn.Sequential(*fc_layers), heads, num_positions, num_classes, arch)
 
 
 @register_model("svhn_cnn")
-def svhn_cnn(in_shape: Sequence[int] = (3, 64, 64), num_classes: int = 11, *,
-             channels: Sequence[int] = SVHN_CHANNELS, fc: Sequence[int] = SVHN_FC, num_positions: int = 5,
-             dropout: float = 0.5, extra_conv: bool = False, batch_norm: bool = False) -> SVHNNet:  # fmt: skip
+def svhn_cnn(
+    in_shape: Sequence[int] = (3, 64, 64),
+    num_classes: int = 11,
+    *,
+    channels: Sequence[int] = SVHN_CHANNELS,
+    fc: Sequence[int] = SVHN_FC,
+    num_positions: int = 5,
+    dropout: float = 0.5,
+    extra_conv: bool = False,
+    batch_norm: bool = False,
+) -> SVHNNet:
     """The paper's SVHN CNN: logits ``(B, num_positions, num_classes)``; ``num_classes`` counts the null class.
     ``channels`` (8 conv widths) and ``fc`` shrink it (tests, CPU runs); ``batch_norm`` is not the paper's.
 
@@ -182,16 +246,37 @@ def svhn_cnn(in_shape: Sequence[int] = (3, 64, 64), num_classes: int = 11, *,
         ...     sum(p.numel() for p in svhn_cnn().parameters())
         23380695
     """
-    return _build("svhn_cnn", in_shape, num_classes, st=None, channels=channels, fc=fc, num_positions=num_positions,
-                  dropout=dropout, extra_conv=extra_conv, batch_norm=batch_norm)
+    return _build(
+        "svhn_cnn",
+        in_shape,
+        num_classes,
+        st=None,
+        channels=channels,
+        fc=fc,
+        num_positions=num_positions,
+        dropout=dropout,
+        extra_conv=extra_conv,
+        batch_norm=batch_norm,
+    )
 
 
 @register_model("svhn_st_cnn_single")
-def svhn_st_cnn_single(in_shape: Sequence[int] = (3, 64, 64), num_classes: int = 11, *, transform: str = "affine",
-                       channels: Sequence[int] = SVHN_CHANNELS, fc: Sequence[int] = SVHN_FC, num_positions: int = 5,
-                       dropout: float = 0.5, extra_conv: bool = False, batch_norm: bool = False,
-                       loc_channels: Sequence[int] = (32, 32), loc_fc: Sequence[int] = (32, 32),
-                       bound: float | None = None, padding_mode: str = "zeros") -> SVHNNet:  # fmt: skip
+def svhn_st_cnn_single(
+    in_shape: Sequence[int] = (3, 64, 64),
+    num_classes: int = 11,
+    *,
+    transform: str = "affine",
+    channels: Sequence[int] = SVHN_CHANNELS,
+    fc: Sequence[int] = SVHN_FC,
+    num_positions: int = 5,
+    dropout: float = 0.5,
+    extra_conv: bool = False,
+    batch_norm: bool = False,
+    loc_channels: Sequence[int] = (32, 32),
+    loc_fc: Sequence[int] = (32, 32),
+    bound: float | None = None,
+    padding_mode: str = "zeros",
+) -> SVHNNet:
     """ST-CNN Single: one spatial transformer on the input (localisation: :func:`single_localisation`).
 
     Example:
@@ -199,18 +284,42 @@ def svhn_st_cnn_single(in_shape: Sequence[int] = (3, 64, 64), num_classes: int =
         >>> m(torch.rand(2, 3, 64, 64)).shape, [type(s).__name__ for s in m.st][:2]
         (torch.Size([2, 5, 11]), ['SpatialTransformer', 'Identity'])
     """
-    return _build("svhn_st_cnn_single", in_shape, num_classes, st="single", channels=channels, fc=fc,
-                  num_positions=num_positions, dropout=dropout, extra_conv=extra_conv, batch_norm=batch_norm,
-                  transform=transform, loc_channels=loc_channels, loc_fc=loc_fc, bound=bound,
-                  padding_mode=padding_mode)
+    return _build(
+        "svhn_st_cnn_single",
+        in_shape,
+        num_classes,
+        st="single",
+        channels=channels,
+        fc=fc,
+        num_positions=num_positions,
+        dropout=dropout,
+        extra_conv=extra_conv,
+        batch_norm=batch_norm,
+        transform=transform,
+        loc_channels=loc_channels,
+        loc_fc=loc_fc,
+        bound=bound,
+        padding_mode=padding_mode,
+    )
 
 
 @register_model("svhn_st_cnn_multi")
-def svhn_st_cnn_multi(in_shape: Sequence[int] = (3, 64, 64), num_classes: int = 11, *, transform: str = "affine",
-                      channels: Sequence[int] = SVHN_CHANNELS, fc: Sequence[int] = SVHN_FC, num_positions: int = 5,
-                      dropout: float = 0.5, extra_conv: bool = False, batch_norm: bool = False,
-                      loc_hidden: Sequence[int] = (32, 32), st_layers: int = 4, bound: float | None = None,
-                      padding_mode: str = "zeros") -> SVHNNet:  # fmt: skip
+def svhn_st_cnn_multi(
+    in_shape: Sequence[int] = (3, 64, 64),
+    num_classes: int = 11,
+    *,
+    transform: str = "affine",
+    channels: Sequence[int] = SVHN_CHANNELS,
+    fc: Sequence[int] = SVHN_FC,
+    num_positions: int = 5,
+    dropout: float = 0.5,
+    extra_conv: bool = False,
+    batch_norm: bool = False,
+    loc_hidden: Sequence[int] = (32, 32),
+    st_layers: int = 4,
+    bound: float | None = None,
+    padding_mode: str = "zeros",
+) -> SVHNNet:
     """ST-CNN Multi: a spatial transformer before each of the first ``st_layers`` (4) conv layers, on the feature
     maps, each with an FC localisation net of ``loc_hidden`` units (2 x 32).
 
@@ -219,10 +328,23 @@ def svhn_st_cnn_multi(in_shape: Sequence[int] = (3, 64, 64), num_classes: int = 
         >>> [st.localisation[1].in_features for st in m.transformers]  # image, then feature maps
         [12288, 8192, 8192, 2048]
     """
-    return _build("svhn_st_cnn_multi", in_shape, num_classes, st="multi", channels=channels, fc=fc,
-                  num_positions=num_positions, dropout=dropout, extra_conv=extra_conv, batch_norm=batch_norm,
-                  transform=transform, loc_hidden=loc_hidden, st_layers=st_layers, bound=bound,
-                  padding_mode=padding_mode)
+    return _build(
+        "svhn_st_cnn_multi",
+        in_shape,
+        num_classes,
+        st="multi",
+        channels=channels,
+        fc=fc,
+        num_positions=num_positions,
+        dropout=dropout,
+        extra_conv=extra_conv,
+        batch_norm=batch_norm,
+        transform=transform,
+        loc_hidden=loc_hidden,
+        st_layers=st_layers,
+        bound=bound,
+        padding_mode=padding_mode,
+    )
 
 
 def sequence_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -237,8 +359,9 @@ def sequence_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         11.9895
     """
     if logits.dim() != 3 or labels.shape != logits.shape[:2]:
-        raise ShapeError(f"logits (B, P, K) and labels (B, P) needed, got {tuple(logits.shape)} and "
-                         f"{tuple(labels.shape)}")
+        raise ShapeError(
+            f"logits (B, P, K) and labels (B, P) needed, got {tuple(logits.shape)} and {tuple(labels.shape)}"
+        )
     B = logits.shape[0]
     return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum") / B
 
