@@ -15,8 +15,9 @@ def encoder_run(tmp_path_factory):
     """The run directory of a tiny encoder: the packaged ``colocalisation_encoder`` config with 4/4 channels, 30
     iterations on synthetic digits (about a second)."""
     out = tmp_path_factory.mktemp("coloc") / "encoder"
-    cfg = load_config(ENCODER_CONFIG, [f"data.synthetic={SYNTHETIC}", "model.channels=[4, 4]",
-                                       "optim.iterations=30", "run.threads=1"])  # fmt: skip
+    cfg = load_config(
+        ENCODER_CONFIG, [f"data.synthetic={SYNTHETIC}", "model.channels=[4, 4]", "optim.iterations=30", "run.threads=1"]
+    )
     fit(cfg, out, progress=False)
     return out
 
@@ -28,7 +29,6 @@ def tiny_case(encoder_run):
 
     def make(digit=3, clutter=False, steps=12, n=16, sets=()):
         items = ["run.log_every=2", "run.checkpoint_every=4", "run.threads=1", *sets]
-        return case_config(digit, clutter, encoder=encoder_run, steps=steps, n=n, synthetic=SYNTHETIC,
-                           overrides=items)  # fmt: skip
+        return case_config(digit, clutter, encoder=encoder_run, steps=steps, n=n, synthetic=SYNTHETIC, overrides=items)
 
     return make

@@ -12,7 +12,6 @@ from torchstn.errors import OptionError, ShapeError
 from torchstn.experiments import colocalisation as coloc
 from torchstn.models.mnist import cnn, st_cnn
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
@@ -39,8 +38,12 @@ def test_colocalisation_loss_is_the_sum_over_ordered_pairs():
     g = torch.Generator().manual_seed(0)
     f, r = torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(5, 3, generator=g, dtype=torch.float64)
     # sum_n sum_{m != n} max(0, |f_n - f_m|^2 - |f_n - r_n|^2 + alpha), written out
-    direct = sum(max(0.0, float((f[i] - f[j]).pow(2).sum() - (f[i] - r[i]).pow(2).sum() + 1.0))
-                 for i in range(5) for j in range(5) if i != j)  # fmt: skip
+    direct = sum(
+        max(0.0, float((f[i] - f[j]).pow(2).sum() - (f[i] - r[i]).pow(2).sum() + 1.0))
+        for i in range(5)
+        for j in range(5)
+        if i != j
+    )
     assert coloc.colocalisation_loss(f, r, reduction="sum").item() == pytest.approx(direct, rel=1e-12)
     assert coloc.colocalisation_loss(f, r).item() == pytest.approx(direct / 20, rel=1e-12)
     pairs = [(i, j) for i in range(5) for j in range(5) if i != j]
@@ -82,18 +85,21 @@ def test_box_iou_known_boxes():
 
 def test_attention_boxes_known_theta_and_dataset_round_trip(digits):
     theta = torch.tensor([[1.0, 0.0, 0.0], [1 / 3, 0.0, 0.0], [1 / 3, 2 / 3, -2 / 3], [0.5, 0.25, 0.0]])
-    expected = torch.tensor([[0.0, 0.0, 84.0, 84.0], [28.0, 28.0, 56.0, 56.0], [56.0, 0.0, 84.0, 28.0],
-                             [31.5, 21.0, 73.5, 63.0]])  # fmt: skip
+    expected = torch.tensor(
+        [[0.0, 0.0, 84.0, 84.0], [28.0, 28.0, 56.0, 56.0], [56.0, 0.0, 84.0, 28.0], [31.5, 21.0, 73.5, 63.0]]
+    )
     assert torch.allclose(coloc.attention_boxes(theta, (84, 84)), expected, atol=1e-5)
     # a non-square input: x follows the width, y the height
-    assert torch.allclose(coloc.attention_boxes(torch.tensor([[0.5, 0.0, 0.0]]), (40, 80)),
-                          torch.tensor([[20.0, 10.0, 60.0, 30.0]]))  # fmt: skip
+    assert torch.allclose(
+        coloc.attention_boxes(torch.tensor([[0.5, 0.0, 0.0]]), (40, 80)), torch.tensor([[20.0, 10.0, 60.0, 30.0]])
+    )
     ds = CoLocalisation(5, n=6, clutter=True, source=digits)
     bn = ds.boxes_normalised.double()
     theta = torch.stack(((bn[:, 2] - bn[:, 0]) / 2, (bn[:, 0] + bn[:, 2]) / 2, (bn[:, 1] + bn[:, 3]) / 2), dim=1)
     assert torch.allclose(coloc.attention_boxes(theta, (84, 84)), ds.boxes.double(), atol=1e-9)
-    assert torch.allclose(coloc.box_iou(coloc.attention_boxes(theta, (84, 84)), ds.boxes.double()),
-                          torch.ones(6, dtype=torch.float64))  # fmt: skip
+    assert torch.allclose(
+        coloc.box_iou(coloc.attention_boxes(theta, (84, 84)), ds.boxes.double()), torch.ones(6, dtype=torch.float64)
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------ parts
@@ -135,8 +141,13 @@ def test_window_schedule_and_refusals():
     assert w.scale_at(160, 200) == w.scale_at(10_000, 200) == (0.3, 0.4)  # fine from 80% on
     lo, hi = w.scale_at(130, 200)  # half-way through the zoom
     assert (lo, hi) == pytest.approx((0.4, 0.535))
-    for bad in ({"coarse": (0.7, 0.5)}, {"fine": (0.0, 0.4)}, {"start_scale": 0.7}, {"zoom": (0.8, 0.5)},
-                {"fine": (0.3, 1.2)}):  # fmt: skip
+    for bad in (
+        {"coarse": (0.7, 0.5)},
+        {"fine": (0.0, 0.4)},
+        {"start_scale": 0.7},
+        {"zoom": (0.8, 0.5)},
+        {"fine": (0.3, 1.2)},
+    ):
         with pytest.raises(OptionError):
             coloc.Window(**bad)
 
@@ -150,5 +161,3 @@ def test_random_crops_are_pixel_crops():
         assert torch.equal(crops[i], x[i, :, y0 : y0 + 4, x0 : x0 + 4])
     with pytest.raises(ShapeError):
         coloc.random_crops(x, torch.Generator(), size=11)
-
-

@@ -31,22 +31,26 @@ def _train_rows(run_dir):
 
 def test_reproduce_trains_the_encoder_and_writes_its_table(tmp_path):
     tiny = ["optim.iterations=2", "model.channels=[4, 4]"]
-    rows = coloc.reproduce_colocalisation(tmp_path, digits=[1], clutter=(False, True), encoder_overrides=tiny,
-                                          **TINY)  # fmt: skip
-    assert [(r["digit"], r["clutter"], r["paper"], r["steps"]) for r in rows] == [(1, False, "100", 4),
-                                                                                   (1, True, "75-93", 4)]  # fmt: skip
+    rows = coloc.reproduce_colocalisation(tmp_path, digits=[1], clutter=(False, True), encoder_overrides=tiny, **TINY)
+    assert [(r["digit"], r["clutter"], r["paper"], r["steps"]) for r in rows] == [
+        (1, False, "100", 4),
+        (1, True, "75-93", 4),
+    ]
     assert (tmp_path / "encoder" / "result.json").is_file()
     for case in ("digit1_plain", "digit1_cluttered"):
         assert {"config.toml", "last.pt", "metrics.csv", "result.json"} <= {p.name for p in (tmp_path / case).iterdir()}
         result = json.loads((tmp_path / case / "result.json").read_text())
         assert result["config"]["task"]["encoder"] == str(tmp_path / "encoder" / "last.pt")
-        assert result["command"].startswith("torchstn reproduce colocalisation") and "--digits 1 --clutter" in \
-            result["command"]  # fmt: skip
+        assert (
+            result["command"].startswith("torchstn reproduce colocalisation")
+            and "--digits 1 --clutter" in result["command"]
+        )
     with open(tmp_path / "colocalisation.csv") as f:
         table = list(csv.DictReader(f))
     assert [t["digit"] for t in table] == ["1", "1"] and all(0 <= float(t["rate"]) <= 100 for t in table)
-    assert float(table[0]["rate"]) == pytest.approx(100 * json.loads(
-        (tmp_path / "digit1_plain" / "result.json").read_text())["test_rate"], rel=1e-3)  # fmt: skip
+    assert float(table[0]["rate"]) == pytest.approx(
+        100 * json.loads((tmp_path / "digit1_plain" / "result.json").read_text())["test_rate"], rel=1e-3
+    )
     md = (tmp_path / "colocalisation.md").read_text()
     assert "| Digit | Clutter | IoU > 0.5 (ours) | Paper |" in md and "--synthetic 200" in md and "Synthetic" in md
     pytest.importorskip("matplotlib")
@@ -71,8 +75,9 @@ def test_finished_cases_are_reused_only_with_their_config(encoder_run, tmp_path)
 def test_an_interrupted_case_is_resumed_exactly(encoder_run, tmp_path):
     settings = dict(TINY, digits=[2], clutter=(True,), encoder_checkpoint=encoder_run)
     coloc.reproduce_colocalisation(tmp_path / "whole", **settings)
-    cfg = coloc.case_config(2, True, encoder=ckpt_path(encoder_run), steps=4, n=6, synthetic=SYNTHETIC,
-                            overrides=["run.log_every=2"])  # fmt: skip
+    cfg = coloc.case_config(
+        2, True, encoder=ckpt_path(encoder_run), steps=4, n=6, synthetic=SYNTHETIC, overrides=["run.log_every=2"]
+    )
     assert fit(cfg, tmp_path / "cut" / "digit2_cluttered", progress=False, stop_after=1)["step"] == 1
     coloc.reproduce_colocalisation(tmp_path / "cut", **settings)
     whole, cut = tmp_path / "whole" / "digit2_cluttered", tmp_path / "cut" / "digit2_cluttered"
@@ -82,9 +87,28 @@ def test_an_interrupted_case_is_resumed_exactly(encoder_run, tmp_path):
 
 
 def test_the_command_runs_it(encoder_run, tmp_path):
-    argv = ["reproduce", "colocalisation", "--out", str(tmp_path), "--digits", "2", "--clutter", "plain",
-            "--steps", "2", "--n", "4", "--synthetic", str(SYNTHETIC), "--threads", "1", "--encoder", str(encoder_run),
-            "--set", "run.log_every=1"]  # fmt: skip
+    argv = [
+        "reproduce",
+        "colocalisation",
+        "--out",
+        str(tmp_path),
+        "--digits",
+        "2",
+        "--clutter",
+        "plain",
+        "--steps",
+        "2",
+        "--n",
+        "4",
+        "--synthetic",
+        str(SYNTHETIC),
+        "--threads",
+        "1",
+        "--encoder",
+        str(encoder_run),
+        "--set",
+        "run.log_every=1",
+    ]
     assert cli(argv) == 0
     assert "| 2 | no |" in (tmp_path / "colocalisation.md").read_text()
     assert len(_train_rows(tmp_path / "digit2_plain")) == 2
@@ -96,8 +120,12 @@ def test_python_dash_m_is_the_same_command(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "torchstn.experiments.colocalisation", "--help"], capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "torchstn.experiments.colocalisation", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and "--encoder-set" in proc.stdout and "--fresh" in proc.stdout, proc.stderr[-2000:]
 
 

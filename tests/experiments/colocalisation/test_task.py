@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from torchstn.errors import ConfigError
-from torchstn.nn import SpatialTransformer
 from torchstn.experiments import colocalisation as coloc
 from torchstn.experiments.engine import checkpoint as ckpt
 from torchstn.experiments.engine.config import resolve
@@ -20,6 +19,7 @@ from torchstn.experiments.engine.config_io import apply_overrides
 from torchstn.experiments.engine.runs import load_run
 from torchstn.experiments.engine.signals import TrainingInterrupted
 from torchstn.experiments.engine.trainer import fit, new_state, task_of
+from torchstn.nn import SpatialTransformer
 
 from .conftest import SYNTHETIC
 
@@ -37,8 +37,9 @@ def _assert_same_run(a, b):
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     assert _rows(a) == _rows(b)
     ra, rb = (json.loads((d / "result.json").read_text()) for d in (a, b))
-    assert {k: v for k, v in ra.items() if k.startswith("test_")} == {k: v for k, v in rb.items()
-                                                                      if k.startswith("test_")}  # fmt: skip
+    assert {k: v for k, v in ra.items() if k.startswith("test_")} == {
+        k: v for k, v in rb.items() if k.startswith("test_")
+    }
 
 
 def test_a_tiny_case_trains_through_fit(tiny_case, tmp_path):
@@ -138,11 +139,18 @@ def test_bf16_trains_a_few_steps(tiny_case, tmp_path):
 
 def test_options_and_settings_are_checked(tiny_case, tmp_path):
     cfg = tiny_case()
-    for bad, match in [("task.digit=12", "task.digit"), ("task.n=1", "task.n"), ("task.alpha=0", "task.alpha"),
-                       ("task.features=penultimat", "Did you mean 'penultimate'"), ("task.fine_min=0.5", "fine"),
-                       ("task.zoom_end=0.2", "zoom"), ("task.start_scale=0.9", "start_scale"),
-                       ("task.clutter=3", "task.clutter must be bool"), ("task.windw=1", "unknown key 'task.windw'"),
-                       ("data.variant=RTS", "data.variant must be one of \\['colocalisation'\\]")]:  # fmt: skip
+    for bad, match in [
+        ("task.digit=12", "task.digit"),
+        ("task.n=1", "task.n"),
+        ("task.alpha=0", "task.alpha"),
+        ("task.features=penultimat", "Did you mean 'penultimate'"),
+        ("task.fine_min=0.5", "fine"),
+        ("task.zoom_end=0.2", "zoom"),
+        ("task.start_scale=0.9", "start_scale"),
+        ("task.clutter=3", "task.clutter must be bool"),
+        ("task.windw=1", "unknown key 'task.windw'"),
+        ("data.variant=RTS", "data.variant must be one of \\['colocalisation'\\]"),
+    ]:
         with pytest.raises(ConfigError, match=match):
             apply_overrides(cfg, [bad])
     with pytest.raises(ConfigError, match="at most task.n"):
@@ -185,14 +193,33 @@ encoder = "{encoder_run.as_posix()}"
 def test_train_colocalisation_keeps_its_python_api(encoder_run, tmp_path):
     digits = coloc.load_encoder(encoder_run, "penultimate")
     with pytest.warns(DeprecationWarning, match="optim.lr=0.1"):
-        st = coloc.train_colocalisation(3, clutter=False, encoder=digits, steps=4, n=8, overrides=["lr=0.1"],
-                                        out_dir=tmp_path / "run", log=None, log_every=2)  # fmt: skip
+        st = coloc.train_colocalisation(
+            3,
+            clutter=False,
+            encoder=digits,
+            steps=4,
+            n=8,
+            overrides=["lr=0.1"],
+            out_dir=tmp_path / "run",
+            log=None,
+            log_every=2,
+        )
     assert isinstance(st, SpatialTransformer) and not st.training
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["config"]["optim"]["lr"] == 0.1 and result["config"]["task"]["features"] == "penultimate"
     with pytest.raises(ConfigError, match="task.digit"):  # resuming the finished run with other settings
-        coloc.train_colocalisation(4, clutter=False, encoder=encoder_run, steps=4, n=8, overrides=["optim.lr=0.1"],
-                                   out_dir=tmp_path / "run", resume=True, log=None, log_every=2)  # fmt: skip
+        coloc.train_colocalisation(
+            4,
+            clutter=False,
+            encoder=encoder_run,
+            steps=4,
+            n=8,
+            overrides=["optim.lr=0.1"],
+            out_dir=tmp_path / "run",
+            resume=True,
+            log=None,
+            log_every=2,
+        )
 
 
 def test_a_fresh_state_builds_the_localiser_with_the_sgd_preset(tiny_case):

@@ -79,9 +79,12 @@ def box_stats(boxes: torch.Tensor, truth: torch.Tensor, threshold: float = 0.5) 
     boxes, truth = boxes.double(), truth.double()
     iou = box_iou(boxes, truth)
     offset = ((boxes[:, :2] + boxes[:, 2:]) / 2 - (truth[:, :2] + truth[:, 2:]) / 2).norm(dim=1)
-    return {"rate": float((iou > threshold).double().mean()), "mean_iou": float(iou.mean()),
-            "window_px": float((boxes[:, 2] - boxes[:, 0]).mean()),
-            "centre_error_px": float(offset.median())}  # fmt: skip
+    return {
+        "rate": float((iou > threshold).double().mean()),
+        "mean_iou": float(iou.mean()),
+        "window_px": float((boxes[:, 2] - boxes[:, 0]).mean()),
+        "centre_error_px": float(offset.median()),
+    }
 
 
 @torch.no_grad()

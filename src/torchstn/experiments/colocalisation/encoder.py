@@ -45,10 +45,16 @@ class Encoder(nn.Module):
         self.normalise = bool(normalise)
         self.source: str | None = None  # where it was loaded from
         net = getattr(model, "classifier", model)
-        if not (isinstance(net, nn.Sequential) and len(net) >= 2 and isinstance(net[-1], nn.Linear)
-                and isinstance(net[-2], nn.Flatten)):  # fmt: skip
-            raise OptionError("the encoder must be the paper's CNN (a Sequential ending in Flatten, Linear), got "
-                              f"{type(net).__name__}")  # fmt: skip
+        if not (
+            isinstance(net, nn.Sequential)
+            and len(net) >= 2
+            and isinstance(net[-1], nn.Linear)
+            and isinstance(net[-2], nn.Flatten)
+        ):
+            raise OptionError(
+                "the encoder must be the paper's CNN (a Sequential ending in Flatten, Linear), got "
+                f"{type(net).__name__}"
+            )
         if not isinstance(getattr(model, "st", nn.Identity()), nn.Identity):
             raise OptionError("the encoder must be a CNN without a spatial transformer")
         self.net = net
@@ -65,8 +71,12 @@ class Encoder(nn.Module):
             if isinstance(layer, nn.MaxPool2d):
                 blocks.append(x.flatten(1))  # (B, C * h * w)
         logits = x  # (B, num_classes)
-        out = {"concat": lambda: torch.cat(blocks + [logits], dim=1), "penultimate": lambda: blocks[-1],
-               "logits": lambda: logits, "probs": lambda: logits.softmax(dim=1)}[self.features]()  # fmt: skip
+        out = {
+            "concat": lambda: torch.cat(blocks + [logits], dim=1),
+            "penultimate": lambda: blocks[-1],
+            "logits": lambda: logits,
+            "probs": lambda: logits.softmax(dim=1),
+        }[self.features]()
         return nn.functional.normalize(out, dim=1) if self.normalise else out  # (B, F)
 
     def extra_repr(self) -> str:

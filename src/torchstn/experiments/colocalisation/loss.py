@@ -13,8 +13,9 @@ from torchstn.experiments.colocalisation.window import CROP
 __all__ = ["triplet_loss", "colocalisation_loss", "misordered_triplets", "random_crops"]
 
 
-def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, alpha: float = 1.0,
-                 reduction: str = "sum") -> torch.Tensor:  # fmt: skip
+def triplet_loss(
+    anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, alpha: float = 1.0, reduction: str = "sum"
+) -> torch.Tensor:
     """The triplet hinge ``max(0, |anchor - positive|^2 - |anchor - negative|^2 + alpha)`` over the last dim.
 
     Args:
@@ -37,8 +38,9 @@ def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.T
     return loss.sum() if reduction == "sum" else loss.mean() if reduction == "mean" else loss
 
 
-def colocalisation_loss(features: torch.Tensor, rand_features: torch.Tensor, alpha: float = 1.0,
-                        reduction: str = "mean") -> torch.Tensor:  # fmt: skip
+def colocalisation_loss(
+    features: torch.Tensor, rand_features: torch.Tensor, alpha: float = 1.0, reduction: str = "mean"
+) -> torch.Tensor:
     """The paper's co-localisation loss: :func:`triplet_loss` with anchor ``e(T(I_n))``, positive ``e(T(I_m))`` and
     negative ``e(I_n^rand)`` for every ordered pair ``n != m`` of the set.
 
@@ -62,8 +64,10 @@ def colocalisation_loss(features: torch.Tensor, rand_features: torch.Tensor, alp
     """
     look_up_option("reduction", reduction, ("sum", "mean", "none"))
     if features.dim() != 2 or features.shape != rand_features.shape or features.shape[0] < 2:
-        raise ShapeError(f"features and rand_features must both be (N, F) with N >= 2, got "
-                         f"{tuple(features.shape)} and {tuple(rand_features.shape)}")  # fmt: skip
+        raise ShapeError(
+            f"features and rand_features must both be (N, F) with N >= 2, got "
+            f"{tuple(features.shape)} and {tuple(rand_features.shape)}"
+        )
     N = features.shape[0]
     sq = features.pow(2).sum(-1)  # (N,)
     d_pos = (sq[:, None] + sq[None, :] - 2.0 * features @ features.T).clamp_min(0.0)  # (N, N): |f_n - f_m|^2

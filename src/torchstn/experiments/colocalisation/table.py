@@ -25,16 +25,27 @@ def write_tables(rows: list[dict], out: Path, header: list[str]) -> Path:
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{r[k]:.4g}" if isinstance(r[k], float) else r[k]) for k in COLUMNS})
-    lines = [*header, "", ("| Digit | Clutter | IoU > 0.5 (ours) | Paper | Mean IoU | Centre error (px, median) | "
-                           "Window (px) | Steps | Train time |"), "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        *header,
+        "",
+        (
+            "| Digit | Clutter | IoU > 0.5 (ours) | Paper | Mean IoU | Centre error (px, median) | "
+            "Window (px) | Steps | Train time |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['digit']} | {'yes' if r['clutter'] else 'no'} | {r['rate']:.0f}% | {r['paper']}% | "
-                     f"{r['mean_iou']:.2f} | {r['centre_error_px']:.1f} | {r['window_px']:.1f} | {r['steps']} | "
-                     f"{r['train_s']:.0f} s |")  # fmt: skip
+        lines.append(
+            f"| {r['digit']} | {'yes' if r['clutter'] else 'no'} | {r['rate']:.0f}% | {r['paper']}% | "
+            f"{r['mean_iou']:.2f} | {r['centre_error_px']:.1f} | {r['window_px']:.1f} | {r['steps']} | "
+            f"{r['train_s']:.0f} s |"
+        )
     for clutter in sorted({r["clutter"] for r in rows}):
         rates = [r["rate"] for r in rows if r["clutter"] == clutter]
-        lines.append(f"\n{'Cluttered' if clutter else 'Plain'}: mean {sum(rates) / len(rates):.1f}% over "
-                     f"{len(rates)} digit(s), range {min(rates):.0f}-{max(rates):.0f}% (paper {PAPER_RATE[clutter]}%).")
+        lines.append(
+            f"\n{'Cluttered' if clutter else 'Plain'}: mean {sum(rates) / len(rates):.1f}% over "
+            f"{len(rates)} digit(s), range {min(rates):.0f}-{max(rates):.0f}% (paper {PAPER_RATE[clutter]}%)."
+        )
     md = out / "colocalisation.md"
     md.write_text("\n".join(lines) + "\n")
     return md
@@ -75,7 +86,6 @@ def picture(shown: dict[int, tuple], clutter: bool, path: Path, cols: int = 6) -
     fig.tight_layout()
     fig.savefig(path)
     return path
-
 
 
 def add_pictures(shown: dict[bool, dict[int, tuple]], md: Path) -> None:

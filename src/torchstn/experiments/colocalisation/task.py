@@ -52,9 +52,22 @@ __all__ = ["SCHEDULE", "Options", "CoLocalisationTask", "window_of", "window_opt
 
 #: SGD + momentum on all ``n = 100`` images per step; lr x0.1 at half-way, where the zoom of :class:`Window` starts
 #: (at the full lr the shrinking windows slide off the digits). Registered as the engine schedule ``colocalisation``.
-SCHEDULE = dict(optimizer="sgd", lr=0.3, momentum=0.9, weight_decay=0.0, batch_size=100, iterations=200,
-                decay="step", lr_steps=(100,), gamma=0.1, warmup=0, loc_lr_mult=1.0, identity_weight=0.0,
-                grad_clip=0.0, clock="steps")  # fmt: skip
+SCHEDULE: dict[str, Any] = dict(
+    optimizer="sgd",
+    lr=0.3,
+    momentum=0.9,
+    weight_decay=0.0,
+    batch_size=100,
+    iterations=200,
+    decay="step",
+    lr_steps=(100,),
+    gamma=0.1,
+    warmup=0,
+    loc_lr_mult=1.0,
+    identity_weight=0.0,
+    grad_clip=0.0,
+    clock="steps",
+)
 SCHEDULES.register("colocalisation", SCHEDULE)
 
 
@@ -109,15 +122,24 @@ class Options:
 def window_of(options: Options) -> Window:
     """The :class:`Window` of the task options."""
     o = options
-    return Window(o.start_scale, (o.coarse_min, o.coarse_max), (o.fine_min, o.fine_max), (o.zoom_start, o.zoom_end),
-                  o.antialias)  # fmt: skip
+    return Window(
+        o.start_scale, (o.coarse_min, o.coarse_max), (o.fine_min, o.fine_max), (o.zoom_start, o.zoom_end), o.antialias
+    )
 
 
 def window_options(window: Window) -> dict[str, Any]:
     """The :class:`Options` fields of ``window`` (the inverse of :func:`window_of`)."""
     w = window
-    return {"start_scale": w.start_scale, "coarse_min": w.coarse[0], "coarse_max": w.coarse[1], "fine_min": w.fine[0],
-            "fine_max": w.fine[1], "zoom_start": w.zoom[0], "zoom_end": w.zoom[1], "antialias": w.antialias}
+    return {
+        "start_scale": w.start_scale,
+        "coarse_min": w.coarse[0],
+        "coarse_max": w.coarse[1],
+        "fine_min": w.fine[0],
+        "fine_max": w.fine[1],
+        "zoom_start": w.zoom[0],
+        "zoom_end": w.zoom[1],
+        "antialias": w.antialias,
+    }
 
 
 @TASKS.register("colocalisation")
@@ -143,9 +165,11 @@ class CoLocalisationTask(Task):
         if "cpu" not in self._encoders:
             o = self.options
             if not o.encoder:
-                raise ConfigError("task.encoder is not set: train the encoder with `torchstn train "
-                                  "colocalisation_encoder --out runs/colocalisation/encoder`, then --set "
-                                  "task.encoder=runs/colocalisation/encoder")  # fmt: skip
+                raise ConfigError(
+                    "task.encoder is not set: train the encoder with `torchstn train "
+                    "colocalisation_encoder --out runs/colocalisation/encoder`, then --set "
+                    "task.encoder=runs/colocalisation/encoder"
+                )
             self._encoders["cpu"] = load_encoder(o.encoder, o.features, o.normalise)
         key = str(torch.device(device))
         if key not in self._encoders:  # a copy per device; the CPU one encodes the negatives drawn on the CPU
@@ -156,8 +180,10 @@ class CoLocalisationTask(Task):
         o, d = self.options, self.cfg.data
         if train:
             if self.cfg.optim.batch_size is not None and self.cfg.optim.batch_size > o.n:
-                raise ConfigError(f"optim.batch_size ({self.cfg.optim.batch_size}) must be at most task.n ({o.n}): a "
-                                  "step's triplets are over distinct images")  # fmt: skip
+                raise ConfigError(
+                    f"optim.batch_size ({self.cfg.optim.batch_size}) must be at most task.n ({o.n}): a "
+                    "step's triplets are over distinct images"
+                )
             self.encoder()  # a missing encoder fails now, not at the first step
         source = synthetic_digits(d.synthetic, seed=2) if d.synthetic else None
         data = CoLocalisation(o.digit, n=o.n, clutter=o.clutter, seed=self.cfg.run.seed, root=d.root, source=source)
@@ -175,7 +201,7 @@ class CoLocalisationTask(Task):
     def on_step(self, model: nn.Module, step: int) -> None:
         lo, hi = self.window.scale_at(step, self.cfg.optim.iterations)
         with torch.no_grad():
-            model.head.scale.copy_(torch.tensor([lo, hi]))
+            model.get_submodule("head").get_buffer("scale").copy_(torch.tensor([lo, hi]))
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         features = self.encoder(outputs.device)(outputs.float())
@@ -193,9 +219,18 @@ class CoLocalisationTask(Task):
         return int((share > 0.5).sum()), int(share.numel())
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, dataset: Any, *, batch_size: int, device: torch.device, limit: int,
-                 amp: str, progress: Any = None,
-                 should_stop: Callable[[], bool] | None = None) -> dict[str, float] | None:  # fmt: skip
+    def evaluate(
+        self,
+        model: nn.Module,
+        dataset: Any,
+        *,
+        batch_size: int,
+        device: torch.device,
+        limit: int,
+        amp: str,
+        progress: Any = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> dict[str, float] | None:
         n = len(dataset) if limit <= 0 else min(limit, len(dataset))
         images, _ = dataset.batch(torch.arange(n))
         windows = _windows(model, images, batch_size, device, amp, progress, should_stop)
@@ -212,8 +247,10 @@ class CoLocalisationTask(Task):
 
     def describe(self, in_shape: tuple[int, ...]) -> str:
         o = self.options
-        return (f"co-localisation of digit {o.digit} ({'cluttered' if o.clutter else 'plain'}, {o.n} images "
-                f"{tuple(in_shape)}), encoder {o.encoder} ({o.features})")
+        return (
+            f"co-localisation of digit {o.digit} ({'cluttered' if o.clutter else 'plain'}, {o.n} images "
+            f"{tuple(in_shape)}), encoder {o.encoder} ({o.features})"
+        )
 
 
 def _moved(encoder: Encoder, device: torch.device | str) -> Encoder:
@@ -223,8 +260,15 @@ def _moved(encoder: Encoder, device: torch.device | str) -> Encoder:
     return moved
 
 
-def _windows(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device, amp: str, progress: Any,
-             should_stop: Callable[[], bool] | None) -> tuple[torch.Tensor, torch.Tensor] | None:  # fmt: skip
+def _windows(
+    model: nn.Module,
+    images: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    amp: str,
+    progress: Any,
+    should_stop: Callable[[], bool] | None,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The ST's crops ``(N, 1, 28, 28)`` (float32, on ``device``) and thetas ``(N, 3)`` (float32, CPU) of
     ``images``, in batches; ``None`` when ``should_stop`` abandoned it."""
     was_training = model.training
@@ -247,9 +291,21 @@ def _windows(model: nn.Module, images: torch.Tensor, batch_size: int, device: to
     return torch.cat(crops), torch.cat(thetas)
 
 
-def case_config(digit: int, clutter: bool, *, encoder: str | Path, steps: int = SCHEDULE["iterations"], seed: int = 0,
-                n: int = 100, features: str = "concat", synthetic: int = 0, root: str | None = None,
-                threads: int | None = None, overrides: Sequence[str] = (), **options: Any) -> TrainConfig:  # fmt: skip
+def case_config(
+    digit: int,
+    clutter: bool,
+    *,
+    encoder: str | Path,
+    steps: int = SCHEDULE["iterations"],
+    seed: int = 0,
+    n: int = 100,
+    features: str = "concat",
+    synthetic: int = 0,
+    root: str | None = None,
+    threads: int | None = None,
+    overrides: Sequence[str] = (),
+    **options: Any,
+) -> TrainConfig:
     """The config of one co-localisation case: task ``colocalisation`` on schedule ``colocalisation`` for ``steps``
     iterations (its lr step moves with them), all ``n`` images per step, the set and the crops seeded by ``seed``.
 
@@ -275,8 +331,20 @@ def case_config(digit: int, clutter: bool, *, encoder: str | Path, steps: int = 
     run: dict[str, Any] = {"seed": int(seed), "log_every": 20, "checkpoint_every": 50}
     if threads:
         run["threads"] = int(threads)
-    cfg = from_dict({"data": data, "run": run,
-                     "optim": {"schedule": "colocalisation", "iterations": int(steps), "batch_size": int(n)},
-                     "task": {"name": "colocalisation", "digit": digit, "clutter": bool(clutter), "n": int(n),
-                              "encoder": str(encoder), "features": features, **options}})  # fmt: skip
+    cfg = from_dict(
+        {
+            "data": data,
+            "run": run,
+            "optim": {"schedule": "colocalisation", "iterations": int(steps), "batch_size": int(n)},
+            "task": {
+                "name": "colocalisation",
+                "digit": digit,
+                "clutter": bool(clutter),
+                "n": int(n),
+                "encoder": str(encoder),
+                "features": features,
+                **options,
+            },
+        }
+    )
     return apply_overrides(cfg, overrides) if overrides else cfg

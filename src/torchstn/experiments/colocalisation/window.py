@@ -86,12 +86,17 @@ class WindowHead(nn.Module):
         tensor([0.6000, 0.0000, 0.0000], grad_fn=<SelectBackward0>)
     """
 
+    scale: torch.Tensor  # (2,) the (min, max) scale bounds: a buffer, saved with the weights
+    identity: torch.Tensor  # (3,) the theta it starts at: a non-persistent buffer
+
     def __init__(self, in_features: int, start_scale: float = 0.6, scale: Sequence[float] = (0.3, 0.67)):
         super().__init__()
         lo, hi = (float(v) for v in scale)
         if not 0 < lo < start_scale < hi <= 1:
-            raise OptionError(f"need 0 < min scale < start_scale < max scale <= 1, got start_scale={start_scale}, "
-                              f"scale={tuple(scale)}")  # fmt: skip
+            raise OptionError(
+                f"need 0 < min scale < start_scale < max scale <= 1, got start_scale={start_scale}, "
+                f"scale={tuple(scale)}"
+            )
         self.start_scale = float(start_scale)
         self.offset = math.log((start_scale - lo) / (hi - start_scale))  # sigmoid(offset) = (start - lo) / (hi - lo)
         self.register_buffer("scale", torch.tensor([lo, hi]))
@@ -129,10 +134,19 @@ def localiser(in_size: Sequence[int] = (84, 84), window: Window = Window()) -> S
     if h < 1 or w < 1:
         raise ShapeError(f"the co-localisation localiser needs inputs of at least 17x17, got {H}x{W}")
     loc = nn.Sequential(
-        nn.Conv2d(1, 8, 9, stride=4), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(1, 8, 9, stride=4),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
         nn.Flatten(),  # (B, 8 * h * w)
-        nn.Linear(8 * h * w, 8), nn.ReLU(inplace=True),
-        nn.Linear(8, 8), nn.ReLU(inplace=True),
-    )  # fmt: skip
-    return SpatialTransformer(loc, "attention", out_size=(CROP, CROP), antialias=window.antialias,
-                              head=WindowHead(8, window.start_scale, window.coarse))
+        nn.Linear(8 * h * w, 8),
+        nn.ReLU(inplace=True),
+        nn.Linear(8, 8),
+        nn.ReLU(inplace=True),
+    )
+    return SpatialTransformer(
+        loc,
+        "attention",
+        out_size=(CROP, CROP),
+        antialias=window.antialias,
+        head=WindowHead(8, window.start_scale, window.coarse),
+    )
