@@ -16,7 +16,8 @@ Each ``(digit, clutter)`` case is one engine run (:func:`~torchstn.experiments.e
 ``colocalisation`` (:data:`SCHEDULE`): DDP, ``run.amp``, clean stops, exact resume, ``metrics.csv`` and
 ``result.json`` come with it. The files, by concern: :mod:`.window` (the window, its head, the localiser),
 :mod:`.loss` (triplet losses, random crops), :mod:`.boxes` (windows as boxes, IoU), :mod:`.encoder` (``e()``),
-:mod:`.task` (the task and a case's config), :mod:`.table` (table and pictures), :mod:`.reproduce` (the command).
+:mod:`.task` (the task, its options, the schedule), :mod:`.case` (one case: its config and run directory),
+:mod:`.table` (table and pictures), :mod:`.reproduce` (the command).
 
 What the paper leaves open [?] and we chose, each from a measurement (``docs/colocalisation.md``):
 
@@ -40,6 +41,14 @@ from torchstn.experiments.colocalisation.boxes import (
     localisation_rate,
     predict_boxes,
 )
+from torchstn.experiments.colocalisation.case import (
+    STEPS,
+    case_config,
+    case_name,
+    localiser_of,
+    run_case,
+    train_colocalisation,
+)
 from torchstn.experiments.colocalisation.encoder import FEATURES, Encoder, load_encoder
 from torchstn.experiments.colocalisation.loss import (
     colocalisation_loss,
@@ -49,20 +58,19 @@ from torchstn.experiments.colocalisation.loss import (
 )
 from torchstn.experiments.colocalisation.reproduce import (
     ENCODER_CONFIG,
-    case_name,
+    Settings,
     get_args_parser,
     main,
     reproduce_colocalisation,
-    run_case,
-    train_colocalisation,
 )
 from torchstn.experiments.colocalisation.table import PAPER_RATE
-from torchstn.experiments.colocalisation.task import SCHEDULE, CoLocalisationTask, Options, case_config, window_of
+from torchstn.experiments.colocalisation.task import SCHEDULE, CoLocalisationTask, Options, window_of
 from torchstn.experiments.colocalisation.window import CROP, Window, WindowHead, localiser
 
 __all__ = [
     "PAPER_RATE",
     "SCHEDULE",
+    "STEPS",
     "FEATURES",
     "CROP",
     "ENCODER_CONFIG",
@@ -86,7 +94,9 @@ __all__ = [
     "case_config",
     "case_name",
     "run_case",
+    "localiser_of",
     "train_colocalisation",
+    "Settings",
     "reproduce_colocalisation",
     "get_args_parser",
     "main",

@@ -1,6 +1,6 @@
 """Co-localisation on the training engine: the task ``colocalisation`` (:class:`CoLocalisationTask`), its options
-(:class:`Options`, the ``[task]`` section), the SGD schedule ``colocalisation`` (:data:`SCHEDULE`) and the config of
-one ``(digit, clutter)`` case (:func:`case_config`).
+(:class:`Options`, the ``[task]`` section) and the SGD schedule ``colocalisation`` (:data:`SCHEDULE`); the config of
+one ``(digit, clutter)`` case is :func:`~torchstn.experiments.colocalisation.case.case_config`.
 
 A case trains with :func:`~torchstn.experiments.engine.trainer.fit` like every other experiment, so it has DDP under
 ``torchrun``, ``run.amp``, clean stops and RNG-exact resume, ``metrics.csv`` and ``result.json``. Each step:
@@ -29,8 +29,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -43,12 +42,11 @@ from torchstn.experiments.colocalisation.boxes import attention_boxes, box_stats
 from torchstn.experiments.colocalisation.encoder import FEATURES, Encoder, load_encoder
 from torchstn.experiments.colocalisation.loss import colocalisation_loss, misordered_triplets, random_crops
 from torchstn.experiments.colocalisation.window import Window, localiser
-from torchstn.experiments.engine.config import TrainConfig, from_dict
 from torchstn.experiments.engine.schedules import SCHEDULES
 from torchstn.experiments.engine.steps import amp_autocast
 from torchstn.experiments.engine.tasks import TASKS, Task
 
-__all__ = ["SCHEDULE", "Options", "CoLocalisationTask", "window_of", "window_options", "case_config"]
+__all__ = ["SCHEDULE", "Options", "CoLocalisationTask", "window_of", "window_options"]
 
 #: SGD + momentum on all ``n = 100`` images per step; lr x0.1 at half-way, where the zoom of :class:`Window` starts
 #: (at the full lr the shrinking windows slide off the digits). Registered as the engine schedule ``colocalisation``.
@@ -289,62 +287,3 @@ def _windows(
         if progress is not None:
             progress.close()
     return torch.cat(crops), torch.cat(thetas)
-
-
-def case_config(
-    digit: int,
-    clutter: bool,
-    *,
-    encoder: str | Path,
-    steps: int = SCHEDULE["iterations"],
-    seed: int = 0,
-    n: int = 100,
-    features: str = "concat",
-    synthetic: int = 0,
-    root: str | None = None,
-    threads: int | None = None,
-    overrides: Sequence[str] = (),
-    **options: Any,
-) -> TrainConfig:
-    """The config of one co-localisation case: task ``colocalisation`` on schedule ``colocalisation`` for ``steps``
-    iterations (its lr step moves with them), all ``n`` images per step, the set and the crops seeded by ``seed``.
-
-    Args:
-        encoder: the encoder's run directory or checkpoint (``task.encoder``).
-        synthetic, root: ``data.synthetic`` (synthetic digits: a smoke run) and ``data.root``.
-        overrides: ``--set`` style ``key=value`` changes applied last.
-        options: other :class:`Options` fields (``alpha``, ``start_scale``, ...).
-
-    Raises:
-        ConfigError: a bad value or override.
-
-    Example:
-        >>> cfg = case_config(3, True, encoder="runs/colocalisation/encoder", overrides=["task.alpha=0.5"])
-        >>> cfg.task.name, cfg.task.options.clutter, cfg.task.options.alpha, cfg.optim.batch_size
-        ('colocalisation', True, 0.5, 100)
-    """
-    from torchstn.experiments.engine.config_io import apply_overrides
-
-    data: dict[str, Any] = {"variant": "colocalisation", "synthetic": int(synthetic)}
-    if root is not None:
-        data["root"] = str(root)
-    run: dict[str, Any] = {"seed": int(seed), "log_every": 20, "checkpoint_every": 50}
-    if threads:
-        run["threads"] = int(threads)
-    cfg = from_dict(
-        {
-            "data": data,
-            "run": run,
-            "optim": {"schedule": "colocalisation", "iterations": int(steps), "batch_size": int(n)},
-            "task": {
-                "name": "colocalisation",
-                "digit": digit,
-                "clutter": bool(clutter),
-                "n": int(n),
-                "encoder": str(encoder),
-                "features": features,
-                **options,
-            },
-        }
-    )
-    return apply_overrides(cfg, overrides) if overrides else cfg
