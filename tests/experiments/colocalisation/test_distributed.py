@@ -7,16 +7,11 @@ test replays exactly that in one process and must land on the same weights (up t
 
 import csv
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-import torchstn
 from torchstn.experiments.engine import checkpoint as ckpt
 from torchstn.experiments.engine import distributed
 from torchstn.experiments.engine.config import resolve
@@ -24,30 +19,10 @@ from torchstn.experiments.engine.config_io import load_config
 from torchstn.experiments.engine.data import batch_indices
 from torchstn.experiments.engine.trainer import new_state, task_of
 
+from ..engine.launch import torchrun
 from .conftest import SYNTHETIC
 
-REPO = Path(__file__).resolve().parents[3]
-SRC = Path(torchstn.__file__).resolve().parents[1]
-
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _torchrun(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
-    """``torchrun --nproc_per_node=2 ARGS`` on a free port (as tests/experiments/engine/test_distributed.py)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(SRC), str(REPO)]))
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={port}",
-        *args,
-    ]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
 def _config(encoder_run: Path) -> str:
@@ -104,7 +79,7 @@ def _replay_two_ranks(cfg, steps: int) -> tuple[dict, dict, list[float], list[to
 def test_two_processes_train_a_case_on_the_pairs_within_their_halves(encoder_run, tmp_path):
     config = tmp_path / "coloc.toml"
     config.write_text(_config(encoder_run))
-    proc = _torchrun(["-m", "torchstn", "train", str(config), "--out", str(tmp_path / "ddp")])
+    proc, _ = torchrun(["-m", "torchstn", "train", str(config), "--out", str(tmp_path / "ddp")])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 processes (8 images each)" in proc.stdout and proc.stdout.count("co-localisation of digit 3") == 1
     result = json.loads((tmp_path / "ddp" / "result.json").read_text())
