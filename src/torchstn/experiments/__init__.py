@@ -17,5 +17,6 @@ An experiment imports the library and the engine, never another experiment. ``do
 """
 
 from torchstn.experiments import addition, table1, volume3d  # noqa: F401  (registers the specs' cells)
+from torchstn.experiments import colocalisation as colocalisation  # noqa: E402,F401  (registers its task and schedule)
 from torchstn.experiments import cub as cub  # noqa: E402,F401  (registers its task and schedules)
 from torchstn.experiments import svhn as svhn  # noqa: E402,F401  (registers its task and schedules)

@@ -1,19 +1,16 @@
-"""Tests for the co-localisation experiment (torchstn.experiments.colocalisation, paper Appendix A.2)."""
+"""Tests of the co-localisation parts (torchstn.experiments.colocalisation, paper Appendix A.2): the loss, boxes and
+IoU, the window and its head, the encoder, random crops. Training on the engine: test_task.py, test_distributed.py;
+the command: test_reproduce.py."""
 
 from __future__ import annotations
-
-import csv
-import json
 
 import pytest
 import torch
 
-from torchstn.data.datasets import CoLocalisation
-from torchstn.data.synthetic import synthetic_digits
-from torchstn.errors import ConfigError, OptionError, ShapeError
+from torchstn.data import CoLocalisation, synthetic_digits
+from torchstn.errors import OptionError, ShapeError
 from torchstn.experiments import colocalisation as coloc
 from torchstn.models.mnist import cnn, st_cnn
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -21,12 +18,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 @pytest.fixture(scope="module")
 def digits():
     return synthetic_digits(200, seed=0)  # 20 of each class
-
-
-@pytest.fixture(scope="module")
-def tiny_encoder():
-    torch.manual_seed(0)
-    return coloc.Encoder(cnn((1, 28, 28), channels=(4, 4)))  # untrained but fixed
 
 
 # ------------------------------------------------------------------------------------------------------------ loss
@@ -47,8 +38,12 @@ def test_colocalisation_loss_is_the_sum_over_ordered_pairs():
     g = torch.Generator().manual_seed(0)
     f, r = torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(5, 3, generator=g, dtype=torch.float64)
     # sum_n sum_{m != n} max(0, |f_n - f_m|^2 - |f_n - r_n|^2 + alpha), written out
-    direct = sum(max(0.0, float((f[i] - f[j]).pow(2).sum() - (f[i] - r[i]).pow(2).sum() + 1.0))
-                 for i in range(5) for j in range(5) if i != j)  # fmt: skip
+    direct = sum(
+        max(0.0, float((f[i] - f[j]).pow(2).sum() - (f[i] - r[i]).pow(2).sum() + 1.0))
+        for i in range(5)
+        for j in range(5)
+        if i != j
+    )
     assert coloc.colocalisation_loss(f, r, reduction="sum").item() == pytest.approx(direct, rel=1e-12)
     assert coloc.colocalisation_loss(f, r).item() == pytest.approx(direct / 20, rel=1e-12)
     pairs = [(i, j) for i in range(5) for j in range(5) if i != j]
@@ -58,6 +53,19 @@ def test_colocalisation_loss_is_the_sum_over_ordered_pairs():
     assert coloc.colocalisation_loss(torch.zeros(4, 2), torch.full((4, 2), 2.0)).item() == 0.0
     with pytest.raises(ShapeError):
         coloc.colocalisation_loss(torch.zeros(1, 2), torch.zeros(1, 2))
+    # reduction "none": the (N, N) terms, anchor n in row n, positive m in column m, zero on the diagonal
+    terms = coloc.colocalisation_loss(f, r, reduction="none")
+    assert terms.shape == (5, 5) and bool((terms.diagonal() == 0).all())
+    for i, j in pairs:
+        hinge = float((f[i] - f[j]).pow(2).sum() - (f[i] - r[i]).pow(2).sum() + 1.0)
+        assert terms[i, j].item() == pytest.approx(max(0.0, hinge), rel=1e-12)
+    # misordered: the positive farther from the anchor than its negative, |f_n - f_m|^2 > |f_n - r_n|^2
+    d = lambda a, b: float((a - b).pow(2).sum())  # noqa: E731
+    misordered = [sum(d(f[i], f[j]) > d(f[i], r[i]) for j in range(5) if j != i) / 4 for i in range(5)]
+    assert coloc.misordered_triplets(f, r).tolist() == pytest.approx(misordered)
+    assert 0 < sum(misordered) < 5  # the check sees both cases
+    with pytest.raises(OptionError, match="reduction"):
+        coloc.colocalisation_loss(f, r, reduction="max")
 
 
 # ------------------------------------------------------------------------------------------------------------ boxes
@@ -77,18 +85,21 @@ def test_box_iou_known_boxes():
 
 def test_attention_boxes_known_theta_and_dataset_round_trip(digits):
     theta = torch.tensor([[1.0, 0.0, 0.0], [1 / 3, 0.0, 0.0], [1 / 3, 2 / 3, -2 / 3], [0.5, 0.25, 0.0]])
-    expected = torch.tensor([[0.0, 0.0, 84.0, 84.0], [28.0, 28.0, 56.0, 56.0], [56.0, 0.0, 84.0, 28.0],
-                             [31.5, 21.0, 73.5, 63.0]])  # fmt: skip
+    expected = torch.tensor(
+        [[0.0, 0.0, 84.0, 84.0], [28.0, 28.0, 56.0, 56.0], [56.0, 0.0, 84.0, 28.0], [31.5, 21.0, 73.5, 63.0]]
+    )
     assert torch.allclose(coloc.attention_boxes(theta, (84, 84)), expected, atol=1e-5)
     # a non-square input: x follows the width, y the height
-    assert torch.allclose(coloc.attention_boxes(torch.tensor([[0.5, 0.0, 0.0]]), (40, 80)),
-                          torch.tensor([[20.0, 10.0, 60.0, 30.0]]))  # fmt: skip
+    assert torch.allclose(
+        coloc.attention_boxes(torch.tensor([[0.5, 0.0, 0.0]]), (40, 80)), torch.tensor([[20.0, 10.0, 60.0, 30.0]])
+    )
     ds = CoLocalisation(5, n=6, clutter=True, source=digits)
     bn = ds.boxes_normalised.double()
     theta = torch.stack(((bn[:, 2] - bn[:, 0]) / 2, (bn[:, 0] + bn[:, 2]) / 2, (bn[:, 1] + bn[:, 3]) / 2), dim=1)
     assert torch.allclose(coloc.attention_boxes(theta, (84, 84)), ds.boxes.double(), atol=1e-9)
-    assert torch.allclose(coloc.box_iou(coloc.attention_boxes(theta, (84, 84)), ds.boxes.double()),
-                          torch.ones(6, dtype=torch.float64))  # fmt: skip
+    assert torch.allclose(
+        coloc.box_iou(coloc.attention_boxes(theta, (84, 84)), ds.boxes.double()), torch.ones(6, dtype=torch.float64)
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------ parts
@@ -121,6 +132,24 @@ def test_window_head_starts_central_and_stays_in_bounds():
     assert bool((head(torch.randn(64, 8))[:, 0] <= 0.4 + 1e-6).all())
     with pytest.raises(OptionError):
         coloc.WindowHead(8, start_scale=0.2, scale=(0.3, 0.67))
+    assert head.identity.tolist() == pytest.approx([0.6, 0.0, 0.0]) and "identity" not in head.state_dict()
+
+
+def test_window_schedule_and_refusals():
+    w = coloc.Window()
+    assert w.scale_at(0, 200) == w.scale_at(100, 200) == (0.5, 0.67)  # coarse until half-way
+    assert w.scale_at(160, 200) == w.scale_at(10_000, 200) == (0.3, 0.4)  # fine from 80% on
+    lo, hi = w.scale_at(130, 200)  # half-way through the zoom
+    assert (lo, hi) == pytest.approx((0.4, 0.535))
+    for bad in (
+        {"coarse": (0.7, 0.5)},
+        {"fine": (0.0, 0.4)},
+        {"start_scale": 0.7},
+        {"zoom": (0.8, 0.5)},
+        {"fine": (0.3, 1.2)},
+    ):
+        with pytest.raises(OptionError):
+            coloc.Window(**bad)
 
 
 def test_random_crops_are_pixel_crops():
@@ -132,57 +161,3 @@ def test_random_crops_are_pixel_crops():
         assert torch.equal(crops[i], x[i, :, y0 : y0 + 4, x0 : x0 + 4])
     with pytest.raises(ShapeError):
         coloc.random_crops(x, torch.Generator(), size=11)
-
-
-# ------------------------------------------------------------------------------------------------------------ training
-def test_tiny_run_lowers_the_loss(digits, tiny_encoder, tmp_path):
-    st = coloc.train_colocalisation(3, clutter=False, encoder=tiny_encoder, steps=40, n=16, source=digits,
-                                    out_dir=tmp_path, log=None, log_every=10)  # fmt: skip
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    losses = [r["loss"] for r in rows if "loss" in r]  # means over steps 1-10, ..., 31-40
-    assert len(losses) == 4 and losses[-1] < 0.92 * losses[0], losses  # 0.84-0.87 over data seeds 0-3
-    result = json.loads((tmp_path / "result.json").read_text())
-    assert result["step"] == 40 and 0.0 <= result["rate"] <= 1.0 and not st.training
-    assert result["meta"]["digit"] == 3 and result["meta"]["features"] == "concat"
-    # the final window is bounded by the zoomed scale
-    boxes = coloc.predict_boxes(st, CoLocalisation(3, n=16, source=digits).batch(torch.arange(16))[0])
-    assert bool(((boxes[:, 2] - boxes[:, 0]) <= 0.4 * 84 + 1e-3).all())
-    # resuming the finished run with other settings is refused
-    with pytest.raises(ConfigError, match="trained with"):
-        coloc.train_colocalisation(4, clutter=False, encoder=tiny_encoder, steps=40, n=16, source=digits,
-                                   out_dir=tmp_path, log=None, resume=True)  # fmt: skip
-
-
-def test_reproduce_writes_its_table(tmp_path):
-    tiny = ["optim.iterations=2", "model.channels=[4, 4]"]
-    rows = coloc.reproduce_colocalisation(tmp_path, digits=[1], clutter=(False, True), steps=3, n=5,
-                                          synthetic=120, say=None, encoder_overrides=tiny)  # fmt: skip
-    assert [(r["digit"], r["clutter"], r["paper"]) for r in rows] == [(1, False, "100"), (1, True, "75-93")]
-    assert (tmp_path / "encoder" / "result.json").is_file()
-    with open(tmp_path / "colocalisation.csv") as f:
-        table = list(csv.DictReader(f))
-    assert [t["digit"] for t in table] == ["1", "1"] and all(0 <= float(t["rate"]) <= 100 for t in table)
-    md = (tmp_path / "colocalisation.md").read_text()
-    assert "| Digit | Clutter | IoU > 0.5 (ours) | Paper |" in md and "--synthetic 120" in md and "Synthetic" in md
-    pytest.importorskip("matplotlib")
-    assert (tmp_path / "colocalisation_plain.png").stat().st_size > 0
-    assert (tmp_path / "colocalisation_cluttered.png").stat().st_size > 0
-
-
-def test_command_line_arguments():
-    parser = coloc.get_args_parser()
-    args = parser.parse_args(["--digits", "1,7", "--clutter", "plain", "--steps", "50"])
-    assert (args.digits, args.clutter, args.steps, args.encoder, args.features) == ("1,7", "plain", 50, None, "concat")
-    with pytest.raises(OptionError, match="digits"):
-        coloc.main(parser.parse_args(["--digits", "one"]))
-
-
-def test_reproduce_command_runs_it(tmp_path):
-    from torchstn.experiments.cli import main as cli
-
-    argv = ["reproduce", "colocalisation", "--out", str(tmp_path), "--digits", "2", "--clutter", "plain",
-            "--steps", "2", "--n", "4", "--synthetic", "120", "--threads", "1",
-            "--encoder-set", "optim.iterations=2", "--encoder-set", "model.channels=[4, 4]"]  # fmt: skip
-    assert cli(argv) == 0
-    assert "| 2 | no |" in (tmp_path / "colocalisation.md").read_text()
-    assert cli(["reproduce", "colocalisation", "--digits", "x"]) == 2

@@ -1,0 +1,289 @@
+"""Co-localisation on the training engine: the task ``colocalisation`` (:class:`CoLocalisationTask`), its options
+(:class:`Options`, the ``[task]`` section) and the SGD schedule ``colocalisation`` (:data:`SCHEDULE`); the config of
+one ``(digit, clutter)`` case is :func:`~torchstn.experiments.colocalisation.case.case_config`.
+
+A case trains with :func:`~torchstn.experiments.engine.trainer.fit` like every other experiment, so it has DDP under
+``torchrun``, ``run.amp``, clean stops and RNG-exact resume, ``metrics.csv`` and ``result.json``. Each step:
+
+* :meth:`~CoLocalisationTask.batch`: the images of the step (``optim.batch_size`` of the ``n``, from the engine's
+  :func:`~torchstn.experiments.engine.data.batch_indices`; with the default batch all ``n`` each step) and the
+  negatives ``e(I_n^rand)``, one random crop of each image drawn from the engine's checkpointed generator and
+  encoded without gradient;
+* :meth:`~CoLocalisationTask.on_step`: the coarse-to-fine window bounds of the step (:meth:`Window.scale_at`);
+* :meth:`~CoLocalisationTask.loss`: :func:`colocalisation_loss` (mean over the batch's ordered pairs) of the encoded
+  ST crops against the negatives; :meth:`~CoLocalisationTask.mistakes` counts the anchors whose triplets are mostly
+  in the wrong order (:func:`misordered_triplets` > 0.5: the crop of image ``n`` is nearer its own random crop than
+  the crops of most other images): the training ``error`` column of ``metrics.csv``;
+* :meth:`~CoLocalisationTask.evaluate` (on the same ``n`` images: the task has no other test set): ``error`` = % of
+  the images *not* localised (IoU <= 0.5), with ``rate`` (0..1), ``mean_iou``, ``window_px`` and
+  ``centre_error_px`` (``test_<key>`` in ``result.json``) and ``loss`` with random crops drawn from ``run.seed``.
+
+Under ``torchrun`` the global batch is split between the processes (:func:`~torchstn.experiments.engine.distributed.
+shard`) and each process's loss is over the ordered pairs *within its share*; DDP averages the gradients. With 2
+processes and all ``n`` images per step, a step uses the ``2 (n/2)(n/2 - 1)`` pairs inside the two halves of that
+step's permutation instead of all ``n (n - 1)``: every pair is equally likely to fall in one half, so the expected
+loss is the one-process loss, but the runs are not the same.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchstn._checks import look_up_option
+from torchstn.data import CoLocalisation, synthetic_digits
+from torchstn.errors import ConfigError, OptionError
+from torchstn.experiments.colocalisation.boxes import attention_boxes, box_stats
+from torchstn.experiments.colocalisation.encoder import FEATURES, Encoder, load_encoder
+from torchstn.experiments.colocalisation.loss import colocalisation_loss, misordered_triplets, random_crops
+from torchstn.experiments.colocalisation.window import Window, localiser
+from torchstn.experiments.engine.schedules import SCHEDULES
+from torchstn.experiments.engine.steps import amp_autocast
+from torchstn.experiments.engine.tasks import TASKS, Task
+
+__all__ = ["SCHEDULE", "Options", "CoLocalisationTask", "window_of", "window_options"]
+
+#: SGD + momentum on all ``n = 100`` images per step; lr x0.1 at half-way, where the zoom of :class:`Window` starts
+#: (at the full lr the shrinking windows slide off the digits). Registered as the engine schedule ``colocalisation``.
+SCHEDULE: dict[str, Any] = dict(
+    optimizer="sgd",
+    lr=0.3,
+    momentum=0.9,
+    weight_decay=0.0,
+    batch_size=100,
+    iterations=200,
+    decay="step",
+    lr_steps=(100,),
+    gamma=0.1,
+    warmup=0,
+    loc_lr_mult=1.0,
+    identity_weight=0.0,
+    grad_clip=0.0,
+    clock="steps",
+)
+SCHEDULES.register("colocalisation", SCHEDULE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The ``[task]`` options of ``colocalisation`` (``--set task.<option>=...``); the set's seed is ``run.seed``.
+
+    Attributes:
+        digit: the class of the ``n`` images (0..9).
+        clutter: 16 clutter crops of 6x6 on each canvas.
+        n: images in the set (the paper: 100); ``optim.batch_size`` of them per step.
+        alpha: the triplet margin.
+        encoder: run directory (or checkpoint) of the frozen encoder, ``torchstn train colocalisation_encoder``.
+        features, normalise: what the encoder reads, L2-normalised (:class:`Encoder`).
+        start_scale, coarse_min, coarse_max, fine_min, fine_max, zoom_start, zoom_end, antialias: the window
+            (:class:`Window`: ``coarse = (coarse_min, coarse_max)``, ...).
+
+    Raises:
+        ConfigError: a value out of its range (named ``task.<option>``).
+    """
+
+    digit: int = 0
+    clutter: bool = False
+    n: int = 100
+    alpha: float = 1.0
+    encoder: str | None = None
+    features: str = "concat"
+    normalise: bool = True
+    start_scale: float = 0.6
+    coarse_min: float = 0.5
+    coarse_max: float = 0.67
+    fine_min: float = 0.3
+    fine_max: float = 0.4
+    zoom_start: float = 0.5
+    zoom_end: float = 0.8
+    antialias: bool = True
+
+    def __post_init__(self):
+        if not 0 <= self.digit <= 9:
+            raise ConfigError(f"task.digit must be in 0..9, got {self.digit}")
+        if self.n < 2:
+            raise ConfigError(f"task.n must be >= 2 (the loss compares pairs of images), got {self.n}")
+        if not self.alpha > 0:
+            raise ConfigError(f"task.alpha must be > 0, got {self.alpha}")
+        look_up_option("task.features", self.features, FEATURES, error=ConfigError)
+        try:
+            window_of(self)
+        except OptionError as e:
+            raise ConfigError(f"[task] window: {e}") from None
+
+
+def window_of(options: Options) -> Window:
+    """The :class:`Window` of the task options."""
+    o = options
+    return Window(
+        o.start_scale, (o.coarse_min, o.coarse_max), (o.fine_min, o.fine_max), (o.zoom_start, o.zoom_end), o.antialias
+    )
+
+
+def window_options(window: Window) -> dict[str, Any]:
+    """The :class:`Options` fields of ``window`` (the inverse of :func:`window_of`)."""
+    w = window
+    return {
+        "start_scale": w.start_scale,
+        "coarse_min": w.coarse[0],
+        "coarse_max": w.coarse[1],
+        "fine_min": w.fine[0],
+        "fine_max": w.fine[1],
+        "zoom_start": w.zoom[0],
+        "zoom_end": w.zoom[1],
+        "antialias": w.antialias,
+    }
+
+
+@TASKS.register("colocalisation")
+class CoLocalisationTask(Task):
+    """Co-localisation (Appendix A.2) as an engine task: see the module docstring."""
+
+    Options = Options
+    variants = ("colocalisation",)
+
+    def __init__(self, cfg: Any):
+        super().__init__(cfg)
+        self.window = window_of(self.options)
+        self._encoders: dict[str, Encoder] = {}
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None  # (outputs, their features) of the last loss
+
+    def encoder(self, device: torch.device | str = "cpu") -> Encoder:
+        """The frozen encoder on ``device`` (loaded once from ``task.encoder``).
+
+        Raises:
+            ConfigError: ``task.encoder`` is not set.
+            DataError: its checkpoint is missing or damaged.
+        """
+        if "cpu" not in self._encoders:
+            o = self.options
+            if not o.encoder:
+                raise ConfigError(
+                    "task.encoder is not set: train the encoder with `torchstn train "
+                    "colocalisation_encoder --out runs/colocalisation/encoder`, then --set "
+                    "task.encoder=runs/colocalisation/encoder"
+                )
+            self._encoders["cpu"] = load_encoder(o.encoder, o.features, o.normalise)
+        key = str(torch.device(device))
+        if key not in self._encoders:  # a copy per device; the CPU one encodes the negatives drawn on the CPU
+            self._encoders[key] = _moved(self._encoders["cpu"], device)
+        return self._encoders[key]
+
+    def datasets(self, *, train: bool = True, test: bool = True) -> tuple[Any, Any]:
+        o, d = self.options, self.cfg.data
+        if train:
+            if self.cfg.optim.batch_size is not None and self.cfg.optim.batch_size > o.n:
+                raise ConfigError(
+                    f"optim.batch_size ({self.cfg.optim.batch_size}) must be at most task.n ({o.n}): a "
+                    "step's triplets are over distinct images"
+                )
+            self.encoder()  # a missing encoder fails now, not at the first step
+        source = synthetic_digits(d.synthetic, seed=2) if d.synthetic else None
+        data = CoLocalisation(o.digit, n=o.n, clutter=o.clutter, seed=self.cfg.run.seed, root=d.root, source=source)
+        return (data if train else None), (data if test else None)
+
+    def build_model(self, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        return localiser(in_shape[-2:], self.window)
+
+    def batch(self, train_set: Any, indices: torch.Tensor, generator: torch.Generator) -> tuple[Any, Any]:
+        images, _ = train_set.batch(indices)  # a fixed set
+        with torch.no_grad():
+            negatives = self.encoder(images.device)(random_crops(images, generator))  # (B, F): e(I^rand)
+        return images, negatives
+
+    def on_step(self, model: nn.Module, step: int) -> None:
+        lo, hi = self.window.scale_at(step, self.cfg.optim.iterations)
+        with torch.no_grad():
+            model.get_submodule("head").get_buffer("scale").copy_(torch.tensor([lo, hi]))
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        features = self.encoder(outputs.device)(outputs.float())
+        self._last = (outputs, features.detach())
+        return colocalisation_loss(features, targets.float(), self.options.alpha, reduction="mean")
+
+    def mistakes(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
+        last, self._last = self._last, None
+        if last is not None and last[0] is outputs:
+            features = last[1]
+        else:
+            with torch.no_grad():
+                features = self.encoder(outputs.device)(outputs.float())
+        share = misordered_triplets(features, targets.float())
+        return int((share > 0.5).sum()), int(share.numel())
+
+    @torch.no_grad()
+    def evaluate(
+        self,
+        model: nn.Module,
+        dataset: Any,
+        *,
+        batch_size: int,
+        device: torch.device,
+        limit: int,
+        amp: str,
+        progress: Any = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> dict[str, float] | None:
+        n = len(dataset) if limit <= 0 else min(limit, len(dataset))
+        images, _ = dataset.batch(torch.arange(n))
+        windows = _windows(model, images, batch_size, device, amp, progress, should_stop)
+        if windows is None:
+            return None
+        crops, theta = windows
+        stats = box_stats(attention_boxes(theta, images.shape[-2:]), dataset.boxes[:n])
+        loss = float("nan")
+        if n >= 2:
+            encoder = self.encoder(device)
+            rand = random_crops(images, torch.Generator().manual_seed(self.cfg.run.seed)).to(device)
+            loss = float(colocalisation_loss(encoder(crops), encoder(rand), self.options.alpha))
+        return {"loss": loss, "error": 100.0 * (1.0 - stats["rate"]), "n": n, **stats}
+
+    def describe(self, in_shape: tuple[int, ...]) -> str:
+        o = self.options
+        return (
+            f"co-localisation of digit {o.digit} ({'cluttered' if o.clutter else 'plain'}, {o.n} images "
+            f"{tuple(in_shape)}), encoder {o.encoder} ({o.features})"
+        )
+
+
+def _moved(encoder: Encoder, device: torch.device | str) -> Encoder:
+    """A copy of ``encoder`` on ``device``."""
+    moved = copy.deepcopy(encoder).to(device)
+    moved.source = encoder.source
+    return moved
+
+
+def _windows(
+    model: nn.Module,
+    images: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    amp: str,
+    progress: Any,
+    should_stop: Callable[[], bool] | None,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The ST's crops ``(N, 1, 28, 28)`` (float32, on ``device``) and thetas ``(N, 3)`` (float32, CPU) of
+    ``images``, in batches; ``None`` when ``should_stop`` abandoned it."""
+    was_training = model.training
+    model.eval()
+    crops, thetas = [], []
+    try:
+        for start in range(0, images.shape[0], batch_size):
+            if should_stop is not None and should_stop():
+                return None
+            with amp_autocast(device, amp):
+                crop, theta = model(images[start : start + batch_size].to(device), return_theta=True)
+            crops.append(crop.float())
+            thetas.append(theta.float().cpu())
+            if progress is not None:
+                progress.update(min(images.shape[0], start + batch_size))
+    finally:
+        model.train(was_training)
+        if progress is not None:
+            progress.close()
+    return torch.cat(crops), torch.cat(thetas)
