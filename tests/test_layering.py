@@ -30,7 +30,6 @@ FLOORS: list[tuple[str, ...]] = [
     ("torchstn.export",),
     ("torchstn.experiments.viz",),
     ("torchstn.experiments.engine",),
-    ("torchstn.experiments.sgd_loop",),  # the old second loop, until every experiment runs on the engine
     ("torchstn.experiments.data_figure", "torchstn.experiments.specs"),  # specs: what the MNIST spec modules share
     ("torchstn.experiments.<experiment>",),
     ("torchstn.experiments.reproduce", "torchstn.experiments.demo", "torchstn.experiments"),
@@ -38,7 +37,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("torchstn.__main__", "torchstn.train"),
 ]
 #: The wing's shared rooms; every other ``torchstn.experiments.X`` is one experiment.
-WING_SHARED = {"engine", "viz", "data_figure", "specs", "reproduce", "demo", "cli", "configs", "sgd_loop"}
+WING_SHARED = {"engine", "viz", "data_figure", "specs", "reproduce", "demo", "cli", "configs"}
 
 
 def _module_name(path: Path) -> str:

@@ -224,8 +224,8 @@ class CoLocalisationTask(Task):
         *,
         batch_size: int,
         device: torch.device,
-        limit: int,
-        amp: str,
+        limit: int = 0,
+        amp: str = "off",
         progress: Any = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> dict[str, float] | None:

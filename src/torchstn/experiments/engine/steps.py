@@ -159,7 +159,7 @@ def train_steps(
     rank, world = dist.rank(), dist.world_size()
     shared_clock = world > 1 and (time_limit_s is not None or o.clock == "time")
     sts = transformers(model)
-    identities = {name: _head_identity(st) for name, st in sts.items()}
+    identities = {name: _head_identity(st) for name, st in sts.items()} if o.identity_weight > 0 else {}
     n_train = len(state.train_set)
     model.train()
     win = state.window
@@ -239,9 +239,13 @@ def _time_lr_factor(o: ResolvedOptim, time_limit_s: float | None) -> Callable[[f
 def _head_identity(st: SpatialTransformer) -> torch.Tensor:
     """The theta that ``optim.identity_weight`` pulls ``st``'s output towards: the ``identity`` buffer of its head
     (:class:`~torchstn.nn.ThetaHead`'s, or a custom head's own)."""
-    identity = st.head.identity
+    identity = getattr(st.head, "identity", None)
     if not isinstance(identity, torch.Tensor):
-        raise TypeError(f"the head's identity must be a tensor (a buffer), got {type(identity).__name__}")
+        raise ConfigError(
+            f"optim.identity_weight > 0 pulls theta towards its head's identity, but the head "
+            f"{type(st.head).__name__} has no identity tensor (got {type(identity).__name__}); register one as a "
+            "buffer or set optim.identity_weight = 0"
+        )
     return identity
 
 
