@@ -152,7 +152,7 @@ def train_steps(
     Raises:
         NonFiniteError: the loss became NaN or infinite.
     """
-    cfg, model, device, task = state.cfg, state.model, state.device, state.task
+    cfg, model, device = state.cfg, state.model, state.device
     net = state.net or model
     o = state.optim
     bs = o.batch_size
@@ -182,28 +182,7 @@ def train_steps(
                 g["lr"] = g["initial_lr"] * f
         t_step = time.perf_counter()
         idx = dist.shard(batch_indices(state.step, bs, n_train, cfg.run.seed), rank, world)  # this rank's share
-        inputs, targets = task.batch(state.train_set, idx, state.generator)
-        inputs, targets = to_device(inputs, device), to_device(targets, device)
-        task.on_step(model, state.step)
-        with record_theta(model, detach=o.identity_weight == 0) as thetas, amp_autocast(device, state.amp):
-            outputs = task.forward(net, inputs)
-        loss = task.loss(outputs, targets)
-        total = loss
-        if o.identity_weight > 0:
-            penalty = sum(identity_penalty(t.float(), identities[name]) for name, ts in thetas.items() for t in ts)
-            total = loss + o.identity_weight * penalty
-        state.optimizer.zero_grad(set_to_none=True)
-        _backward_step(state, total, o.grad_clip)
-        if not by_time:
-            state.scheduler.step()
-        state.step += 1
-        loss_val = float(loss.detach())
-        if not math.isfinite(loss_val):
-            raise NonFiniteError(
-                f"the training loss became {loss_val} at iteration {state.step}: lower optim.lr or "
-                "optim.loc_lr_mult, set model.bound or optim.identity_weight"
-            )
-        n_wrong, n_items = task.mistakes(outputs, targets)
+        loss_val, n_wrong, n_items, thetas = _iteration(state, o, net, idx, identities)
         win[0] += loss_val * n_items
         win[1] += n_wrong
         win[2] += n_items
@@ -221,6 +200,45 @@ def train_steps(
             }
             progress.update(state.step, row, live=live, elapsed=state.elapsed() if by_time else None)
     return True
+
+
+def _iteration(
+    state: RunState, o: ResolvedOptim, net: nn.Module, idx: torch.Tensor, identities: dict[str, torch.Tensor]
+) -> tuple[float, int, int, dict[str, list[torch.Tensor]]]:
+    """One optimisation step on the items ``idx`` (this rank's share of the batch of ``state.step``): the task's
+    batch, curriculum, forward (under ``run.amp``, theta recorded), loss plus the identity penalty, backward and
+    optimiser step; ``state.step`` advances.
+
+    Returns:
+        ``(loss, wrong items, items, thetas by transformer)`` of the batch.
+
+    Raises:
+        NonFiniteError: the loss became NaN or infinite.
+    """
+    model, device, task = state.model, state.device, state.task
+    inputs, targets = task.batch(state.train_set, idx, state.generator)
+    inputs, targets = to_device(inputs, device), to_device(targets, device)
+    task.on_step(model, state.step)
+    with record_theta(model, detach=o.identity_weight == 0) as thetas, amp_autocast(device, state.amp):
+        outputs = task.forward(net, inputs)
+    loss = task.loss(outputs, targets)
+    total = loss
+    if o.identity_weight > 0:
+        penalty = sum(identity_penalty(t.float(), identities[name]) for name, ts in thetas.items() for t in ts)
+        total = loss + o.identity_weight * penalty
+    state.optimizer.zero_grad(set_to_none=True)
+    _backward_step(state, total, o.grad_clip)
+    if o.clock != "time":  # on the time clock train_steps sets the lr from the elapsed time instead
+        state.scheduler.step()
+    state.step += 1
+    loss_val = float(loss.detach())
+    if not math.isfinite(loss_val):
+        raise NonFiniteError(
+            f"the training loss became {loss_val} at iteration {state.step}: lower optim.lr or "
+            "optim.loc_lr_mult, set model.bound or optim.identity_weight"
+        )
+    n_wrong, n_items = task.mistakes(outputs, targets)
+    return loss_val, n_wrong, n_items, thetas
 
 
 def _time_lr_factor(o: ResolvedOptim, time_limit_s: float | None) -> Callable[[float], float]:
