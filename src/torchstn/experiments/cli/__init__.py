@@ -26,7 +26,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subparser per command."""
     from torchstn.experiments import cub, svhn
     from torchstn.experiments.cli import data, demo, evaluate, export, reproduce, show, train
-    from torchstn.experiments.cli.args import plain_text
+    from torchstn.experiments.engine.arguments import plain_text
 
     parser = argparse.ArgumentParser(
         prog="torchstn", description="Spatial Transformer Networks: train, evaluate, show and reproduce the paper."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from torchstn.experiments.cli.args import positive_int
+from torchstn.experiments.engine.arguments import positive_int
 
 _FETCH_HELP = """\
 Make MNIST available and intact: verify each of the four files in the cache against the official SHA-256, download

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from torchstn.experiments.cli.args import positive_int
 from torchstn.experiments.demo import run_demo
+from torchstn.experiments.engine.arguments import add_set_option, positive_int
 
 
 def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -21,14 +21,7 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
         type=positive_int,
         help="CPU threads (default: time one thread against torch's default and use the faster)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a field of the demo config",
-    )
+    add_set_option(parser, "optim.lr=0.004", "a field of the demo config")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 

@@ -10,7 +10,7 @@ import argparse
 
 import torch
 
-from torchstn.experiments.cli.args import positive_int
+from torchstn.experiments.engine.arguments import positive_int
 from torchstn.experiments.engine.config import parse_device
 from torchstn.experiments.engine.runs import checkpoint_path, eval_dataset, load_run
 from torchstn.experiments.engine.trainer import task_of

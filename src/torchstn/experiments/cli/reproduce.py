@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from torchstn.experiments.cli.args import plain_text
+from torchstn.experiments.engine.arguments import add_set_option, plain_text
 from torchstn.experiments.engine.schedules import SCHEDULES
 from torchstn.experiments.reproduce import reproduce
 from torchstn.experiments.specs import EXPERIMENTS
@@ -33,14 +33,7 @@ def _table_options(parser: argparse.ArgumentParser) -> None:
         help="where the table goes (default: beside the runs; this project's docs tables: "
         "--out docs/results from the repository root)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override for every run, e.g. --set run.threads=2 --set optim.iterations=1000",
-    )
+    add_set_option(parser, "--set run.threads=2 --set optim.iterations=1000", "the config of every run")
     parser.add_argument("--list", action="store_true", help="list the cells and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=_run_table)

@@ -13,7 +13,7 @@ import argparse
 import torch
 
 from torchstn.errors import OptionError
-from torchstn.experiments.cli.args import positive_int
+from torchstn.experiments.engine.arguments import positive_int
 from torchstn.experiments.engine.runs import eval_dataset, load_run
 
 #: The most images one figure draws (16 bands of 16: a 2,700 x 5,800 px PNG for one transformer).

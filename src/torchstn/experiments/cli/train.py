@@ -26,6 +26,7 @@ from pathlib import Path
 
 from torchstn.errors import ConfigError
 from torchstn.experiments.engine import distributed
+from torchstn.experiments.engine.arguments import add_set_option
 from torchstn.experiments.engine.config_io import config_name, load_config, packaged_configs
 from torchstn.experiments.engine.runs import run_files
 from torchstn.experiments.engine.signals import TrainingInterrupted
@@ -41,14 +42,7 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
         help="a .toml file, an experiment's cell (table1:RTS/st_cnn_affine) or a packaged config "
         "name; see --list (with --resume: default OUT/config.toml)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, e.g. --set optim.lr=0.01 --set model.transform=tps",
-    )
+    add_set_option(parser, "--set optim.lr=0.01 --set model.transform=tps", "a config field")
     parser.add_argument("--out", help="run directory (default: run.out, else runs/<config name>)")
     parser.add_argument(
         "--resume",

@@ -42,6 +42,7 @@ from torchstn.experiments.cub.data import IMAGENET_MEAN, IMAGENET_STD, read_cub
 from torchstn.experiments.cub.models import CUB_MODELS, CUBPartsNet
 from torchstn.experiments.cub.task import CUBTask
 from torchstn.experiments.engine import distributed
+from torchstn.experiments.engine.arguments import add_set_option
 from torchstn.experiments.engine.config import TrainConfig, from_dict, parse_device, to_dict
 from torchstn.experiments.engine.config_io import apply_overrides
 from torchstn.experiments.engine.runs import load_run
@@ -354,13 +355,7 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
         choices=sorted(SCHEDULES),
         help="paper (30k iterations, default) or smoke (10 iterations: does the pipeline run)",
     )
-    t.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, e.g. optim.lr=0.01, task.scale=0.4, run.log_every=10",
-    )
+    add_set_option(t, "optim.lr=0.01, task.scale=0.4, run.log_every=10", "a config field", dest="set")
     t.add_argument("--seed", type=int, default=0, help="seed of the weights, batch order and crops (default 0)")
     t.add_argument("--workers", type=int, default=4, help="threads decoding each batch's images (default 4)")
     t.add_argument("--eval-every", type=int, default=0, help="evaluate every N iterations (default 0: at the end only)")

@@ -22,11 +22,9 @@ Example:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
 from torchstn.errors import ConfigError, OptionError
@@ -210,29 +208,9 @@ class CUBTask(ClassifyTask):
         o = self.cfg.optim
         return cub_param_groups(model, o.lr, o.loc_lr_mult, weight_decay=o.weight_decay)
 
-    def evaluate(
-        self,
-        model: nn.Module,
-        dataset: Any,
-        *,
-        batch_size: int,
-        device: torch.device,
-        limit: int = 0,
-        amp: str = "off",
-        progress: Any = None,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> dict[str, float] | None:
+    def evaluate(self, model: nn.Module, dataset: Any, **options: Any) -> dict[str, float] | None:
         """The engine's loss and % error, and the top-1 ``accuracy`` (a fraction, as Table 3 gives it in %)."""
-        res = super().evaluate(
-            model,
-            dataset,
-            batch_size=batch_size,
-            device=device,
-            limit=limit,
-            amp=amp,
-            progress=progress,
-            should_stop=should_stop,
-        )
+        res = super().evaluate(model, dataset, **options)
         if res is not None:
             n = res["n"]
             res["accuracy"] = (n - round(res["error"] * n / 100)) / max(n, 1)

@@ -7,7 +7,6 @@ Experiments whose data and models differ but which still classify (one label per
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -15,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchstn.experiments.engine.data import build_datasets
-from torchstn.experiments.engine.evaluation import evaluate
+from torchstn.experiments.engine.evaluation import classification_score
 from torchstn.experiments.engine.steps import model_from_config
 from torchstn.experiments.engine.tasks import TASKS, Task
 
@@ -39,25 +38,5 @@ class ClassifyTask(Task):
     def mistakes(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
         return int((outputs.detach().argmax(1) != targets).sum()), targets.numel()
 
-    def evaluate(
-        self,
-        model: nn.Module,
-        dataset: Any,
-        *,
-        batch_size: int,
-        device: torch.device,
-        limit: int = 0,
-        amp: str = "off",
-        progress: Any = None,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> dict[str, float] | None:
-        return evaluate(
-            model,
-            dataset,
-            batch_size=batch_size,
-            device=device,
-            limit=limit,
-            amp=amp,
-            progress=progress,
-            should_stop=should_stop,
-        )
+    def score(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, int, int]:
+        return classification_score(outputs, targets)  # summed in float32: the numbers of every earlier run

@@ -84,30 +84,10 @@ def classification_score(logits: torch.Tensor, labels: torch.Tensor) -> tuple[fl
     return loss, int((logits.argmax(1) != labels).sum()), labels.numel()
 
 
-def evaluate(
-    model: nn.Module,
-    dataset: Any,
-    *,
-    batch_size: int = 500,
-    device: str | torch.device = "cpu",
-    limit: int = 0,
-    amp: str = "off",
-    progress: Any = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> dict[str, float] | None:
+def evaluate(model: nn.Module, dataset: Any, **options: Any) -> dict[str, float] | None:
     """Mean cross-entropy and % top-1 error of a classifier: :func:`evaluate_batches` with
-    :func:`classification_score`."""
-    return evaluate_batches(
-        model,
-        dataset,
-        classification_score,
-        batch_size=batch_size,
-        device=device,
-        limit=limit,
-        amp=amp,
-        progress=progress,
-        should_stop=should_stop,
-    )
+    :func:`classification_score` (``options``: its keyword arguments)."""
+    return evaluate_batches(model, dataset, classification_score, **options)
 
 
 def amp_autocast(device: str | torch.device, amp: str) -> contextlib.AbstractContextManager:

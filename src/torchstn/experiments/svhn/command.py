@@ -23,6 +23,7 @@ import torch
 
 from torchstn.errors import ConfigError
 from torchstn.experiments.engine import distributed
+from torchstn.experiments.engine.arguments import add_set_option
 from torchstn.experiments.engine.config import TrainConfig, from_dict, parse_device, to_dict
 from torchstn.experiments.engine.config_io import apply_overrides
 from torchstn.experiments.engine.runs import load_run
@@ -261,13 +262,7 @@ def _train_arguments(t: argparse.ArgumentParser) -> None:
         choices=sorted(SCHEDULES),
         help="paper (400k iterations, default) or smoke (20 iterations: does the pipeline run)",
     )
-    t.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, e.g. optim.lr=0.02, task.batch_norm=true, run.eval_every=5000",
-    )
+    add_set_option(t, "optim.lr=0.02, task.batch_norm=true, run.eval_every=5000", "a config field", dest="set")
     t.add_argument(
         "--model-option",
         action="append",
