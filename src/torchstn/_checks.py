@@ -66,19 +66,33 @@ def check_keywords(
 
 
 def did_you_mean(value: object, allowed: Iterable[str]) -> str:
-    """`` Did you mean 'x'?`` for the allowed name nearest ``value`` (a case-only difference first), else ``''``: the
-    one suggestion helper of the package.
+    """`` Did you mean 'x'?`` for the allowed name nearest ``value`` (:func:`closest`), else ``''``: the one
+    suggestion helper of the package.
 
     Example:
         >>> did_you_mean("RTs", ["R", "RTS"]), did_you_mean("zzz", ["R", "RTS"])
         (" Did you mean 'RTS'?", '')
     """
+    close = closest(value, allowed)
+    return f" Did you mean {close!r}?" if close is not None else ""
+
+
+def closest(value: object, allowed: Iterable[str]) -> str | None:
+    """The allowed name nearest ``value`` (a case-only difference first, then the most similar spelling), or
+    ``None`` when none is close.
+
+    Example:
+        >>> closest("adma", ["sgd", "adam"]), closest(3, ["sgd"])
+        ('adam', None)
+    """
     allowed = tuple(allowed)
     if not isinstance(value, str):
-        return ""
+        return None
     lower = {a.lower(): a for a in allowed}
-    close = [lower[value.lower()]] if value.lower() in lower else difflib.get_close_matches(value, allowed, 1, 0.5)
-    return f" Did you mean {close[0]!r}?" if close else ""
+    if value.lower() in lower:
+        return lower[value.lower()]
+    close = difflib.get_close_matches(value, allowed, 1, 0.5)
+    return close[0] if close else None
 
 
 def check_float_tensor(name: str, x: object) -> torch.Tensor:

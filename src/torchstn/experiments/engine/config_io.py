@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import os
 import typing
 import warnings
@@ -23,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from torchstn._checks import closest
 from torchstn._registry import Registry
 from torchstn.errors import ConfigError
 from torchstn.experiments.engine.config import (
@@ -198,8 +198,8 @@ def load_config(source: str | os.PathLike[str], overrides: Iterable[str] = ()) -
             path = shipped[str(source)]
         else:
             current = {n: NAMED_CONFIGS.info(n).get("replaced_by") or n for n in NAMED_CONFIGS}  # old name -> new
-            close = dict.fromkeys(current.get(n, n) for n in difflib.get_close_matches(name, [*current, *shipped], n=3))
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            close = closest(name, [*current, *shipped])
+            hint = f" Did you mean {current.get(close, close)!r}?" if close is not None else ""
             count = len(set(current.values())) + len(shipped)
             raise ConfigError(
                 f"config {name!r} is neither a file nor a packaged config.{hint} "
