@@ -90,7 +90,9 @@ def test_old_names_are_the_packaged_files_they_replace():
 def test_an_unknown_cell_name_is_refused_with_a_suggestion(capsys):
     with pytest.raises(ConfigError, match=r"Did you mean 'table1:RTS/st_cnn_affine'"):
         load_config("table1:RTS/st_cnn_afine")
-    with pytest.raises(ConfigError, match=r"Did you mean 'table1:RTS/st_cnn_affine'"):  # an old name's typo: the new one
+    with pytest.raises(
+        ConfigError, match=r"Did you mean 'table1:RTS/st_cnn_affine'"
+    ):  # an old name's typo: the new one
         load_config("table1_rts_st_cnn_afine")
     assert main(["train", "tc:TC/st_cnn_afine"]) == 2
     err = capsys.readouterr().err

@@ -47,3 +47,12 @@ __all__ = [
     "get_distortion",
     "register_distortion",
 ]
+
+#: Names that left this package with the reproduction wing, and where they are now.
+MOVED = {"save_samples_figure": "torchstn.experiments.data_figure"}
+
+
+def __getattr__(name: str):
+    if name in MOVED:  # the library cannot import the wing: say where it went instead
+        raise AttributeError(f"torchstn.data.{name} moved to {MOVED[name]}: import it from there")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
