@@ -21,7 +21,7 @@ from torchstn.experiments.colocalisation.case import STEPS, case_config, case_na
 from torchstn.experiments.colocalisation.encoder import FEATURES, load_encoder
 from torchstn.experiments.colocalisation.table import PAPER_RATE, add_pictures, write_tables
 from torchstn.experiments.colocalisation.task import CoLocalisationTask
-from torchstn.experiments.engine.arguments import add_set_option
+from torchstn.experiments.engine.arguments import add_run_options, add_set_option
 from torchstn.experiments.engine.checkpoint import code_version
 from torchstn.experiments.engine.config import TrainConfig
 from torchstn.experiments.engine.runs import checkpoint_path, display_path
@@ -246,11 +246,11 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
         help="override the encoder config, e.g. optim.iterations=3000",
     )
     add_set_option(parser, "task.alpha=0.5 or optim.lr=0.1", "every case's config")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sets, the localiser and the crops (default 0)")
+    add_run_options(parser, ("seed",), seed="seed of the sets, the localiser and the crops (default 0)")
     parser.add_argument("--n", type=int, default=100, help="images per set (paper: 100)")
     parser.add_argument("--synthetic", type=int, default=0, help="smoke run on this many synthetic digits")
     parser.add_argument("--root", default=None, help="folder of the MNIST IDX files")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_run_options(parser, ("threads",), threads="torch CPU threads (run.threads of every case)")
     parser.add_argument("--fresh", action="store_true", help="retrain cases already in --out")
     return parser
 

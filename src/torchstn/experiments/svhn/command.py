@@ -23,7 +23,7 @@ import torch
 
 from torchstn.errors import ConfigError
 from torchstn.experiments.engine import distributed
-from torchstn.experiments.engine.arguments import add_set_option
+from torchstn.experiments.engine.arguments import add_run_options, add_set_option, run_keywords, run_overrides
 from torchstn.experiments.engine.config import TrainConfig, from_dict, parse_device, to_dict
 from torchstn.experiments.engine.config_io import apply_overrides
 from torchstn.experiments.engine.runs import load_run
@@ -271,8 +271,7 @@ def _train_arguments(t: argparse.ArgumentParser) -> None:
         help="deprecated: --set task.KEY=VALUE (model.channels, model.bound, model.transform)",
     )
     t.add_argument("--crop", type=int, default=None, help="random crops of this size at train time (54: Goodfellow)")
-    t.add_argument("--seed", type=int, default=0, help="seed of the weights, the batch order and the crops (run.seed)")
-    t.add_argument("--eval-every", type=int, default=0, help="evaluate every N iterations (default 0: at the end only)")
+    add_run_options(t, ("seed", "eval_every"))
     t.add_argument(
         "--eval-split",
         default="val",
@@ -280,12 +279,7 @@ def _train_arguments(t: argparse.ArgumentParser) -> None:
         help="held-out split evaluated during training (default val)",
     )
     t.add_argument("--eval-limit", type=int, default=None, help="evaluate on the first N held-out images only")
-    t.add_argument("--resume", action="store_true", help="continue the run in OUT exactly, if it has a checkpoint")
-    t.add_argument("--overwrite", action="store_true", help="delete the run OUT holds and start afresh")
-    t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    t.add_argument("--threads", type=int, default=None, help="CPU threads (run.threads)")
-    t.add_argument("--amp", default=None, help="mixed precision: off, bf16 or fp16 (CUDA only) (run.amp)")
-    t.add_argument("--quiet", action="store_true", help="no progress output")
+    add_run_options(t, ("resume", "overwrite", "device", "threads", "amp", "quiet"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -313,7 +307,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     """``svhn train``: the flags as a config, then :func:`fit`; exit status 130 / 143 after a signal."""
-    extra = [f"run.{key}={value}" for key, value in (("threads", args.threads), ("amp", args.amp)) if value]
     try:
         result = train(
             args.data,
@@ -321,17 +314,12 @@ def _train(args: argparse.Namespace) -> int:
             model=args.model,
             size=args.size,
             schedule=args.schedule,
-            overrides=[*extra, *args.set],
+            overrides=[*run_overrides(args), *args.set],
             model_options=parse_model_options(args.model_option),
             crop=args.crop,
-            seed=args.seed,
-            eval_every=args.eval_every,
             eval_split=args.eval_split,
             eval_limit=args.eval_limit,
-            device=args.device,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            log=None if args.quiet else print,
+            **run_keywords(args),
             command=_command(args),
         )
     except TrainingInterrupted as e:
