@@ -1,4 +1,5 @@
-"""Tests for torchstn.experiments.svhn.data on a generated "format 1" release (PNGs + MATLAB v7.3 digitStruct.mat via h5py)."""
+"""Tests for torchstn.experiments.svhn.prepare and .data on a generated "format 1" release (PNGs + MATLAB v7.3
+digitStruct.mat via h5py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from torchstn.errors import DataError, OptionError
-from torchstn.experiments.svhn import data as svhn
+from torchstn.experiments.svhn import prepare
 from torchstn.experiments.svhn.data import (
     NULL_CLASS,
     SVHNSequences,
@@ -194,4 +195,4 @@ def test_h5py_missing_gives_install_hint(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", fake)
     with pytest.raises(ImportError, match="pip install h5py"):
-        svhn._h5py()
+        prepare._h5py()

@@ -6,9 +6,10 @@
     torchstn svhn train --data ~/data/svhn-cache --model svhn_st_cnn_multi --out runs/svhn64-multi
     torchstn svhn eval --data ~/data/svhn-cache --checkpoint runs/svhn64-multi/last.pt --split test
 
-The experiment in four files:
+The experiment in five files:
 
-* :mod:`~torchstn.experiments.svhn.data`: read the format-1 release, cache the crops;
+* :mod:`~torchstn.experiments.svhn.prepare`: read the format-1 release, cache the crops;
+* :mod:`~torchstn.experiments.svhn.data`: read the cache as the engine's dataset;
 * :mod:`~torchstn.experiments.svhn.models`: the paper's CNN, ST-CNN Single and Multi;
 * :mod:`~torchstn.experiments.svhn.task`: the ``svhn`` task and schedules through which the training engine trains
   them, so a run has ``--resume``, ``run.amp``, ``torchrun``, ``metrics.csv``, ``last.pt`` and ``result.json`` as

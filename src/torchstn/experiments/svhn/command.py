@@ -1,5 +1,5 @@
 """The ``torchstn svhn`` command (prepare the format-1 release, train, evaluate), and the same as functions:
-:func:`~torchstn.experiments.svhn.data.prepare_svhn`, :func:`svhn_config` + :func:`train`, :func:`evaluate`.
+:func:`~torchstn.experiments.svhn.prepare.prepare_svhn`, :func:`svhn_config` + :func:`train`, :func:`evaluate`.
 
 ``train`` builds the engine config of an SVHN run from its flags (the task ``svhn``, see
 :mod:`torchstn.experiments.svhn.task`) and calls :func:`~torchstn.experiments.engine.trainer.fit`; ``eval`` loads a
@@ -29,8 +29,8 @@ from torchstn.experiments.engine.config_io import apply_overrides
 from torchstn.experiments.engine.runs import load_run
 from torchstn.experiments.engine.signals import TrainingInterrupted
 from torchstn.experiments.engine.trainer import fit
-from torchstn.experiments.svhn.data import prepare_svhn
 from torchstn.experiments.svhn.models import SVHN_MODELS
+from torchstn.experiments.svhn.prepare import prepare_svhn
 from torchstn.experiments.svhn.task import EVAL_SPLITS, SCHEDULES, SVHNTask
 
 __all__ = [
