@@ -27,16 +27,17 @@ from torchstn.experiments.svhn.prepare import (
 )
 
 __all__ = [
-    "SVHNRecord",
-    "read_digit_struct",
-    "read_split",
-    "encode_sequence",
-    "crop_box",
-    "crop_resize",
-    "prepare_svhn",
     "load_svhn",
     "SVHNData",
     "SVHNSequences",
+    # made by prepare, importable from here as before:
+    "prepare_svhn",
+    "read_split",
+    "read_digit_struct",
+    "SVHNRecord",
+    "crop_box",
+    "crop_resize",
+    "encode_sequence",
     "MAX_DIGITS",
     "NULL_CLASS",
 ]
