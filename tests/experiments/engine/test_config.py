@@ -141,3 +141,14 @@ def test_short_runs_scale_the_warmup_and_reject_a_longer_one():
     assert cfg.optim.warmup == round(SCHEDULES.get("cpu")["warmup"] * 600 / SCHEDULES.get("cpu")["iterations"])
     with pytest.raises(ConfigError, match="optim.warmup"):
         resolve(apply_overrides(TrainConfig(), ["optim.iterations=50", "optim.warmup=50"]))
+
+
+def test_a_task_with_one_dataset_needs_no_data_variant(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[task]\nname = "colocalisation"\ndigit = 3\nclutter = true\n')
+    cfg = load_config(str(path))
+    assert (cfg.task.name, cfg.task.options.digit, cfg.task.options.clutter) == ("colocalisation", 3, True)
+    assert cfg.data.variant == "colocalisation"
+    path.write_text('[task]\nname = "colocalisation"\n[data]\nvariant = "RTS"\n')  # spelled out: still checked
+    with pytest.raises(ConfigError, match="data.variant must be one of \\['colocalisation'\\]"):
+        load_config(str(path))

@@ -43,7 +43,7 @@ from torchstn.experiments.engine.config_sections import (
 )
 from torchstn.experiments.engine.fields import coerce, fields_of, unknown_key
 from torchstn.experiments.engine.schedules import SCHEDULES
-from torchstn.experiments.engine.tasks import task_from_dict, task_to_dict
+from torchstn.experiments.engine.tasks import TASKS, task_from_dict, task_to_dict
 
 # The sections (config_sections) and the checks (config_checks) are importable from here, as they always were.
 __all__ = [
@@ -111,6 +111,12 @@ def config_problems(data: Mapping[str, Any]) -> tuple[TrainConfig, list[tuple[st
                 problems.append((f"{name}.{key}", str(e)))
         sections[name] = SECTIONS[name](**kwargs)
     cfg = TrainConfig(**sections)
+    variants = TASKS.get(cfg.task.name).variants if cfg.task.name in TASKS else ()
+    given = data.get("data")
+    if len(variants) == 1 and not (
+        isinstance(given, Mapping) and "variant" in given
+    ):  # a task with one dataset: data.variant need not be spelled out
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, variant=variants[0]))
     return cfg, problems + value_problems(cfg)
 
 
