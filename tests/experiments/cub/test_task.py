@@ -247,8 +247,9 @@ def test_torchstn_train_runs_a_cub_config(root, tmp_path, capsys):
 
 
 def test_config_errors_are_clear(root, tmp_path):
+    assert from_dict({"task": {"name": "cub"}}).data.variant == "cub"  # the task's one dataset, unless spelled out
     with pytest.raises(ConfigError, match=r"data.variant must be one of \['cub'\]"):
-        from_dict({"task": {"name": "cub"}})
+        from_dict({"task": {"name": "cub"}, "data": {"variant": "RTS"}})
     cfg = resolve(
         from_dict({"data": {"variant": "cub"}, "model": {"transform": "affine"}, "task": {"name": "cub", "scale": 2.0}})
     )

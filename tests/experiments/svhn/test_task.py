@@ -182,7 +182,8 @@ def test_missing_data_says_how_to_make_it(tmp_path):
         fit(tiny_config(None), tmp_path / "a", progress=False)
     with pytest.raises(DataError, match="torchstn svhn prepare"):
         fit(tiny_config(tmp_path / "nothing"), tmp_path / "b", progress=False)
+    assert from_dict({"task": {"name": "svhn"}}).data.variant == "svhn"  # the task's one dataset, unless spelled out
     with pytest.raises(ConfigError, match="data.variant must be one of \\['svhn'\\]"):
-        from_dict({"task": {"name": "svhn"}})  # the MNIST default variant
+        from_dict({"task": {"name": "svhn"}, "data": {"variant": "RTS"}})
     with pytest.raises(ConfigError, match="task.size must be int"):
         from_dict({"task": {"name": "svhn", "size": "big"}, "data": {"variant": "svhn"}})
