@@ -26,6 +26,8 @@ class Registry(Generic[T]):
         error: the error raised for an unknown name or option (:class:`OptionError`; the harness uses
             :class:`~torchstn.errors.ConfigError`).
         ignore_case: accept a name that differs only in case (``"rts"`` for ``"RTS"``).
+        in_order: list names in the order they were registered (e.g. the paper's order of experiments) instead of
+            sorted.
 
     Example:
         >>> colours = Registry("colour")
@@ -43,8 +45,10 @@ class Registry(Generic[T]):
         torchstn.errors.OptionError: unknown keyword 'alpa' for colour 'red' (it takes ['alpha']). Did you mean 'alpha'?
     """
 
-    def __init__(self, kind: str, *, error: type[Exception] = OptionError, ignore_case: bool = False):
-        self.kind, self.error, self.ignore_case = kind, error, ignore_case
+    def __init__(
+        self, kind: str, *, error: type[Exception] = OptionError, ignore_case: bool = False, in_order: bool = False
+    ):
+        self.kind, self.error, self.ignore_case, self.in_order = kind, error, ignore_case, in_order
         self._items: dict[str, T] = {}
         self._info: dict[str, dict[str, Any]] = {}
 
@@ -123,8 +127,8 @@ class Registry(Generic[T]):
         return self.get(name)(*args, **options)  # type: ignore[operator]
 
     def names(self) -> list[str]:
-        """Every registered name, sorted."""
-        return sorted(self._items)
+        """Every registered name, sorted (or in registration order with ``in_order=True``)."""
+        return list(self._items) if self.in_order else sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

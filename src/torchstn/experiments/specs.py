@@ -41,7 +41,7 @@ from torchstn.experiments.engine.config_io import NAMED_CONFIGS
 __all__ = ["Cell", "ExperimentSpec", "grid", "register", "EXPERIMENTS"]
 
 #: The experiments with a results table, by name (``table1``, ``tc``, ``addition``, ``3d``); each is one spec module.
-EXPERIMENTS: Registry[ExperimentSpec] = Registry("experiment", error=ConfigError)
+EXPERIMENTS: Registry[ExperimentSpec] = Registry("experiment", error=ConfigError, in_order=True)
 
 
 @dataclass(frozen=True)

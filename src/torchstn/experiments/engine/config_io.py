@@ -52,7 +52,7 @@ _NONE_WORDS = ("none", "null")
 #: hold. The experiment specs (:mod:`torchstn.experiments.specs`) register their cells here
 #: (``table1:RTS/st_cnn_affine``) with the metadata ``run_name`` (the default run directory's name) and, for an old
 #: spelling, ``replaced_by``.
-NAMED_CONFIGS: Registry = Registry("config", error=ConfigError)
+NAMED_CONFIGS: Registry = Registry("config", error=ConfigError, in_order=True)
 
 
 def _toml_value(value: Any) -> str:
