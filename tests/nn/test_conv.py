@@ -130,6 +130,25 @@ def test_torch_compile_of_a_module_using_it_matches_eager():
     torch._dynamo.reset()
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_inductor_compile_fullgraph_matches_eager():
+    """Inductor compiles the custom forward and backward too (no fallback, no graph break: fullgraph)."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    net = nn.Sequential(FewChannelConv2d(1, 4, 9, padding=4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 12 * 12, 3))
+    x = torch.rand(5, 1, 12, 12)
+    grads = []
+    for m in (torch.compile(net, fullgraph=True), net):
+        xi = x.clone().requires_grad_()
+        net.zero_grad()
+        m(xi).square().sum().backward()
+        grads.append((xi.grad, net[0].weight.grad))
+    for got, want in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    torch._dynamo.reset()
+
+
 def test_state_dict_is_that_of_nn_conv2d_both_ways():
     ref = nn.Conv2d(1, 6, 9, padding=4)
     conv = FewChannelConv2d(1, 6, 9, padding=4)

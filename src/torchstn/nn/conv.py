@@ -169,8 +169,10 @@ class FewChannelConv2d(nn.Conv2d):
     :func:`few_channel_conv2d`: the weight and bias gradients come from the native kernel (asked for without the
     input gradient), the input gradient from a matrix product and a shift-and-add over cache-sized batch chunks.
     Otherwise (no input gradient, e.g. a first layer on the data; wide inputs) it is exactly ``nn.Conv2d``. The
-    default ``max_in_channels`` is where the custom path stops paying on a CPU for 9x9 kernels on 28-42 px images
-    (``benchmarks/bench_conv_input_grad.py``). Under ``torch.autocast`` it computes in the autocast dtype as
+    crossover, measured for forward + backward of a 9x9 'same' conv to 62 channels on 28x28 and 42x42 inputs, batch
+    128, one CPU thread: the custom path pays most for one input channel, less with each added one, about breaks
+    even at 4 and loses at 8; hence the default ``max_in_channels=4`` (``benchmarks/bench_conv_input_grad.py`` times
+    the one-channel case). Under ``torch.autocast`` it computes in the autocast dtype as
     ``nn.Conv2d`` does. Double backward works: with ``create_graph=True`` the backward is the native one.
 
     Args:
