@@ -1,5 +1,6 @@
-"""Modules: the SpatialTransformer, localisation-net builders and training helpers."""
+"""Modules: the SpatialTransformer, localisation-net builders, training helpers and a fast few-channel conv."""
 
+from torchstn.nn.conv import FewChannelConv2d, few_channel_conv2d
 from torchstn.nn.head import ThetaHead
 from torchstn.nn.localisation import LocalisationNet, conv_localisation, fc_localisation
 from torchstn.nn.spatial_transformer import ParallelSpatialTransformers, SpatialTransformer
@@ -16,4 +17,6 @@ __all__ = [
     "record_theta",
     "identity_penalty",
     "theta_stats",
+    "FewChannelConv2d",
+    "few_channel_conv2d",
 ]
