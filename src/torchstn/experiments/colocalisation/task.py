@@ -42,29 +42,16 @@ from torchstn.experiments.colocalisation.boxes import attention_boxes, box_stats
 from torchstn.experiments.colocalisation.encoder import FEATURES, Encoder, load_encoder
 from torchstn.experiments.colocalisation.loss import colocalisation_loss, misordered_triplets, random_crops
 from torchstn.experiments.colocalisation.window import Window, localiser
-from torchstn.experiments.engine.schedules import SCHEDULES
-from torchstn.experiments.engine.steps import amp_autocast
+from torchstn.experiments.engine.evaluation import amp_autocast
+from torchstn.experiments.engine.schedules import SCHEDULES, sgd_step_preset
 from torchstn.experiments.engine.tasks import TASKS, Task
 
 __all__ = ["SCHEDULE", "Options", "CoLocalisationTask", "window_of", "window_options"]
 
 #: SGD + momentum on all ``n = 100`` images per step; lr x0.1 at half-way, where the zoom of :class:`Window` starts
 #: (at the full lr the shrinking windows slide off the digits). Registered as the engine schedule ``colocalisation``.
-SCHEDULE: dict[str, Any] = dict(
-    optimizer="sgd",
-    lr=0.3,
-    momentum=0.9,
-    weight_decay=0.0,
-    batch_size=100,
-    iterations=200,
-    decay="step",
-    lr_steps=(100,),
-    gamma=0.1,
-    warmup=0,
-    loc_lr_mult=1.0,
-    identity_weight=0.0,
-    grad_clip=0.0,
-    clock="steps",
+SCHEDULE: dict[str, Any] = sgd_step_preset(
+    lr=0.3, momentum=0.9, weight_decay=0.0, batch_size=100, iterations=200, lr_steps=(100,)
 )
 SCHEDULES.register("colocalisation", SCHEDULE)
 

@@ -32,7 +32,7 @@ from torchstn.experiments.cub.data import CUBDataset, CUBIndex, read_cub
 from torchstn.experiments.cub.models import CUB_MODELS, cub_param_groups
 from torchstn.experiments.engine.classify import ClassifyTask
 from torchstn.experiments.engine.config import problems_error
-from torchstn.experiments.engine.schedules import SCHEDULES
+from torchstn.experiments.engine.schedules import SCHEDULES, sgd_step_preset
 from torchstn.experiments.engine.tasks import TASKS
 from torchstn.models.registry import build_model
 
@@ -40,21 +40,14 @@ __all__ = ["CUBTask", "CUBOptions", "CUB_PAPER", "CUB_SMOKE"]
 
 #: The paper's schedule [S]: SGD, lr 0.1 x0.1 at 10k / 20k / 25k iterations, localisation lr x1e-4, weight decay 1e-5;
 #: 30k iterations, batch 32 and momentum 0.9 are our choices [?] (``docs/real_images.md``).
-CUB_PAPER = dict(
-    optimizer="sgd",
+CUB_PAPER = sgd_step_preset(
     lr=0.1,
     momentum=0.9,
     weight_decay=1e-5,
     batch_size=32,
     iterations=30_000,
-    decay="step",
     lr_steps=(10_000, 20_000, 25_000),
-    gamma=0.1,
-    warmup=0,
     loc_lr_mult=1e-4,
-    identity_weight=0.0,
-    grad_clip=0.0,
-    clock="steps",
 )
 #: Ten small steps on the CPU: does the pipeline run (no result).
 CUB_SMOKE = dict(CUB_PAPER, lr=0.01, batch_size=4, iterations=10, lr_steps=(8,), loc_lr_mult=1e-2)

@@ -44,27 +44,53 @@ __all__ = [
     "lr_factor_fn",
     "build_optimizer",
     "build_scheduler",
+    "sgd_step_preset",
 ]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 DECAYS = ("constant", "step", "cosine", "linear")
 CLOCKS = ("steps", "time")
 
-_PAPER = dict(
-    optimizer="sgd",
-    lr=0.01,
-    momentum=0.0,
-    weight_decay=0.0,
-    batch_size=256,
-    iterations=150_000,
-    decay="step",
-    lr_steps=(50_000, 100_000),
-    gamma=0.1,
-    warmup=0,
-    loc_lr_mult=1.0,
-    identity_weight=0.0,
-    grad_clip=0.0,
-    clock="steps",
+
+def sgd_step_preset(
+    *,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    batch_size: int,
+    iterations: int,
+    lr_steps: tuple[int, ...],
+    gamma: float = 0.1,
+    loc_lr_mult: float = 1.0,
+) -> dict:
+    """A preset of the paper's kind of schedule, which every experiment's own schedule also is: SGD, the lr times
+    ``gamma`` at each of ``lr_steps``, no warm-up, identity regulariser or clipping, on the step clock.
+
+    Example:
+        >>> p = sgd_step_preset(lr=0.3, momentum=0.9, weight_decay=0.0, batch_size=100, iterations=200, lr_steps=(100,))
+        >>> p["optimizer"], p["decay"], p["clock"], p["warmup"]
+        ('sgd', 'step', 'steps', 0)
+    """
+    return dict(
+        optimizer="sgd",
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        iterations=iterations,
+        decay="step",
+        lr_steps=tuple(lr_steps),
+        gamma=gamma,
+        warmup=0,
+        loc_lr_mult=loc_lr_mult,
+        identity_weight=0.0,
+        grad_clip=0.0,
+        clock="steps",
+    )
+
+
+_PAPER = sgd_step_preset(
+    lr=0.01, momentum=0.0, weight_decay=0.0, batch_size=256, iterations=150_000, lr_steps=(50_000, 100_000)
 )
 _CPU = dict(
     optimizer="adam",

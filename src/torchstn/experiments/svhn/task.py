@@ -29,6 +29,7 @@ from torch import nn
 from torchstn._checks import look_up_option
 from torchstn.errors import ConfigError, OptionError
 from torchstn.experiments.engine.schedules import SCHEDULES as ENGINE_SCHEDULES
+from torchstn.experiments.engine.schedules import sgd_step_preset
 from torchstn.experiments.engine.tasks import TASKS, Task
 from torchstn.experiments.svhn.data import SVHNSequences, load_svhn
 from torchstn.experiments.svhn.models import SVHN_MODELS, sequence_correct, sequence_loss
@@ -36,21 +37,14 @@ from torchstn.models.registry import build_model
 
 __all__ = ["SCHEDULES", "SVHNTask", "SVHNOptions", "EVAL_SPLITS"]
 
-_PAPER = dict(
-    optimizer="sgd",
+_PAPER = sgd_step_preset(
     lr=0.01,
     momentum=0.9,
     weight_decay=5e-4,
     batch_size=128,
     iterations=400_000,
-    decay="step",
     lr_steps=(80_000, 160_000, 240_000, 320_000),
-    gamma=0.1,
-    warmup=0,
     loc_lr_mult=0.1,
-    identity_weight=0.0,
-    grad_clip=0.0,
-    clock="steps",
 )
 #: The SVHN schedules by their ``--schedule`` names; the engine knows them as ``svhn_<name>``.
 SCHEDULES = {"paper": _PAPER, "smoke": dict(_PAPER, batch_size=16, iterations=20, lr_steps=(15,))}
