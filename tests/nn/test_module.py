@@ -169,3 +169,19 @@ def test_a_head_of_ones_own_replaces_the_default_one():
         torchstn.SpatialTransformer(loc, "attention", head=head, bound=0.5)
     with pytest.raises(torchstn.errors.OptionError, match="head must be a torch.nn.Module"):
         torchstn.SpatialTransformer(loc, "attention", head=lambda f: f)
+
+
+def test_head_gives_a_float32_theta_under_autocast():
+    """Under bfloat16 autocast the regression head still computes theta in float32 (the grid follows theta)."""
+    torch.manual_seed(0)
+    head = ThetaHead(32, torch.tensor([1.0, 0, 0, 0, 1, 0]))
+    with torch.no_grad():
+        head.linear.weight.normal_(0, 0.1)
+    features = torch.randn(5, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        theta = head(features)
+        rounded = head.linear(features)  # what autocast alone gives: bfloat16
+    assert theta.dtype == torch.float32 and rounded.dtype == torch.bfloat16
+    exact = head(features)
+    assert torch.allclose(theta, exact, rtol=0, atol=1e-6)
+    assert (rounded.float() - exact).abs().max() > 1e-4  # the test can tell the two apart

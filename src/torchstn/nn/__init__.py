@@ -1,6 +1,8 @@
-"""Modules: the SpatialTransformer, localisation-net builders, training helpers and a fast few-channel conv."""
+"""Modules: the SpatialTransformer, localisation-net builders, training helpers, a fast few-channel conv and
+the hardware's fast paths (native bfloat16, channels-last)."""
 
 from torchstn.nn.conv import FewChannelConv2d, few_channel_conv2d
+from torchstn.nn.hardware import native_bf16, to_channels_last
 from torchstn.nn.head import ThetaHead
 from torchstn.nn.localisation import LocalisationNet, conv_localisation, fc_localisation
 from torchstn.nn.spatial_transformer import ParallelSpatialTransformers, SpatialTransformer
@@ -19,4 +21,6 @@ __all__ = [
     "theta_stats",
     "FewChannelConv2d",
     "few_channel_conv2d",
+    "native_bf16",
+    "to_channels_last",
 ]

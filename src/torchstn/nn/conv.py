@@ -211,3 +211,23 @@ class FewChannelConv2d(nn.Conv2d):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, max_in_channels={self.max_in_channels}"
+
+    def __prepare_scriptable__(self) -> nn.Conv2d:
+        """``torch.jit.script`` compiles an ``nn.Conv2d`` that shares this module's parameters (a custom autograd
+        function cannot be scripted; a scripted module computes the same forward). As for every module with this
+        hook, torch puts the returned module in the place of this one in the scripted module's parent."""
+        conv = nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,  # type: ignore[arg-type]
+            self.stride,  # type: ignore[arg-type]
+            self.padding,  # type: ignore[arg-type]
+            self.dilation,  # type: ignore[arg-type]
+            self.groups,
+            self.bias is not None,
+            self.padding_mode,
+            device="meta",
+        )
+        conv.weight = self.weight
+        conv.bias = self.bias
+        return conv

@@ -72,7 +72,7 @@ def test_bf16_resume_is_exact(tmp_path):
     # amp changes what is computed: resuming with another setting is refused
     with pytest.raises(ConfigError, match="run.amp"):
         fit(
-            toy_config(optim={"iterations": 12}, run={"log_every": 1, "checkpoint_every": 4}),
+            toy_config(optim={"iterations": 12}, run={"amp": "off", "log_every": 1, "checkpoint_every": 4}),
             tmp_path / "b",
             resume=True,
             progress=False,
@@ -138,3 +138,35 @@ def test_st_grid_stays_float32_under_autocast(transform):
     with BF16:
         V = st.warp(U, theta)
     torch.testing.assert_close(V.float(), ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("saved", ["off", "bf16"])
+def test_auto_resume_keeps_the_saved_mode(tmp_path, saved):
+    """A resume that leaves run.amp on its default ("auto") continues in the mode the run was saved with, whatever
+    "auto" means on this machine: the losses are those of the uninterrupted run."""
+    run = {"log_every": 1, "checkpoint_every": 4}
+    cfg = toy_config(optim={"iterations": 10}, run={**run, "amp": saved})
+    fit(cfg, tmp_path / "a", progress=False, datasets=toy_datasets())
+    fit(cfg, tmp_path / "b", progress=False, datasets=toy_datasets(), stop_after=5)
+    result = fit(
+        toy_config(optim={"iterations": 10}, run=run),
+        tmp_path / "b",
+        resume=True,
+        progress=False,
+        datasets=toy_datasets(),
+    )
+    assert result["amp"] == saved
+    assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
+
+
+def test_auto_amp_follows_the_hardware_and_the_task():
+    from torchstn.experiments.engine.config import resolve_run
+    from torchstn.nn import native_bf16
+
+    cpu = from_dict({"run": {"device": "cpu"}})
+    assert resolve_run(cpu).amp == ("bf16" if native_bf16("cpu") else "off")
+    assert resolve_run(cpu).memory_format == "channels_last"
+    unchecked = from_dict({"task": {"name": "svhn"}, "data": {"variant": "svhn"}})
+    assert resolve_run(unchecked).amp == "off"  # the task's accuracy was not checked in bfloat16
+    chosen = from_dict({"run": {"amp": "off", "memory_format": "contiguous"}})
+    assert (resolve_run(chosen).amp, resolve_run(chosen).memory_format) == ("off", "contiguous")

@@ -54,6 +54,7 @@ decay = "constant"
 
 [run]
 threads = 1
+amp = "off"         # float32: two processes agree with one to float32 rounding (bfloat16 would round coarser)
 log_every = 2
 checkpoint_every = 4
 """

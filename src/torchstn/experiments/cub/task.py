@@ -130,6 +130,7 @@ class CUBTask(ClassifyTask):
 
     Options = CUBOptions
     variants = ("cub",)
+    auto_bf16 = False  # not yet trained in bfloat16: run.amp = "auto" stays float32
 
     def __init__(self, cfg: Any):
         super().__init__(cfg)

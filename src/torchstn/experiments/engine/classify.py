@@ -26,6 +26,8 @@ class ClassifyTask(Task):
     """One label per image: ``data`` names the dataset (:func:`~torchstn.experiments.engine.data.build_datasets`),
     ``model`` the network (:func:`~torchstn.experiments.engine.steps.model_from_config`)."""
 
+    auto_bf16 = True  # Table 1's RTS ST-CNN: the same test error in bfloat16 as in float32 (docs/training.md)
+
     def datasets(self, *, train: bool = True, test: bool = True) -> tuple[Any, Any]:
         return build_datasets(self.cfg, train=train, test=test)
 

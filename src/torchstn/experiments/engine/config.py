@@ -32,6 +32,7 @@ from torchstn.experiments.engine.config_checks import check_values, parse_device
 from torchstn.experiments.engine.config_sections import (
     AMP_MODES,
     DEVICES,
+    MEMORY_FORMATS,
     SECTIONS,
     VARIANTS,
     DataConfig,
@@ -55,6 +56,7 @@ __all__ = [
     "VARIANTS",
     "DEVICES",
     "AMP_MODES",
+    "MEMORY_FORMATS",
     "from_dict",
     "to_dict",
     "SECTIONS",
@@ -63,6 +65,7 @@ __all__ = [
     "problems_error",
     "check_values",
     "resolve",
+    "resolve_run",
     "all_keys",
 ]
 
@@ -168,4 +171,28 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
             optim = dataclasses.replace(optim, warmup=round(preset["warmup"] * scale))
         if optim.decay == "step" and cfg.optim.lr_steps is None:
             optim = dataclasses.replace(optim, lr_steps=tuple(max(1, round(s * scale)) for s in preset["lr_steps"]))
-    return check_values(dataclasses.replace(cfg, optim=optim))
+    return check_values(dataclasses.replace(cfg, optim=optim, run=resolve_run(cfg)))
+
+
+def resolve_run(cfg: TrainConfig) -> RunConfig:
+    """``cfg.run`` with ``amp`` and ``memory_format`` of ``"auto"`` replaced by what they mean on ``run.device`` of
+    this machine: ``amp`` ``bf16`` on a CPU with native bfloat16 (:func:`torchstn.nn.native_bf16`) when the task's
+    accuracy was checked with it (``Task.auto_bf16``), else ``off``; ``memory_format`` ``channels_last`` on a CPU,
+    ``contiguous`` on a GPU. Values other than ``"auto"`` are kept.
+
+    Example:
+        >>> run = resolve_run(TrainConfig(run=RunConfig(device="cuda", amp="auto", memory_format="auto")))
+        >>> run.amp, run.memory_format
+        ('off', 'contiguous')
+    """
+    from torchstn.nn import native_bf16
+
+    run = cfg.run
+    on_cpu = run.device == "cpu"
+    task = TASKS.get(cfg.task.name) if cfg.task.name in TASKS else None
+    amp, memory_format = run.amp, run.memory_format
+    if amp == "auto":
+        amp = "bf16" if on_cpu and task is not None and task.auto_bf16 and native_bf16("cpu") else "off"
+    if memory_format == "auto":
+        memory_format = "channels_last" if on_cpu else "contiguous"
+    return dataclasses.replace(run, amp=amp, memory_format=memory_format)

@@ -15,6 +15,7 @@ from torchstn.errors import ConfigError
 from torchstn.experiments.engine.config_sections import (
     AMP_MODES,
     DEVICES,
+    MEMORY_FORMATS,
     VARIANTS,
     OptimConfig,
     TrainConfig,
@@ -55,6 +56,7 @@ def _choice_problems(cfg: TrainConfig) -> Problems:
         *_choice("optim.decay", o.decay, DECAYS),
         *_choice("optim.clock", o.clock, CLOCKS),
         *_choice("run.amp", cfg.run.amp, AMP_MODES),
+        *_choice("run.memory_format", cfg.run.memory_format, MEMORY_FORMATS),
     ]
 
 

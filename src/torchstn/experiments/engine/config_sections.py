@@ -21,13 +21,15 @@ __all__ = [
     "VARIANTS",
     "DEVICES",
     "AMP_MODES",
+    "MEMORY_FORMATS",
     "SECTIONS",
     "all_keys",
 ]
 
 VARIANTS = ("R", "RTS", "P", "E", "TC", "plain", "addition", "3D")
 DEVICES = ("cpu", "cuda")
-AMP_MODES = ("off", "bf16", "fp16")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
 @dataclass(frozen=True)
@@ -132,8 +134,12 @@ class RunConfig:
         checkpoint_every: save ``last.pt`` every this many iterations (0 = only at evaluations and the end).
         time_limit: stop training after this many minutes (the run is still checkpointed and evaluated).
         out: output directory; ``None`` gives ``runs/<config name>``.
-        amp: mixed precision of the forward pass and the loss: ``off``, ``bf16`` (CPU or a GPU that supports it) or
-            ``fp16`` (CUDA only, with a gradient scaler); see :mod:`torchstn.experiments.engine.trainer`.
+        amp: mixed precision of the forward pass and the loss: ``off``, ``bf16`` (CPU or a GPU that supports it),
+            ``fp16`` (CUDA only, with a gradient scaler) or ``auto``: ``bf16`` on a CPU that computes bfloat16 in
+            hardware (AVX512-BF16 or AMX) for the tasks whose accuracy was checked with it, else ``off``. A run
+            saves the mode ``auto`` chose, and a resume keeps it; see :mod:`torchstn.experiments.engine.trainer`.
+        memory_format: layout of the 2-D convolution weights: ``channels_last``, ``contiguous`` or ``auto``
+            (``channels_last`` on a CPU, ``contiguous`` on a GPU). It changes the speed, not the function.
         dist_timeout: under ``torchrun``, minutes a process waits at a collective (for a peer that hangs or died)
             before the job fails; see :mod:`torchstn.experiments.engine.distributed`.
     """
@@ -149,7 +155,8 @@ class RunConfig:
     checkpoint_every: int = 1000
     time_limit: float | None = None
     out: str | None = None
-    amp: str = "off"
+    amp: str = "auto"
+    memory_format: str = "auto"
     dist_timeout: float = 30.0
 
 

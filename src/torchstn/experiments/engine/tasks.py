@@ -66,6 +66,9 @@ class Task:
     Options: ClassVar[type] = NoOptions
     #: The ``data.variant`` values this task accepts (empty: any).
     variants: ClassVar[tuple[str, ...]] = ()
+    #: Whether ``run.amp = "auto"`` may choose bfloat16 on a CPU that has it: set it only once a run with bfloat16
+    #: reached the accuracy of float32 (``docs/training.md``, "CPU").
+    auto_bf16: ClassVar[bool] = False
 
     def __init__(self, cfg: Any):
         self.cfg = cfg

@@ -10,7 +10,9 @@ CPU), also after SIGINT or SIGTERM, which stop at an iteration boundary (:mod:`t
 Under ``torchrun`` the model is wrapped in ``DistributedDataParallel`` and ``optim.batch_size`` is the global batch
 (:mod:`torchstn.experiments.engine.distributed` says how it is split and seeded); rank 0 alone logs, evaluates and checkpoints.
 ``run.amp`` (``off``, ``bf16``, ``fp16``) runs the forward pass under :func:`torch.autocast`; the loss is computed in
-float32 and ``fp16`` scales it with a :class:`torch.amp.GradScaler` (checkpointed).
+float32 and ``fp16`` scales it with a :class:`torch.amp.GradScaler` (checkpointed). Its default ``auto`` is ``bf16``
+on a CPU with native bfloat16 for the tasks checked with it, and ``run.memory_format``'s ``auto`` puts the conv
+weights in the channels-last layout on a CPU (:func:`~torchstn.experiments.engine.config.resolve_run`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from torchstn.experiments.engine.session import Session
 from torchstn.experiments.engine.signals import StopRequest
 from torchstn.experiments.engine.steps import RunState, parameter_counts, train_steps
 from torchstn.experiments.engine.tasks import TASKS, Task
+from torchstn.nn import to_channels_last
 
 __all__ = [
     "fit",
@@ -65,6 +68,7 @@ RESUMABLE_RUN_KEYS = (
     "time_limit",
     "out",
     "dist_timeout",
+    "memory_format",
 )
 
 
@@ -75,9 +79,13 @@ def config_differences(saved: TrainConfig, given: TrainConfig) -> list[str]:
     return [f"{s}.{k}" for s in a for k in a[s] if a[s][k] != b[s][k] and not (s == "run" and k in RESUMABLE_RUN_KEYS)]
 
 
-def _check_resume_config(saved: TrainConfig, given: TrainConfig) -> TrainConfig:
+def _check_resume_config(saved: TrainConfig, given: TrainConfig, asked: TrainConfig) -> TrainConfig:
     """The saved config with the ``run`` fields a resume may change taken from ``given``; anything else differing is
-    an error (resuming a different experiment into the same directory)."""
+    an error (resuming a different experiment into the same directory). Where ``asked`` (the config before
+    :func:`resolve`) left ``run.amp`` on ``"auto"``, the saved run's mode is kept, so that a resume computes what the
+    run computed, on any machine."""
+    if asked.run.amp == "auto":
+        given = dataclasses.replace(given, run=dataclasses.replace(given.run, amp=saved.run.amp))
     diff = config_differences(saved, given)
     if diff:
         raise ConfigError(
@@ -179,6 +187,7 @@ def _setup(
     """Everything before the first step: the resolved config, the process group, the run directory (checked, or
     the checkpoint to resume), the datasets, the model and optimiser (restored on a resume) and the session."""
     out = Path(out_dir or cfg.run.out or "runs/run")
+    asked = cfg
     cfg = resolve(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=str(out))))
     device = dist.setup(cfg.run.device, cfg.run.dist_timeout)  # joins torchrun's process group, if any
     main, world = dist.is_main(), dist.world_size()
@@ -186,7 +195,7 @@ def _setup(
     say = (lambda msg: print(msg, file=stream or sys.stdout, flush=True)) if progress else (lambda msg: None)
     saved = _open_run_dir(out, resume, overwrite, say)
     if saved is not None:
-        cfg = _check_resume_config(from_dict(saved["config"]), cfg)
+        cfg = _check_resume_config(from_dict(saved["config"]), cfg, asked)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     if cfg.run.deterministic:
@@ -254,6 +263,7 @@ def _finish(
         "threads": torch.get_num_threads(),
         "processes": dist.world_size(),
         "amp": cfg.run.amp,
+        "memory_format": cfg.run.memory_format,
         "command": command or "",
         "version": ckpt.code_version(),
         "config": to_dict(cfg),
@@ -303,6 +313,8 @@ def new_state(cfg: TrainConfig, task: Task, train_set, device: torch.device) -> 
     torch.manual_seed(cfg.run.seed)
     random.seed(cfg.run.seed)
     model = task.build_model(in_shape, num_classes).to(device)
+    if cfg.run.memory_format == "channels_last":
+        to_channels_last(model)
     optimizer = build_optimizer(model, cfg.optim, task.param_groups(model))
     return RunState(
         cfg,
