@@ -240,6 +240,10 @@ def test_reproduce_reuses_a_finished_run_only_if_its_config_is_the_cells(monkeyp
     ]
     assert main(argv) == 0 and calls == []  # the same config (run.threads may differ): reused, not retrained
     assert "| 7.00 (n=1) |" in (tmp_path / "addition_cpu+optim.iterations=300.md").read_text()
+    for amp in ("off", "bf16"):  # the cell leaves run.amp on "auto", which stands for the mode the run chose
+        result["config"]["run"]["amp"] = amp
+        (run_dir / "result.json").write_text(json.dumps(result))
+        assert main(argv) == 0 and calls == []
 
     result["config"]["optim"]["loc_lr_mult"] = 1.0  # trained before the cell's spec changed
     (run_dir / "result.json").write_text(json.dumps(result))

@@ -74,7 +74,10 @@ RESUMABLE_RUN_KEYS = (
 
 def config_differences(saved: TrainConfig, given: TrainConfig) -> list[str]:
     """The ``section.field`` names in which two configs differ in what they compute (the ``run`` fields of
-    :data:`RESUMABLE_RUN_KEYS` do not count). ``given`` is resolved first, as :func:`fit` does."""
+    :data:`RESUMABLE_RUN_KEYS` do not count). ``given`` is resolved first, as :func:`fit` does, except that its
+    ``run.amp = "auto"`` stands for the saved run's mode (what a resume keeps)."""
+    if given.run.amp == "auto":
+        given = dataclasses.replace(given, run=dataclasses.replace(given.run, amp=saved.run.amp))
     a, b = to_dict(saved), to_dict(resolve(given))
     return [f"{s}.{k}" for s in a for k in a[s] if a[s][k] != b[s][k] and not (s == "run" and k in RESUMABLE_RUN_KEYS)]
 
