@@ -121,14 +121,12 @@ def _slots(values: torch.Tensor, fill: float, key: torch.Tensor, size: int) -> t
     return out
 
 
-def _sample_windows(out, images, A, windows: dict, S: int, depth: int, width: int, work: torch.dtype) -> None:
-    """Sample the ``windows`` of the volumes ``images (b, 1, h, w)`` (their ``A (b, 3, 3)``) into the flat ``out``.
-
-    ``windows`` holds, per window, ``vol`` (index into ``images``), ``ref`` (its row's first voxel in input voxels,
-    float64 ``(Nw, 3)``), ``shift`` (its start minus its row's first ``x``) and ``flat`` (its start in ``out``).
-    """
+def _sample_chunk(out, images, A, t, offset: int, S: int, depth: int, width: int, work: torch.dtype) -> None:
+    """Sample volumes ``offset ..`` of the batch (``images (b, 1, h, w)``, ``A``, ``t``) into the flat ``out``."""
     b, (h, w) = images.shape[0], images.shape[-2:]
-    vol, ref = windows["vol"], windows["ref"]
+    rows, rows_first, row_of, start, shift = _windows(row_spans(A, t, S, (w, h, depth)), width)
+    ref = _row_points(rows, rows_first, A, t, S)[row_of]  # (Nw, 3) input voxels
+    vol = rows[row_of] // (S * S)  # (Nw,) volume of each window in the chunk
     count = torch.bincount(vol, minlength=b)
     P = max(int(count.max()), 1) if vol.numel() else 1
     key = vol * P + torch.arange(vol.numel(), device=vol.device) - (count.cumsum(0) - count)[vol]  # (Nw,) slot ids
@@ -137,12 +135,12 @@ def _sample_windows(out, images, A, windows: dict, S: int, depth: int, width: in
     ref_xy = _slots(norm.to(work), _FAR, key, b * P).view(b, P, 1, 2)
     ref_z = _slots(ref[:, 2].to(work) + 1.0, -1e3, key, b * P).view(b, P, 1)  # p_z + 1
     step = torch.stack((A[:, 0, 0] / size[0, 0], A[:, 1, 0] / size[0, 1]), dim=1).to(work).view(b, 1, 1, 2)
-    u = _slots(windows["shift"].to(work), 0.0, key, b * P).view(b, P, 1)
-    u = u + torch.arange(width, dtype=work, device=A.device)  # (b, P, W) offsets from the row reference
+    u = _slots(shift.to(work), 0.0, key, b * P).view(b, P, 1) + torch.arange(width, dtype=work, device=A.device)
     grid = ref_xy + u.unsqueeze(-1) * step  # (b, P, W, 2) normalised (x, y)
     z1 = ref_z + u * A[:, 2, 0].to(work).view(b, 1, 1)  # (b, P, W) p_z + 1
     weight = torch.minimum(z1, (depth + 1.0) - z1).clamp_(0.0, 1.0)  # the z weight
-    base = _slots(windows["flat"], out.numel() - width, key, b * P).view(b, P, 1)
+    flat = ((offset * S * S + rows[row_of]) * S + start) if vol.numel() else start  # (Nw,) into out
+    base = _slots(flat, out.numel() - width, key, b * P).view(b, P, 1)
     value = F.grid_sample(images.to(work), grid.view(b, 1, P * width, 2), align_corners=False)
     value = value.view(b, P, width) * weight
     if work == _F64:  # as torchstn.data.distortions.distortion.warp: flush residues, then one rounding
@@ -170,17 +168,10 @@ def sample_slab(
     """
     B, S = images.shape[0], canvas
     width = min(WINDOW, S)
+    work = compute_dtype or images.dtype
     A, t = pixel_map(matrix, S, (images.shape[-1], images.shape[-2], depth))
-    rows, rows_first, row_of, start, shift = _windows(
-        row_spans(A, t, S, (images.shape[-1], images.shape[-2], depth)), width
-    )
-    row = rows[row_of]  # (Nw,) flat (b, z, y) row of each window, sorted by volume
-    ref = _row_points(rows, rows_first, A, t, S)[row_of]  # (Nw, 3) input voxels of each window's row reference
-    vol = row // (S * S)
-    ends = [0, *torch.bincount(vol, minlength=B).cumsum(0).tolist()]  # windows of volume b: ends[b]:ends[b + 1]
     out = images.new_zeros(B * S**3 + width)  # the tail is the padding points' scratch
-    for lo in range(0, B, chunk):  # chunks of volumes bound the memory of the points
-        hi, sl = min(lo + chunk, B), slice(ends[lo], ends[min(lo + chunk, B)])
-        windows = {"vol": vol[sl] - lo, "ref": ref[sl], "shift": shift[sl], "flat": row[sl] * S + start[sl]}
-        _sample_windows(out, images[lo:hi], A[lo:hi], windows, S, depth, width, compute_dtype or images.dtype)
+    for start in range(0, B, chunk):
+        sl = slice(start, start + chunk)
+        _sample_chunk(out, images[sl], A[sl], t[sl], start, S, depth, width, work)
     return out[: B * S**3].view(B, 1, S, S, S)
