@@ -213,7 +213,7 @@ class Extrude3D(Distortion):
         rotate: draw a random 3D rotation (else the slab is axis-aligned, facing the z axis).
         max_angle: angle range in degrees for each axis.
         placement: ``"box"``, ``"anywhere"`` or ``"centred"``.
-        chunk: images whose points are sampled at once (bounds the sampler's memory; the result does not depend on it).
+        chunk: images sampled at once (bounds the sampler's working memory; the result does not depend on it).
 
     Example:
         >>> vol = Extrude3D(canvas=32, depth=4)
@@ -230,7 +230,7 @@ class Extrude3D(Distortion):
         rotate: bool = True,
         max_angle: float = 30.0,
         placement: str = "box",
-        chunk: int = 64,
+        chunk: int = 256,
     ):
         self.canvas = check_canvas(canvas)
         self.depth = _check_count("depth", depth, 1)

@@ -136,20 +136,20 @@ def _sample_chunk(out, images, A, t, offset: int, S: int, depth: int, width: int
     ref_z = _slots(ref[:, 2].to(work) + 1.0, -1e3, key, b * P).view(b, P, 1)  # p_z + 1
     step = torch.stack((A[:, 0, 0] / size[0, 0], A[:, 1, 0] / size[0, 1]), dim=1).to(work).view(b, 1, 1, 2)
     u = _slots(shift.to(work), 0.0, key, b * P).view(b, P, 1) + torch.arange(width, dtype=work, device=A.device)
-    grid = ref_xy + u.unsqueeze(-1) * step  # (b, P, W, 2) normalised (x, y)
-    z1 = ref_z + u * A[:, 2, 0].to(work).view(b, 1, 1)  # (b, P, W) p_z + 1
+    grid = (u.unsqueeze(-1) * step).add_(ref_xy)  # (b, P, W, 2) normalised (x, y)
+    z1 = (u * A[:, 2, 0].to(work).view(b, 1, 1)).add_(ref_z)  # (b, P, W) p_z + 1
     weight = torch.minimum(z1, (depth + 1.0) - z1).clamp_(0.0, 1.0)  # the z weight
     flat = ((offset * S * S + rows[row_of]) * S + start) if vol.numel() else start  # (Nw,) into out
     base = _slots(flat, out.numel() - width, key, b * P).view(b, P, 1)
     value = F.grid_sample(images.to(work), grid.view(b, 1, P * width, 2), align_corners=False)
-    value = value.view(b, P, width) * weight
+    value = value.view(b, P, width).mul_(weight)
     if work == _F64:  # as torchstn.data.distortions.distortion.warp: flush residues, then one rounding
         value = torch.where(value.abs() < 1e-10, torch.zeros((), dtype=_F64, device=value.device), value)
     out[base + torch.arange(width, device=base.device)] = value.to(out.dtype).clamp_(0.0, 1.0)
 
 
 def sample_slab(
-    images: torch.Tensor, matrix: torch.Tensor, canvas: int, depth: int, compute_dtype=None, chunk: int = 64
+    images: torch.Tensor, matrix: torch.Tensor, canvas: int, depth: int, compute_dtype=None, chunk: int = 256
 ) -> torch.Tensor:
     """Trilinear, zero-padded sample of ``images (B, 1, h, w)`` extruded ``depth`` voxels along z, to a ``canvas^3``
     volume through normalised output->input matrices ``matrix (B, 3, 4)``.
