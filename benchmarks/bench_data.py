@@ -13,6 +13,11 @@ and sampling, one rounding to float32), ``dataset`` (``DistortedMNIST.batch`` on
 float conversion and indexing; ``addition`` is ``MNISTAddition.batch``). Inputs are synthetic digits (the timing does
 not depend on the pixel values).
 
+3D also times ``apply_old``: :func:`extrude3d_before`, ``Extrude3D.apply`` as it was before the slab sampler (the
+full ``(chunk, 60, 60, 60, 3)`` grid, 8-tap trilinear ``grid_sample`` of the extruded volume), on the same params,
+interleaved with ``apply``; the speed-up is the median [quartiles] of the per-repeat ratios ``apply_old / apply``.
+The case also records the largest difference between the two results.
+
 Run: ``python benchmarks/bench_data.py`` (``--help`` for options).
 """
 
@@ -31,6 +36,8 @@ from _common import Method, fmt_ms, table, time_interleaved  # noqa: E402
 
 from torchstn.data import DistortedMNIST, MNISTAddition, synthetic_digits  # noqa: E402
 from torchstn.data.distortions import Extrude3D, TranslateClutter, get_distortion  # noqa: E402
+from torchstn.data.distortions.distortion import DIGIT, warp  # noqa: E402
+from torchstn.transforms import get_transform  # noqa: E402
 
 BATCH = 256
 GOALS = {"RTS": 20_000, "E": 5_000}  # samples/s of the float32 total
@@ -49,6 +56,20 @@ def _distortion(variant: str, pool: torch.Tensor):
     return get_distortion(variant)
 
 
+def extrude3d_before(vol: Extrude3D, images: torch.Tensor, params: dict, compute_dtype=None, chunk=16) -> torch.Tensor:
+    """``Extrude3D.apply`` before the slab sampler: the extruded volume read through the full 3D grid, in chunks of
+    ``chunk`` images (its default then)."""
+    B = images.shape[0]
+    theta = vol.matrix(params).reshape(B, 12)  # (B, 12)
+    volume = images.unsqueeze(2).expand(B, 1, vol.depth, DIGIT, DIGIT).contiguous()  # (B, 1, depth, 28, 28)
+    out = images.new_empty((B, 1, *vol.out_size))
+    family = get_transform("affine3d")
+    for start in range(0, B, chunk):
+        sl = slice(start, start + chunk)
+        out[sl] = warp(volume[sl], family, theta[sl], vol.out_size, compute_dtype)
+    return out
+
+
 def _fns(variant: str, path: str) -> dict:
     images, labels = synthetic_digits(2048, seed=0)
     if path == "dataset":
@@ -61,11 +82,21 @@ def _fns(variant: str, path: str) -> dict:
     g = torch.Generator().manual_seed(0)
     fixed = d.sample_params(torch.Generator().manual_seed(1), BATCH)
     cd = torch.float64 if path == "float64" else None
-    return {
+    fns = {
         "total": lambda: d.apply(x, d.sample_params(g, BATCH), compute_dtype=cd),
         "params": lambda: d.sample_params(g, BATCH),
         "apply": lambda: d.apply(x, fixed, compute_dtype=cd),
     }
+    if isinstance(d, Extrude3D):
+        fns["apply_old"] = lambda: extrude3d_before(d, x, fixed, compute_dtype=cd)
+    return fns
+
+
+def _max_difference_3d(path: str) -> float:
+    d, x = Extrude3D(), synthetic_digits(32, seed=0)[0].float().div(255.0).unsqueeze(1)
+    params = d.sample_params(torch.Generator().manual_seed(1), 32)
+    cd = torch.float64 if path == "float64" else None
+    return float((d.apply(x, params, compute_dtype=cd) - extrude3d_before(d, x, params, cd)).abs().max())
 
 
 def run_case(case: dict, method: Method) -> dict:
@@ -90,6 +121,9 @@ def run_case(case: dict, method: Method) -> dict:
     if goal:
         res["goal_samples_per_s"] = goal
         res["goal_met"] = res["samples_per_s"] >= goal
+    if "apply_old" in stats:
+        res["speedup_vs_old"] = _common.paired_ratio(stats, "apply_old", "apply")
+        res["max_abs_difference_vs_old"] = _max_difference_3d(case["path"])
     return res
 
 
@@ -137,6 +171,21 @@ def render(doc: dict) -> str:
                 goal,
             ]
         )
+    old = [
+        [
+            res["case"]["variant"],
+            res["case"]["path"],
+            fmt_ms(res["stats"]["apply_old"]),
+            fmt_ms(res["stats"]["apply"]),
+            _common.fmt_ratio(res["speedup_vs_old"]),
+            f"{res['max_abs_difference_vs_old']:.1e}",
+        ]
+        for res in doc["cases"]
+        if "speedup_vs_old" in res
+    ]
+    if old:
+        heads = ["variant", "path", "apply_old ms", "apply ms", "speed-up (apply_old / apply)", "max abs difference"]
+        out += [table(heads, old), ""]
     out.append(
         table(
             [

@@ -21,6 +21,7 @@ from torchstn.data.distortions.distortion import (
     warp,
 )
 from torchstn.data.distortions.registry import register_distortion
+from torchstn.data.distortions.slab import sample_slab
 from torchstn.errors import DataError, OptionError
 from torchstn.transforms import get_transform
 
@@ -198,7 +199,8 @@ def _rotation_transposed(angle_deg: torch.Tensor) -> list[list[torch.Tensor]]:
 
 class Extrude3D(Distortion):
     """3D: the digit extruded ``depth`` voxels along z, optionally rotated in 3D, at a random place of a
-    ``canvas^3`` volume ``(B, 1, D, H, W)``; sampled trilinearly with zero padding.
+    ``canvas^3`` volume ``(B, 1, D, H, W)``; sampled trilinearly with zero padding, only where the turned slab is
+    (:func:`~torchstn.data.distortions.slab.sample_slab`: one bilinear read of the digit times a z weight per voxel).
 
     ``params`` (in draw order): ``angle (n, 3)`` degrees about x, y, z (uniform in ``+-max_angle``; not drawn and
     zero with ``rotate=False``) and ``centre (n, 3)`` the slab centre ``(x, y, z)`` in voxels. The slab is turned by
@@ -211,7 +213,7 @@ class Extrude3D(Distortion):
         rotate: draw a random 3D rotation (else the slab is axis-aligned, facing the z axis).
         max_angle: angle range in degrees for each axis.
         placement: ``"box"``, ``"anywhere"`` or ``"centred"``.
-        chunk: images sampled at once (bounds the grid's memory: ``chunk * canvas^3 * 3`` values).
+        chunk: images sampled at once (bounds the sampler's working memory; the result does not depend on it).
 
     Example:
         >>> vol = Extrude3D(canvas=32, depth=4)
@@ -228,7 +230,7 @@ class Extrude3D(Distortion):
         rotate: bool = True,
         max_angle: float = 30.0,
         placement: str = "box",
-        chunk: int = 16,
+        chunk: int = 256,
     ):
         self.canvas = check_canvas(canvas)
         self.depth = _check_count("depth", depth, 1)
@@ -237,7 +239,6 @@ class Extrude3D(Distortion):
         self.placement = self.check_placement(placement)
         self.chunk = _check_count("chunk", chunk, 1)
         self.out_size = (self.canvas,) * 3
-        self._family = get_transform("affine3d")
 
     def options(self):
         return {
@@ -273,11 +274,5 @@ class Extrude3D(Distortion):
 
     def apply(self, images, params, *, compute_dtype=None):
         images = self.check_images(images, params)
-        B = images.shape[0]
-        theta = self.matrix(params).reshape(B, 12)  # (B, 12)
-        volume = images.unsqueeze(2).expand(B, 1, self.depth, DIGIT, DIGIT).contiguous()  # (B, 1, depth, 28, 28)
-        out = images.new_empty((B, 1, *self.out_size))
-        for start in range(0, B, self.chunk):  # chunks of images bound the grid's memory
-            sl = slice(start, start + self.chunk)
-            out[sl] = warp(volume[sl], self._family, theta[sl], self.out_size, compute_dtype)
-        return out
+        matrix = self.matrix(params).to(images.device)  # (B, 3, 4) float64
+        return sample_slab(images, matrix, self.canvas, self.depth, compute_dtype, self.chunk)
