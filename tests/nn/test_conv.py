@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch._dynamo.testing import AotEagerAndRecordGraphs
 
 from torchstn.errors import OptionError
 from torchstn.nn import FewChannelConv2d, few_channel_conv2d
@@ -156,7 +157,7 @@ def test_compiled_backward_calls_the_input_gradient_as_one_opaque_operator():
     torch._dynamo.reset()
     torch.manual_seed(0)
     net = nn.Sequential(FewChannelConv2d(1, 4, 9, padding=4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 12 * 12, 3))
-    backend = torch._dynamo.testing.AotEagerAndRecordGraphs()
+    backend = AotEagerAndRecordGraphs()
     x = torch.rand(5, 1, 12, 12, requires_grad=True)
     torch.compile(net, backend=backend, fullgraph=True)(x).square().sum().backward()
     (bw,) = backend.bw_graphs
