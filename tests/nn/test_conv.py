@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch._dynamo.testing import AotEagerAndRecordGraphs
 
 from torchstn.errors import OptionError
 from torchstn.nn import FewChannelConv2d, few_channel_conv2d
@@ -147,6 +148,34 @@ def test_inductor_compile_fullgraph_matches_eager():
     for got, want in zip(*grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     torch._dynamo.reset()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_compiled_backward_calls_the_input_gradient_as_one_opaque_operator():
+    """Under torch.compile the spread-and-add is one custom operator in the backward graph, not the chain of slice
+    adds it is made of (inductor's code generation for that chain, batch 128, did not finish in minutes)."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    net = nn.Sequential(FewChannelConv2d(1, 4, 9, padding=4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 12 * 12, 3))
+    backend = AotEagerAndRecordGraphs()
+    x = torch.rand(5, 1, 12, 12, requires_grad=True)
+    torch.compile(net, backend=backend, fullgraph=True)(x).square().sum().backward()
+    (bw,) = backend.bw_graphs
+    code = bw.code
+    assert "torchstn.few_channel_conv2d_input_grad" in code
+    assert "slice_scatter" not in code and code.count("aten.add") < 5
+    torch._dynamo.reset()
+
+
+def test_the_input_gradient_operator_passes_opcheck():
+    """Its fake (shape/dtype) implementation agrees with the real one, in float32 and in bfloat16 (float32 result)."""
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        grad_output = torch.rand(3, 4, 11, 13, generator=g).to(dtype)
+        weight = torch.rand(4, 1, 5, 5, generator=g).to(dtype)
+        args = (grad_output, weight, [11, 13], [1, 1], [2, 2], [1, 1])
+        torch.library.opcheck(torch.ops.torchstn.few_channel_conv2d_input_grad, args)
+        assert torch.ops.torchstn.few_channel_conv2d_input_grad(*args).dtype == torch.float32
 
 
 def test_state_dict_is_that_of_nn_conv2d_both_ways():

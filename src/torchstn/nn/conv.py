@@ -61,6 +61,29 @@ def _spread_and_add(
     return out
 
 
+@torch.library.custom_op("torchstn::few_channel_conv2d_input_grad", mutates_args=())
+def _input_grad(
+    grad_output: torch.Tensor,
+    weight: torch.Tensor,
+    in_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+) -> torch.Tensor:
+    """The input gradient ``(B, C, H, W)`` by spread-and-add. A custom operator so that ``torch.compile`` calls this
+    eager code as one opaque kernel instead of fusing the shift-and-add chain (inductor's code generation for that
+    chain of nested masked slices does not finish in minutes)."""
+    (ph, pw), (H, W) = padding, in_size
+    full = _spread_and_add(grad_output, weight, (H + 2 * ph, W + 2 * pw), _pair(stride), _pair(dilation))
+    return full[:, :, ph : ph + H, pw : pw + W].contiguous()
+
+
+@_input_grad.register_fake
+def _(grad_output, weight, in_size, stride, padding, dilation):
+    acc = torch.promote_types(grad_output.dtype, torch.float32)
+    return grad_output.new_empty((grad_output.shape[0], weight.shape[1], *in_size), dtype=acc)
+
+
 class _FewChannelConv2dFn(torch.autograd.Function):
     """``F.conv2d`` forward; backward: native weight/bias gradients, input gradient by spread-and-add."""
 
@@ -97,9 +120,7 @@ class _FewChannelConv2dFn(torch.autograd.Function):
                 grad_output, x, weight, bias_sizes, *conv, [False, need_w, need_b]
             )
         if need_x:
-            (ph, pw), (H, W) = padding, x.shape[-2:]
-            full = _spread_and_add(grad_output, weight, (H + 2 * ph, W + 2 * pw), stride, dilation)
-            gx = full[:, :, ph : ph + H, pw : pw + W].contiguous()
+            gx = _input_grad(grad_output, weight, list(x.shape[-2:]), list(stride), list(padding), list(dilation))
         return gx, gw, gb, None, None, None
 
 
