@@ -2,7 +2,7 @@
 the hardware's fast paths (native bfloat16, channels-last)."""
 
 from torchstn.nn.conv import FewChannelConv2d, few_channel_conv2d
-from torchstn.nn.hardware import native_bf16, to_channels_last
+from torchstn.nn.hardware import hold_freed_memory, native_bf16, to_channels_last
 from torchstn.nn.head import ThetaHead
 from torchstn.nn.localisation import LocalisationNet, conv_localisation, fc_localisation
 from torchstn.nn.spatial_transformer import ParallelSpatialTransformers, SpatialTransformer
@@ -23,4 +23,5 @@ __all__ = [
     "few_channel_conv2d",
     "native_bf16",
     "to_channels_last",
+    "hold_freed_memory",
 ]

@@ -1,9 +1,13 @@
-"""What the hardware offers a training step: native bfloat16 on the CPU, and the channels-last memory format.
+"""What the hardware offers a training step: native bfloat16 on the CPU, the channels-last memory format, and a
+heap that keeps the memory a step frees.
 
 On a CPU with bfloat16 instructions (x86 AVX512-BF16 or AMX-BF16), ``torch.autocast("cpu", dtype=torch.bfloat16)``
 runs the convolutions of the paper's networks in bfloat16, which takes a fraction of the float32 time; without them
 bfloat16 is emulated and gains little. Convolution weights in the channels-last layout (``NHWC``) spare oneDNN the
-layout conversions of every call. ``BENCHMARKS.md`` ("CPU training step") has the measured effect of each.
+layout conversions of every call. glibc's ``malloc`` returns large freed blocks to the system at once, so each
+training step maps its large temporaries afresh and the kernel zero-fills their pages again; keeping them in the
+heap (:func:`hold_freed_memory`) spares that. ``BENCHMARKS.md`` ("CPU training step") has the measured effect of
+each.
 
 Example:
     >>> import torch
@@ -21,7 +25,11 @@ from torch import nn
 
 from torchstn.errors import OptionError
 
-__all__ = ["native_bf16", "to_channels_last"]
+__all__ = ["native_bf16", "to_channels_last", "hold_freed_memory"]
+
+#: glibc ``mallopt`` parameters and the values :func:`hold_freed_memory` sets (those of ``benchmarks/_machine.py``)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_HELD = {_M_MMAP_THRESHOLD: 1 << 30, _M_TRIM_THRESHOLD: (1 << 31) - 1}
 
 #: CPU features (``torch.cpu.get_capabilities()`` keys) that compute bfloat16 products in hardware
 _BF16_FEATURES = ("avx512_bf16", "amx_bf16")
@@ -71,3 +79,34 @@ def to_channels_last(module: nn.Module) -> nn.Module:
         return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
 
     return module._apply(convert)
+
+
+def hold_freed_memory() -> bool:
+    """Ask glibc's ``malloc`` to keep freed memory in the process (blocks up to 1 GiB come from the heap, and the
+    heap is not trimmed below 2 GiB of free space) instead of returning it to the system at each ``free``.
+
+    A CPU training step allocates and frees the same large tensors every iteration; by default each comes from a
+    fresh ``mmap`` whose pages the kernel must fault in and zero again. Held, the next step reuses them. The cost:
+    the process keeps its peak memory. Affects the whole process, from the call on (the environment variables
+    ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` do the same from the start).
+
+    Returns:
+        ``True`` if glibc accepted the settings; ``False`` where there is no glibc (macOS, Windows, musl).
+
+    Example:
+        >>> isinstance(hold_freed_memory(), bool)
+        True
+    """
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return all(mallopt(param, value) == 1 for param, value in _HELD.items())

@@ -175,24 +175,20 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
 
 
 def resolve_run(cfg: TrainConfig) -> RunConfig:
-    """``cfg.run`` with ``amp`` and ``memory_format`` of ``"auto"`` replaced by what they mean on ``run.device`` of
-    this machine: ``amp`` ``bf16`` on a CPU with native bfloat16 (:func:`torchstn.nn.native_bf16`) when the task's
-    accuracy was checked with it (``Task.auto_bf16``), else ``off``; ``memory_format`` ``channels_last`` on a CPU,
-    ``contiguous`` on a GPU. Values other than ``"auto"`` are kept.
+    """``cfg.run`` with ``amp = "auto"`` replaced by what it means on ``run.device`` of this machine: ``bf16`` on a
+    CPU with native bfloat16 (:func:`torchstn.nn.native_bf16`) when the task's accuracy was checked with it
+    (``Task.auto_bf16``), else ``off``. Other values are kept.
 
     Example:
-        >>> run = resolve_run(TrainConfig(run=RunConfig(device="cuda", amp="auto", memory_format="auto")))
-        >>> run.amp, run.memory_format
-        ('off', 'contiguous')
+        >>> resolve_run(TrainConfig(run=RunConfig(device="cuda", amp="auto"))).amp
+        'off'
     """
     from torchstn.nn import native_bf16
 
     run = cfg.run
     on_cpu = run.device == "cpu"
     task = TASKS.get(cfg.task.name) if cfg.task.name in TASKS else None
-    amp, memory_format = run.amp, run.memory_format
-    if amp == "auto":
-        amp = "bf16" if on_cpu and task is not None and task.auto_bf16 and native_bf16("cpu") else "off"
-    if memory_format == "auto":
-        memory_format = "channels_last" if on_cpu else "contiguous"
-    return dataclasses.replace(run, amp=amp, memory_format=memory_format)
+    if run.amp != "auto":
+        return run
+    amp = "bf16" if on_cpu and task is not None and task.auto_bf16 and native_bf16("cpu") else "off"
+    return dataclasses.replace(run, amp=amp)

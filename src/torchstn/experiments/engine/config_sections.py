@@ -29,7 +29,7 @@ __all__ = [
 VARIANTS = ("R", "RTS", "P", "E", "TC", "plain", "addition", "3D")
 DEVICES = ("cpu", "cuda")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
-MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+MEMORY_FORMATS = ("contiguous", "channels_last")
 
 
 @dataclass(frozen=True)
@@ -138,8 +138,9 @@ class RunConfig:
             ``fp16`` (CUDA only, with a gradient scaler) or ``auto``: ``bf16`` on a CPU that computes bfloat16 in
             hardware (AVX512-BF16 or AMX) for the tasks whose accuracy was checked with it, else ``off``. A run
             saves the mode ``auto`` chose, and a resume keeps it; see :mod:`torchstn.experiments.engine.trainer`.
-        memory_format: layout of the 2-D convolution weights: ``channels_last``, ``contiguous`` or ``auto``
-            (``channels_last`` on a CPU, ``contiguous`` on a GPU). It changes the speed, not the function.
+        memory_format: layout of the 2-D convolution weights, ``contiguous`` or ``channels_last``. It changes the
+            speed, not the function (on this project's CPU channels-last did not pay for the paper's networks:
+            ``docs/training.md``, "Training fast on a CPU").
         dist_timeout: under ``torchrun``, minutes a process waits at a collective (for a peer that hangs or died)
             before the job fails; see :mod:`torchstn.experiments.engine.distributed`.
     """
@@ -156,7 +157,7 @@ class RunConfig:
     time_limit: float | None = None
     out: str | None = None
     amp: str = "auto"
-    memory_format: str = "auto"
+    memory_format: str = "contiguous"
     dist_timeout: float = 30.0
 
 

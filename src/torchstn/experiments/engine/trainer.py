@@ -11,8 +11,8 @@ Under ``torchrun`` the model is wrapped in ``DistributedDataParallel`` and ``opt
 (:mod:`torchstn.experiments.engine.distributed` says how it is split and seeded); rank 0 alone logs, evaluates and checkpoints.
 ``run.amp`` (``off``, ``bf16``, ``fp16``) runs the forward pass under :func:`torch.autocast`; the loss is computed in
 float32 and ``fp16`` scales it with a :class:`torch.amp.GradScaler` (checkpointed). Its default ``auto`` is ``bf16``
-on a CPU with native bfloat16 for the tasks checked with it, and ``run.memory_format``'s ``auto`` puts the conv
-weights in the channels-last layout on a CPU (:func:`~torchstn.experiments.engine.config.resolve_run`).
+on a CPU with native bfloat16 for the tasks checked with it (:func:`~torchstn.experiments.engine.config.resolve_run`).
+On a CPU the process keeps the memory a step frees for the next (:func:`torchstn.nn.hold_freed_memory`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from torchstn.experiments.engine.session import Session
 from torchstn.experiments.engine.signals import StopRequest
 from torchstn.experiments.engine.steps import RunState, parameter_counts, train_steps
 from torchstn.experiments.engine.tasks import TASKS, Task
-from torchstn.nn import to_channels_last
+from torchstn.nn import hold_freed_memory, to_channels_last
 
 __all__ = [
     "fit",
@@ -201,6 +201,8 @@ def _setup(
         cfg = _check_resume_config(from_dict(saved["config"]), cfg, asked)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
+    if device.type == "cpu":
+        hold_freed_memory()  # each step reuses the pages of the last instead of faulting in fresh ones
     if cfg.run.deterministic:
         torch.use_deterministic_algorithms(True)
     check_amp(cfg.run.amp, device)
