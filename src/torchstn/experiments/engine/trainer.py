@@ -201,8 +201,6 @@ def _setup(
         cfg = _check_resume_config(from_dict(saved["config"]), cfg, asked)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    if device.type == "cpu":
-        hold_freed_memory()  # each step reuses the pages of the last instead of faulting in fresh ones
     if cfg.run.deterministic:
         torch.use_deterministic_algorithms(True)
     check_amp(cfg.run.amp, device)
@@ -313,7 +311,10 @@ def _open_run_dir(out: Path, resume: bool | str, overwrite: bool, say: Callable[
 
 
 def new_state(cfg: TrainConfig, task: Task, train_set, device: torch.device) -> RunState:
-    """A fresh run: seeded, the model built and on ``device``, optimiser, scheduler, this rank's data generator."""
+    """A fresh run: seeded, the model built and on ``device``, optimiser, scheduler, this rank's data generator. On a
+    CPU the process keeps freed memory from here on (:func:`torchstn.nn.hold_freed_memory`)."""
+    if device.type == "cpu":
+        hold_freed_memory()  # each step reuses the pages of the last instead of faulting in fresh ones
     in_shape, num_classes = tuple(train_set.image_shape), int(train_set.num_classes)
     torch.manual_seed(cfg.run.seed)
     random.seed(cfg.run.seed)
