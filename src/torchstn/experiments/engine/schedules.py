@@ -11,9 +11,8 @@ config leaves unset. Three are shipped (``docs/training.md`` explains each choic
   23 min on one thread): Adam, batch 128, lr 2e-3, linear warm-up then cosine decay to zero over 4k iterations
   (512k images, 8.5 epochs), localisation nets at the same lr (measured on RTS with Adam over 1,500 iterations:
   1.96% test error with x1 against 2.74% with x0.1).
-* ``demo``: the README demo: the ``cpu`` recipe at lr 6e-3 (best of 2e-3 / 4e-3 / 6e-3 / 8e-3 for runs of about
-  1,000 iterations) and on the clock (``clock="time"``: warm-up and decay spread over ``run.time_limit`` minutes,
-  however busy the machine is).
+* ``demo``: the README demo: the ``cpu`` recipe on the clock (``clock="time"``: warm-up and decay spread over
+  ``run.time_limit`` minutes, however busy the machine is).
 
 Example:
     >>> import types
@@ -108,7 +107,7 @@ _CPU = dict(
     grad_clip=0.0,
     clock="steps",
 )
-_DEMO = dict(_CPU, lr=6e-3, iterations=1_500, warmup=75, clock="time")
+_DEMO = dict(_CPU, iterations=1_500, warmup=75, clock="time")
 
 #: Named presets of every optimiser field; an experiment adds its own with ``SCHEDULES.register(name, preset)``.
 SCHEDULES: Registry[dict] = Registry("optim.schedule", error=ConfigError)
