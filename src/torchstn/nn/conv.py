@@ -10,6 +10,7 @@ The weight and bias gradients still come from the native kernel, asked for witho
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -24,7 +25,7 @@ __all__ = ["FewChannelConv2d", "few_channel_conv2d"]
 _CHUNK_BYTES = 2 << 20
 
 
-def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(v, int):
         return (v, v)
     a, b = (int(x) for x in v)
