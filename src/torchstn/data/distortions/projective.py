@@ -2,7 +2,7 @@
 
 The paper's P recipe is known only in outline (a zoom-out by a scale uniform in [0.75, 1.0], then a Gaussian
 perturbation of the corners with 5 as the spread); the direction of the corner moves, their units and the canvas are
-unknown (``docs/datasets.md``; ``../shared/reports/p-recipe-2026-12.md`` §1.2). :class:`ProjectiveJitter` therefore
+unknown (``docs/datasets.md``, after the project's P-recipe report of 2026-12, §1.2). :class:`ProjectiveJitter` therefore
 offers the candidate readings as named ``recipe`` options, all drawing the ``scale`` first:
 
 ==========  ===========================================================================================================
