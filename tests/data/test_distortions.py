@@ -131,7 +131,7 @@ def test_projective_ranges_and_noise_std():
 
 
 def test_projective_convex_only_redraws_folded_quads():
-    from torchstn.data.distortions.warps import _is_convex
+    from torchstn.data.distortions.projective import _is_convex
 
     raw = ProjectiveJitter(convex_only=False)
     folded = ~_is_convex(raw.moved_corners(raw.sample_params(torch.Generator().manual_seed(0), N)))

@@ -152,3 +152,19 @@ def test_a_task_with_one_dataset_needs_no_data_variant(tmp_path):
     path.write_text('[task]\nname = "colocalisation"\n[data]\nvariant = "RTS"\n')  # spelled out: still checked
     with pytest.raises(ConfigError, match="data.variant must be one of \\['colocalisation'\\]"):
         load_config(str(path))
+
+
+def test_data_recipe_reaches_both_datasets_and_is_saved(tmp_path):
+    from torchstn.experiments.engine.data import build_datasets
+
+    cfg = apply_overrides(TrainConfig(), ["data.variant=P", "data.synthetic=60", "data.recipe=stretch"])
+    path = tmp_path / "c.toml"
+    path.write_text(to_toml(cfg))
+    assert load_config(path).data.recipe == "stretch"
+    train_set, test_set = build_datasets(cfg)
+    assert train_set.image_shape == test_set.image_shape == (1, 42, 42)
+    assert test_set.distortion.options()["recipe"] == "stretch"
+    with pytest.raises(ConfigError, match="Did you mean 'stretch'"):
+        build_datasets(apply_overrides(cfg, ["data.recipe=strech"]))
+    with pytest.raises(ConfigError, match="recipe"):
+        build_datasets(apply_overrides(cfg, ["data.variant=R"]))

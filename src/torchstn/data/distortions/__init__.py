@@ -9,20 +9,23 @@ RTS       rotation +-45 deg, scale uniform in [0.7, 1.2], placed uniformly on a 
           28x28 box stays inside (``placement="anywhere"`` lets the digit leave the canvas)
 P         zoom out by a scale uniform in [0.75, 1.0], then move each image corner by N(0, 5^2) px; the homography
           through the 4 point pairs (batched DLT solve in float64) warps the image, 28x28; draws that fold the
-          quad (1.4%) are redrawn (``convex_only``)
+          quad (1.4%) are redrawn (``convex_only``); ``recipe=`` picks a candidate reading of the paper's P
+          (``ours`` the default, ``radial``, ``stretch``, ``padded``: :data:`P_RECIPES`)
 E         elastic: a thin-plate spline whose 16 control points (4x4 lattice spanning the image) move by N(0, 1.5^2) px
 TC        the digit at a random integer position on a 60x60 canvas plus 6 clutter crops of 6x6 from random other
           digits, combined with max (:class:`~torchstn.data.distortions.canvas.TranslateClutter`)
 ========  ======================================================================================================
 
 The interface and its shared helpers are in :mod:`~torchstn.data.distortions.distortion`, the warps (plain, R, RTS,
-P, E) in :mod:`~torchstn.data.distortions.warps`, the canvas distortions (TC, 3D) in
+E) in :mod:`~torchstn.data.distortions.warps`, P, its recipes and the geometry check (:func:`ink_loss_rate`) in
+:mod:`~torchstn.data.distortions.projective`, the canvas distortions (TC, 3D) in
 :mod:`~torchstn.data.distortions.canvas`, and the variant registry (:data:`DISTORTIONS`, :func:`get_distortion`,
 :func:`register_distortion`) in :mod:`~torchstn.data.distortions.registry`.
 """
 
 from torchstn.data.distortions.canvas import Extrude3D, TranslateClutter
 from torchstn.data.distortions.distortion import DIGIT, PLACEMENTS, Distortion, select_params, sin_cos
+from torchstn.data.distortions.projective import P_RECIPES, ink_inside, ink_loss_rate
 from torchstn.data.distortions.registry import DISTORTIONS, canonical_variant, get_distortion, register_distortion
 from torchstn.data.distortions.warps import Elastic, Plain, ProjectiveJitter, Rotate, RotateTranslateScale
 
@@ -47,4 +50,7 @@ __all__ = [
     "canonical_variant",
     "select_params",
     "sin_cos",
+    "P_RECIPES",
+    "ink_inside",
+    "ink_loss_rate",
 ]

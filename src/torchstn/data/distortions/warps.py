@@ -1,5 +1,6 @@
 """The paper's warp distortions: ``plain``, ``R``, ``RTS``, ``P`` and ``E`` (recipes in
-:mod:`torchstn.data.distortions` and ``docs/datasets.md``).
+:mod:`torchstn.data.distortions` and ``docs/datasets.md``). ``P`` and its candidate recipes live in
+:mod:`~torchstn.data.distortions.projective` (re-exported here).
 
 Every warp is a family of :mod:`torchstn.transforms` (``affine``, ``projective``, ``tps``) sampled bilinearly with
 zero padding by :func:`torchstn.sample`. Positions are pixel coordinates of :mod:`torchstn.coords` (pixel centres at
@@ -24,6 +25,7 @@ from torchstn.data.distortions.distortion import (
     uniform,
     warp,
 )
+from torchstn.data.distortions.projective import ProjectiveJitter
 from torchstn.data.distortions.registry import register_distortion
 from torchstn.functional.tps import lattice
 from torchstn.transforms import get_transform
@@ -32,7 +34,6 @@ __all__ = ["Plain", "Rotate", "RotateTranslateScale", "ProjectiveJitter", "Elast
 
 _F64 = torch.float64
 _DEG = 3.141592653589793 / 180.0
-_MAX_REDRAWS = 64
 
 
 @register_distortion("plain")
@@ -139,94 +140,6 @@ class Rotate(RotateTranslateScale):
 
     def options(self):
         return {"max_angle": self.max_angle, "canvas": self.canvas, "placement": self.placement}
-
-
-def _is_convex(corners: torch.Tensor) -> torch.Tensor:
-    """Whether the quads ``(n, 4, 2)`` (corners TL, TR, BL, BR) are convex and not folded -> ``(n,)`` bool."""
-    ring = corners[:, [0, 1, 3, 2]]  # (n, 4, 2) in order around the quad
-    edge = ring.roll(-1, dims=1) - ring  # (n, 4, 2)
-    nxt = edge.roll(-1, dims=1)
-    cross = edge[..., 0] * nxt[..., 1] - edge[..., 1] * nxt[..., 0]  # (n, 4) turn at each corner
-    return (cross > 0).all(dim=1) | (cross < 0).all(dim=1)
-
-
-@register_distortion("P")
-class ProjectiveJitter(Distortion):
-    """P: zoom out by ``scale``, then move each image corner by Gaussian noise; warp by the homography through the
-    four point pairs.
-
-    ``params``: ``scale (n,)`` then ``corner_shift (n, 4, 2)`` in pixels, corners in the order top-left, top-right,
-    bottom-left, bottom-right, each ``(dx, dy)``. The image corner ``c_k`` lands at ``scale * c_k + shift_k``
-    (about the image centre); the output->input homography maps those four points back to ``c_k`` and is solved per
-    sample from the 8x8 DLT system in float64 (``torch.linalg.solve``).
-
-    With ``sigma=5`` about 1.4% of the corner draws give a folded (non-convex) quad, whose homography sends part of
-    the image past its horizon; with ``convex_only`` (the default) those samples redraw their four shifts (batched
-    rounds from the same generator; after 64 rounds a sample keeps zero shifts).
-
-    Args:
-        scale_range: ``(low, high)`` of the uniform zoom-out factor.
-        sigma: standard deviation of the corner shifts in pixels.
-        convex_only: redraw shifts that fold the quad.
-
-    Example:
-        >>> p = ProjectiveJitter()
-        >>> params = p.sample_params(torch.Generator().manual_seed(0), 2)
-        >>> p.matrix(params).shape, p.apply(torch.rand(2, 1, 28, 28), params).shape
-        (torch.Size([2, 3, 3]), torch.Size([2, 1, 28, 28]))
-    """
-
-    #: Image corners ``(4, 2)`` in normalised coordinates (the image's outer edges, ``align_corners=False``).
-    CORNERS = ((-1.0, -1.0), (1.0, -1.0), (-1.0, 1.0), (1.0, 1.0))
-
-    def __init__(self, scale_range: Sequence[float] = (0.75, 1.0), sigma: float = 5.0, convex_only: bool = True):
-        self.scale_range = check_range("scale_range", scale_range)
-        self.sigma = check_positive("sigma", sigma)
-        self.convex_only = bool(convex_only)
-        self._family = get_transform("projective")
-
-    def options(self):
-        return {"scale_range": self.scale_range, "sigma": self.sigma, "convex_only": self.convex_only}
-
-    def moved_corners(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Where the image corners land, ``(n, 4, 2)`` normalised (float64)."""
-        src = torch.tensor(self.CORNERS, dtype=_F64)  # (4, 2)
-        return params["scale"].to(_F64).view(-1, 1, 1) * src + params["corner_shift"].to(_F64) * (2.0 / DIGIT)
-
-    def sample_params(self, generator, n):
-        n = self.check_n(n)
-        scale = uniform(generator, (n,), *self.scale_range)  # (n,)
-        shift = torch.randn((n, 4, 2), generator=generator, dtype=_F64) * self.sigma  # (n, 4, 2) px
-        params = {"scale": scale, "corner_shift": shift}
-        for _ in range(_MAX_REDRAWS if self.convex_only else 0):  # rounds over the whole batch, not images
-            bad = ~_is_convex(self.moved_corners(params))  # (n,)
-            if not bool(bad.any()):
-                break
-            redraw = torch.randn((int(bad.sum()), 4, 2), generator=generator, dtype=_F64) * self.sigma
-            shift[bad] = redraw
-        else:
-            if self.convex_only:
-                shift[~_is_convex(self.moved_corners(params))] = 0.0
-        return params
-
-    def matrix(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Normalised output->input homographies ``(n, 3, 3)`` (float64, ``h33 = 1``)."""
-        dst = self.moved_corners(params)  # (n, 4, 2) output points
-        n = dst.shape[0]
-        src = torch.tensor(self.CORNERS, dtype=_F64).expand(n, 4, 2)  # (n, 4, 2) input corners
-        dx, dy, cx, cy = dst[..., 0], dst[..., 1], src[..., 0], src[..., 1]  # (n, 4) each
-        one, zero = torch.ones_like(dx), torch.zeros_like(dx)
-        rows_x = torch.stack((dx, dy, one, zero, zero, zero, -cx * dx, -cx * dy), dim=-1)  # (n, 4, 8)
-        rows_y = torch.stack((zero, zero, zero, dx, dy, one, -cy * dx, -cy * dy), dim=-1)  # (n, 4, 8)
-        system = torch.stack((rows_x, rows_y), dim=2).view(n, 8, 8)  # rows x0, y0, x1, y1, ...
-        rhs = torch.stack((cx, cy), dim=2).view(n, 8, 1)
-        h = torch.linalg.solve(system, rhs).view(n, 8)  # (n, 8)
-        return torch.cat((h, h.new_ones(n, 1)), dim=1).view(n, 3, 3)
-
-    def apply(self, images, params, *, compute_dtype=None):
-        images = self.check_images(images, params)
-        theta = self.matrix(params).reshape(-1, 9)[:, :8]  # (B, 8)
-        return warp(images, self._family, theta, self.out_size, compute_dtype)
 
 
 @register_distortion("E")

@@ -67,6 +67,8 @@ class DataConfig:
             offline smoke runs and tests, not MNIST results (0 = MNIST).
         train_file: train on this tensor file (:class:`torchstn.data.TensorFile`) instead of ``variant``.
         test_file: evaluate on this tensor file instead of the variant's fixed test set.
+        recipe: the variant's recipe, for a variant that has several (``P``: ``ours``, ``radial``, ``stretch``,
+            ``padded``; see ``docs/datasets.md``); ``None`` for its default. Reaches the training and test sets.
     """
 
     variant: str = "RTS"
@@ -74,6 +76,7 @@ class DataConfig:
     synthetic: int = 0
     train_file: str | None = None
     test_file: str | None = None
+    recipe: str | None = None
 
 
 @dataclass(frozen=True)

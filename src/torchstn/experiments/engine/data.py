@@ -56,18 +56,21 @@ def build_datasets(cfg, *, train: bool = True, test: bool = True) -> tuple[Datas
         train_source = synthetic_digits(d.synthetic, seed=1)
         test_source = synthetic_digits(max(10, d.synthetic // 6), seed=2)
     train_set = test_set = None
+    options = {} if d.recipe is None else {"recipe": d.recipe}  # a variant without recipes refuses it
     try:
         if train:
             train_set = (
                 TensorFile(d.train_file)
                 if d.train_file
-                else _variant_set(d.variant, split="train", seed=cfg.run.seed, root=d.root, source=train_source)
+                else _variant_set(
+                    d.variant, split="train", seed=cfg.run.seed, root=d.root, source=train_source, **options
+                )
             )
         if test:
             test_set = (
                 TensorFile(d.test_file)
                 if d.test_file
-                else _variant_set(d.variant, split="test", root=d.root, source=test_source)
+                else _variant_set(d.variant, split="test", root=d.root, source=test_source, **options)
             )
     except (DataError, ConfigError):
         raise

@@ -1,0 +1,210 @@
+"""Tests for torchstn.data.distortions.projective: the P recipes (seeding, shapes, limits, the default unchanged)
+and the geometry check (ink_inside / ink_loss_rate).
+
+No real MNIST needed: the digits are synthetic seven-segment glyphs or hand-made tensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import pytest
+import torch
+
+from torchstn.data import DistortedMNIST, synthetic_digits
+from torchstn.data.distortions import (
+    P_RECIPES,
+    ProjectiveJitter,
+    RotateTranslateScale,
+    get_distortion,
+    ink_inside,
+    ink_loss_rate,
+)
+from torchstn.errors import OptionError
+from torchstn.functional import transform_points_projective
+
+F64 = torch.float64
+SHAPES = {"ours": (1, 28, 28), "radial": (1, 28, 28), "stretch": (1, 42, 42), "padded": (1, 42, 42)}
+# SHA-256 of ProjectiveJitter().sample_params(Generator().manual_seed(123), 4096), recorded before the recipes were
+# added: the default draws the same numbers, in the same order (torch's CPU generator, no BLAS involved).
+OURS_SCALE_SHA256 = "dd1c45a20d76b58eea2b7ff412893b28b398999d6ce1fad8d8d33cbd4e588ca2"
+OURS_SHIFT_SHA256 = "c5d3018fe0ba8a969edacd10bde47e9922aaa8a7905ccef3f0125e7985a49ef8"
+
+
+def sha256(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
+
+
+def _digits(n: int = 8, seed: int = 0) -> torch.Tensor:
+    images, _ = synthetic_digits(n, seed)
+    return images.float().div(255.0).unsqueeze(1)  # (n, 1, 28, 28)
+
+
+def _still(recipe: str, n: int = 3, **params) -> dict[str, torch.Tensor]:
+    """Parameters with no zoom and no corner move (``params`` overrides)."""
+    p = {"scale": torch.ones(n, dtype=F64)}
+    p.update({"pad": torch.zeros(n, dtype=F64)} if recipe == "stretch" else {"corner_shift": torch.zeros(n, 4, 2)})
+    p.update(params)
+    return p
+
+
+# ---------------------------------------------------------------------------------------------- the default
+
+
+def test_default_is_ours_and_draws_the_recorded_numbers():
+    assert ProjectiveJitter().recipe == "ours" == get_distortion("P").options()["recipe"]
+    p = ProjectiveJitter().sample_params(torch.Generator().manual_seed(123), 4096)
+    assert sha256(p["scale"]) == OURS_SCALE_SHA256 and sha256(p["corner_shift"]) == OURS_SHIFT_SHA256
+
+
+def _old_p(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The P of before the recipes, written out: scale, N(0, 25) shifts, redraw folded quads, DLT, warp."""
+    from torchstn.data.distortions.distortion import warp
+    from torchstn.transforms import get_transform
+
+    n, c = x.shape[0], torch.tensor(ProjectiveJitter.CORNERS, dtype=F64)
+    scale = 0.75 + 0.25 * torch.rand((n,), generator=generator, dtype=F64)
+    shift = torch.randn((n, 4, 2), generator=generator, dtype=F64) * 5.0
+    for _ in range(64):
+        q = (scale.view(-1, 1, 1) * c + shift * (2.0 / 28))[:, [0, 1, 3, 2]]
+        e = q.roll(-1, 1) - q
+        cross = e[..., 0] * e.roll(-1, 1)[..., 1] - e[..., 1] * e.roll(-1, 1)[..., 0]
+        bad = ~((cross > 0).all(1) | (cross < 0).all(1))
+        if not bool(bad.any()):
+            break
+        shift[bad] = torch.randn((int(bad.sum()), 4, 2), generator=generator, dtype=F64) * 5.0
+    dst = scale.view(-1, 1, 1) * c + shift * (2.0 / 28)
+    rows = []
+    for k in range(4):
+        (u, v), (a, b) = dst[:, k].unbind(-1), c[k].tolist()
+        o, z = torch.ones_like(u), torch.zeros_like(u)
+        rows += [
+            torch.stack((u, v, o, z, z, z, -a * u, -a * v), -1),
+            torch.stack((z, z, z, u, v, o, -b * u, -b * v), -1),
+        ]
+    rhs = c.reshape(8).expand(n, 8).unsqueeze(-1)
+    h = torch.linalg.solve(torch.stack(rows, 1), rhs).view(n, 8)
+    return warp(x, get_transform("projective"), h, (28, 28), F64)
+
+
+def test_ours_is_the_old_p_byte_for_byte():
+    x = _digits(64)
+    new = ProjectiveJitter().apply(
+        x, ProjectiveJitter().sample_params(torch.Generator().manual_seed(5), 64), compute_dtype=F64
+    )
+    assert torch.equal(new, _old_p(x, torch.Generator().manual_seed(5)))
+
+
+# ---------------------------------------------------------------------------------------------- every recipe
+
+
+@pytest.mark.parametrize("recipe", P_RECIPES)
+def test_same_seed_same_bytes_and_shape(recipe):
+    p, x = ProjectiveJitter(recipe=recipe), _digits()
+    a = p(x, torch.Generator().manual_seed(1))
+    assert torch.equal(a, p(x, torch.Generator().manual_seed(1)))
+    assert not torch.equal(a, p(x, torch.Generator().manual_seed(2)))
+    assert p.image_shape == SHAPES[recipe] and a.shape == (8, *SHAPES[recipe]) and a.dtype == torch.float32
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+
+
+@pytest.mark.parametrize("recipe", P_RECIPES)
+def test_dataset_follows_the_recipe(recipe):
+    ds = DistortedMNIST("P", split="test", source=synthetic_digits(12), recipe=recipe)
+    images, _ = ds.batch(torch.arange(4))
+    assert ds.image_shape == SHAPES[recipe] and images.shape == (4, *SHAPES[recipe])
+    assert ds.distortion.options()["recipe"] == recipe
+    ours = DistortedMNIST("P", split="test", source=synthetic_digits(12)).batch(torch.arange(4))[0]
+    assert (recipe == "ours") == (images.shape == ours.shape and torch.equal(images, ours))
+
+
+@pytest.mark.parametrize("recipe", ["ours", "radial", "padded"])
+def test_homography_maps_moved_corners_to_the_frame_corners(recipe):
+    p = ProjectiveJitter(recipe=recipe)
+    params = p.sample_params(torch.Generator().manual_seed(2), 6)
+    frame = 42 if recipe == "padded" else 28
+    corners = torch.tensor(p.CORNERS, dtype=F64).expand(6, 4, 2)
+    moved = params["scale"].view(6, 1, 1) * corners + params["corner_shift"] * (2.0 / frame)
+    back = transform_points_projective(p.matrix(params), moved)  # digit-normalised
+    assert torch.allclose(back, corners * (frame / 28), atol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------- limits
+
+
+@pytest.mark.parametrize("recipe", ["ours", "radial"])
+def test_no_zoom_no_move_gives_the_digit_back(recipe):
+    x = _digits(3)
+    assert torch.allclose(ProjectiveJitter(recipe=recipe).apply(x, _still(recipe)), x, atol=1e-5)
+
+
+def test_padded_without_moves_centres_the_digit_on_42():
+    x = _digits(3)
+    out = ProjectiveJitter(recipe="padded").apply(x, _still("padded"), compute_dtype=F64)
+    assert torch.allclose(out[:, :, 7:35, 7:35], x, atol=1e-6)
+    assert float(out.sum()) == pytest.approx(float(x.sum()), rel=1e-6)
+
+
+def test_stretch_without_pad_is_a_1_5x_zoom_and_pad_7_a_centred_copy():
+    x = _digits(3)
+    still = ProjectiveJitter(recipe="stretch").apply(x, _still("stretch"), compute_dtype=F64)
+    zoom = RotateTranslateScale(max_angle=0.0, scale_range=(1.5, 1.5), canvas=42, placement="centred")
+    assert torch.allclose(still, zoom(x), atol=1e-5)
+    padded = ProjectiveJitter(recipe="stretch").apply(x, _still("stretch", pad=torch.full((3,), 7.0, dtype=F64)))
+    assert torch.allclose(padded[:, :, 7:35, 7:35], x, atol=1e-5)  # 28 + 2 * 7 = 42: one input px per output px
+
+
+def test_radial_moves_along_the_diagonals_with_sigma():
+    p = ProjectiveJitter(recipe="radial", convex_only=False).sample_params(torch.Generator().manual_seed(0), 20_000)
+    shift, signs = p["corner_shift"], torch.tensor(ProjectiveJitter.CORNERS, dtype=F64)
+    assert torch.allclose(shift[..., 0] * signs[:, 0], shift[..., 1] * signs[:, 1], atol=1e-12)
+    distance = (shift * signs).sum(-1) / math.sqrt(2.0)  # (n, 4) signed, outward positive
+    assert abs(float(distance.std()) - 5.0) < 0.1 and abs(float(distance.mean())) < 0.1
+
+
+def test_stretch_pads_whole_pixels_from_one_half_normal_draw():
+    p = ProjectiveJitter(recipe="stretch").sample_params(torch.Generator().manual_seed(0), 20_000)
+    assert sorted(p) == ["pad", "scale"] and torch.equal(p["pad"], p["pad"].round()) and float(p["pad"].min()) == 0
+    expected = 5.0 * math.sqrt(2.0 / math.pi) * math.sqrt(2.0) / 2.0  # E|N(0, 25)| * sqrt(2)/2 = 2.82 px
+    assert float(p["pad"].mean()) == pytest.approx(expected, abs=0.1)
+
+
+def test_bad_recipe_suggests_and_other_variants_refuse_it():
+    with pytest.raises(OptionError, match="Did you mean 'radial'"):
+        ProjectiveJitter(recipe="radiall")
+    with pytest.raises(OptionError, match="recipe must be one of"):
+        get_distortion("P", recipe=3)
+    with pytest.raises(OptionError):
+        DistortedMNIST("R", source=synthetic_digits(4), recipe="ours")
+
+
+# ---------------------------------------------------------------------------------------------- geometry check
+
+
+def test_ink_inside_measures_a_translation():
+    p = ProjectiveJitter(recipe="ours")
+    shift = torch.zeros(2, 4, 2, dtype=F64)
+    shift[0, :, 0] = 10.0  # the whole image 10 px right: the 20-px ink box [4, 24] -> [14, 34], 14 px inside
+    assert ink_inside(p, _still("ours", 2, corner_shift=shift)).tolist() == pytest.approx([0.7, 1.0], abs=0.01)
+
+
+def test_ink_loss_follows_the_reports_ordering():
+    """Our jitter on the bare 28-px frame cuts far more digits than the other readings (report §1.2 item 4)."""
+    rate = {r: ink_loss_rate(ProjectiveJitter(recipe=r), 1000, torch.Generator().manual_seed(0)) for r in P_RECIPES}
+    assert 0.02 < rate["ours"] < 0.1
+    assert all(rate[r] < 0.005 for r in ("radial", "stretch", "padded"))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: ink_loss_rate(ProjectiveJitter(), 0),
+        lambda: ink_loss_rate(ProjectiveJitter(), 10, threshold=1.5),
+        lambda: ink_inside(RotateTranslateScale(), {}),
+        lambda: ink_inside(ProjectiveJitter(), _still("ours"), ink=40),
+    ],
+)
+def test_ink_check_refuses_bad_arguments(call):
+    with pytest.raises(OptionError):
+        call()
