@@ -235,3 +235,20 @@ def test_grid_of_small_shapes_against_conv2d_input():
         go = torch.randn(y.shape, dtype=D, generator=g)
         y.backward(go)
         torch.testing.assert_close(x.grad, torch.nn.grad.conv2d_input(x.shape, w, go, s, p, d))
+
+
+def test_torch_jit_script_compiles_an_equivalent_plain_conv():
+    """A model holding a FewChannelConv2d (e.g. the Table 1 CNN classifier) still scripts: torch compiles the
+    nn.Conv2d of __prepare_scriptable__, which shares the parameters and computes the same output."""
+    from torchstn.models.classifiers import cnn_classifier
+
+    torch.manual_seed(0)
+    net = cnn_classifier(1, (28, 28), (6, 8), 10)
+    x = torch.rand(3, 1, 28, 28)
+    expected = net(x)
+    scripted = torch.jit.script(net)
+    assert torch.allclose(scripted(x), expected, atol=1e-6)
+    assert scripted(torch.rand(5, 1, 28, 28)).shape == (5, 10)  # another batch size
+    with torch.no_grad():
+        net[0].weight.mul_(2.0)  # the parameters are shared, not copied
+    assert not torch.allclose(scripted(x), expected, atol=1e-3)

@@ -185,3 +185,18 @@ def test_head_gives_a_float32_theta_under_autocast():
     exact = head(features)
     assert torch.allclose(theta, exact, rtol=0, atol=1e-6)
     assert (rounded.float() - exact).abs().max() > 1e-4  # the test can tell the two apart
+
+
+def test_head_under_autocast_keeps_float64_and_materialises_lazily():
+    """The float32-theta path computes in the head's own dtype: a float64 head stays float64 (no dtype mismatch),
+    and a lazy head first called under autocast infers its width."""
+    identity = torch.tensor([1.0, 0, 0, 0, 1, 0])
+    head64 = ThetaHead(8, identity).double()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        theta = head64(torch.randn(3, 8, dtype=torch.float64))
+    assert theta.dtype == torch.float64
+    lazy = ThetaHead(None, identity)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        theta = lazy(torch.randn(3, 5))
+    assert theta.dtype == torch.float32 and lazy.linear.in_features == 5
+    assert torch.allclose(theta, identity.expand(3, 6))  # identity at init

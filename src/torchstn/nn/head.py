@@ -87,8 +87,9 @@ class ThetaHead(nn.Module):
                 "infer it at the first forward"
             )
         if autocast_enabled(flat.device):
+            dtype = next(self.linear.parameters()).dtype  # float32 as a rule; a float64 head stays float64
             with autocast_off(flat.device):
-                raw = self.linear(flat.float())
+                raw = self.linear(flat.to(dtype))
         else:
             raw = self.linear(flat)  # (B, P)
         if self.bound is None:

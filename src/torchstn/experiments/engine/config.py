@@ -186,9 +186,8 @@ def resolve_run(cfg: TrainConfig) -> RunConfig:
     from torchstn.nn import native_bf16
 
     run = cfg.run
-    on_cpu = run.device == "cpu"
-    task = TASKS.get(cfg.task.name) if cfg.task.name in TASKS else None
     if run.amp != "auto":
         return run
-    amp = "bf16" if on_cpu and task is not None and task.auto_bf16 and native_bf16("cpu") else "off"
-    return dataclasses.replace(run, amp=amp)
+    task = TASKS.get(cfg.task.name) if cfg.task.name in TASKS else None  # an unknown task is check_values' error
+    checked = task is not None and task.auto_bf16
+    return dataclasses.replace(run, amp="bf16" if run.device == "cpu" and checked and native_bf16("cpu") else "off")

@@ -76,26 +76,29 @@ def config_differences(saved: TrainConfig, given: TrainConfig) -> list[str]:
     """The ``section.field`` names in which two configs differ in what they compute (the ``run`` fields of
     :data:`RESUMABLE_RUN_KEYS` do not count). ``given`` is resolved first, as :func:`fit` does, except that its
     ``run.amp = "auto"`` stands for the saved run's mode (what a resume keeps)."""
-    if given.run.amp == "auto":
-        given = dataclasses.replace(given, run=dataclasses.replace(given.run, amp=saved.run.amp))
-    a, b = to_dict(saved), to_dict(resolve(given))
+    a, b = to_dict(saved), to_dict(resolve(_keep_saved_amp(saved, given)))
     return [f"{s}.{k}" for s in a for k in a[s] if a[s][k] != b[s][k] and not (s == "run" and k in RESUMABLE_RUN_KEYS)]
 
 
-def _check_resume_config(saved: TrainConfig, given: TrainConfig, asked: TrainConfig) -> TrainConfig:
-    """The saved config with the ``run`` fields a resume may change taken from ``given``; anything else differing is
-    an error (resuming a different experiment into the same directory). Where ``asked`` (the config before
-    :func:`resolve`) left ``run.amp`` on ``"auto"``, the saved run's mode is kept, so that a resume computes what the
-    run computed, on any machine."""
-    if asked.run.amp == "auto":
-        given = dataclasses.replace(given, run=dataclasses.replace(given.run, amp=saved.run.amp))
+def _keep_saved_amp(saved: TrainConfig, given: TrainConfig) -> TrainConfig:
+    """``given`` with ``run.amp = "auto"`` replaced by the saved run's mode, so that a resume computes what the run
+    computed, on any machine."""
+    if given.run.amp != "auto":
+        return given
+    return dataclasses.replace(given, run=dataclasses.replace(given.run, amp=saved.run.amp))
+
+
+def _check_resume_config(saved: TrainConfig, given: TrainConfig) -> TrainConfig:
+    """The saved config with the ``run`` fields a resume may change taken from ``given`` (unresolved: its ``run.amp =
+    "auto"`` keeps the saved mode); anything else differing is an error (resuming a different experiment into the
+    same directory)."""
     diff = config_differences(saved, given)
     if diff:
         raise ConfigError(
             f"cannot resume: the config differs from the checkpoint's in {', '.join(diff)}; "
             "use another --out or the same config"
         )
-    return dataclasses.replace(saved, run=given.run)
+    return dataclasses.replace(saved, run=resolve(_keep_saved_amp(saved, given)).run)
 
 
 def fit(
@@ -190,15 +193,15 @@ def _setup(
     """Everything before the first step: the resolved config, the process group, the run directory (checked, or
     the checkpoint to resume), the datasets, the model and optimiser (restored on a resume) and the session."""
     out = Path(out_dir or cfg.run.out or "runs/run")
-    asked = cfg
-    cfg = resolve(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=str(out))))
+    asked = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out=str(out)))
+    cfg = resolve(asked)
     device = dist.setup(cfg.run.device, cfg.run.dist_timeout)  # joins torchrun's process group, if any
     main, world = dist.is_main(), dist.world_size()
     progress = progress and main
     say = (lambda msg: print(msg, file=stream or sys.stdout, flush=True)) if progress else (lambda msg: None)
     saved = _open_run_dir(out, resume, overwrite, say)
     if saved is not None:
-        cfg = _check_resume_config(from_dict(saved["config"]), cfg, asked)
+        cfg = _check_resume_config(from_dict(saved["config"]), asked)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     if cfg.run.deterministic:
