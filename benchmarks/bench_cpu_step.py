@@ -67,7 +67,8 @@ def plain_convs(model: nn.Module) -> nn.Module:
     return model
 
 
-def _step(model: nn.Module, cfg, x: torch.Tensor, y: torch.Tensor, amp: str):
+def train_step(model: nn.Module, cfg, x: torch.Tensor, y: torch.Tensor, amp: str):
+    """The step of ``model`` on the batch ``(x, y)`` as the engine runs it under ``amp``, with the cell's optimiser."""
     opt = build_optimizer(model, cfg.optim)
 
     def step():
@@ -100,7 +101,7 @@ def run_case(case: dict, method: Method) -> dict:
     g = torch.Generator().manual_seed(0)
     B = cfg.optim.batch_size
     x, y = torch.rand(B, 1, size, size, generator=g), torch.randint(0, 10, (B,), generator=g)
-    stats = time_interleaved({k: _step(m, cfg, x, y, amps[k]) for k, m in models.items()}, method)
+    stats = time_interleaved({k: train_step(m, cfg, x, y, amps[k]) for k, m in models.items()}, method)
     return {
         "stats": stats,
         "ratios": {k: paired_ratio(stats, "baseline", k) for k in IMPLS[1:]},

@@ -44,13 +44,11 @@ IMPLS = ("main", "default_heap", "engine")
 
 
 def worker(cell: str, threads: int, impl: str, warmup: int, steps: int) -> None:
+    import bench_cpu_step
     import torch
-    import torch.nn.functional as F
 
     from torchstn.experiments.engine.config import resolve
     from torchstn.experiments.engine.config_io import load_config
-    from torchstn.experiments.engine.evaluation import amp_autocast
-    from torchstn.experiments.engine.schedules import build_optimizer
     from torchstn.experiments.engine.steps import model_from_config
     from torchstn.nn import hold_freed_memory
 
@@ -62,21 +60,15 @@ def worker(cell: str, threads: int, impl: str, warmup: int, steps: int) -> None:
     model = model_from_config(cfg, (1, size, size), 10)
     amp = cfg.run.amp
     if impl == "main":
-        from bench_cpu_step import plain_convs
-
-        model, amp = plain_convs(model), "off"
-    opt = build_optimizer(model, cfg.optim)
+        model, amp = bench_cpu_step.plain_convs(model), "off"
     g = torch.Generator().manual_seed(0)
     B = cfg.optim.batch_size
     x, y = torch.rand(B, 1, size, size, generator=g), torch.randint(0, 10, (B,), generator=g)
+    step = bench_cpu_step.train_step(model, cfg, x, y, amp)  # the same step as the in-process benchmark
     times = []
     for i in range(warmup + steps):
         t = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        with amp_autocast("cpu", amp):
-            out = model(x)
-        F.cross_entropy(out.float(), y).backward()
-        opt.step()
+        step()
         if i >= warmup:
             times.append(time.perf_counter() - t)
     print(_MARK + json.dumps({"ms": statistics.median(times) * 1e3, "held": held, "amp": amp}), flush=True)

@@ -98,15 +98,10 @@ def hold_freed_memory() -> bool:
         True
     """
     import ctypes
-    import ctypes.util
-    import platform
 
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    try:  # glibc's mallopt, among the process's own symbols; none on macOS or Windows, musl's refuses (returns 0)
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return all(mallopt(param, value) == 1 for param, value in _HELD.items())
