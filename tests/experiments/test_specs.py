@@ -141,6 +141,46 @@ def test_reproduce_writes_each_cells_paper_number(tmp_path):
     )
 
 
+def test_reproduce_only_fills_the_table_in_with_the_other_finished_cells(tmp_path):
+    """`--only` writes the table of every cell finished in `runs` (same key), not of its own cells alone: the
+    documented way to add a missing cell to a table must not drop the others."""
+
+    def fake_fit(cfg, out, **kwargs):
+        out.mkdir(parents=True, exist_ok=True)
+        result = {**RESULT, "test_error": 1.0 + len(str(out)) % 7, "config": to_dict(resolve(cfg))}
+        (out / "result.json").write_text(json.dumps(result))
+        return result
+
+    def run(only, seeds=1):
+        reproduce("table1", seeds=seeds, only=only, runs=tmp_path, fit_fn=fake_fit, progress=False, say=said.append)
+        return [line.split(" | ")[:2] for line in (tmp_path / "table1_cpu.md").read_text().splitlines()[6:]]
+
+    said: list[str] = []
+    assert run(["RTS/fcn"]) == [["| RTS", "fcn"]]
+    assert run(["R/cnn", "E/fcn"]) == [["| R", "cnn"], ["| RTS", "fcn"], ["| E", "fcn"]]  # table order
+    rows = reproduce("table1", seeds=1, only=["R/cnn"], runs=tmp_path, fit_fn=fake_fit, say=said.append)
+    assert [r["model"] for r in rows] == ["cnn"]  # the return value: the selected cells only
+    # a finished run whose config is no longer its cell's is left out of the table, with the reason said
+    stale = json.loads((tmp_path / "E_fcn" / "cpu" / "seed0" / "result.json").read_text())
+    stale["config"]["optim"]["lr"] = 0.5
+    (tmp_path / "E_fcn" / "cpu" / "seed0" / "result.json").write_text(json.dumps(stale))
+    said.clear()
+    assert run(["R/cnn"]) == [["| R", "cnn"], ["| RTS", "fcn"]]
+    assert any("left out of the table" in s and "E_fcn" in s for s in said)
+    # another key (a shortened run) writes its own table from its own runs only
+    reproduce(
+        "table1",
+        seeds=1,
+        only=["P/fcn"],
+        runs=tmp_path,
+        overrides=["optim.iterations=9"],
+        fit_fn=fake_fit,
+        say=said.append,
+    )
+    assert "| P | fcn |" in (tmp_path / "table1_cpu+optim.iterations=9.md").read_text()
+    assert "| R | cnn |" not in (tmp_path / "table1_cpu+optim.iterations=9.md").read_text()
+
+
 def test_reproduce_table1_is_a_deprecated_spelling(tmp_path):
     from torchstn.experiments.reproduce import reproduce_table1
 

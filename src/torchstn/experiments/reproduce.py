@@ -207,7 +207,7 @@ def reproduce(
     Args:
         experiment: a name of :data:`~torchstn.experiments.specs.EXPERIMENTS` (``table1``, ``tc``, ``addition``,
             ``3d``).
-        schedule: ``cpu`` or ``paper`` (any name of :data:`~torchstn.experiments.engine.schedules.SCHEDULES`).
+        schedule: ``cpu``, ``cpu_long`` or ``paper`` (any name of :data:`~torchstn.experiments.engine.schedules.SCHEDULES`).
         seeds: seeds ``0 .. seeds - 1``.
         only: cells or globs to run (default all).
         out: directory for the table ``<experiment>_<schedule>[+<overrides>].md`` / ``.csv`` (overrides as in the
@@ -218,7 +218,8 @@ def reproduce(
         fit_fn: the training function (default :func:`torchstn.experiments.engine.trainer.fit`; tests pass a fake).
 
     Returns:
-        One summary dict per cell (the table's rows).
+        One summary dict per selected cell. The table written holds these and every other cell of the experiment
+        with finished runs in ``runs`` under the same schedule and overrides, so ``--only`` fills a table in.
 
     Raises:
         ConfigError: an unknown experiment or ``only`` name, or a finished run in ``runs`` whose saved config is no
@@ -238,25 +239,56 @@ def reproduce(
     where = (f" --runs {display_path(runs)}" if runs != default_runs else "") + (
         f" --out {display_path(out)}" if out != runs else ""
     )
-    rows, version = [], code_version()
+    key, version = _run_key(schedule, overrides), code_version()
+
+    def run_dir_of(cell: Cell, seed: int) -> Path:
+        return runs / cell.name.replace("/", "_") / key / f"seed{seed}"
+
+    def cfg_of(cell: Cell, seed: int) -> TrainConfig:
+        return apply_overrides(
+            load_config(spec.config_name(cell)), [f"optim.schedule={schedule}", f"run.seed={seed}", *overrides]
+        )
+
+    def finished(cell: Cell, seed: int) -> dict[str, Any] | None:
+        """The seed's result when its run finished with the cell's config now (ConfigError when its config is not)."""
+        path = run_dir_of(cell, seed) / "result.json"
+        if not path.is_file():
+            return None
+        result = json.loads(path.read_text())
+        _check_reused(path.parent, result, cfg_of(cell, seed))
+        return result if result.get("completed") else None
+
+    # The table covers every cell finished in `runs` with this key, not only the selected ones, so that
+    # `--only` fills in a table instead of overwriting it with its own cells.
+    rows_of: dict[str, dict[str, Any]] = {}
+    for cell in spec.cells:
+        if cell in cells:
+            continue
+        try:
+            done = [r for r in (finished(cell, seed) for seed in range(seeds)) if r is not None]
+        except ConfigError as e:
+            say(f"left out of the table: {e}")
+            continue
+        if done:
+            rows_of[cell.name] = _summary(cell, spec.config_name(cell), done, schedule, overrides, experiment, where)
+
+    def table_rows() -> list[dict[str, Any]]:
+        return [rows_of[c.name] for c in spec.cells if c.name in rows_of]
+
     for i, cell in enumerate(cells):
         config, results = spec.config_name(cell), []
         for seed in range(seeds):
-            cfg = apply_overrides(load_config(config), [f"optim.schedule={schedule}", f"run.seed={seed}", *overrides])
-            run_dir = runs / cell.name.replace("/", "_") / _run_key(schedule, overrides) / f"seed{seed}"
-            done = run_dir / "result.json"
-            if done.is_file():
-                result = json.loads(done.read_text())
-                _check_reused(run_dir, result, cfg)
-                if result.get("completed"):
-                    say(f"[{i + 1}/{len(cells)}] {cell.name} seed {seed}: done before, {result['test_error']:.2f}%")
-                    results.append(result)
-                    continue
+            run_dir = run_dir_of(cell, seed)
+            result = finished(cell, seed)
+            if result is not None:
+                say(f"[{i + 1}/{len(cells)}] {cell.name} seed {seed}: done before, {result['test_error']:.2f}%")
+                results.append(result)
+                continue
             say(f"[{i + 1}/{len(cells)}] {cell.name} seed {seed} -> {run_dir}")
             t0 = time.monotonic()
             command = f"torchstn train {config} --set optim.schedule={schedule} --set run.seed={seed}"
             result = fit_fn(
-                cfg,
+                cfg_of(cell, seed),
                 run_dir,
                 resume="auto",
                 progress=progress,
@@ -264,13 +296,11 @@ def reproduce(
             )
             say(f"  {cell.name} seed {seed}: {result['test_error']:.2f}% in {(time.monotonic() - t0) / 60:.1f} min")
             results.append(result)
-        rows.append(_summary(cell, config, results, schedule, overrides, experiment, where))
-        md, _ = write_table(
-            rows, out, schedule, experiment=experiment, key=_run_key(schedule, overrides), version=version
-        )
-    if rows:
+        rows_of[cell.name] = _summary(cell, config, results, schedule, overrides, experiment, where)
+        md, _ = write_table(table_rows(), out, schedule, experiment=experiment, key=key, version=version)
+    if cells:
         say(f"wrote {md} and {md.with_suffix('.csv')}")
-    return rows
+    return [rows_of[c.name] for c in cells]
 
 
 def reproduce_table1(**kwargs) -> list[dict]:

@@ -168,3 +168,20 @@ def test_data_recipe_reaches_both_datasets_and_is_saved(tmp_path):
         build_datasets(apply_overrides(cfg, ["data.recipe=strech"]))
     with pytest.raises(ConfigError, match="recipe"):
         build_datasets(apply_overrides(cfg, ["data.variant=R"]))
+
+
+def test_data_sigma_reaches_both_datasets_and_a_variant_without_it_refuses(tmp_path):
+    from torchstn.experiments.engine.data import build_datasets
+
+    cfg = apply_overrides(TrainConfig(), ["data.variant=E", "data.synthetic=60", "data.sigma=2.5"])
+    path = tmp_path / "c.toml"
+    path.write_text(to_toml(cfg))
+    assert load_config(path).data.sigma == 2.5
+    train_set, test_set = build_datasets(cfg)
+    assert train_set.distortion.options()["sigma"] == test_set.distortion.options()["sigma"] == 2.5
+    p_train, _ = build_datasets(apply_overrides(cfg, ["data.variant=P", "data.recipe=radial"]), test=False)
+    assert (p_train.distortion.options()["sigma"], p_train.distortion.options()["recipe"]) == (2.5, "radial")
+    with pytest.raises(ConfigError, match="sigma"):
+        build_datasets(apply_overrides(cfg, ["data.variant=R"]))
+    with pytest.raises(ConfigError, match="sigma"):
+        build_datasets(apply_overrides(cfg, ["data.sigma=-1"]))

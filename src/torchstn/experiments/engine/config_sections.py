@@ -69,6 +69,8 @@ class DataConfig:
         test_file: evaluate on this tensor file instead of the variant's fixed test set.
         recipe: the variant's recipe, for a variant that has several (``P``: ``ours``, ``radial``, ``stretch``,
             ``padded``; see ``docs/datasets.md``); ``None`` for its default. Reaches the training and test sets.
+        sigma: the spread in px of the variant's random moves, for a variant that has one (``P``: the corner moves,
+            ``E``: the control-point moves); ``None`` for its default (5 and 1.5). Reaches both sets, like ``recipe``.
     """
 
     variant: str = "RTS"
@@ -77,6 +79,7 @@ class DataConfig:
     train_file: str | None = None
     test_file: str | None = None
     recipe: str | None = None
+    sigma: float | None = None
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ class OptimConfig:
     """Optimiser and learning-rate schedule. ``None`` fields come from the named ``schedule``.
 
     Attributes:
-        schedule: ``paper``, ``cpu`` or ``demo`` (see :mod:`torchstn.experiments.engine.schedules`).
+        schedule: ``paper``, ``cpu``, ``cpu_long`` or ``demo`` (see :mod:`torchstn.experiments.engine.schedules`).
         optimizer: ``sgd`` or ``adam``.
         lr: base learning rate.
         momentum: SGD momentum (ignored by Adam).

@@ -56,7 +56,8 @@ def build_datasets(cfg, *, train: bool = True, test: bool = True) -> tuple[Datas
         train_source = synthetic_digits(d.synthetic, seed=1)
         test_source = synthetic_digits(max(10, d.synthetic // 6), seed=2)
     train_set = test_set = None
-    options = {} if d.recipe is None else {"recipe": d.recipe}  # a variant without recipes refuses it
+    # a variant without recipes (or without a spread) refuses the option with a clear error
+    options = {k: v for k, v in (("recipe", d.recipe), ("sigma", d.sigma)) if v is not None}
     try:
         if train:
             train_set = (
