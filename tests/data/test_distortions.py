@@ -148,6 +148,29 @@ def test_elastic_noise_std():
     assert abs(float(p["shift"].std()) - 1.5) < 0.02
 
 
+def test_elastic_zoom_recipe_draws_the_scale_first_and_leaves_plain_draws_unchanged():
+    g = torch.Generator
+    plain, zoom = (
+        Elastic().sample_params(g().manual_seed(3), 500),
+        Elastic(recipe="zoom").sample_params(g().manual_seed(3), 500),
+    )
+    assert list(plain) == ["shift"] and list(zoom) == ["scale", "shift"]
+    assert 0.75 <= float(zoom["scale"].min()) and float(zoom["scale"].max()) < 1.0
+    expected_shift = g().manual_seed(3)
+    torch.rand(500, generator=expected_shift, dtype=F64)  # the scale's draw, then the shifts as plain draws them
+    assert torch.equal(zoom["shift"], torch.randn((500, 16, 2), generator=expected_shift, dtype=F64) * 1.5)
+    with pytest.raises(OptionError, match="Did you mean 'zoom'"):
+        Elastic(recipe="zom")
+
+
+def test_elastic_zoom_without_jitter_is_ps_zoom_out():
+    """The spline through control points at lattice/scale is an exact similarity: P's zoom with unmoved corners."""
+    x, s = _digits(3), torch.tensor([0.75, 0.9, 1.0], dtype=F64)
+    e = Elastic(recipe="zoom").apply(x, {"scale": s, "shift": torch.zeros(3, 16, 2, dtype=F64)})
+    p = ProjectiveJitter().apply(x, {"scale": s, "corner_shift": torch.zeros(3, 4, 2, dtype=F64)})
+    assert torch.allclose(e, p, atol=1e-4) and not torch.allclose(e[0], x[0], atol=1e-2)
+
+
 def test_tc_positions_are_integer_and_inside():
     tc = TranslateClutter(pool=_pool())
     p = tc.sample_params(torch.Generator().manual_seed(0), 2000)

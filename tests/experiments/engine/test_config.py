@@ -1,5 +1,8 @@
+import dataclasses
+
 import pytest
 
+from torchstn.data.distortions import ProjectiveJitter
 from torchstn.errors import ConfigError
 from torchstn.experiments.engine.config import TrainConfig, from_dict, resolve, to_dict
 from torchstn.experiments.engine.config_io import apply_overrides, load_config, packaged_configs, to_toml
@@ -185,3 +188,17 @@ def test_data_sigma_reaches_both_datasets_and_a_variant_without_it_refuses(tmp_p
         build_datasets(apply_overrides(cfg, ["data.variant=R"]))
     with pytest.raises(ConfigError, match="sigma"):
         build_datasets(apply_overrides(cfg, ["data.sigma=-1"]))
+
+
+def test_resolve_names_the_data_recipe_and_sigma_so_a_changed_default_is_a_difference():
+    from torchstn.experiments.engine.trainer import config_differences
+
+    p = resolve(apply_overrides(TrainConfig(), ["data.variant=P"]))
+    assert (p.data.recipe, p.data.sigma) == (ProjectiveJitter().recipe, ProjectiveJitter().sigma)
+    assert resolve(apply_overrides(TrainConfig(), ["data.variant=P", "data.sigma=2"])).data.sigma == 2
+    rts = resolve(TrainConfig())
+    assert (rts.data.recipe, rts.data.sigma) == (None, None)
+    # a run saved before the recipes were named (None) is not taken for one of today's default recipe
+    old = dataclasses.replace(p, data=dataclasses.replace(p.data, recipe=None, sigma=None))
+    assert config_differences(old, apply_overrides(TrainConfig(), ["data.variant=P"])) == ["data.recipe", "data.sigma"]
+    assert config_differences(p, apply_overrides(TrainConfig(), ["data.variant=P"])) == []

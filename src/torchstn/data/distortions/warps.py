@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from torchstn._checks import look_up_option
 from torchstn.data.distortions.distortion import (
     DIGIT,
     Distortion,
@@ -27,10 +28,11 @@ from torchstn.data.distortions.distortion import (
 )
 from torchstn.data.distortions.projective import ProjectiveJitter
 from torchstn.data.distortions.registry import register_distortion
+from torchstn.errors import OptionError
 from torchstn.functional.tps import lattice
 from torchstn.transforms import get_transform
 
-__all__ = ["Plain", "Rotate", "RotateTranslateScale", "ProjectiveJitter", "Elastic"]
+__all__ = ["Plain", "Rotate", "RotateTranslateScale", "ProjectiveJitter", "Elastic", "E_RECIPES"]
 
 _F64 = torch.float64
 _DEG = 3.141592653589793 / 180.0
@@ -142,41 +144,63 @@ class Rotate(RotateTranslateScale):
         return {"max_angle": self.max_angle, "canvas": self.canvas, "placement": self.placement}
 
 
+#: The E recipes: ``plain`` (the control-point jitter alone, the default) and ``zoom`` (P's zoom-out first).
+E_RECIPES = ("plain", "zoom")
+#: The zoom-out factor range of the ``zoom`` recipe (P's, ``ProjectiveJitter.scale_range``).
+E_ZOOM_RANGE = (0.75, 1.0)
+
+
 @register_distortion("E")
 class Elastic(Distortion):
     """E: a thin-plate spline whose ``grid_size**2`` control points (a lattice spanning the image, as the ``tps``
     family) move by Gaussian noise: each output control point reads the input ``sigma``-jittered.
 
-    ``params``: ``shift (n, K, 2)`` pixels, ``K = grid_size**2`` in the lattice's row-major order (x fastest).
+    Whether the paper's E also zooms out first, as its P does, is not known (``docs/datasets.md``); the ``zoom``
+    recipe does: each output control point reads the input at its lattice position divided by a scale uniform in
+    :data:`E_ZOOM_RANGE`, plus the jitter, so the digit shrinks about the centre before the spline bends it.
+
+    ``params``: ``scale (n,)`` first (``zoom`` only), then ``shift (n, K, 2)`` pixels, ``K = grid_size**2`` in the
+    lattice's row-major order (x fastest).
 
     Args:
         sigma: standard deviation of the control-point shifts in pixels.
         grid_size: control points per side (4 gives the paper's 16).
+        recipe: ``"plain"`` (the default) or ``"zoom"``.
+
+    Raises:
+        OptionError: a bad option (an unknown ``recipe`` with a suggestion).
 
     Example:
         >>> e = Elastic()
         >>> params = e.sample_params(torch.Generator().manual_seed(0), 2)
         >>> params["shift"].shape, e.apply(torch.rand(2, 1, 28, 28), params).shape
         (torch.Size([2, 16, 2]), torch.Size([2, 1, 28, 28]))
+        >>> sorted(Elastic(recipe="zoom").sample_params(torch.Generator().manual_seed(0), 2))
+        ['scale', 'shift']
     """
 
-    def __init__(self, sigma: float = 1.5, grid_size: int = 4):
+    def __init__(self, sigma: float = 1.5, grid_size: int = 4, recipe: str = "plain"):
         self.sigma = check_positive("sigma", sigma)
         self._family = get_transform("tps", grid_size=grid_size)
         self.grid_size = grid_size
+        self.recipe = look_up_option("recipe", recipe, E_RECIPES, error=OptionError)
 
     def options(self):
-        return {"sigma": self.sigma, "grid_size": self.grid_size}
+        return {"sigma": self.sigma, "grid_size": self.grid_size, "recipe": self.recipe}
 
     def sample_params(self, generator, n):
         n = self.check_n(n)
         K = self.grid_size**2
-        return {"shift": torch.randn((n, K, 2), generator=generator, dtype=_F64) * self.sigma}
+        scale = {"scale": uniform(generator, (n,), *E_ZOOM_RANGE)} if self.recipe == "zoom" else {}
+        return {**scale, "shift": torch.randn((n, K, 2), generator=generator, dtype=_F64) * self.sigma}
 
     def theta(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """``tps`` parameters ``(n, 2K)`` (float64): lattice positions plus the shifts in normalised units."""
+        """``tps`` parameters ``(n, 2K)`` (float64): lattice positions (over the zoom's scale) plus the shifts in
+        normalised units."""
         shift = params["shift"].to(_F64)  # (n, K, 2) px
         ctrl = lattice(self.grid_size, dtype=_F64)  # (K, 2)
+        if "scale" in params:
+            ctrl = ctrl / params["scale"].to(_F64).view(-1, 1, 1)  # (n, K, 2): the digit shrinks by the scale
         return (ctrl + shift * (2.0 / DIGIT)).reshape(shift.shape[0], -1)
 
     def apply(self, images, params, *, compute_dtype=None):

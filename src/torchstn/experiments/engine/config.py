@@ -171,7 +171,35 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
             optim = dataclasses.replace(optim, warmup=round(preset["warmup"] * scale))
         if optim.decay == "step" and cfg.optim.lr_steps is None:
             optim = dataclasses.replace(optim, lr_steps=tuple(max(1, round(s * scale)) for s in preset["lr_steps"]))
-    return check_values(dataclasses.replace(cfg, optim=optim, run=resolve_run(cfg)))
+    return check_values(dataclasses.replace(cfg, optim=optim, run=resolve_run(cfg), data=resolve_data(cfg)))
+
+
+def resolve_data(cfg: TrainConfig) -> DataConfig:
+    """``cfg.data`` with an unset ``recipe`` and ``sigma`` named: the defaults of the variant's distortion when it
+    takes them (``P``, ``E``), so that a saved run says which data it saw and a later change of a default is a
+    config difference (a resume or a ``reproduce`` reuse refuses it) instead of a silent one. Other variants, and
+    data read from tensor files, keep ``None``.
+
+    Example:
+        >>> d = resolve_data(TrainConfig(data=DataConfig(variant="E")))
+        >>> d.recipe, d.sigma
+        ('plain', 1.5)
+        >>> resolve_data(TrainConfig(data=DataConfig(variant="RTS"))).recipe is None
+        True
+    """
+    import inspect
+
+    from torchstn.data.distortions import DISTORTIONS
+
+    d = cfg.data
+    if d.train_file or d.test_file or d.variant not in DISTORTIONS:  # an unknown variant is check_values' error
+        return d
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(DISTORTIONS.get(d.variant)).parameters.items()
+        if name in ("recipe", "sigma") and getattr(d, name) is None
+    }
+    return dataclasses.replace(d, **defaults)
 
 
 def resolve_run(cfg: TrainConfig) -> RunConfig:
