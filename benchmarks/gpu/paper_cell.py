@@ -1,0 +1,114 @@
+"""Part 4: Table 1's RTS ST-CNN (affine) on the paper's schedule (150k SGD iterations of batch 256), as far as the
+time left allows, resumable on the next lease.
+
+The cell is ``torchstn train table1:RTS/st_cnn_affine --schedule paper`` through its Python API
+(:func:`~torchstn.experiments.engine.trainer.fit`, ``resume="auto"``) in the run folder ``--run-dir`` (default: under
+``--out``, so it comes back from a device machine). ``--resume-from DIR`` first copies an earlier lease's run folder
+there. A short probe (:data:`PROBE` iterations) measures the engine's own step time; the run then goes on to the
+iteration that fits the time left, less :data:`RESERVE_S` for the evaluation and the report, and stops checkpointed.
+The report gets the iteration reached, images/s, and the test error on the 10,000 fixed test images: the final one
+when the schedule is done, else that of the checkpoint (a partial run, said so).
+
+MNIST must be on the machine (a device machine reaches no network): ``--mnist DIR`` (the four IDX files, ``.gz``
+or not) or torchstn's cache. The dry run trains on synthetic digits instead, 40 iterations of batch 8.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import shutil
+import time
+from pathlib import Path
+
+from gpu.report import Context
+from torchstn.experiments.engine.config_io import load_config
+from torchstn.experiments.engine.runs import RUN_FILES, load_run
+from torchstn.experiments.engine.trainer import fit, task_of
+
+CELL = "table1:RTS/st_cnn_affine"
+PROBE = {"real": 300, "dry": 4}
+RESERVE_S = {"real": 45.0, "dry": 3.0}
+
+
+def cell_config(ctx: Context):
+    overrides = ["optim.schedule=paper", f"run.device={ctx.device}", "run.amp=off", "run.log_every=1000"]
+    overrides.append("run.checkpoint_every=5000")
+    if ctx.options.get("mnist"):
+        overrides.append(f"data.root={Path(ctx.options['mnist']).resolve()}")
+    if ctx.dry:
+        overrides += ["data.synthetic=300", "optim.iterations=40", "optim.batch_size=8", "run.checkpoint_every=10"]
+    return load_config(CELL, overrides)
+
+
+def _prepare_run_dir(ctx: Context) -> Path:
+    run_dir = Path(ctx.options.get("run_dir") or ctx.out / "rts_st_cnn_affine")
+    earlier = ctx.options.get("resume_from")
+    if earlier and not (run_dir / "last.pt").exists():
+        if not (Path(earlier) / "last.pt").is_file():
+            raise FileNotFoundError(f"--resume-from {earlier}: no last.pt there")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:
+            if (Path(earlier) / name).is_file():
+                shutil.copy2(Path(earlier) / name, run_dir / name)
+    return run_dir
+
+
+def _step_of(run_dir: Path) -> int:
+    if not (run_dir / "last.pt").exists():
+        return 0
+    return int(load_run(run_dir)[2].get("step", 0))
+
+
+def run(ctx: Context) -> dict:
+    mode = "dry" if ctx.dry else "real"
+    cfg = cell_config(ctx)
+    run_dir = _prepare_run_dir(ctx)
+    datasets = task_of(cfg).datasets()  # built once for both calls (distorting MNIST is not free)
+    log = io.StringIO()
+    start = _step_of(run_dir)
+    t0 = time.monotonic()
+    res = fit(cfg, run_dir, resume="auto", stop_after=start + PROBE[mode], datasets=datasets, stream=log)
+    probe_s = time.monotonic() - t0
+    step_s = probe_s / PROBE[mode]  # the setup included: an over-estimate, so the run ends in time
+    left = ctx.seconds_left() - RESERVE_S[mode]
+    more = max(0, math.floor(0.9 * left / step_s))
+    t1, trained = time.monotonic(), 0
+    if not res.get("test_error") and more > 0:
+        before = _step_of(run_dir)
+        res = fit(cfg, run_dir, resume=True, stop_after=before + more, datasets=datasets, stream=log)
+        trained = _step_of(run_dir) - before
+    train_s = time.monotonic() - t1
+    saved_cfg, model, payload = load_run(run_dir, ctx.device)
+    total = saved_cfg.optim.iterations
+    if "test_error" in res:  # the schedule is done: fit evaluated it
+        error, final = res["test_error"], True
+    else:  # a partial run: evaluate its checkpoint
+        ev = task_of(saved_cfg).evaluate(model, datasets[1], batch_size=500, device=ctx.device)
+        assert ev is not None  # only a should_stop callback abandons an evaluation
+        error, final = ev["error"], False
+    step = int(payload.get("step", 0))
+    batch = saved_cfg.optim.batch_size
+    ips = trained * batch / train_s if trained else PROBE[mode] * batch / probe_s
+    c = ctx.checks
+    c.add("the run moved on (or had finished)", step > start or final, start=start, step=step)
+    c.add("test error is a number", math.isfinite(error), test_error=error)
+    c.add("checkpoint saved for the next lease", (run_dir / "last.pt").is_file(), step=step)
+    return {
+        "summary": f"iteration {step:,}/{total:,} ({'final' if final else 'partial: resume on the next lease'}); "
+        f"test error {error:.2f}% (paper 0.5%); {ips:,.0f} images/s",
+        "cell": CELL,
+        "run_dir": str(run_dir),
+        "data": "synthetic digits" if cfg.data.synthetic else "MNIST",
+        "start_step": start,
+        "step": step,
+        "iterations": total,
+        "final": final,
+        "test_error": error,
+        "images_per_s": ips,
+        "probe": {"iterations": PROBE[mode], "wall_s": round(probe_s, 2), "s_per_iteration": step_s},
+        "timed_step_s": ctx.options.get("step_s"),
+        "budgeted_iterations": more,
+        "trained_after_probe": trained,
+        "log_tail": log.getvalue()[-1500:],
+    }
