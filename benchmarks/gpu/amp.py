@@ -1,8 +1,8 @@
 """Part 2d: fp16 training with the gradient scaler (``run.amp = "fp16"``) through the engine, against fp32.
 
 Two runs of the same config (an ST-CNN, affine, on synthetic RTS digits generated offline, a few hundred Adam steps):
-``fp16`` must end with a finite loss, a saved scaler state (the engine's GradScaler ran) and a test error within
-:data:`MARGIN` points of the fp32 run's. fp16 needs CUDA, so the dry run trains with ``bf16`` (no scaler) instead.
+``fp16`` must end with a finite loss, a saved scaler state (the engine's GradScaler ran) and a test error at most
+:data:`MARGIN` points over the fp32 run's. fp16 needs CUDA, so the dry run trains with ``bf16`` (no scaler) instead.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torchstn.experiments.engine.checkpoint import load_checkpoint
 from torchstn.experiments.engine.config import from_dict
 from torchstn.experiments.engine.trainer import fit
 
-#: largest test-error difference (percentage points) of the fp16 run from the fp32 one
+#: largest test-error excess (percentage points) of the fp16 run over the fp32 one (or a quarter of fp32's error)
 MARGIN = 3.0
 
 
@@ -53,8 +53,8 @@ def run(ctx: Context) -> dict:
     if half == "fp16":
         c.add("fp16 checkpoint holds the GradScaler state", low["scaler_scale"] is not None, scale=low["scaler_scale"])
     if not ctx.dry:  # a few steps of the dry run say nothing about accuracy
-        diff = low["test_error"] - fp32["test_error"]
-        c.add(f"{half} test error within {MARGIN} points of fp32", diff <= MARGIN, diff=diff)
+        diff, margin = low["test_error"] - fp32["test_error"], max(MARGIN, 0.25 * fp32["test_error"])
+        c.add(f"{half} test error at most fp32's + {margin:.1f} points", diff <= margin, diff=diff)
     return {
         "summary": f"{ctx.sizes.train_steps} steps: test error fp32 {fp32['test_error']:.2f}%, "
         f"{half} {low['test_error']:.2f}%" + (f" (scale {low['scaler_scale']:g})" if low["scaler_scale"] else ""),

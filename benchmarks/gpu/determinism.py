@@ -63,9 +63,12 @@ def run(ctx: Context) -> dict:
                     name = f"sample {n}D {mode} {padding}"
                     results[name] = same
                     ctx.checks.add(f"{name}: forward and gradients bitwise equal", same)
-        first, second = _step_grads(ctx.device), _step_grads(ctx.device)
-        same = all(torch.equal(a, b) for a, b in zip(first, second))
-        ctx.checks.add("st_cnn step: every parameter gradient bitwise equal", same, parameters=len(first))
+        try:  # an op without a deterministic kernel on the device raises here: a finding, recorded
+            first, second = _step_grads(ctx.device), _step_grads(ctx.device)
+            same, why = all(torch.equal(a, b) for a, b in zip(first, second)), None
+        except RuntimeError as e:
+            same, why = False, str(e).splitlines()[0][:300]
+        ctx.checks.add("st_cnn step: every parameter gradient bitwise equal", same, error=why)
         results["st_cnn step"] = same
         U = torch.rand(2, 1, 8, 8, device=ctx.device, requires_grad=True)
         try:

@@ -10,18 +10,21 @@ The report gets the iteration reached, images/s, and the test error on the 10,00
 when the schedule is done, else that of the checkpoint (a partial run, said so).
 
 MNIST must be on the machine (a device machine reaches no network): ``--mnist DIR`` (the four IDX files, ``.gz``
-or not) or torchstn's cache. The dry run trains on synthetic digits instead, 40 iterations of batch 8.
+or not; it becomes ``$TORCHSTN_DATA``) or torchstn's cache; the part fails at once, with that hint, without it. The dry run trains on synthetic digits instead, 40 iterations of batch 8.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import os
 import shutil
 import time
 from pathlib import Path
 
 from gpu.report import Context
+from torchstn.data.mnist import load_mnist
+from torchstn.errors import DataError
 from torchstn.experiments.engine.config_io import load_config
 from torchstn.experiments.engine.runs import RUN_FILES, load_run
 from torchstn.experiments.engine.trainer import fit, task_of
@@ -34,11 +37,20 @@ RESERVE_S = {"real": 45.0, "dry": 3.0}
 def cell_config(ctx: Context):
     overrides = ["optim.schedule=paper", f"run.device={ctx.device}", "run.amp=off", "run.log_every=1000"]
     overrides.append("run.checkpoint_every=5000")
-    if ctx.options.get("mnist"):
-        overrides.append(f"data.root={Path(ctx.options['mnist']).resolve()}")
     if ctx.dry:
         overrides += ["data.synthetic=300", "optim.iterations=40", "optim.batch_size=8", "run.checkpoint_every=10"]
     return load_config(CELL, overrides)
+
+
+def _check_mnist(ctx: Context) -> None:
+    """Point ``$TORCHSTN_DATA`` at ``--mnist`` (not ``data.root``: a resume on a machine where the folder has another
+    path would then be another config) and make sure MNIST is there, before the engine would try the network."""
+    if ctx.options.get("mnist"):
+        os.environ["TORCHSTN_DATA"] = str(Path(ctx.options["mnist"]).resolve())
+    try:
+        load_mnist("test", source="local")
+    except DataError as e:
+        raise DataError(f"MNIST is not on this machine: pass --mnist DIR (the four IDX files). {e}") from e
 
 
 def _prepare_run_dir(ctx: Context) -> Path:
@@ -63,6 +75,8 @@ def _step_of(run_dir: Path) -> int:
 def run(ctx: Context) -> dict:
     mode = "dry" if ctx.dry else "real"
     cfg = cell_config(ctx)
+    if not ctx.dry:
+        _check_mnist(ctx)
     run_dir = _prepare_run_dir(ctx)
     datasets = task_of(cfg).datasets()  # built once for both calls (distorting MNIST is not free)
     log = io.StringIO()

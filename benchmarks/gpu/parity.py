@@ -65,9 +65,10 @@ def compare(ctx: Context, name: str, fn, tensors64: list[torch.Tensor], *, neare
         ref = _outputs(fn, [t.double() for t in rounded], 0)
         try:
             dev = _outputs(fn, [t.to(ctx.device) for t in rounded], 0)
-        except NotImplementedError as e:
-            gap = ctx.device.type == "cpu" and any(check.startswith(g) and dname in ds for g, ds in CPU_GAPS.items())
-            ctx.checks.add(check, gap, unsupported=f"{e}"[:200], known_cpu_gap=gap)
+        except Exception as e:  # a finding (no kernel for the dtype, a CUDA error): recorded, the part goes on
+            gap = isinstance(e, NotImplementedError) and ctx.device.type == "cpu"
+            gap = gap and any(check.startswith(g) and dname in ds for g, ds in CPU_GAPS.items())
+            ctx.checks.add(check, gap, error=f"{type(e).__name__}: {e}"[:300], known_cpu_gap=gap)
             continue
         try:
             cpu = _outputs(fn, rounded, 0) if ctx.device.type != "cpu" else dev

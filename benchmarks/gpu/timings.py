@@ -44,16 +44,17 @@ def _sample_once(fn, n: int, ctx: Context) -> float:
 
 
 def time_interleaved(fns: dict, ctx: Context, min_time: float | None = None) -> dict[str, dict]:
+    """``{name: summarise(...)}`` of every callable; ``warmup_s`` is the warm-up's mean call (compiling included)."""
     s = ctx.sizes
     min_time = min_time if min_time is not None else (0.001 if ctx.dry else 0.02)
-    warm = {}
+    warm, number = {}, {}
     for k, fn in fns.items():
         t0 = time.perf_counter()
         for _ in range(max(1, s.warmup)):
             fn()
         ctx.sync()
         warm[k] = (time.perf_counter() - t0) / max(1, s.warmup)
-    number = {k: max(1, math.ceil(min_time / max(t, 1e-7))) for k, t in warm.items()}
+        number[k] = max(1, math.ceil(min_time / max(_sample_once(fn, 3, ctx), 1e-7)))  # calls per sample, warm
     names, times = list(fns), {k: [] for k in fns}
     for r in range(s.repeats):
         shift = r % len(names)
@@ -191,9 +192,18 @@ def train_step(ctx: Context) -> tuple[dict, list]:
 
     backend = ctx.sizes.compile_backend
     fns = {"fp32": _train_step(model(), batches), "bf16": _train_step(model(), batches, torch.bfloat16)}
-    fns["compiled"] = _train_step(torch.compile(model(), backend=backend), batches)
+    compiled = {"compiled": lambda: torch.compile(model(), backend=backend)}
     if dev.type == "cuda":  # CUDA graphs: inductor's cudagraph trees replay the whole forward and backward
-        fns["compiled_cudagraphs"] = _train_step(torch.compile(model(), mode="reduce-overhead"), batches)
+        compiled["compiled_cudagraphs"] = lambda: torch.compile(model(), mode="reduce-overhead")
+    failed = {}
+    for k, make in compiled.items():  # one that fails to compile or run is recorded; the others are timed
+        try:
+            step = _train_step(make(), batches)
+            step()
+            fns[k] = step
+        except Exception as e:
+            failed[k] = f"{type(e).__name__}: {e}"[:500]
+        ctx.checks.add(f"train step {k} compiles and runs", k not in failed, error=failed.get(k))
     stats = time_interleaved(fns, ctx)
     ips = {k: B / (s["median_ms"] / 1e3) for k, s in stats.items()}
     ctx.options["step_s"] = stats["fp32"]["median_ms"] / 1e3  # the engine trains eager fp32: part 4's budget
@@ -206,7 +216,7 @@ def train_step(ctx: Context) -> tuple[dict, list]:
         ]
         for k in fns
     ]
-    return {"stats": stats, "images_per_s": ips, "batch": B, "compile_backend": backend}, rows
+    return {"stats": stats, "images_per_s": ips, "batch": B, "compile_backend": backend, "failed": failed}, rows
 
 
 def run(ctx: Context) -> dict:
