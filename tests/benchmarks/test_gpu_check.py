@@ -82,6 +82,9 @@ def test_parts_hold_real_content(dry):
     cell = p["paper_cell"]
     assert cell["final"] and cell["step"] == cell["iterations"] == 40 and 0 <= cell["test_error"] <= 100
     assert (Path(cell["run_dir"]) / "last.pt").is_file() and Path(cell["run_dir"]).parent == out
+    # a lease brings back at most 8 files from two folder levels: the report and the run folder, nothing else
+    files = sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file())
+    assert len(files) <= 6 and all(f.count("/") <= 1 for f in files), files
 
 
 @pytest.mark.slow
