@@ -100,14 +100,14 @@ def test_a_failing_part_is_reported_and_a_partial_cell_resumes(tmp_path):
     assert broken["checks"] == [{"name": "ran up to the planted error", "ok": True}]
     cell = doc["parts"]["paper_cell"]
     assert cell["status"] == "ok", cell
-    assert not cell["data"]["final"] and cell["data"]["step"] == 4 and cell["data"]["budgeted_iterations"] == 0
+    assert not cell["data"]["final"] and cell["data"]["step"] == 4 and len(cell["data"]["chunks"]) == 1
     assert "| parity | error |" in (first / "gpu_check.md").read_text()
     # the next lease: a fresh --out, continuing from the first one's run folder
     second = tmp_path / "second"
     code, doc, log = run_check(second, "--parts", "paper_cell", "--resume-from", cell["data"]["run_dir"])
     assert code == 0, log
     cell = doc["parts"]["paper_cell"]["data"]
-    assert cell["start_step"] == 4 and cell["step"] == 40 and cell["final"]
+    assert cell["start_step"] == 4 and cell["step"] == 40 and cell["final"] and cell["chunks"][0]["from"] == 4
 
 
 @pytest.fixture(scope="module")
