@@ -241,7 +241,15 @@ def environment() -> dict:
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     import torchstn
 
-    return {**env, "cuda": torch.version.cuda, "cudnn": cudnn, "torchstn_path": torchstn.__file__, "argv": sys.argv}
+    return {
+        **env,
+        "cuda": torch.version.cuda,
+        "cudnn": cudnn,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "torchstn_path": torchstn.__file__,
+        "argv": sys.argv,
+    }
 
 
 def sizes_dict(sizes: Sizes) -> dict:

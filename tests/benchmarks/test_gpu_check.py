@@ -66,6 +66,7 @@ def test_parts_hold_real_content(dry):
     tests = p["cuda_tests"]
     assert tests["passed"] and all("cpu" in t for t in tests["passed"])  # the CPU twins ran
     assert tests["skipped"] and all("cuda" in t for t in tests["skipped"])  # and the CUDA cases skipped here
+    assert len(tests["gpu_selection"]) >= 31  # what a GPU runs: every CUDA case of the suite
     parity = p["parity"]["errors"]
     for family in torchstn.list_transforms():
         assert f"grid {family} align_corners=False" in parity
