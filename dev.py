@@ -5,8 +5,9 @@
     python3 dev.py test [pytest args]               # the test suite (CI runs lint, then this)
     python3 dev.py lint [--fix]                     # formatter check, linter (ruff) and type checker (mypy)
     python3 dev.py test-torch VERSION [pytest args] # the test suite against torch==VERSION, in its own venv
+    python3 dev.py gpu-check [--dry] [--out DIR]     # CUDA checks, timings and a paper-schedule cell (BENCHMARKS.md)
 
-``demo`` and ``test`` create ``.venv`` next to this file on first use and install what they need into it (torch
+``demo``, ``test``, ``lint`` and ``gpu-check`` create ``.venv`` next to this file on first use and install what they need into it (torch
 pinned to the build in requirements/constraints-dev.txt); later runs reuse it. Set TORCHSTN_VENV to use another
 folder. Without ``--minutes`` the demo fits in 5 minutes from the command on, the venv's setup included.
 
@@ -31,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("TORCHSTN_VENV", ROOT / ".venv"))
-EXTRAS = {"demo": "experiments", "test": "dev", "lint": "dev"}
+EXTRAS = {"demo": "experiments", "test": "dev", "lint": "dev", "gpu-check": "dev"}
 #: What ``lint`` checks: the package, its tests and benchmarks, and this file (settings in pyproject.toml).
 LINT_PATHS = ["src", "tests", "benchmarks", "dev.py", "docs/scripts"]
 #: The demo's whole budget in minutes, setting up the venv included, unless ``--minutes`` is given.
@@ -152,6 +153,8 @@ def main(argv: list[str]) -> int:
                 )
             rest = ["--minutes", f"{minutes:.2f}", *rest]
         cmd = [str(py), "-m", "torchstn", "demo", *rest]
+    elif command == "gpu-check":  # its part 1 runs pytest: the dev extra
+        cmd = [str(py), str(ROOT / "benchmarks" / "gpu_check.py"), *rest]
     else:
         cmd = [str(py), "-m", "pytest", *rest]
     return subprocess.run(cmd, cwd=ROOT).returncode
