@@ -148,6 +148,14 @@ def test_volumes_and_dtypes():
     assert out.dtype == torch.float64
     half = torchstn.sample(_checker(16).to(torch.bfloat16), identity_grid((4, 4)), antialias=True)
     assert half.dtype == torch.bfloat16
+    # a half-precision volume: torch has no CPU avg_pool3d for these dtypes, the pyramid upcasts for it
+    for dtype in (torch.float16, torch.bfloat16):
+        vol = checker.to(dtype).requires_grad_()
+        out = torchstn.sample(vol, identity_grid((4, 4, 4), dtype=dtype), antialias=True)
+        assert out.dtype == dtype
+        torch.testing.assert_close(out.float(), torch.full(out.shape, 0.5))
+        out.sum().backward()
+        assert vol.grad is not None and vol.grad.dtype == dtype
 
 
 def test_matrix_and_grid_footprints_agree():

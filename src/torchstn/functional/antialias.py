@@ -260,8 +260,11 @@ def _pool(x: torch.Tensor, k: int, pad_zeros: bool) -> torch.Tensor:
         for _ in range(k.bit_length() - 1):
             x = _Halve.apply(x)
         return x
-    pool = F.avg_pool2d if x.dim() == 4 else F.avg_pool3d
-    return pool(x, k, ceil_mode=True)
+    if x.dim() == 4:
+        return F.avg_pool2d(x, k, ceil_mode=True)
+    if x.device.type == "cpu" and x.dtype in (torch.float16, torch.bfloat16):  # no CPU avg_pool3d kernel for these
+        return F.avg_pool3d(x.float(), k, ceil_mode=True).to(x.dtype)
+    return F.avg_pool3d(x, k, ceil_mode=True)
 
 
 def _read(img, g, padding_mode, align_corners):
