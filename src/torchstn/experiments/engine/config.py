@@ -194,11 +194,15 @@ def resolve_data(cfg: TrainConfig) -> DataConfig:
     d = cfg.data
     if d.train_file or d.test_file or d.variant not in DISTORTIONS:  # an unknown variant is check_values' error
         return d
-    defaults = {
-        name: p.default
-        for name, p in inspect.signature(DISTORTIONS.get(d.variant)).parameters.items()
-        if name in ("recipe", "sigma") and getattr(d, name) is None
-    }
+    takes = [k for k in ("recipe", "sigma") if k in inspect.signature(DISTORTIONS.get(d.variant)).parameters]
+    if not takes or all(getattr(d, k) is not None for k in takes):
+        return d
+    given = {k: getattr(d, k) for k in takes if getattr(d, k) is not None}
+    try:  # the defaults may depend on what is given (a recipe's own sigma): read them off the distortion
+        options = DISTORTIONS.build(d.variant, **given).options()
+    except (ValueError, TypeError):  # a bad recipe or sigma: build_datasets says so with the section's name
+        return d
+    defaults = {k: options[k] for k in takes if getattr(d, k) is None}
     return dataclasses.replace(d, **defaults)
 
 
