@@ -45,7 +45,9 @@ __all__ = [
 Layout = Union[int, tuple[int, int], tuple[tuple[float, float], ...]]
 
 
-def lattice(grid_size: int, cols: int | None = None, *, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
+def lattice(
+    grid_size: int, cols: int | None = None, *, dtype: torch.dtype = torch.float64, device=None
+) -> torch.Tensor:
     """Control points ``(K, 2)`` of a ``grid_size x cols`` lattice (rows x columns; ``cols`` defaults to
     ``grid_size``) spanning ``[-1, 1]^2``, row-major (``k = row * cols + col``, x varies fastest), each as ``(x, y)``.
 
@@ -98,7 +100,9 @@ def check_layout(layout: object) -> Layout:
     if isinstance(layout, (tuple, list)) and len(layout) == 2 and all(_is_int(v) for v in layout):
         rows, cols = (int(v) for v in layout)
         if rows < 2 or cols < 2:
-            raise OptionError(f"a tps lattice needs rows >= 2 and cols >= 2 (else its points are on one line), got {tuple(layout)!r}")
+            raise OptionError(
+                f"a tps lattice needs rows >= 2 and cols >= 2 (else its points are on one line), got {tuple(layout)!r}"
+            )
         return rows if rows == cols else (rows, cols)
     return _checked_points(_as_point_tuple(layout))
 
@@ -162,16 +166,22 @@ def control_points(layout: Layout, *, dtype: torch.dtype = torch.float64, device
     return torch.tensor(layout, dtype=torch.float64).to(device=device, dtype=dtype)
 
 
-def tps_kernel(points: torch.Tensor, ctrl: torch.Tensor) -> torch.Tensor:
-    """``U(|p - c|) = r^2 log r^2`` between points ``(N, 2)`` and control points ``(K, 2)`` -> ``(N, K)`` (0 at r=0)."""
+def tps_kernel(points: torch.Tensor, ctrl: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """``U(|p - c|) = r^2 log r^2`` between points ``(N, 2)`` and control points ``(K, 2)`` -> ``(N, K)`` (0 at r=0).
+
+    ``eps > 0`` gives ``2 r^2 log(r + eps)`` instead: the kernel of clovaai's TPS (``r^2 log(r + eps)``; the factor
+    2 cancels in the solve), which differs from the exact one by about ``2 r eps``.
+    """
     d2 = (points.unsqueeze(-2) - ctrl).pow(2).sum(-1)
+    if eps:
+        return 2.0 * d2 * torch.log(d2.clamp_min(1e-30).sqrt() + eps)
     return d2 * torch.log(d2.clamp_min(1e-30))  # d2 log d2 -> 0 as d2 -> 0
 
 
-def _basis(points: torch.Tensor, ctrl: torch.Tensor) -> torch.Tensor:
+def _basis(points: torch.Tensor, ctrl: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     """``[U(p, c) | 1 | x | y]`` -> ``(N, K + 3)``."""
     ones = points.new_ones(points.shape[:-1] + (1,))
-    return torch.cat((tps_kernel(points, ctrl), ones, points), dim=-1)
+    return torch.cat((tps_kernel(points, ctrl, eps), ones, points), dim=-1)
 
 
 def tps_system_matrix(ctrl: torch.Tensor, regularisation: float = 0.0) -> torch.Tensor:
@@ -186,11 +196,13 @@ def tps_system_matrix(ctrl: torch.Tensor, regularisation: float = 0.0) -> torch.
 
 
 @lru_cache(maxsize=64)
-def _grid_matrix_cpu64(layout: Layout, out_size: tuple[int, ...], align_corners: bool, reg: float) -> torch.Tensor:
+def _grid_matrix_cpu64(
+    layout: Layout, out_size: tuple[int, ...], align_corners: bool, reg: float, eps: float = 0.0
+) -> torch.Tensor:
     ctrl = control_points(layout)
     L_inv = torch.linalg.inv(tps_system_matrix(ctrl, reg))  # (K+3, K+3)
     pts = identity_grid(out_size, align_corners, dtype=torch.float64).reshape(-1, 2)  # (S, 2)
-    return _basis(pts, ctrl) @ L_inv[:, : ctrl.shape[0]]  # (S, K)
+    return _basis(pts, ctrl, eps) @ L_inv[:, : ctrl.shape[0]]  # (S, K)
 
 
 _DEVICE_CACHE: dict = {}
@@ -211,18 +223,21 @@ def tps_grid_matrix(
     *,
     dtype: torch.dtype = torch.float32,
     device=None,
+    kernel_eps: float = 0.0,
 ) -> torch.Tensor:
     """The precomputed ``(H*W, K)`` matrix ``M`` with ``grid = M @ source_points``; cached per layout (``grid_size``:
     any layout :func:`check_layout` takes), size, dtype and device.
 
     Computed in float64 on the CPU once, then cast and moved (the identity stays exact to float rounding).
+    ``kernel_eps`` (see :func:`tps_kernel`) changes the basis at the output points only, as clovaai's TPS does.
     """
     grid_size = check_layout(grid_size)
-    key = (grid_size, tuple(out_size), bool(align_corners), float(regularisation), dtype, str(device))
+    eps = float(kernel_eps)
+    key = (grid_size, tuple(out_size), bool(align_corners), float(regularisation), dtype, str(device), eps)
     m = _DEVICE_CACHE.get(key)
     if m is None:
         with untraced():  # a graph constant: never a traced or fake tensor (cached for the next call)
-            m = _grid_matrix_cpu64(grid_size, tuple(out_size), bool(align_corners), float(regularisation))
+            m = _grid_matrix_cpu64(grid_size, tuple(out_size), bool(align_corners), float(regularisation), eps)
             m = m.to(device=device, dtype=dtype)
         if len(_DEVICE_CACHE) > 64:
             _DEVICE_CACHE.clear()
@@ -240,6 +255,8 @@ def tps_grid(
     grid_size: Layout,
     align_corners: bool = False,
     regularisation: float = 0.0,
+    *,
+    kernel_eps: float = 0.0,
 ) -> torch.Tensor:
     """TPS sampling grid from control-point source positions ``(B, K, 2)`` -> ``(B, H, W, 2)`` (precomputed path);
     ``grid_size`` is the layout of the control points (an int ``n`` for the ``n x n`` lattice, or any layout
@@ -250,7 +267,9 @@ def tps_grid(
     B, K, _ = source_points.shape
     work = _work_dtype(source_points.dtype)
     static = static_size(out_size)  # M is per size: a size traced from the input's shape is fixed to its value
-    M = tps_grid_matrix(grid_size, static, align_corners, regularisation, dtype=work, device=source_points.device)
+    M = tps_grid_matrix(
+        grid_size, static, align_corners, regularisation, dtype=work, device=source_points.device, kernel_eps=kernel_eps
+    )
     # One (2B, K) @ (K, S) product is ~3x faster than the batched (S, K) @ (B, K, 2) on CPU (bench_tps.py "layout")
     src = source_points.to(work).transpose(1, 2).reshape(2 * B, K)  # (2B, K): rows x_b, y_b
     with autocast_off(src.device):  # autocast would run the product in half precision
@@ -267,17 +286,25 @@ def tps_grid_direct(
     grid_size: Layout,
     align_corners: bool = False,
     regularisation: float = 0.0,
+    *,
+    kernel_eps: float = 0.0,
 ) -> torch.Tensor:
     """Same as :func:`tps_grid` but solving the TPS system for every batch element (reference path)."""
     B = source_points.shape[0]
     pts = identity_grid(out_size, align_corners, dtype=source_points.dtype, device=source_points.device)
-    return tps_transform_points(source_points, pts.reshape(1, -1, 2).expand(B, -1, -1), grid_size, regularisation).view(
+    pts = pts.reshape(1, -1, 2).expand(B, -1, -1)  # (B, H*W, 2)
+    return tps_transform_points(source_points, pts, grid_size, regularisation, kernel_eps=kernel_eps).view(
         B, *out_size, 2
     )
 
 
 def tps_transform_points(
-    source_points: torch.Tensor, points: torch.Tensor, grid_size: Layout, regularisation: float = 0.0
+    source_points: torch.Tensor,
+    points: torch.Tensor,
+    grid_size: Layout,
+    regularisation: float = 0.0,
+    *,
+    kernel_eps: float = 0.0,
 ) -> torch.Tensor:
     """Map output points ``(B, N, 2)`` to input points with the TPS through ``source_points`` ``(B, K, 2)`` of the
     control points of layout ``grid_size`` (see :func:`check_layout`), solving the system directly
@@ -290,5 +317,5 @@ def tps_transform_points(
         L = tps_system_matrix(ctrl, regularisation)  # (K+3, K+3)
         rhs = torch.cat((src, src.new_zeros(src.shape[0], 3, 2)), dim=1)  # (B, K+3, 2)
         params = torch.linalg.solve(L, rhs)  # (B, K+3, 2): [w; a0; ax; ay]
-        out = _basis(points.to(work), ctrl) @ params  # (B, N, K+3) @ (B, K+3, 2)
+        out = _basis(points.to(work), ctrl, kernel_eps) @ params  # (B, N, K+3) @ (B, K+3, 2)
     return out.to(source_points.dtype)

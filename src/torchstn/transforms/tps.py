@@ -32,11 +32,13 @@ class ThinPlateSpline(TransformFamily):
         layout: the control points' output positions instead of the square lattice: ``(rows, cols)`` for a lattice
             spanning ``[-1, 1]^2`` or ``(K, 2)`` normalised points ``(x, y)`` (finite, distinct, not all on one
             line); see :func:`torchstn.functional.tps.check_layout`.
+        kernel_eps: 0 for the exact kernel ``r^2 log r^2``; ``1e-6`` reproduces clovaai's TPS, whose grid uses
+            ``r^2 log(r + 1e-6)`` (a grid about 1e-4 px away from the exact one at 32 x 100).
 
     Raises:
         OptionError: a ``grid_size`` that is no int >= 2, a ``layout`` :func:`~torchstn.functional.tps.check_layout`
             refuses (says why), a ``grid_size`` other than the default together with ``layout``, a negative
-            ``regularisation``.
+            ``regularisation``, a ``kernel_eps`` outside ``[0, 0.01)``.
 
     Example:
         >>> fam = ThinPlateSpline(grid_size=2)
@@ -52,12 +54,20 @@ class ThinPlateSpline(TransformFamily):
     has_matrix = False
 
     def __init__(
-        self, grid_size: int = 4, regularisation: float = 0.0, precompute: bool = True, layout: object = None
+        self,
+        grid_size: int = 4,
+        regularisation: float = 0.0,
+        precompute: bool = True,
+        layout: object = None,
+        kernel_eps: float = 0.0,
     ):
         if isinstance(grid_size, bool) or not isinstance(grid_size, int) or grid_size < 2:
             raise OptionError(f"tps grid_size must be an int >= 2, got {grid_size!r}")
         if not float(regularisation) >= 0.0:
             raise OptionError(f"tps regularisation must be >= 0, got {regularisation!r}")
+        if isinstance(kernel_eps, bool) or not isinstance(kernel_eps, (int, float)) or not 0.0 <= kernel_eps < 1e-2:
+            raise OptionError(f"tps kernel_eps must be a number in [0, 0.01), got {kernel_eps!r}")
+        self.kernel_eps = float(kernel_eps)
         if layout is not None and grid_size != 4:
             raise OptionError(f"tps takes grid_size={grid_size!r} or layout=..., not both")
         #: The checked layout handed to the functions: an int for a square lattice, else a tuple (hashable).
@@ -78,12 +88,13 @@ class ThinPlateSpline(TransformFamily):
         size = self.check_out_size(out_size)
         src = self.check_theta(theta, finite=False).view(theta.shape[0], -1, 2)  # (B, K, 2)
         fn = tps_grid if self.precompute else tps_grid_direct
-        return fn(src, size, self.layout, align_corners, self.regularisation)
+        return fn(src, size, self.layout, align_corners, self.regularisation, kernel_eps=self.kernel_eps)
 
     def transform_points(self, theta: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         theta = self.check_theta(theta, finite=False)
         pts = self.check_points(points, theta.shape[0])
-        return tps_transform_points(theta.view(theta.shape[0], -1, 2), pts, self.layout, self.regularisation)
+        src = theta.view(theta.shape[0], -1, 2)  # (B, K, 2)
+        return tps_transform_points(src, pts, self.layout, self.regularisation, kernel_eps=self.kernel_eps)
 
     def extra_repr(self) -> str:
         if self.grid_size is not None:
@@ -92,4 +103,5 @@ class ThinPlateSpline(TransformFamily):
             where = f"layout={self.layout}"
         else:
             where = f"layout=<{len(self.layout)} points>"
-        return f"{where}, regularisation={self.regularisation}, precompute={self.precompute}"
+        eps = f", kernel_eps={self.kernel_eps}" if self.kernel_eps else ""
+        return f"{where}, regularisation={self.regularisation}, precompute={self.precompute}{eps}"
