@@ -5,11 +5,11 @@ import torch
 from torch import nn
 
 import torchstn
+from tests.transforms.family_cases import CASES, build
 from torchstn.errors import OptionError, ShapeError
 from torchstn.export import ExportError, check_onnx, check_opset, export_onnx, export_program
 from torchstn.models import build_model
 from torchstn.nn import SpatialTransformer
-from tests.transforms.family_cases import CASES, build
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from tests.transforms.family_cases import CASES, build
 from torchstn.errors import ExportError
 from torchstn.nn import SpatialTransformer
-from tests.transforms.family_cases import CASES, build
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -66,9 +66,7 @@ def run(session, x):
     return torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
 
 
-LEGACY_CASES = [
-    (f, opset) for f in CASES for opset in ((16, 17) if build(f).spatial_rank == 2 else (20,))
-]
+LEGACY_CASES = [(f, opset) for f in CASES for opset in ((16, 17) if build(f).spatial_rank == 2 else (20,))]
 
 
 @pytest.mark.parametrize("family,opset", LEGACY_CASES, ids=[f"{f}-{o}" for f, o in LEGACY_CASES])

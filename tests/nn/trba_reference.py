@@ -108,3 +108,32 @@ def reference_trba_tps(
     grid = (_p_hat(C, out_size, eps) @ T).view(B, *out_size, 2)
     out = F.grid_sample(x.double(), grid, padding_mode="border", align_corners=True)
     return (out, grid) if return_grid else out
+
+
+def parity_table(seeds=range(1, 6), in_sizes=((32, 100), (32, 140), (24, 64))) -> list[tuple]:
+    """Max abs differences of the imported rectifier from the reference (the numbers of docs/tps.md): per input size,
+    (float32 vs reference, float64 vs reference, exact kernel on both sides, exact kernel vs their kernel)."""
+    from torchstn.nn import load_trba_tps
+
+    rows = []
+    for in_size in in_sizes:
+        worst = [0.0] * 4
+        for seed in seeds:
+            sd = trba_state_dict(seed=seed)
+            x = torch.rand(3, 1, *in_size, generator=torch.Generator().manual_seed(seed + 1))
+            want, exact = reference_trba_tps(sd, x), reference_trba_tps(sd, x, eps=0.0)
+            with torch.no_grad():
+                ours, ours_exact = load_trba_tps(sd).eval(), load_trba_tps(sd, kernel_eps=0.0).double().eval()
+                x64 = x.double()
+                diffs = [ours(x).double() - want, ours.double()(x64) - want, ours_exact(x64) - exact]
+                diffs.append(ours_exact(x64) - want)
+            worst = [max(w, float(d.abs().max())) for w, d in zip(worst, diffs)]
+        rows.append((in_size, *worst))
+    return rows
+
+
+if __name__ == "__main__":  # PYTHONPATH=src python -m tests.nn.trba_reference
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}")
+    for in_size, *worst in parity_table():
+        print(f"{in_size[0]} x {in_size[1]} | " + " | ".join(f"{w:.1e}" for w in worst))

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Union
 
 import torch
 
@@ -42,7 +41,7 @@ __all__ = [
 
 #: A checked control-point layout (see :func:`check_layout`): ``n`` for an ``n x n`` lattice, ``(rows, cols)`` for
 #: another lattice, or the points themselves as a tuple of ``(x, y)`` float pairs. Hashable, so bases are cached.
-Layout = Union[int, tuple[int, int], tuple[tuple[float, float], ...]]
+Layout = int | tuple[int, int] | tuple[tuple[float, float], ...]
 
 
 def lattice(
