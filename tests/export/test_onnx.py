@@ -5,11 +5,11 @@ import torch
 from torch import nn
 
 import torchstn
+from tests.transforms.family_cases import CASES, build
 from torchstn.errors import OptionError, ShapeError
 from torchstn.export import ExportError, check_onnx, check_opset, export_onnx, export_program
 from torchstn.models import build_model
 from torchstn.nn import SpatialTransformer
-from torchstn.transforms import get_transform, list_transforms
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
@@ -20,13 +20,13 @@ ATOL = 1e-4
 
 def small_st(family: str, **kwargs) -> tuple[SpatialTransformer, tuple[int, ...]]:
     """A SpatialTransformer with a random (not identity) head, and its input shape (C, H, W) or (C, D, H, W)."""
-    shape = (2, 8, 8) if get_transform(family).spatial_rank == 2 else (2, 5, 6, 7)
+    shape = (2, 8, 8) if build(family).spatial_rank == 2 else (2, 5, 6, 7)
     features = 1
     for s in shape:
         features *= s
     torch.manual_seed(0)
     loc = nn.Sequential(nn.Flatten(), nn.Linear(features, 16), nn.Tanh())
-    st = SpatialTransformer(loc, family, in_features=16, **kwargs)
+    st = SpatialTransformer(loc, build(family), in_features=16, **kwargs)
     with torch.no_grad():
         for p in st.head.parameters():
             if p.dim() == 2:
@@ -34,7 +34,7 @@ def small_st(family: str, **kwargs) -> tuple[SpatialTransformer, tuple[int, ...]
     return st.eval(), shape
 
 
-@pytest.mark.parametrize("family", list_transforms())
+@pytest.mark.parametrize("family", CASES)
 def test_every_family_exports_with_dynamic_batch(family, tmp_path):
     st, shape = small_st(family)
     path = export_onnx(st, torch.rand(3, *shape), tmp_path / "st.onnx")  # checks batch 3 within ATOL itself

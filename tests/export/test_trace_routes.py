@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from tests.transforms.family_cases import CASES, build
 from torchstn.errors import ExportError
 from torchstn.nn import SpatialTransformer
-from torchstn.transforms import get_transform, list_transforms
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -21,10 +21,10 @@ ATOL = 1e-4
 
 def fresh_st(family: str, **kwargs) -> tuple[SpatialTransformer, tuple[int, ...]]:
     """A fresh ST (default ``out_size=None``) with a random head, and its input shape without the batch."""
-    shape = (2, 8, 8) if get_transform(family).spatial_rank == 2 else (2, 5, 6, 7)
+    shape = (2, 8, 8) if build(family).spatial_rank == 2 else (2, 5, 6, 7)
     torch.manual_seed(0)
     loc = nn.Sequential(nn.Flatten(), nn.Linear(torch.Size(shape).numel(), 8), nn.Tanh())
-    st = SpatialTransformer(loc, family, in_features=8, **kwargs)
+    st = SpatialTransformer(loc, build(family), in_features=8, **kwargs)
     with torch.no_grad():
         st.head.linear.weight.normal_(0, 0.1)  # away from the identity, so the grid really moves
     return st.eval(), shape
@@ -66,9 +66,7 @@ def run(session, x):
     return torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
 
 
-LEGACY_CASES = [
-    (f, opset) for f in list_transforms() for opset in ((16, 17) if get_transform(f).spatial_rank == 2 else (20,))
-]
+LEGACY_CASES = [(f, opset) for f in CASES for opset in ((16, 17) if build(f).spatial_rank == 2 else (20,))]
 
 
 @pytest.mark.parametrize("family,opset", LEGACY_CASES, ids=[f"{f}-{o}" for f, o in LEGACY_CASES])
@@ -101,7 +99,7 @@ def test_torchscript_onnx_exporter_3d_below_opset_20_raises(tmp_path):
     assert not (tmp_path / "st.onnx").exists()
 
 
-@pytest.mark.parametrize("family", list_transforms())
+@pytest.mark.parametrize("family", CASES)
 def test_jit_trace_every_family(family):
     st, shape = fresh_st(family)
     with warnings.catch_warnings():

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import torchstn
+from tests.transforms.family_cases import CASES, build
 
 
 @pytest.fixture
@@ -21,15 +22,16 @@ def _fresh_dynamo():
 def _fresh_st(transform, **kwargs):
     """A SpatialTransformer that never ran eagerly (a random head), and an input batch for it."""
     torch.manual_seed(0)
-    shape = (2, 12, 12) if torchstn.get_transform(transform).spatial_rank == 2 else (1, 6, 7, 8)
-    st = torchstn.SpatialTransformer(torchstn.fc_localisation(torch.Size(shape).numel(), (16,)), transform, **kwargs)
+    family = build(transform)  # a registered name or a layout case of tests/transforms/family_cases.py
+    shape = (2, 12, 12) if family.spatial_rank == 2 else (1, 6, 7, 8)
+    st = torchstn.SpatialTransformer(torchstn.fc_localisation(torch.Size(shape).numel(), (16,)), family, **kwargs)
     with torch.no_grad():
         st.head.linear.weight.normal_(0, 0.05)
     return st, torch.rand(4, *shape)
 
 
 @pytest.mark.usefixtures("_fresh_dynamo", "one_thread")
-@pytest.mark.parametrize("transform", torchstn.list_transforms())
+@pytest.mark.parametrize("transform", CASES)
 def test_compile_fullgraph_of_a_fresh_module(transform):
     """Compiled before any eager call: on Python <= 3.11 a lazily cached value (functools.cached_property's lock)
     failed here; fullgraph=True makes a graph break an error."""

@@ -1,5 +1,5 @@
-"""Contract tests run over every registered transform family (identity, translation, gradients, points): a new
-family is covered by registering it, with no edit here."""
+"""Contract tests run over every registered transform family (identity, translation, gradients, points) and the
+control-point layouts of ``family_cases.LAYOUTS``: a new family is covered by registering it, with no edit here."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import pytest
 import torch
 
 import torchstn
+from tests.transforms.family_cases import CASES, build
 
-FAMILIES = torchstn.list_transforms()
+FAMILIES = CASES
 SIZES_2D = [(5, 7), (1, 6), (4, 1), (8, 8)]
 SIZES_3D = [(3, 4, 5), (1, 4, 2), (4, 4, 4)]
 
 
 def rank(name: str) -> int:
-    return torchstn.get_transform(name).spatial_rank
+    return build(name).spatial_rank
 
 
 def _sizes(name):
@@ -38,7 +39,7 @@ def test_registry_lists_the_papers_families():
 @pytest.mark.parametrize("name", FAMILIES)
 @pytest.mark.parametrize("align_corners", [False, True])
 def test_identity_gives_back_the_input(name, align_corners):
-    family = torchstn.get_transform(name)
+    family = build(name)
     for size in _sizes(name):
         U = torch.rand(2, 3, *size)
         theta = family.identity().expand(2, -1)
@@ -56,7 +57,7 @@ def test_whole_pixel_translation_moves_content_exactly(name, align_corners):
     U = torch.rand(1, 2, *size, dtype=torch.float64)
     pixels = (2, -1) if n == 2 else (2, -1, 1)  # (x, y[, z]) whole pixels
     step = [(2.0 / (s - 1) if align_corners else 2.0 / s) for s in reversed(size)]  # x first
-    family = torchstn.get_transform(name)
+    family = build(name)
     theta = family.translation([p * st for p, st in zip(pixels, step)], dtype=torch.float64).unsqueeze(0)
     assert theta.shape == (1, family.num_params) and theta.dtype == torch.float64
     V = torchstn.sample(U, family.grid(theta, size, align_corners=align_corners), align_corners=align_corners)
@@ -71,7 +72,7 @@ def test_whole_pixel_translation_moves_content_exactly(name, align_corners):
 @pytest.mark.parametrize("name", FAMILIES)
 def test_gradcheck_input_and_theta(name):
     torch.manual_seed(0)
-    family = torchstn.get_transform(name)
+    family = build(name)
     n = rank(name)
     size = (4, 5) if n == 2 else (3, 3, 4)
     U = torch.rand(2, 2, *size, dtype=torch.float64, requires_grad=True)
@@ -87,7 +88,7 @@ def test_gradcheck_input_and_theta(name):
 @pytest.mark.parametrize("name", FAMILIES)
 def test_transform_points_agrees_with_grid(name):
     torch.manual_seed(1)
-    family = torchstn.get_transform(name)
+    family = build(name)
     n = rank(name)
     size = (5, 6) if n == 2 else (3, 4, 5)
     theta0 = family.identity().expand(3, -1)
@@ -104,7 +105,7 @@ def test_every_localisation_parameter_gets_a_gradient(name):
     n = rank(name)
     size = (8, 8) if n == 2 else (4, 4, 4)
     in_features = 2 * torch.Size(size).numel()
-    st = torchstn.SpatialTransformer(torchstn.fc_localisation(in_features, (16, 16)), name)
+    st = torchstn.SpatialTransformer(torchstn.fc_localisation(in_features, (16, 16)), build(name))
     with torch.no_grad():  # leave the identity init so gradients reach below the head
         st.head.linear.weight.normal_(0, 1e-2)
     out = st(torch.rand(3, 2, *size))
@@ -117,14 +118,14 @@ def test_every_localisation_parameter_gets_a_gradient(name):
 def test_untrained_transformer_is_the_identity(name):
     n = rank(name)
     size = (6, 7) if n == 2 else (3, 4, 5)
-    st = torchstn.SpatialTransformer(torchstn.fc_localisation(torch.Size(size).numel() * 2), name)
+    st = torchstn.SpatialTransformer(torchstn.fc_localisation(torch.Size(size).numel() * 2), build(name))
     U = torch.rand(2, 2, *size)
     torch.testing.assert_close(st(U), U, atol=2e-6, rtol=0)
 
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_half_precision_grid_is_finite_and_close(name):
-    family = torchstn.get_transform(name)
+    family = build(name)
     n = rank(name)
     size = (6, 7) if n == 2 else (3, 4, 5)
     theta = family.identity().expand(2, -1)
@@ -140,7 +141,7 @@ def test_footprint_is_exact_for_matrix_families_and_left_to_the_grid_otherwise(n
     anti-aliased sampler estimates them from the grid)."""
     from torchstn.functional.antialias import affine_jacobian, grid_jacobian
 
-    family = torchstn.get_transform(name)
+    family = build(name)
     torch.manual_seed(0)
     theta = family.identity().expand(2, -1) + 0.1 * torch.randn(2, family.num_params)
     in_size, out_size = ((16, 12), (5, 7)) if rank(name) == 2 else ((8, 10, 12), (3, 4, 5))

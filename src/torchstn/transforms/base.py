@@ -180,7 +180,7 @@ def transform_options(name: str) -> tuple[str, ...]:
 
     Example:
         >>> transform_options("tps"), transform_options("affine")
-        (('grid_size', 'regularisation', 'precompute'), ())
+        (('grid_size', 'regularisation', 'precompute', 'layout', 'kernel_eps'), ())
     """
     return _FAMILIES.options(name)
 
