@@ -183,7 +183,7 @@ def resolve_data(cfg: TrainConfig) -> DataConfig:
     Example:
         >>> d = resolve_data(TrainConfig(data=DataConfig(variant="E")))
         >>> d.recipe, d.sigma
-        ('plain', 1.5)
+        ('plain', 2.0)
         >>> resolve_data(TrainConfig(data=DataConfig(variant="RTS"))).recipe is None
         True
     """
