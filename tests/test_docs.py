@@ -114,7 +114,8 @@ def read_page(page: Path) -> tuple[list[Block], str]:
         j = i + 1
         while j < len(lines) and not lines[j].strip().startswith(fence):
             j += 1
-        body = "\n".join(line[indent:] if line[:indent].isspace() else line.lstrip() for line in lines[i + 1 : j])
+        # a line keeps its indentation past the fence's ("".isspace() is False: a fence at column 0 strips nothing)
+        body = "\n".join(line.lstrip() if line[:indent].strip() else line[indent:] for line in lines[i + 1 : j])
         blocks.append(Block(page, i + 1, lang, body, _markers(lines, i, page)))
         prose[i : j + 1] = [""] * (min(j, len(lines) - 1) - i + 1)
         i = j + 1
@@ -215,6 +216,18 @@ z = 1 / 0
     page.write_text("<!-- doc-test: skipp typo -->\n```python\npass\n```\n")
     with pytest.raises(AssertionError, match="doc-test marker needs"):
         read_page(page)
+
+
+def test_a_block_keeps_its_own_indentation(tmp_path):
+    """A block's lines lose the fence's indentation and no more: a loop in a block at column 0 (or in a list item)
+    still runs."""
+    page = tmp_path / "page.md"
+    loop = "total = 0\nfor i in range(3):\n    total += i\nassert total == 3\n"
+    indented = "".join(f"   {line}\n" for line in loop.splitlines())
+    page.write_text(f"```python\n{loop}```\n\n* item\n\n   ```python\n{indented}   ```\n")
+    blocks, _ = read_page(page)
+    assert [b.text for b in blocks] == [loop.rstrip("\n")] * 2
+    assert [error for _, error in run_python_blocks(page)] == [None, None]
 
 
 def test_known_broken_blocks_still_exist():
