@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -146,6 +147,16 @@ class CompositionalSpatialTransformer(nn.Module):
         self._projective = first.family.matrix(first.family.identity().unsqueeze(0)).shape[-2] == rank + 1
         self._carrier = get_transform("projective" if self._projective else ("affine" if rank == 2 else "affine3d"))
 
+    def predictor(self, step: int = 0) -> SpatialTransformer:
+        """The :class:`SpatialTransformer` (localisation net and head) of step ``step`` (0-based; every step's is
+        the same one when ``shared``)."""
+        return cast(SpatialTransformer, self.predictors[0 if self.shared else step])
+
+    @property
+    def align_corners(self) -> bool:
+        """The coordinate convention of the grids (see ``docs/conventions.md``)."""
+        return self.predictor().align_corners
+
     def initial_matrix(self, U: torch.Tensor, theta_init: torch.Tensor | None = None) -> torch.Tensor:
         """``M_0``: the matrix of ``theta_init (B, P)``, or the identity matrix for every sample of ``U``.
 
@@ -175,12 +186,25 @@ class CompositionalSpatialTransformer(nn.Module):
         Raises:
             ShapeError, DTypeError: ``U`` as :meth:`forward` says.
         """
-        self.predictors[0]._check_input(U)
+        self.predictor()._check_input(U)
         size = out_size if out_size is not None else (self.out_size or tuple(U.shape[2:]))
         return self._sample(U, matrix, tuple(size))
 
+    def grid(self, matrix: torch.Tensor, out_size: Sequence[int]) -> torch.Tensor:
+        """The sampling grid ``(B, *out_size, n)`` of a composite ``matrix`` (as :meth:`forward` returns), in the
+        module's ``align_corners`` convention.
+
+        Raises:
+            ShapeError, DTypeError: a matrix of another shape than the module's composites, a bad ``out_size``.
+        """
+        return self._carrier.grid(self._carrier_theta(matrix), out_size, align_corners=self.align_corners)
+
+    def _carrier_theta(self, matrix: torch.Tensor) -> torch.Tensor:
+        """The carrier family's parameters (affine: the matrix's entries; projective: the first 8) of ``matrix``."""
+        return matrix.flatten(1)[:, :8] if self._projective else matrix.flatten(1)
+
     def _sample(self, U: torch.Tensor, matrix: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        st = self.predictors[0]
+        st = self.predictor()
         if st.antialias and is_tracing():
             raise ExportError(
                 "a CompositionalSpatialTransformer with antialias=True cannot be traced or exported (see "
@@ -192,8 +216,8 @@ class CompositionalSpatialTransformer(nn.Module):
         return self._sample_float(U, matrix, size)
 
     def _sample_float(self, U: torch.Tensor, matrix: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        st = self.predictors[0]
-        theta = matrix.flatten(1)[:, :8] if self._projective else matrix.flatten(1)
+        st = self.predictor()
+        theta = self._carrier_theta(matrix)
         grid = self._carrier.grid(theta, size, align_corners=st.align_corners)
         jacobian = (
             self._carrier.footprint(theta, U.shape[2:], size, align_corners=st.align_corners) if st.antialias else None
@@ -220,13 +244,13 @@ class CompositionalSpatialTransformer(nn.Module):
         """Transform ``U`` in ``steps`` compositional passes (see the class docstring for the outputs).
 
         The flags are not keyword-only: the TorchScript ONNX exporter passes every argument positionally."""
-        first = self.predictors[0]
+        first = self.predictor()
         first._check_input(U)
         M = self.initial_matrix(U, theta_init)
         view = U if theta_init is None else self._sample(U, M, tuple(U.shape[2:]))
         matrices, views = [], []
         for k in range(self.steps):
-            predictor = first if self.shared else self.predictors[k]
+            predictor = self.predictor(k)
             correction = predictor.family.matrix(predictor.predict_theta(view))
             M = self._normalise(compose_affine(M, correction))
             if return_steps:
