@@ -121,6 +121,7 @@ def test_the_warps_figure_of_a_trained_cell(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["train", "icstn:ICSTN/ic_stn2_projective", *TINY]) == 0
     run = tmp_path / "runs" / "icstn_ICSTN_ic_stn2_projective"
+    assert main(["eval", str(run), "--threads", "1"]) == 0  # the saved run rebuilds the task's model and test set
     png = warps_figure(run, tmp_path / "fig" / "warps.png", n=3)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["train", "icstn:ICSTN/cnn", *TINY]) == 0
