@@ -89,7 +89,7 @@ def test_every_cell_trains_a_few_steps_by_name(cell, tmp_path, monkeypatch):
     result = json.loads((run / "result.json").read_text())
     assert result["steps"] == 2 and 0.0 <= result["test_error"] <= 100.0
     cfg = resolve(load_config(f"icstn:{cell}"))
-    assert cfg.task.name == "icstn" and cfg.optim.loc_lr_mult == (0.1 if "ic_stn" in cell else 1.0)
+    assert cfg.task.name == "icstn" and cfg.optim.loc_lr_mult == 1.0 and cfg.optim.schedule == "cpu"
 
 
 def test_the_models_match_the_budget():

@@ -67,7 +67,6 @@ def test_every_cell_loads_with_its_overrides(experiment, cell):
     pooled = cell.transform is not None and cell.variant in ("RTS", "TC", "addition")
     assert cfg.model.st_pool == pooled and cfg.optim.schedule == "cpu" and cfg.optim.iterations > 0
     slow_loc = cell.name in ("addition/st_fcn_2x_affine", "addition/st_fcn_2x_projective")
-    slow_loc = slow_loc or cell.name.startswith("ICSTN/ic_stn")
     assert cfg.optim.loc_lr_mult == (0.1 if slow_loc else 1.0)
     assert cfg.optim.batch_size == (32 if experiment == "3d" else 128)
 
