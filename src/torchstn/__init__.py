@@ -23,6 +23,7 @@ from torchstn.functional import (
     sample,
 )
 from torchstn.nn import (
+    CompositionalSpatialTransformer,
     ParallelSpatialTransformers,
     SpatialTransformer,
     conv_localisation,
@@ -52,6 +53,7 @@ __all__ = [
     "TransformFamily",
     "SpatialTransformer",
     "ParallelSpatialTransformers",
+    "CompositionalSpatialTransformer",
     "fc_localisation",
     "conv_localisation",
     "param_groups",

@@ -26,8 +26,9 @@ from torchstn.errors import DataError, OptionError, ShapeError
 
 np = pytest.importorskip("numpy")
 
-VARIANTS = ["plain", "R", "RTS", "P", "E", "TC"]
+VARIANTS = ["plain", "R", "RTS", "P", "E", "TC", "ICSTN"]
 SHAPES = {
+    "ICSTN": (1, 28, 28),
     "plain": (1, 28, 28),
     "R": (1, 28, 28),
     "RTS": (1, 42, 42),

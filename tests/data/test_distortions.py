@@ -314,7 +314,7 @@ def test_bad_variant_suggests():
 
 
 def test_the_registry_reads_as_the_dict_it_replaces():
-    assert set(DISTORTIONS) == {"plain", "R", "RTS", "P", "E", "TC"} == set(DISTORTIONS.keys())
+    assert set(DISTORTIONS) == {"plain", "R", "RTS", "P", "E", "TC", "ICSTN"} == set(DISTORTIONS.keys())
     assert DISTORTIONS["RTS"] is RotateTranslateScale and DISTORTIONS["rts"] is RotateTranslateScale
     assert dict(DISTORTIONS.items())["TC"] is TranslateClutter and Elastic in DISTORTIONS.values()
     assert DISTORTIONS.canonical("tc") == "TC" and get_distortion("e").name == "E"

@@ -16,8 +16,13 @@ from torchstn.experiments.reproduce import reproduce
 from torchstn.experiments.specs import EXPERIMENTS, ExperimentSpec, grid
 
 CELLS = [(name, cell) for name in EXPERIMENTS for cell in EXPERIMENTS.get(name).cells]
+#: The cells that had a packaged config before the specs (icstn came after them).
+OLD_CELLS = [(name, cell) for name, cell in CELLS if EXPERIMENTS.get(name).old_names]
 #: The cells the paper gives no error for: the 3D experiment, and the single ST-FCN on addition but for affine.
 NO_PAPER_ERROR = {"3D/proj_cnn", "3D/st3d_cnn_affine3d", "addition/st_fcn_projective", "addition/st_fcn_tps"}
+#: IC-STN (beyond the paper): its paper's numbers are not confirmed here (docs/icstn.md).
+NO_PAPER_ERROR |= {f"ICSTN/{m}" for m in ("cnn", "st_cnn_projective", "ic_stn1_projective", "ic_stn2_projective")}
+NO_PAPER_ERROR |= {"ICSTN/ic_stn4_projective"}
 #: What a fake ``fit`` returns in place of a training.
 RESULT = {"test_error": 9.0, "parameters": 10, "train_s": 1.0, "iterations": 5, "completed": True, "device": "cpu"}
 #: A tiny run of any cell: a few steps on synthetic digits, small nets.
@@ -39,9 +44,9 @@ TINY = [
 
 
 def test_the_grids_are_the_papers_tables():
-    assert EXPERIMENTS.names() == ["table1", "tc", "addition", "3d"]  # the paper's order
+    assert EXPERIMENTS.names() == ["table1", "tc", "addition", "3d", "icstn"]  # the paper's order, then beyond it
     counts = {name: len(EXPERIMENTS.get(name).cells) for name in EXPERIMENTS}
-    assert counts == {"table1": 32, "tc": 4, "addition": 8, "3d": 2}
+    assert counts == {"table1": 32, "tc": 4, "addition": 8, "3d": 2, "icstn": 5}
     table1 = EXPERIMENTS.get("table1").cells
     assert [c.name for c in table1[:3]] == ["R/fcn", "R/cnn", "R/st_fcn_affine"]
     assert [c.variant for c in table1[::8]] == ["R", "RTS", "P", "E"]  # variant by variant, 8 models each
@@ -66,7 +71,7 @@ def test_every_cell_loads_with_its_overrides(experiment, cell):
     assert cfg.optim.batch_size == (32 if experiment == "3d" else 128)
 
 
-@pytest.mark.parametrize("experiment, cell", CELLS, ids=[f"{e}:{c.name}" for e, c in CELLS])
+@pytest.mark.parametrize("experiment, cell", OLD_CELLS, ids=[f"{e}:{c.name}" for e, c in OLD_CELLS])
 def test_the_old_name_warns_and_gives_the_same_config(experiment, cell):
     new = f"{experiment}:{cell.name}"
     old = EXPERIMENTS.get(experiment).old_name(cell)

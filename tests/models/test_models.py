@@ -28,6 +28,8 @@ FAMILIES_2D = [t for t in list_transforms() if 2 in get_transform(t).ranks]
 
 
 def _transforms(name: str) -> tuple[str | None, ...]:
+    if name.startswith("ic_stn"):  # compositional: tps cannot compose (tests/nn/test_compositional.py)
+        return ("affine", "projective")
     return TABLE1_TRANSFORMS if "transform" in model_options(name) else (None,)
 
 

@@ -7,7 +7,8 @@ Inside the wing:
   exact resume) on which every experiment runs;
 * one module or folder per paper experiment (``svhn/``, ``cub/``, ``colocalisation/``); the experiments with a
   results table of MNIST cells are specs (:mod:`~torchstn.experiments.specs`): :mod:`~torchstn.experiments.table1`
-  (``table1`` and ``tc``), :mod:`~torchstn.experiments.addition` and :mod:`~torchstn.experiments.volume3d` (``3d``),
+  (``table1`` and ``tc``), :mod:`~torchstn.experiments.addition`, :mod:`~torchstn.experiments.volume3d` (``3d``) and
+  :mod:`~torchstn.experiments.icstn` (``icstn``, beyond the paper),
   imported here so that their cells are named configs (``torchstn train table1:RTS/st_cnn_affine``) wherever the
   engine is;
 * :mod:`~torchstn.experiments.reproduce`, :mod:`~torchstn.experiments.demo`, :mod:`~torchstn.experiments.viz`,
@@ -24,6 +25,9 @@ from torchstn.experiments import addition  # noqa: F401
 
 # isort: split
 from torchstn.experiments import volume3d  # noqa: F401
+
+# isort: split
+from torchstn.experiments import icstn  # noqa: F401  (beyond the paper: IC-STN; registers its task)
 
 # isort: split
 from torchstn.experiments import colocalisation as colocalisation  # noqa: E402,F401  (registers its task and schedule)

@@ -17,9 +17,17 @@ from torch import nn
 
 from torchstn.coords import pixel_from_normalised
 from torchstn.errors import OptionError, ShapeError
-from torchstn.nn import SpatialTransformer, record_theta
+from torchstn.nn import CompositionalSpatialTransformer, SpatialTransformer, record_theta
 
-__all__ = ["transformer_views", "st_figure", "volume_figure", "save_frame", "write_gif", "check_figure_path"]
+__all__ = [
+    "transformer_views",
+    "st_figure",
+    "compositional_figure",
+    "volume_figure",
+    "save_frame",
+    "write_gif",
+    "check_figure_path",
+]
 
 
 @torch.no_grad()
@@ -172,6 +180,65 @@ def st_figure(
         for r in range(0, rows, band):
             axes[r + 2 * v_i, 0].set_ylabel(f"{label} input", fontsize=7)
             axes[r + 2 * v_i + 1, 0].set_ylabel(f"{label} output", fontsize=7)
+    return _save(plt, fig, out, title)
+
+
+@torch.no_grad()
+def compositional_figure(
+    model: nn.Module,
+    images: torch.Tensor,
+    out: str | os.PathLike[str],
+    *,
+    theta_init: torch.Tensor | None = None,
+    title: str = "",
+) -> Path:
+    """Save a figure of a :class:`~torchstn.nn.CompositionalSpatialTransformer` (``model`` itself or the first one
+    inside it) refining its warp step by step on ``images (B, C, H, W)`` (one row each).
+
+    Column 1: the input with the outline of the frame each step's composite warp reads (lighter to darker, the last
+    in red); then what each step's localisation net saw; last, the output. ``theta_init`` is the warp to start from
+    (the IC-STN protocol's perturbation; see :mod:`torchstn.experiments.icstn`).
+
+    Raises:
+        OptionError: ``model`` holds no compositional transformer.
+        ImportError: matplotlib is not installed.
+
+    Returns:
+        The path written.
+    """
+    cst = next((m for m in model.modules() if isinstance(m, CompositionalSpatialTransformer)), None)
+    if cst is None:
+        raise OptionError(f"{type(model).__name__} holds no CompositionalSpatialTransformer to draw")
+    if images.dim() != 4:
+        raise ShapeError(f"images must be (B, C, H, W), got {tuple(images.shape)}")
+    plt = _pyplot()
+    was_training = cst.training
+    try:
+        V, mats, views = cst.eval()(images, theta_init, return_steps=True)
+    finally:
+        cst.train(was_training)
+    n, steps = images.shape[0], mats.shape[1]
+    h, w = images.shape[2:]
+    fig, axes = plt.subplots(n, steps + 2, figsize=(1.4 * (steps + 2), 1.5 * n), squeeze=False)
+    to_pix = pixel_from_normalised((h, w), cst.align_corners, dtype=torch.float32)
+    colours = plt.get_cmap("Blues")(torch.linspace(0.4, 0.9, steps).tolist())
+    for j in range(n):
+        _show(axes[j, 0], images[j])
+        lo, hi = torch.tensor([-0.5, -0.5]), torch.tensor([w - 0.5, h - 0.5])
+        for k in range(steps):
+            grid = cst.grid(mats[j : j + 1, k], (h, w))
+            line = _outline(grid[0].float() @ to_pix[:2, :2].T + to_pix[:2, 2]).cpu()
+            colour = "tab:red" if k == steps - 1 else colours[k]
+            axes[j, 0].plot(line[:, 0], line[:, 1], color=colour, linewidth=0.8)
+            lo, hi = torch.minimum(lo, line.min(0).values), torch.maximum(hi, line.max(0).values)
+        lo, hi = lo.clamp(min=-w), hi.clamp(max=2 * w)  # the whole frame, unless it runs far off
+        axes[j, 0].set_xlim(float(lo[0]), float(hi[0]))
+        axes[j, 0].set_ylim(float(hi[1]), float(lo[1]))
+        for k in range(steps):
+            _show(axes[j, k + 1], views[j, k])
+        _show(axes[j, steps + 1], V[j])
+    for k, head in enumerate(["input", *(f"step {k + 1} sees" for k in range(steps)), "output"]):
+        axes[0, k].set_title(head, fontsize=7)
     return _save(plt, fig, out, title)
 
 

@@ -2,6 +2,7 @@
 the hardware's fast paths (native bfloat16, channels-last), and the TPS text rectifier (RARE/TRBA) with its
 checkpoint importer."""
 
+from torchstn.nn.compositional import CompositionalSpatialTransformer, composable_families
 from torchstn.nn.conv import FewChannelConv2d, few_channel_conv2d
 from torchstn.nn.hardware import hold_freed_memory, native_bf16, to_channels_last
 from torchstn.nn.head import ThetaHead
@@ -14,6 +15,8 @@ from torchstn.nn.training import identity_penalty, param_groups, record_theta, t
 __all__ = [
     "SpatialTransformer",
     "ParallelSpatialTransformers",
+    "CompositionalSpatialTransformer",
+    "composable_families",
     "ThetaHead",
     "fc_localisation",
     "conv_localisation",

@@ -14,6 +14,9 @@ P         zoom out by a scale uniform in [0.75, 1.0], then move each image corne
 E         elastic: a thin-plate spline whose 16 control points (4x4 lattice spanning the image) move by N(0, 1.5^2) px
 TC        the digit at a random integer position on a 60x60 canvas plus 6 clutter crops of 6x6 from random other
           digits, combined with max (:class:`~torchstn.data.distortions.canvas.TranslateClutter`)
+ICSTN     the IC-STN paper's perturbed MNIST: each corner of the square moves by N(0, 0.25^2) plus a shared
+          N(0, 0.25^2) translation (normalised units), homography warp, 28x28
+          (:class:`~torchstn.data.distortions.icstn.CornerPerturbation`)
 ========  ======================================================================================================
 
 The interface and its shared helpers are in :mod:`~torchstn.data.distortions.distortion`, the warps (plain, R, RTS,
@@ -25,11 +28,12 @@ E) in :mod:`~torchstn.data.distortions.warps`, P, its recipes and the geometry c
 
 from torchstn.data.distortions.canvas import Extrude3D, TranslateClutter
 from torchstn.data.distortions.distortion import DIGIT, PLACEMENTS, Distortion, select_params, sin_cos
+from torchstn.data.distortions.icstn import CornerPerturbation
 from torchstn.data.distortions.projective import P_RECIPES, ink_inside, ink_loss_rate
 from torchstn.data.distortions.registry import DISTORTIONS, canonical_variant, get_distortion, register_distortion
 from torchstn.data.distortions.warps import Elastic, Plain, ProjectiveJitter, Rotate, RotateTranslateScale
 
-#: The registered variant names (``"plain"``, ``"R"``, ``"RTS"``, ``"P"``, ``"E"``, ``"TC"``), sorted.
+#: The registered variant names (``"plain"``, ``"R"``, ``"RTS"``, ``"P"``, ``"E"``, ``"TC"``, ``"ICSTN"``), sorted.
 VARIANTS = tuple(DISTORTIONS.names())
 
 __all__ = [
@@ -40,6 +44,7 @@ __all__ = [
     "ProjectiveJitter",
     "Elastic",
     "TranslateClutter",
+    "CornerPerturbation",
     "Extrude3D",
     "DISTORTIONS",
     "VARIANTS",
