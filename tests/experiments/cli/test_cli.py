@@ -64,8 +64,8 @@ def test_train_list_shows_the_cells_and_the_packaged_configs(capsys):
     assert main(["train", "--list"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert "table1:RTS/st_cnn_affine" in names and "3d:3D/st3d_cnn_affine3d" in names
-    assert "demo" in names and "colocalisation_encoder" in names
-    assert len(names) == 46 + 2 and "table1_rts_st_cnn_affine" not in names  # old spellings still load, unlisted
+    assert "demo" in names and "colocalisation_encoder" in names and "icstn:ICSTN/ic_stn4_projective" in names
+    assert len(names) == 46 + 5 + 2 and "table1_rts_st_cnn_affine" not in names  # old spellings still load, unlisted
 
 
 def test_data_fetch_and_show(monkeypatch, tmp_path, capsys):
