@@ -123,7 +123,7 @@ def test_rts_ranges_and_box_placement():
 
 
 def test_projective_ranges_and_noise_std():
-    p = ProjectiveJitter(convex_only=False).sample_params(torch.Generator().manual_seed(0), N)
+    p = ProjectiveJitter(recipe="ours", convex_only=False).sample_params(torch.Generator().manual_seed(0), N)
     assert float(p["scale"].min()) >= 0.75 and float(p["scale"].max()) <= 1.0
     shift = p["corner_shift"]
     assert shift.shape == (N, 4, 2)
@@ -133,10 +133,10 @@ def test_projective_ranges_and_noise_std():
 def test_projective_convex_only_redraws_folded_quads():
     from torchstn.data.distortions.projective import _is_convex
 
-    raw = ProjectiveJitter(convex_only=False)
+    raw = ProjectiveJitter(recipe="ours", convex_only=False)
     folded = ~_is_convex(raw.moved_corners(raw.sample_params(torch.Generator().manual_seed(0), N)))
     assert 0.005 < float(folded.double().mean()) < 0.03
-    pj = ProjectiveJitter()
+    pj = ProjectiveJitter(recipe="ours")
     p = pj.sample_params(torch.Generator().manual_seed(0), N)
     assert bool(_is_convex(pj.moved_corners(p)).all())
     assert abs(float(p["corner_shift"].std()) - 5.0) < 0.3

@@ -15,6 +15,7 @@ import torch
 from torchstn.data import DistortedMNIST, synthetic_digits
 from torchstn.data.distortions import (
     P_RECIPES,
+    P_SIGMA,
     ProjectiveJitter,
     RotateTranslateScale,
     get_distortion,
@@ -27,7 +28,8 @@ from torchstn.functional import transform_points_projective
 F64 = torch.float64
 SHAPES = {"ours": (1, 28, 28), "radial": (1, 28, 28), "stretch": (1, 42, 42), "padded": (1, 42, 42)}
 # SHA-256 of ProjectiveJitter().sample_params(Generator().manual_seed(123), 4096), recorded before the recipes were
-# added: the default draws the same numbers, in the same order (torch's CPU generator, no BLAS involved).
+# added, when ``ours`` was the default: it still draws the same numbers, in the same order (torch's CPU generator,
+# no BLAS involved).
 OURS_SCALE_SHA256 = "dd1c45a20d76b58eea2b7ff412893b28b398999d6ce1fad8d8d33cbd4e588ca2"
 OURS_SHIFT_SHA256 = "c5d3018fe0ba8a969edacd10bde47e9922aaa8a7905ccef3f0125e7985a49ef8"
 
@@ -52,9 +54,24 @@ def _still(recipe: str, n: int = 3, **params) -> dict[str, torch.Tensor]:
 # ---------------------------------------------------------------------------------------------- the default
 
 
-def test_default_is_ours_and_draws_the_recorded_numbers():
-    assert ProjectiveJitter().recipe == "ours" == get_distortion("P").options()["recipe"]
-    p = ProjectiveJitter().sample_params(torch.Generator().manual_seed(123), 4096)
+def test_default_is_radial_at_its_chosen_spread():
+    """Issue 17's choice (docs/datasets.md, "The P recipes"): radial corner moves, sigma 6.5 px; every other recipe
+    keeps the spec's 5 px unless given another."""
+    p = ProjectiveJitter()
+    assert (p.recipe, p.sigma) == ("radial", 6.5) and get_distortion("P").options() == p.options()
+    assert (
+        {r: ProjectiveJitter(recipe=r).sigma for r in P_RECIPES}
+        == P_SIGMA
+        == {"radial": 6.5, "ours": 5.0, "stretch": 5.0, "padded": 5.0}
+    )
+    assert ProjectiveJitter(sigma=3.0).sigma == 3.0 and ProjectiveJitter(recipe="ours", sigma=2.5).sigma == 2.5
+    shift = p.sample_params(torch.Generator().manual_seed(0), 20_000)["corner_shift"]  # (n, 4, 2) along diagonals
+    distance = (shift * torch.tensor(ProjectiveJitter.CORNERS, dtype=F64)).sum(-1) / math.sqrt(2)  # signed, outward
+    assert abs(float(distance.std()) - 6.5) < 0.15  # convex redraws trim the tails a little
+
+
+def test_ours_draws_the_recorded_numbers():
+    p = ProjectiveJitter(recipe="ours").sample_params(torch.Generator().manual_seed(123), 4096)
     assert sha256(p["scale"]) == OURS_SCALE_SHA256 and sha256(p["corner_shift"]) == OURS_SHIFT_SHA256
 
 
@@ -90,9 +107,8 @@ def _old_p(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def test_ours_is_the_old_p_byte_for_byte():
     x = _digits(64)
-    new = ProjectiveJitter().apply(
-        x, ProjectiveJitter().sample_params(torch.Generator().manual_seed(5), 64), compute_dtype=F64
-    )
+    ours = ProjectiveJitter(recipe="ours")
+    new = ours.apply(x, ours.sample_params(torch.Generator().manual_seed(5), 64), compute_dtype=F64)
     assert torch.equal(new, _old_p(x, torch.Generator().manual_seed(5)))
 
 
@@ -115,8 +131,8 @@ def test_dataset_follows_the_recipe(recipe):
     images, _ = ds.batch(torch.arange(4))
     assert ds.image_shape == SHAPES[recipe] and images.shape == (4, *SHAPES[recipe])
     assert ds.distortion.options()["recipe"] == recipe
-    ours = DistortedMNIST("P", split="test", source=synthetic_digits(12)).batch(torch.arange(4))[0]
-    assert (recipe == "ours") == (images.shape == ours.shape and torch.equal(images, ours))
+    default = DistortedMNIST("P", split="test", source=synthetic_digits(12)).batch(torch.arange(4))[0]
+    assert (recipe == "radial") == (images.shape == default.shape and torch.equal(images, default))
 
 
 @pytest.mark.parametrize("recipe", ["ours", "radial", "padded"])
@@ -156,7 +172,9 @@ def test_stretch_without_pad_is_a_1_5x_zoom_and_pad_7_a_centred_copy():
 
 
 def test_radial_moves_along_the_diagonals_with_sigma():
-    p = ProjectiveJitter(recipe="radial", convex_only=False).sample_params(torch.Generator().manual_seed(0), 20_000)
+    p = ProjectiveJitter(recipe="radial", sigma=5.0, convex_only=False).sample_params(
+        torch.Generator().manual_seed(0), 20_000
+    )
     shift, signs = p["corner_shift"], torch.tensor(ProjectiveJitter.CORNERS, dtype=F64)
     assert torch.allclose(shift[..., 0] * signs[:, 0], shift[..., 1] * signs[:, 1], atol=1e-12)
     distance = (shift * signs).sum(-1) / math.sqrt(2.0)  # (n, 4) signed, outward positive
