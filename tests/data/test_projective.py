@@ -70,6 +70,24 @@ def test_default_is_radial_at_its_chosen_spread():
     assert abs(float(distance.std()) - 6.5) < 0.15  # convex redraws trim the tails a little
 
 
+# SHA-256 of the fixed test sets' parameters (one sample_params(Generator().manual_seed(TEST_SEED), 10000) call):
+# the draws of P and E since issue 17 chose their recipes, the same on every machine (no BLAS in the draws).
+FIXED_P_SHA256 = {
+    "scale": "817ea3efbc929403dff511dc70e11929021aefbcca82289401089da4e99608db",
+    "corner_shift": "ab1489544736dcfa6a82a1e0b239ff3a37b893b98c91cc57b35886c8d7982165",
+}
+FIXED_E_SHA256 = {"shift": "15e252aee754c29ffe8dd60c7858a6229238290a7c562dfeb8053ad9521f5062"}
+
+
+def test_the_fixed_test_sets_draw_the_recorded_parameters():
+    from torchstn.data.contract import TEST_SEED
+    from torchstn.data.distortions import Elastic
+
+    for distortion, recorded in ((ProjectiveJitter(), FIXED_P_SHA256), (Elastic(), FIXED_E_SHA256)):
+        params = distortion.sample_params(torch.Generator().manual_seed(TEST_SEED), 10_000)
+        assert {k: sha256(v) for k, v in params.items()} == recorded
+
+
 def test_ours_draws_the_recorded_numbers():
     p = ProjectiveJitter(recipe="ours").sample_params(torch.Generator().manual_seed(123), 4096)
     assert sha256(p["scale"]) == OURS_SCALE_SHA256 and sha256(p["corner_shift"]) == OURS_SHIFT_SHA256
