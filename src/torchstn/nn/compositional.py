@@ -19,7 +19,6 @@ from torchstn._checks import autocast_enabled, autocast_off, check_bool, check_p
 from torchstn._tracing import is_tracing
 from torchstn.errors import ExportError, OptionError, ShapeError
 from torchstn.functional.affine import compose_affine
-from torchstn.functional.sample import sample_unchecked
 from torchstn.nn.spatial_transformer import SpatialTransformer
 from torchstn.transforms import TransformFamily, get_transform
 
@@ -216,23 +215,7 @@ class CompositionalSpatialTransformer(nn.Module):
         return self._sample_float(U, matrix, size)
 
     def _sample_float(self, U: torch.Tensor, matrix: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        st = self.predictor()
-        theta = self._carrier_theta(matrix)
-        grid = self._carrier.grid(theta, size, align_corners=st.align_corners)
-        jacobian = (
-            self._carrier.footprint(theta, U.shape[2:], size, align_corners=st.align_corners) if st.antialias else None
-        )
-        return sample_unchecked(
-            U,
-            grid,
-            mode=st.mode,
-            padding_mode=st.padding_mode,
-            fill_value=st.fill_value,
-            align_corners=st.align_corners,
-            antialias=st.antialias,
-            jacobian=jacobian,
-            deterministic=st.deterministic,
-        )
+        return self.predictor().resample(U, self._carrier_theta(matrix), size, family=self._carrier)
 
     def forward(
         self,

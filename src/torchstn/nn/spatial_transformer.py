@@ -210,11 +210,19 @@ class SpatialTransformer(nn.Module):
                 "(outputs then differ where the transform zooms out)"
             )
         size = self.out_size if self.out_size is not None else tuple(U.shape[2:])  # traced: follows the input
-        grid = self.family.grid(theta, size, align_corners=self.align_corners)
+        return self.resample(U, theta, size)
+
+    def resample(
+        self, U: torch.Tensor, theta: torch.Tensor, size: Sequence[int], family: TransformFamily | None = None
+    ) -> torch.Tensor:
+        """Read a checked ``U`` at the ``size`` grid of ``theta`` in ``family`` (default this module's) with this
+        module's sampler options (mode, padding, fill, ``align_corners``, anti-aliasing, determinism): what
+        :meth:`warp` does after its checks, for a caller that composes warps itself (e.g.
+        :class:`~torchstn.nn.CompositionalSpatialTransformer`, whose composite lives in another family)."""
+        family = self.family if family is None else family
+        grid = family.grid(theta, size, align_corners=self.align_corners)
         jacobian = (
-            self.family.footprint(theta, U.shape[2:], size, align_corners=self.align_corners)
-            if self.antialias
-            else None
+            family.footprint(theta, U.shape[2:], size, align_corners=self.align_corners) if self.antialias else None
         )  # exact where the family knows it; else estimated from the grid
         # the options were checked at construction, U by forward, theta by predict_theta and the family
         return sample_unchecked(
