@@ -11,7 +11,7 @@ import pytest
 from torchstn.errors import ConfigError
 from torchstn.experiments.cli import main
 from torchstn.experiments.engine.config import resolve, to_dict
-from torchstn.experiments.engine.config_io import NAMED_CONFIGS, config_name, load_config
+from torchstn.experiments.engine.config_io import NAMED_CONFIGS, apply_overrides, config_name, load_config
 from torchstn.experiments.reproduce import reproduce
 from torchstn.experiments.specs import EXPERIMENTS, ExperimentSpec, grid
 
@@ -172,6 +172,21 @@ def test_reproduce_only_fills_the_table_in_with_the_other_finished_cells(tmp_pat
     said.clear()
     assert run(["R/cnn"]) == [["| R", "cnn"], ["| RTS", "fcn"]]
     assert any("left out of the table" in s and "E_fcn" in s for s in said)
+    # a cell another reproduction finishes meanwhile (one per core, sharing `runs`) is in the next table written
+    other = fake_fit(
+        resolve(apply_overrides(load_config("table1:P/cnn"), ["optim.schedule=cpu", "run.seed=0"])),
+        tmp_path / "P_cnn" / "cpu" / "seed0",
+    )
+
+    def fit_while_the_other_finishes(cfg, out, **kwargs):
+        (tmp_path / "P_cnn" / "cpu" / "seed0" / "result.json").write_text(json.dumps(other))
+        return fake_fit(cfg, out, **kwargs)
+
+    (tmp_path / "P_cnn" / "cpu" / "seed0" / "result.json").unlink()
+    said.clear()
+    reproduce("table1", seeds=1, only=["P/fcn"], runs=tmp_path, fit_fn=fit_while_the_other_finishes, say=said.append)
+    assert "| P | cnn |" in (tmp_path / "table1_cpu.md").read_text()
+    assert sum("left out of the table" in s for s in said) == 1  # said once, not at every write
     # another key (a shortened run) writes its own table from its own runs only
     reproduce(
         "table1",

@@ -258,22 +258,28 @@ def reproduce(
         _check_reused(path.parent, result, cfg_of(cell, seed))
         return result if result.get("completed") else None
 
-    # The table covers every cell finished in `runs` with this key, not only the selected ones, so that
-    # `--only` fills in a table instead of overwriting it with its own cells.
+    # The table covers every cell finished in `runs` with this key, not only the selected ones, so that `--only`
+    # fills in a table instead of overwriting it with its own cells; the others are read again at every write, so
+    # that two reproductions sharing `runs` (say, one per core) each write the table of both.
     rows_of: dict[str, dict[str, Any]] = {}
-    for cell in spec.cells:
-        if cell in cells:
-            continue
-        try:
-            done = [r for r in (finished(cell, seed) for seed in range(seeds)) if r is not None]
-        except ConfigError as e:
-            say(f"left out of the table: {e}")
-            continue
-        if done:
-            rows_of[cell.name] = _summary(cell, spec.config_name(cell), done, schedule, overrides, experiment, where)
+    said: set[str] = set()
 
     def table_rows() -> list[dict[str, Any]]:
-        return [rows_of[c.name] for c in spec.cells if c.name in rows_of]
+        rows = []
+        for cell in spec.cells:
+            if cell in cells:
+                rows += [rows_of[cell.name]] if cell.name in rows_of else []
+                continue
+            try:
+                done = [r for r in (finished(cell, seed) for seed in range(seeds)) if r is not None]
+            except ConfigError as e:
+                if str(e) not in said:
+                    said.add(str(e))
+                    say(f"left out of the table: {e}")
+                continue
+            if done:
+                rows.append(_summary(cell, spec.config_name(cell), done, schedule, overrides, experiment, where))
+        return rows
 
     for i, cell in enumerate(cells):
         config, results = spec.config_name(cell), []
