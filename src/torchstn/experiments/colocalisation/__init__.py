@@ -49,11 +49,13 @@ from torchstn.experiments.colocalisation.case import (
     run_case,
     train_colocalisation,
 )
-from torchstn.experiments.colocalisation.encoder import FEATURES, Encoder, load_encoder
+from torchstn.experiments.colocalisation.encoder import FEATURES, FITS, Encoder, load_encoder
 from torchstn.experiments.colocalisation.loss import (
     colocalisation_loss,
     misordered_triplets,
     random_crops,
+    random_pairs,
+    random_windows,
     triplet_loss,
 )
 from torchstn.experiments.colocalisation.reproduce import (
@@ -64,7 +66,7 @@ from torchstn.experiments.colocalisation.reproduce import (
     reproduce_colocalisation,
 )
 from torchstn.experiments.colocalisation.table import PAPER_RATE
-from torchstn.experiments.colocalisation.task import SCHEDULE, CoLocalisationTask, Options, window_of
+from torchstn.experiments.colocalisation.task import RAND_SIZES, SCHEDULE, CoLocalisationTask, Options, window_of
 from torchstn.experiments.colocalisation.window import CROP, Window, WindowHead, localiser
 
 __all__ = [
@@ -72,6 +74,8 @@ __all__ = [
     "SCHEDULE",
     "STEPS",
     "FEATURES",
+    "FITS",
+    "RAND_SIZES",
     "CROP",
     "ENCODER_CONFIG",
     "Window",
@@ -81,6 +85,8 @@ __all__ = [
     "colocalisation_loss",
     "misordered_triplets",
     "random_crops",
+    "random_pairs",
+    "random_windows",
     "box_iou",
     "attention_boxes",
     "box_stats",
