@@ -32,6 +32,10 @@ What the paper leaves open [?] and we chose, each from a measurement (``docs/col
   digits onto blank canvas.
 * SGD + momentum on all ``n`` images each step (:data:`SCHEDULE`), the loss averaged over the ``n (n - 1)``
   triplets (the paper's sum over a constant: same minimiser).
+
+Where the paper's text says otherwise, its letter is a task option (:class:`Options`; ``docs/colocalisation.md``,
+"Issue 18"): ``pairs`` (random pairs per step), ``rand_size`` (a window-sized ``I^rand``), ``loc_stride`` (the
+stride-1, "100k parameter" localiser) and an encoder trained on a distorted set (``encoder``, ``encoder_fit``).
 """
 
 from torchstn.experiments.colocalisation.boxes import (
