@@ -82,6 +82,8 @@ def test_random_pairs_per_step_from_the_engine_generator(tiny_case):
     wrong, items = task.mistakes(outputs, (anchors, positives))  # the sampled triplets misordered
     beyond = coloc.triplet_loss(f[anchors], f[positives], e(rand), alpha=0.0, reduction="none")
     assert items == 5 and wrong == int((beyond > 0).sum())
+    fresh = (outputs[0].detach().clone(), outputs[1], outputs[2])  # without the loss's features: encoded again
+    assert task.mistakes(fresh, (anchors, positives)) == (wrong, items)
 
 
 def test_random_pairs_train_another_run_and_resume_exactly(tiny_case, tmp_path):
