@@ -66,8 +66,8 @@ def _replay_two_ranks(cfg, steps: int) -> tuple[dict, dict, list[float], list[to
         idx = batch_indices(step, bs, len(train_set), seed)
         halves = []
         for rank in (0, 1):
-            images, negatives = task.batch(train_set, distributed.shard(idx, rank, 2), generators[rank])
-            loss = task.loss(model(images), negatives)  # the pairs within this rank's half
+            inputs, targets = task.batch(train_set, distributed.shard(idx, rank, 2), generators[rank])
+            loss = task.loss(task.forward(model, inputs), targets)  # the pairs within this rank's half
             (loss / 2).backward()  # DDP: the mean of the ranks' gradients
             halves.append(float(loss.detach()))
         state.optimizer.step()
@@ -76,12 +76,15 @@ def _replay_two_ranks(cfg, steps: int) -> tuple[dict, dict, list[float], list[to
     return start, model.state_dict(), losses, [g.get_state() for g in generators]
 
 
-def test_two_processes_train_a_case_on_the_pairs_within_their_halves(encoder_run, tmp_path):
+@pytest.mark.parametrize("letter", [False, True], ids=["every_pair", "random_pairs_window_patches"])
+def test_two_processes_train_a_case_on_the_pairs_within_their_halves(encoder_run, tmp_path, letter):
     config = tmp_path / "coloc.toml"
-    config.write_text(_config(encoder_run))
+    # the letter (issue 18): each rank draws 5 random pairs in its half and window-sized patches from its generator
+    config.write_text(_config(encoder_run) + ('pairs = 5\nrand_size = "window"\n' if letter else ""))
     proc, _ = torchrun(["-m", "torchstn", "train", str(config), "--out", str(tmp_path / "ddp")])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 processes (8 images each)" in proc.stdout and proc.stdout.count("co-localisation of digit 3") == 1
+    assert ("5 random pairs per step, window-sized" in proc.stdout) == letter
     result = json.loads((tmp_path / "ddp" / "result.json").read_text())
     assert result["processes"] == 2 and result["steps"] == 6 and 0.0 <= result["test_rate"] <= 1.0
 

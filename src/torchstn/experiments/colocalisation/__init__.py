@@ -32,6 +32,10 @@ What the paper leaves open [?] and we chose, each from a measurement (``docs/col
   digits onto blank canvas.
 * SGD + momentum on all ``n`` images each step (:data:`SCHEDULE`), the loss averaged over the ``n (n - 1)``
   triplets (the paper's sum over a constant: same minimiser).
+
+Where the paper's text says otherwise, its letter is a task option (:class:`Options`; ``docs/colocalisation.md``,
+"Issue 18"): ``pairs`` (random pairs per step), ``rand_size`` (a window-sized ``I^rand``), ``loc_stride`` (the
+stride-1, "100k parameter" localiser) and an encoder trained on a distorted set (``encoder``, ``encoder_fit``).
 """
 
 from torchstn.experiments.colocalisation.boxes import (
@@ -49,11 +53,13 @@ from torchstn.experiments.colocalisation.case import (
     run_case,
     train_colocalisation,
 )
-from torchstn.experiments.colocalisation.encoder import FEATURES, Encoder, load_encoder
+from torchstn.experiments.colocalisation.encoder import FEATURES, FITS, Encoder, load_encoder
 from torchstn.experiments.colocalisation.loss import (
     colocalisation_loss,
     misordered_triplets,
     random_crops,
+    random_pairs,
+    random_windows,
     triplet_loss,
 )
 from torchstn.experiments.colocalisation.reproduce import (
@@ -64,7 +70,7 @@ from torchstn.experiments.colocalisation.reproduce import (
     reproduce_colocalisation,
 )
 from torchstn.experiments.colocalisation.table import PAPER_RATE
-from torchstn.experiments.colocalisation.task import SCHEDULE, CoLocalisationTask, Options, window_of
+from torchstn.experiments.colocalisation.task import RAND_SIZES, SCHEDULE, CoLocalisationTask, Options, window_of
 from torchstn.experiments.colocalisation.window import CROP, Window, WindowHead, localiser
 
 __all__ = [
@@ -72,6 +78,8 @@ __all__ = [
     "SCHEDULE",
     "STEPS",
     "FEATURES",
+    "FITS",
+    "RAND_SIZES",
     "CROP",
     "ENCODER_CONFIG",
     "Window",
@@ -81,6 +89,8 @@ __all__ = [
     "colocalisation_loss",
     "misordered_triplets",
     "random_crops",
+    "random_pairs",
+    "random_windows",
     "box_iou",
     "attention_boxes",
     "box_stats",

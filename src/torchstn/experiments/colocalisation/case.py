@@ -126,20 +126,20 @@ def localiser_of(run_dir: str | Path) -> SpatialTransformer:
     return st
 
 
-def _encoder_settings(encoder: Encoder | str | Path) -> tuple[str, str, bool]:
-    """``(path, features, normalise)`` of an encoder given as a run directory, a checkpoint or a loaded Encoder.
+def _encoder_settings(encoder: Encoder | str | Path) -> tuple[str, str, bool, str]:
+    """``(path, features, normalise, fit)`` of an encoder given as a run directory, a checkpoint or a loaded Encoder.
 
     Raises:
         ConfigError: an :class:`Encoder` not loaded from a run (no ``source``).
     """
     if not isinstance(encoder, Encoder):
-        return str(encoder), "concat", True
+        return str(encoder), "concat", True, "pad"
     if not encoder.source:
         raise ConfigError(
             "encoder must be a run of `torchstn train colocalisation_encoder` or an Encoder loaded from one with "
             "load_encoder"
         )
-    return encoder.source, encoder.features, encoder.normalise
+    return encoder.source, encoder.features, encoder.normalise, encoder.fit
 
 
 def _new_spellings(overrides: Sequence[str]) -> list[str]:
@@ -183,7 +183,7 @@ def train_colocalisation(
 
     Args:
         encoder: the encoder's run directory or checkpoint, or an :class:`Encoder` loaded from one
-            (:func:`load_encoder`; its ``features`` and ``normalise`` are used).
+            (:func:`load_encoder`; its ``features``, ``normalise`` and ``fit`` are used).
         window: the window's settings (default :class:`Window`'s).
         schedule, overrides: the engine schedule and ``--set`` changes (``optim.lr=0.1``; the old ``lr=0.1``
             still works, with a DeprecationWarning).
@@ -198,7 +198,7 @@ def train_colocalisation(
     Raises:
         ConfigError: an encoder not loaded from a run, a resume with other settings, or ``out_dir`` holding a run.
     """
-    path, features, normalise = _encoder_settings(encoder)
+    path, features, normalise, encoder_fit = _encoder_settings(encoder)
     sets = [f"optim.schedule={schedule}", f"run.log_every={log_every}", f"run.eval_every={eval_every}"]
     cfg = case_config(
         digit,
@@ -212,6 +212,7 @@ def train_colocalisation(
         overrides=[*sets, *_new_spellings(overrides)],
         alpha=alpha,
         normalise=normalise,
+        encoder_fit=encoder_fit,
         **window_options(window or Window()),
     )
     datasets = None

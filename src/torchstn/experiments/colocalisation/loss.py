@@ -10,7 +10,14 @@ from torchstn._checks import look_up_option
 from torchstn.errors import ShapeError
 from torchstn.experiments.colocalisation.window import CROP
 
-__all__ = ["triplet_loss", "colocalisation_loss", "misordered_triplets", "random_crops"]
+__all__ = [
+    "triplet_loss",
+    "colocalisation_loss",
+    "misordered_triplets",
+    "random_crops",
+    "random_pairs",
+    "random_windows",
+]
 
 
 def triplet_loss(
@@ -116,3 +123,41 @@ def random_crops(images: torch.Tensor, generator: torch.Generator, size: int = C
     index = torch.arange(N, device=images.device)[:, None, None]
     crops = images.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]]  # (N, size, size, C)
     return crops.permute(0, 3, 1, 2)
+
+
+def random_pairs(n: int, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` ordered pairs ``(anchor, positive)`` of distinct items of ``0..n-1``, each uniform over the
+    ``n (n - 1)`` ordered pairs and drawn independently (with replacement) from ``generator``: the paper's "randomly
+    sampling image pairs (n, m)".
+
+    Raises:
+        ShapeError: ``n < 2`` or ``count < 1``.
+
+    Example:
+        >>> a, p = random_pairs(5, 1000, torch.Generator().manual_seed(0))
+        >>> bool((a != p).all()), sorted(set(a.tolist())) == list(range(5)), a.shape
+        (True, True, torch.Size([1000]))
+    """
+    if n < 2 or count < 1:
+        raise ShapeError(f"need n >= 2 items and count >= 1 pairs, got n={n}, count={count}")
+    anchor = torch.randint(0, n, (count,), generator=generator)
+    other = torch.randint(0, n - 1, (count,), generator=generator)
+    return anchor, other + (other >= anchor).long()  # skips the anchor itself: uniform over the other n - 1
+
+
+def random_windows(theta: torch.Tensor, places: torch.Tensor) -> torch.Tensor:
+    """Attention windows ``(s, tx, ty)`` of the scales of ``theta (N, 3)`` at the ``places (N, 2)`` in ``[-1, 1]``
+    (-1: touching the left / top edge, 1: the right / bottom one), so they stay inside the image: the window-sized
+    ``I^rand`` (``task.rand_size = "window"``), read like ``T(I)``.
+
+    Raises:
+        ShapeError: shapes that are not ``(N, 3)`` and ``(N, 2)``.
+
+    Example:
+        >>> random_windows(torch.tensor([[0.5, 0.1, 0.2]]), torch.tensor([[1.0, -0.5]]))
+        tensor([[ 0.5000,  0.5000, -0.2500]])
+    """
+    if theta.dim() != 2 or theta.shape[1] != 3 or places.shape != (theta.shape[0], 2):
+        raise ShapeError(f"need theta (N, 3) and places (N, 2), got {tuple(theta.shape)} and {tuple(places.shape)}")
+    s = theta[:, :1]
+    return torch.cat((s, (1.0 - s) * places.to(theta.dtype)), dim=1)

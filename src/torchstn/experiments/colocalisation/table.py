@@ -11,7 +11,8 @@ from torchstn.experiments.colocalisation.boxes import box_iou
 
 __all__ = ["PAPER_RATE", "COLUMNS", "write_tables", "picture", "add_pictures"]
 
-#: The paper's share of images localised (IoU > 0.5), in %, without / with clutter (it gives no per-digit numbers).
+#: The paper's share of images localised (IoU > 0.5), in %, without / with clutter (its Table 5 (left) gives it per
+#: digit class, as an image not transcribed here).
 PAPER_RATE = {False: "100", True: "75-93"}
 #: The columns of ``colocalisation.csv``; a row is one ``(digit, clutter)`` case, ``rate`` in %.
 COLUMNS = ["digit", "clutter", "rate", "paper", "mean_iou", "centre_error_px", "window_px", "steps", "train_s"]

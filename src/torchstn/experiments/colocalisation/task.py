@@ -9,6 +9,10 @@ A case trains with :func:`~torchstn.experiments.engine.trainer.fit` like every o
   :func:`~torchstn.experiments.engine.data.batch_indices`; with the default batch all ``n`` each step) and the
   negatives ``e(I_n^rand)``, one random crop of each image drawn from the engine's checkpointed generator and
   encoded without gradient;
+  With ``task.pairs = N`` it draws ``N`` random pairs ``(n, m)`` instead (the paper's SGD) and keeps only their
+  images, each pair with its own random patch of ``I_n``; with ``task.rand_size = "window"`` the patch is a window
+  of ``I_n``'s current window size at a random place, read by the ST's sampler in :meth:`~CoLocalisationTask.
+  forward` (the place drawn here, the size known only after the localiser has run);
 * :meth:`~CoLocalisationTask.on_step`: the coarse-to-fine window bounds of the step (:meth:`Window.scale_at`);
 * :meth:`~CoLocalisationTask.loss`: :func:`colocalisation_loss` (mean over the batch's ordered pairs) of the encoded
   ST crops against the negatives; :meth:`~CoLocalisationTask.mistakes` counts the anchors whose triplets are mostly
@@ -30,7 +34,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -39,14 +43,25 @@ from torchstn._checks import look_up_option
 from torchstn.data import CoLocalisation, synthetic_digits
 from torchstn.errors import ConfigError, OptionError
 from torchstn.experiments.colocalisation.boxes import attention_boxes, box_stats
-from torchstn.experiments.colocalisation.encoder import FEATURES, Encoder, load_encoder
-from torchstn.experiments.colocalisation.loss import colocalisation_loss, misordered_triplets, random_crops
+from torchstn.experiments.colocalisation.encoder import FEATURES, FITS, Encoder, load_encoder
+from torchstn.experiments.colocalisation.loss import (
+    colocalisation_loss,
+    misordered_triplets,
+    random_crops,
+    random_pairs,
+    random_windows,
+    triplet_loss,
+)
 from torchstn.experiments.colocalisation.window import Window, localiser
 from torchstn.experiments.engine.evaluation import amp_autocast
 from torchstn.experiments.engine.schedules import SCHEDULES, sgd_step_preset
 from torchstn.experiments.engine.tasks import TASKS, Task
+from torchstn.nn import SpatialTransformer
 
-__all__ = ["SCHEDULE", "Options", "CoLocalisationTask", "window_of", "window_options"]
+__all__ = ["SCHEDULE", "RAND_SIZES", "Options", "CoLocalisationTask", "window_of", "window_options"]
+
+#: ``task.rand_size``: ``I_n^rand`` a 28x28 pixel crop, or a random window of ``I_n``'s current window size.
+RAND_SIZES = ("crop", "window")
 
 #: SGD + momentum on all ``n = 100`` images per step; lr x0.1 at half-way, where the zoom of :class:`Window` starts
 #: (at the full lr the shrinking windows slide off the digits). Registered as the engine schedule ``colocalisation``.
@@ -65,10 +80,19 @@ class Options:
         clutter: 16 clutter crops of 6x6 on each canvas.
         n: images in the set (the paper: 100); ``optim.batch_size`` of them per step.
         alpha: the triplet margin.
-        encoder: run directory (or checkpoint) of the frozen encoder, ``torchstn train colocalisation_encoder``.
+        encoder: run directory (or checkpoint) of the frozen encoder, ``torchstn train colocalisation_encoder``
+            or any CNN run (``torchstn train table1:RTS/cnn``: the paper's "CNN ... from Sect. 4.1").
         features, normalise: what the encoder reads, L2-normalised (:class:`Encoder`).
+        encoder_fit: how a 28x28 crop meets an encoder trained on larger images (RTS 42x42, TC 60x60):
+            ``"pad"`` (black borders: the digit keeps its 28 px) or ``"resize"`` (:data:`FITS`).
         start_scale, coarse_min, coarse_max, fine_min, fine_max, zoom_start, zoom_end, antialias: the window
             (:class:`Window`: ``coarse = (coarse_min, coarse_max)``, ...).
+        pairs: ``0`` (default): every ordered pair of the step's images; ``N``: ``N`` random pairs ``(n, m)`` per
+            step (the paper's SGD), each with its own random patch of ``I_n``, drawn from the engine's generator.
+        rand_size: ``I_n^rand`` is a random 28x28 pixel crop (``"crop"``, default) or a window of the size of
+            ``I_n``'s current window at a random place, read to 28x28 like ``T(I_n)`` (``"window"``).
+        loc_stride: the stride of the localiser's 9x9 conv: 4 (the paper's "4 pixel stride", 5,947 parameters) or
+            1 (93,179: the paper's "100k parameter CNN").
 
     Raises:
         ConfigError: a value out of its range (named ``task.<option>``).
@@ -89,6 +113,10 @@ class Options:
     zoom_start: float = 0.5
     zoom_end: float = 0.8
     antialias: bool = True
+    pairs: int = 0
+    rand_size: str = "crop"
+    loc_stride: int = 4
+    encoder_fit: str = "pad"
 
     def __post_init__(self):
         if not 0 <= self.digit <= 9:
@@ -98,6 +126,12 @@ class Options:
         if not self.alpha > 0:
             raise ConfigError(f"task.alpha must be > 0, got {self.alpha}")
         look_up_option("task.features", self.features, FEATURES, error=ConfigError)
+        look_up_option("task.rand_size", self.rand_size, RAND_SIZES, error=ConfigError)
+        look_up_option("task.encoder_fit", self.encoder_fit, FITS, error=ConfigError)
+        if self.pairs < 0:
+            raise ConfigError(f"task.pairs must be 0 (every pair) or a number of random pairs, got {self.pairs}")
+        if self.loc_stride < 1:
+            raise ConfigError(f"task.loc_stride must be >= 1, got {self.loc_stride}")
         try:
             window_of(self)
         except OptionError as e:
@@ -138,7 +172,8 @@ class CoLocalisationTask(Task):
         super().__init__(cfg)
         self.window = window_of(self.options)
         self._encoders: dict[str, Encoder] = {}
-        self._last: tuple[torch.Tensor, torch.Tensor] | None = None  # (outputs, their features) of the last loss
+        # (crops, their features, the negatives' features or None) of the last loss, for mistakes
+        self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
 
     def encoder(self, device: torch.device | str = "cpu") -> Encoder:
         """The frozen encoder on ``device`` (loaded once from ``task.encoder``).
@@ -155,7 +190,7 @@ class CoLocalisationTask(Task):
                     "colocalisation_encoder --out runs/colocalisation/encoder`, then --set "
                     "task.encoder=runs/colocalisation/encoder"
                 )
-            self._encoders["cpu"] = load_encoder(o.encoder, o.features, o.normalise)
+            self._encoders["cpu"] = load_encoder(o.encoder, o.features, o.normalise, fit=o.encoder_fit)
         key = str(torch.device(device))
         if key not in self._encoders:  # a copy per device; the CPU one encodes the negatives drawn on the CPU
             self._encoders[key] = _moved(self._encoders["cpu"], device)
@@ -175,33 +210,94 @@ class CoLocalisationTask(Task):
         return (data if train else None), (data if test else None)
 
     def build_model(self, in_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-        return localiser(in_shape[-2:], self.window)
+        return localiser(in_shape[-2:], self.window, stride=self.options.loc_stride)
+
+    @property
+    def every_pair(self) -> bool:
+        """Today's step (the default options): every ordered pair, 28x28 crops encoded in :meth:`batch`."""
+        return self.options.pairs == 0 and self.options.rand_size == "crop"
 
     def batch(self, train_set: Any, indices: torch.Tensor, generator: torch.Generator) -> tuple[Any, Any]:
-        images, _ = train_set.batch(indices)  # a fixed set
-        with torch.no_grad():
-            negatives = self.encoder(images.device)(random_crops(images, generator))  # (B, F): e(I^rand)
-        return images, negatives
+        """``(images, e(I^rand) (B, F))`` with the default options; else ``((images, owners, rand), (anchors,
+        positives))``: the images the step needs, for each negative the position of its image ``I_n`` and its draw
+        (a 28x28 pixel crop, or a place in ``[-1, 1]^2`` for a window-sized patch, read in :meth:`forward`), and
+        the positions of the sampled pairs (empty: every ordered pair)."""
+        o = self.options
+        if self.every_pair:
+            images, _ = train_set.batch(indices)  # a fixed set
+            with torch.no_grad():
+                negatives = self.encoder(images.device)(random_crops(images, generator))  # (B, F): e(I^rand)
+            return images, negatives
+        if o.pairs:
+            anchors, positives = random_pairs(len(indices), o.pairs, generator)
+            used, where = torch.unique(torch.cat((anchors, positives)), return_inverse=True)
+            anchors, positives = where[: o.pairs], where[o.pairs :]  # positions in the images used
+            images, _ = train_set.batch(indices[used])
+            owners = anchors  # a negative per pair, of its anchor's image
+        else:
+            images, _ = train_set.batch(indices)
+            owners = torch.arange(len(indices))
+            anchors = positives = torch.zeros(0, dtype=torch.long)
+        if o.rand_size == "window":
+            rand = torch.rand(len(owners), 2, generator=generator) * 2.0 - 1.0  # places, read in forward
+        else:
+            rand = random_crops(images[owners], generator)
+        return (images, owners, rand), (anchors, positives)
+
+    def forward(self, net: nn.Module, inputs: Any) -> Any:
+        """The ST crops; with other than the default options ``(crops, theta, I^rand patches)``."""
+        if self.every_pair:
+            return net(inputs)
+        images, owners, rand = inputs
+        crops, theta = net(images, return_theta=True)
+        if self.options.rand_size == "window":
+            st = cast(SpatialTransformer, getattr(net, "module", net))  # under DDP the wrapped model
+            with torch.no_grad():
+                rand = st.warp(images[owners], random_windows(theta.detach()[owners], rand))
+        return crops, theta, rand
 
     def on_step(self, model: nn.Module, step: int) -> None:
         lo, hi = self.window.scale_at(step, self.cfg.optim.iterations)
         with torch.no_grad():
             model.get_submodule("head").get_buffer("scale").copy_(torch.tensor([lo, hi]))
 
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        features = self.encoder(outputs.device)(outputs.float())
-        self._last = (outputs, features.detach())
-        return colocalisation_loss(features, targets.float(), self.options.alpha, reduction="mean")
+    def loss(self, outputs: Any, targets: Any) -> torch.Tensor:
+        """The mean triplet term over the step's pairs (every ordered pair, or the sampled ones)."""
+        if self.every_pair:
+            features = self.encoder(outputs.device)(outputs.float())
+            self._last = (outputs, features.detach(), None)
+            return colocalisation_loss(features, targets.float(), self.options.alpha, reduction="mean")
+        crops, _, rand = outputs
+        encoder = self.encoder(crops.device)
+        features = encoder(crops.float())
+        with torch.no_grad():
+            negatives = encoder(rand.float())  # (B or P, F): e(I^rand), no gradient
+        self._last = (crops, features.detach(), negatives)
+        anchors, positives = targets
+        if anchors.numel() == 0:
+            return colocalisation_loss(features, negatives, self.options.alpha, reduction="mean")
+        return triplet_loss(features[anchors], features[positives], negatives, self.options.alpha, "mean")
 
-    def mistakes(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
+    def mistakes(self, outputs: Any, targets: Any) -> tuple[int, int]:
+        """``(wrong, items)``: the anchors with most of their triplets misordered (every pair), or the sampled
+        triplets misordered (``task.pairs``)."""
+        crops = outputs if self.every_pair else outputs[0]
         last, self._last = self._last, None
-        if last is not None and last[0] is outputs:
-            features = last[1]
-        else:
-            with torch.no_grad():
-                features = self.encoder(outputs.device)(outputs.float())
-        share = misordered_triplets(features, targets.float())
-        return int((share > 0.5).sum()), int(share.numel())
+        with torch.no_grad():
+            encoder = self.encoder(crops.device)
+            features = last[1] if last is not None and last[0] is crops else encoder(crops.float())
+            if self.every_pair:
+                negatives = targets.float()
+            elif last is not None and last[0] is crops and last[2] is not None:
+                negatives = last[2]
+            else:
+                negatives = encoder(outputs[2].float())
+        if self.every_pair or targets[0].numel() == 0:
+            share = misordered_triplets(features, negatives)
+            return int((share > 0.5).sum()), int(share.numel())
+        anchors, positives = targets
+        beyond = triplet_loss(features[anchors], features[positives], negatives, 0.0, "none")
+        return int((beyond > 0).sum()), int(anchors.numel())
 
     @torch.no_grad()
     def evaluate(
@@ -224,17 +320,23 @@ class CoLocalisationTask(Task):
         crops, theta = windows
         stats = box_stats(attention_boxes(theta, images.shape[-2:]), dataset.boxes[:n])
         loss = float("nan")
-        if n >= 2:
-            encoder = self.encoder(device)
-            rand = random_crops(images, torch.Generator().manual_seed(self.cfg.run.seed)).to(device)
-            loss = float(colocalisation_loss(encoder(crops), encoder(rand), self.options.alpha))
+        if n >= 2:  # over every ordered pair, whatever task.pairs
+            encoder, g = self.encoder(device), torch.Generator().manual_seed(self.cfg.run.seed)
+            if self.options.rand_size == "window":
+                places = torch.rand(n, 2, generator=g) * 2.0 - 1.0
+                rand = cast(SpatialTransformer, model).warp(images.to(device), random_windows(theta, places).to(device))
+            else:
+                rand = random_crops(images, g).to(device)
+            loss = float(colocalisation_loss(encoder(crops), encoder(rand.float()), self.options.alpha))
         return {"loss": loss, "error": 100.0 * (1.0 - stats["rate"]), "n": n, **stats}
 
     def describe(self, in_shape: tuple[int, ...]) -> str:
         o = self.options
         return (
             f"co-localisation of digit {o.digit} ({'cluttered' if o.clutter else 'plain'}, {o.n} images "
-            f"{tuple(in_shape)}), encoder {o.encoder} ({o.features})"
+            f"{tuple(in_shape)}), encoder {o.encoder} ({o.features}), "
+            + (f"{o.pairs} random pairs" if o.pairs else "every pair")
+            + f" per step, {o.rand_size}-sized I^rand, localiser stride {o.loc_stride}"
         )
 
 
