@@ -70,7 +70,8 @@ class DataConfig:
         recipe: the variant's recipe, for a variant that has several (``P``: ``ours``, ``radial``, ``stretch``,
             ``padded``; see ``docs/datasets.md``); ``None`` for its default. Reaches the training and test sets.
         sigma: the spread in px of the variant's random moves, for a variant that has one (``P``: the corner moves,
-            ``E``: the control-point moves); ``None`` for the recipe's own default. Reaches both sets, like ``recipe``.
+            ``E``: the control-point moves; ``ICSTN``: the corner moves, in normalised units); ``None`` for the
+            recipe's own default. Reaches both sets, like ``recipe``.
     """
 
     variant: str = "RTS"
