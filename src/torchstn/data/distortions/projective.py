@@ -52,6 +52,8 @@ _F64 = torch.float64
 _MAX_REDRAWS = 64
 #: The candidate P recipes (see the module docstring); ``"radial"`` is the default.
 P_RECIPES = ("radial", "ours", "stretch", "padded")
+#: The zoom-out factor range every P recipe draws first (``scale_range``'s default).
+P_ZOOM_RANGE = (0.75, 1.0)
 #: Each recipe's default ``sigma`` (px): the default recipe's chosen by the P/R evidence, the others' the spec's 5.
 P_SIGMA = {"radial": 6.5, "ours": 5.0, "stretch": 5.0, "padded": 5.0}
 #: Output side of the recipes that leave the 28x28 frame.
@@ -109,7 +111,7 @@ class ProjectiveJitter(Distortion):
 
     def __init__(
         self,
-        scale_range: Sequence[float] = (0.75, 1.0),
+        scale_range: Sequence[float] = P_ZOOM_RANGE,
         sigma: float | None = None,
         convex_only: bool = True,
         recipe: str = "radial",

@@ -26,7 +26,7 @@ from torchstn.data.distortions.distortion import (
     uniform,
     warp,
 )
-from torchstn.data.distortions.projective import ProjectiveJitter
+from torchstn.data.distortions.projective import P_ZOOM_RANGE, ProjectiveJitter
 from torchstn.data.distortions.registry import register_distortion
 from torchstn.errors import OptionError
 from torchstn.functional.tps import lattice
@@ -146,8 +146,8 @@ class Rotate(RotateTranslateScale):
 
 #: The E recipes: ``plain`` (the control-point jitter alone, the default) and ``zoom`` (P's zoom-out first).
 E_RECIPES = ("plain", "zoom")
-#: The zoom-out factor range of the ``zoom`` recipe (P's, ``ProjectiveJitter.scale_range``).
-E_ZOOM_RANGE = (0.75, 1.0)
+#: The zoom-out factor range of the ``zoom`` recipe: P's.
+E_ZOOM_RANGE = P_ZOOM_RANGE
 
 
 @register_distortion("E")
