@@ -124,6 +124,22 @@ def test_the_warps_figure_of_a_trained_cell(tmp_path, monkeypatch):
     assert main(["eval", str(run), "--threads", "1"]) == 0  # the saved run rebuilds the task's model and test set
     png = warps_figure(run, tmp_path / "fig" / "warps.png", n=3)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # `torchstn show` draws the same: the undistorted digits, started from their perturbation
+    drawn = {}
+
+    def spy(model, images, out, *, theta_init=None, title=""):
+        drawn.update(model=model, images=images, theta=theta_init)
+        return compositional_figure(model, images, out, theta_init=theta_init, title=title)
+
+    monkeypatch.setattr("torchstn.experiments.viz.compositional_figure", spy)
+    assert main(["show", str(run), "--out", str(tmp_path / "fig" / "show.png"), "-n", "3"]) == 0
+    assert (tmp_path / "fig" / "show.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from torchstn.experiments.engine.runs import eval_dataset, load_run
+
+    cfg, _, payload = load_run(run)
+    digits, theta = unpack(eval_dataset(cfg, payload, None).batch(torch.arange(3))[0])
+    assert torch.equal(drawn["images"], digits) and torch.equal(drawn["theta"], theta)
+    assert not isinstance(drawn["model"], PerturbedInput)
     assert main(["train", "icstn:ICSTN/cnn", *TINY]) == 0
     with pytest.raises(ConfigError, match="not a compositional cell"):
         warps_figure(tmp_path / "runs" / "icstn_ICSTN_cnn", tmp_path / "x.png")

@@ -3,7 +3,8 @@
 Draws test inputs with the transformer's sampling points and output-frame outline over them, and its outputs below:
 one pair of rows per transformer (MNIST addition's two transformers each get theirs; two-channel inputs are drawn red
 and green, one colour per digit), 16 images to a band of rows. For volumes (the 3D experiment) it draws each volume's
-three axis-aligned projections beside the projection the model learned.
+three axis-aligned projections beside the projection the model learned; for a compositional transformer (IC-STN)
+its warps step by step (:func:`~torchstn.experiments.viz.compositional_figure`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import torch
 from torchstn.errors import OptionError
 from torchstn.experiments.engine.arguments import positive_int
 from torchstn.experiments.engine.runs import eval_dataset, load_run
+from torchstn.experiments.icstn import PerturbedInput, unpack
+from torchstn.nn import CompositionalSpatialTransformer
 
 #: The most images one figure draws (16 bands of 16: a 2,700 x 5,800 px PNG for one transformer).
 MAX_IMAGES = 256
@@ -51,6 +54,11 @@ def main(args: argparse.Namespace) -> int:
     title = f"{cfg.model.name} {cfg.model.transform or ''} on {cfg.data.variant}, iteration {payload.get('step', '?')}"
     if images.dim() == 5:  # volumes (the 3D experiment): axis-aligned projections beside the learned one
         out = viz.volume_figure(model, images, out, labels=labels, title=title)
+    elif any(isinstance(m, CompositionalSpatialTransformer) for m in model.modules()):  # its warps step by step
+        theta = None
+        if isinstance(model, PerturbedInput):  # the IC-STN protocol: the digit, with its perturbation the first warp
+            (images, theta), model = unpack(images), model.model
+        out = viz.compositional_figure(model, images, out, theta_init=theta, title=f"{title}: labels {labels.tolist()}")
     else:
         out = viz.st_figure(model, images, out, labels=labels, title=title)
     print(f"wrote {out}")
