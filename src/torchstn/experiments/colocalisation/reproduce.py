@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from torchstn.errors import OptionError
+from torchstn.errors import ConfigError, OptionError
 from torchstn.experiments.colocalisation.boxes import predict_boxes
 from torchstn.experiments.colocalisation.case import STEPS, case_config, case_name, localiser_of, run_case
 from torchstn.experiments.colocalisation.encoder import FEATURES, load_encoder
@@ -44,6 +44,9 @@ class Settings:
         encoder_checkpoint: the encoder's run directory or checkpoint; ``None`` trains one into ``OUT/encoder``
             (reused when done).
         seed: ``run.seed`` of every case: it draws the set, the localiser's initial weights and the crops.
+        seeds: how many seeds: every case is run with ``seed, seed + 1, ..., seed + seeds - 1``. With one seed the
+            cases are ``OUT/<case>``; with more, ``OUT/seed<k>/<case>`` (``k`` the seed) and the table gives the
+            mean and spread over the seeds (:func:`~torchstn.experiments.colocalisation.table.write_tables`).
         n: images per set (the paper: 100).
         features: what the encoder reads (:class:`~torchstn.experiments.colocalisation.encoder.Encoder`).
         encoder_overrides: ``key=value`` changes to the encoder's config.
@@ -62,6 +65,7 @@ class Settings:
     steps: int = STEPS
     encoder_checkpoint: str | Path | None = None
     seed: int = 0
+    seeds: int = 1
     n: int = 100
     features: str = "concat"
     encoder_overrides: Sequence[str] = ()
@@ -75,15 +79,28 @@ class Settings:
     def __post_init__(self):
         object.__setattr__(self, "digits", tuple(int(d) for d in self.digits))
         object.__setattr__(self, "clutter", tuple(bool(c) for c in self.clutter))
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ConfigError(f"seeds (--seeds) must be an int >= 1, got {self.seeds!r}")
 
-    def config(self, digit: int, clutter: bool, encoder: str) -> TrainConfig:
-        """The config of the case ``(digit, clutter)`` (:func:`case_config`) with the encoder ``encoder``."""
+    @property
+    def seed_values(self) -> tuple[int, ...]:
+        """The seeds of the cases: ``seed, seed + 1, ..., seed + seeds - 1``."""
+        return tuple(range(self.seed, self.seed + self.seeds))
+
+    def run_dir(self, out: Path, digit: int, clutter: bool, seed: int) -> Path:
+        """The run directory of a case: ``out/<case>`` (:func:`case_name`) with one seed, ``out/seed<seed>/<case>``
+        with several."""
+        return out / case_name(digit, clutter) if self.seeds == 1 else out / f"seed{seed}" / case_name(digit, clutter)
+
+    def config(self, digit: int, clutter: bool, encoder: str, seed: int | None = None) -> TrainConfig:
+        """The config of the case ``(digit, clutter)`` (:func:`case_config`) with the encoder ``encoder`` and
+        ``run.seed`` ``seed`` (default: :attr:`seed`)."""
         return case_config(
             digit,
             clutter,
             encoder=encoder,
             steps=self.steps,
-            seed=self.seed,
+            seed=self.seed if seed is None else seed,
             n=self.n,
             features=self.features,
             synthetic=self.synthetic,
@@ -94,11 +111,13 @@ class Settings:
 
     def command(self, out: Path, digits: Sequence[int], clutter: Sequence[bool]) -> str:
         """The ``torchstn reproduce colocalisation`` command of these settings for ``digits`` x ``clutter`` (paths
-        as :func:`~torchstn.experiments.engine.runs.display_path` shows them)."""
+        as :func:`~torchstn.experiments.engine.runs.display_path` shows them; ``--seeds K`` when there are several
+        seeds, so the command remakes every seed's runs)."""
         which = "both" if len(clutter) == 2 else ("cluttered" if clutter[0] else "plain")
         return (
-            f"torchstn reproduce colocalisation --out {display_path(out)} --steps {self.steps} --seed {self.seed} "
-            f"--n {self.n} --features {self.features} --digits {','.join(map(str, digits))} --clutter {which}"
+            f"torchstn reproduce colocalisation --out {display_path(out)} --steps {self.steps} --seed {self.seed}"
+            + (f" --seeds {self.seeds}" if self.seeds > 1 else "")
+            + f" --n {self.n} --features {self.features} --digits {','.join(map(str, digits))} --clutter {which}"
             + (f" --encoder {display_path(self.encoder_checkpoint)}" if self.encoder_checkpoint else "")
             + (f" --synthetic {self.synthetic}" if self.synthetic else "")
             + "".join(f" --set {o}" for o in self.overrides)
@@ -140,10 +159,11 @@ def _shown(cfg: TrainConfig, run_dir: Path, k: int = 6) -> tuple[torch.Tensor, t
     return images, data.boxes[: len(images)], predict_boxes(st, images)
 
 
-def _row(digit: int, clutter: bool, result: dict[str, Any]) -> dict[str, Any]:
+def _row(digit: int, clutter: bool, seed: int, result: dict[str, Any]) -> dict[str, Any]:
     return {
         "digit": digit,
         "clutter": clutter,
+        "seed": seed,
         "rate": 100.0 * result["test_rate"],
         "paper": PAPER_RATE[clutter],
         "mean_iou": result["test_mean_iou"],
@@ -175,6 +195,31 @@ def _header(s: Settings, command: str, encoder: dict[str, Any]) -> list[str]:
     ]
 
 
+def _run_cases(
+    out: Path, s: Settings, encoder: str, say: Callable[[str], None]
+) -> tuple[list[dict], dict[bool, dict[int, tuple]]]:
+    """Run (or reuse) every case of every seed, the first seed's sweep first; returns the rows, ordered by clutter,
+    digit and seed, and the pictures' material (the first seed's cases of the first ``s.picture_digits`` digits)."""
+    rows: list[dict] = []
+    shown: dict[bool, dict[int, tuple]] = {c: {} for c in s.clutter}
+    for seed in s.seed_values:
+        for clutter in s.clutter:
+            for digit in s.digits:
+                cfg, run_dir = s.config(digit, clutter, encoder, seed), s.run_dir(out, digit, clutter, seed)
+                result = run_case(cfg, run_dir, fresh=not s.resume, command=s.command(out, [digit], [clutter]))
+                rows.append(_row(digit, clutter, seed, result))
+                say(
+                    f"digit {digit} {'cluttered' if clutter else 'plain'}"
+                    + (f" seed {seed}" if s.seeds > 1 else "")
+                    + f": {rows[-1]['rate']:.0f}% IoU > 0.5 (mean IoU {rows[-1]['mean_iou']:.2f}), "
+                    f"trained in {rows[-1]['train_s']:.0f} s"
+                )
+                if seed == s.seed and len(shown[clutter]) < s.picture_digits:
+                    shown[clutter][digit] = _shown(cfg, run_dir)
+    rows.sort(key=lambda r: (s.clutter.index(r["clutter"]), s.digits.index(r["digit"]), r["seed"]))
+    return rows, shown
+
+
 def reproduce_colocalisation(
     out_dir: str | Path, *, say: Callable[[str], None] | None = print, **settings: Any
 ) -> list[dict]:
@@ -183,17 +228,17 @@ def reproduce_colocalisation(
     (windows on the images of the first ``picture_digits`` digits; needs matplotlib, else skipped).
 
     Args:
-        out_dir: results; each case is a run directory ``out_dir/<case>`` (:func:`case_name`), the encoder (unless
-            given) ``out_dir/encoder``.
+        out_dir: results; each case is a run directory ``out_dir/<case>`` (:func:`case_name`), with several
+            ``seeds`` ``out_dir/seed<k>/<case>``; the encoder (unless given, one for all seeds) ``out_dir/encoder``.
         say: where progress lines go (``None``: nowhere).
         settings: the fields of :class:`Settings` (``digits``, ``clutter``, ``steps``, ``encoder_checkpoint``, ...).
 
     Returns:
-        One row per case: ``digit``, ``clutter``, ``rate`` (% IoU > 0.5), ``paper``, ``mean_iou``,
-        ``centre_error_px``, ``window_px``, ``steps``, ``train_s``.
+        One row per case and seed (ordered by clutter, digit, seed): ``digit``, ``clutter``, ``seed``, ``rate``
+        (% IoU > 0.5), ``paper``, ``mean_iou``, ``centre_error_px``, ``window_px``, ``steps``, ``train_s``.
 
     Raises:
-        ConfigError: a case in ``out_dir`` made with another config, or a bad override.
+        ConfigError: a case in ``out_dir`` made with another config, a bad override, or ``seeds`` < 1.
         DataError: MNIST (or the encoder checkpoint) cannot be loaded.
     """
     s, say = Settings(**settings), say or (lambda _m: None)
@@ -201,19 +246,7 @@ def reproduce_colocalisation(
     out.mkdir(parents=True, exist_ok=True)
     encoder = _encoder(out, s, say)
     say(f"encoder {encoder['path']} (test error {encoder['test_error']}%), features {s.features}")
-    rows: list[dict] = []
-    shown: dict[bool, dict[int, tuple]] = {c: {} for c in s.clutter}
-    for clutter in s.clutter:
-        for digit in s.digits:
-            cfg, run_dir = s.config(digit, clutter, encoder["path"]), out / case_name(digit, clutter)
-            result = run_case(cfg, run_dir, fresh=not s.resume, command=s.command(out, [digit], [clutter]))
-            rows.append(_row(digit, clutter, result))
-            say(
-                f"digit {digit} {'cluttered' if clutter else 'plain'}: {rows[-1]['rate']:.0f}% IoU > 0.5 "
-                f"(mean IoU {rows[-1]['mean_iou']:.2f}), trained in {rows[-1]['train_s']:.0f} s"
-            )
-            if len(shown[clutter]) < s.picture_digits:
-                shown[clutter][digit] = _shown(cfg, run_dir)
+    rows, shown = _run_cases(out, s, encoder["path"], say)
     md = write_tables(rows, out, _header(s, s.command(out, s.digits, s.clutter), encoder))
     add_pictures(shown, md)
     say(f"wrote {md} and {out / 'colocalisation.csv'}")
@@ -247,6 +280,9 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     )
     add_set_option(parser, "task.alpha=0.5 or optim.lr=0.1", "every case's config")
     add_run_options(parser, ("seed",), seed="seed of the sets, the localiser and the crops (default 0)")
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="run every case with seeds SEED .. SEED+K-1: mean and spread (default 1)"
+    )
     parser.add_argument("--n", type=int, default=100, help="images per set (paper: 100)")
     parser.add_argument("--synthetic", type=int, default=0, help="smoke run on this many synthetic digits")
     parser.add_argument("--root", default=None, help="folder of the MNIST IDX files")
@@ -259,7 +295,7 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
     """Run :func:`reproduce_colocalisation` from parsed (or raw) arguments; returns 0.
 
     Raises:
-        OptionError: ``--digits`` that are not comma-separated ints.
+        OptionError: ``--digits`` that are not comma-separated ints, or ``--seeds`` < 1.
     """
     if not isinstance(args, argparse.Namespace):
         args = get_args_parser().parse_args(args)
@@ -267,6 +303,8 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         digits = [int(d) for d in str(args.digits).split(",") if d.strip()]
     except ValueError:
         raise OptionError(f"--digits must be comma-separated ints, got {args.digits!r}") from None
+    if args.seeds < 1:
+        raise OptionError(f"--seeds must be >= 1 (how many seeds per case), got {args.seeds}")
     if args.threads:
         torch.set_num_threads(args.threads)
     clutter = {"both": (False, True), "plain": (False,), "cluttered": (True,)}[args.clutter]
@@ -277,6 +315,7 @@ def main(args: argparse.Namespace | Sequence[str] | None = None) -> int:
         steps=args.steps,
         encoder_checkpoint=args.encoder,
         seed=args.seed,
+        seeds=args.seeds,
         n=args.n,
         features=args.features,
         encoder_overrides=args.encoder_set,

@@ -5,30 +5,64 @@ paper) and the pictures of the windows (``colocalisation_plain.png`` / ``colocal
 from __future__ import annotations
 
 import csv
+import statistics
 from pathlib import Path
 
 from torchstn.experiments.colocalisation.boxes import box_iou
 
-__all__ = ["PAPER_RATE", "COLUMNS", "write_tables", "picture", "add_pictures"]
+__all__ = ["PAPER_RATE", "COLUMNS", "SEED_COLUMNS", "rate_over_seeds", "write_tables", "picture", "add_pictures"]
 
 #: The paper's share of images localised (IoU > 0.5), in %, without / with clutter (its Table 5 (left) gives it per
 #: digit class, as an image not transcribed here).
 PAPER_RATE = {False: "100", True: "75-93"}
 #: The columns of ``colocalisation.csv``; a row is one ``(digit, clutter)`` case, ``rate`` in %.
 COLUMNS = ["digit", "clutter", "rate", "paper", "mean_iou", "centre_error_px", "window_px", "steps", "train_s"]
+#: The columns of ``colocalisation.csv`` when the rows hold several seeds: a row is one ``(digit, clutter, seed)`` run.
+SEED_COLUMNS = ["digit", "clutter", "seed", *COLUMNS[2:]]
+
+
+def rate_over_seeds(rates: list[float]) -> str:
+    """A case's rates (%) over its seeds as the table shows them: mean ± sample standard deviation (n - 1), then
+    each seed's rate in seed order.
+
+    Raises:
+        ValueError: fewer than two rates (no sample standard deviation).
+
+    Example:
+        >>> rate_over_seeds([95.0, 82.0, 88.0])
+        '88.3 ± 6.5% (95 / 82 / 88)'
+    """
+    if len(rates) < 2:
+        raise ValueError(f"a mean and spread needs the rates of at least 2 seeds, got {len(rates)}")
+    each = " / ".join(f"{r:.0f}" for r in rates)
+    return f"{statistics.mean(rates):.1f} ± {statistics.stdev(rates):.1f}% ({each})"
 
 
 def write_tables(rows: list[dict], out: Path, header: list[str]) -> Path:
     """Write ``out/colocalisation.csv`` and ``out/colocalisation.md`` (``header`` lines, the table, the mean rate of
-    each kind of set); returns the markdown's path."""
+    each kind of set); returns the markdown's path.
+
+    Rows of several seeds (their ``seed`` values differ) give one table row per ``(digit, clutter)`` with the rate as
+    :func:`rate_over_seeds` and the other numbers as means over the seeds, summary lines with the mean and range of
+    the per-digit means and the lowest single run, and one CSV row per run with a ``seed`` column
+    (:data:`SEED_COLUMNS`); rows of one seed give the one-seed table and :data:`COLUMNS`.
+    """
+    seeds = sorted({r.get("seed", 0) for r in rows})
+    columns = COLUMNS if len(seeds) < 2 else SEED_COLUMNS
     with open(out / "colocalisation.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
         for r in rows:
-            w.writerow({k: (f"{r[k]:.4g}" if isinstance(r[k], float) else r[k]) for k in COLUMNS})
+            w.writerow({k: (f"{r[k]:.4g}" if isinstance(r[k], float) else r[k]) for k in columns})
+    body = _one_seed(rows) if len(seeds) < 2 else _over_seeds(rows, seeds)
+    md = out / "colocalisation.md"
+    md.write_text("\n".join([*header, "", *body]) + "\n")
+    return md
+
+
+def _one_seed(rows: list[dict]) -> list[str]:
+    """The lines of the one-seed table and its summary."""
     lines = [
-        *header,
-        "",
         (
             "| Digit | Clutter | IoU > 0.5 (ours) | Paper | Mean IoU | Centre error (px, median) | "
             "Window (px) | Steps | Train time |"
@@ -47,9 +81,46 @@ def write_tables(rows: list[dict], out: Path, header: list[str]) -> Path:
             f"\n{'Cluttered' if clutter else 'Plain'}: mean {sum(rates) / len(rates):.1f}% over "
             f"{len(rates)} digit(s), range {min(rates):.0f}-{max(rates):.0f}% (paper {PAPER_RATE[clutter]}%)."
         )
-    md = out / "colocalisation.md"
-    md.write_text("\n".join(lines) + "\n")
-    return md
+    return lines
+
+
+def _over_seeds(rows: list[dict], seeds: list[int]) -> list[str]:
+    """The lines of the table over ``seeds``: one row per ``(digit, clutter)``, and the summary of each kind of set."""
+    cases: dict[tuple[bool, int], list[dict]] = {}
+    for r in rows:
+        cases.setdefault((r["clutter"], r["digit"]), []).append(r)
+    lines = [
+        (
+            f"{len(seeds)} seeds per case ({', '.join(map(str, seeds))}): the rate is the mean ± the sample standard "
+            "deviation (n - 1) over the seeds, then each seed's rate in seed order; the other numbers are means "
+            "over the seeds."
+        ),
+        "",
+        (
+            "| Digit | Clutter | IoU > 0.5 (ours, mean ± sample std; per seed) | Paper | Mean IoU | "
+            "Centre error (px, median) | Window (px) | Steps | Train time |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (clutter, digit), runs in cases.items():
+        runs = sorted(runs, key=lambda r: r["seed"])
+        mean = {k: statistics.mean(r[k] for r in runs) for k in ("mean_iou", "centre_error_px", "window_px")}
+        steps, train_s = statistics.mean(r["steps"] for r in runs), statistics.mean(r["train_s"] for r in runs)
+        lines.append(
+            f"| {digit} | {'yes' if clutter else 'no'} | {rate_over_seeds([r['rate'] for r in runs])} | "
+            f"{runs[0]['paper']}% | {mean['mean_iou']:.2f} | {mean['centre_error_px']:.1f} | "
+            f"{mean['window_px']:.1f} | {steps:.0f} | {train_s:.0f} s |"
+        )
+    for clutter in sorted({c for c, _ in cases}):
+        means = [statistics.mean(r["rate"] for r in runs) for (c, _), runs in cases.items() if c == clutter]
+        low = min((r for r in rows if r["clutter"] == clutter), key=lambda r: r["rate"])
+        lines.append(
+            f"\n{'Cluttered' if clutter else 'Plain'}: mean {statistics.mean(means):.1f}% over {len(means)} digit(s) "
+            f"x {len(seeds)} seeds (the mean of the per-digit means), per-digit means "
+            f"{min(means):.1f}-{max(means):.1f}%, lowest single run {low['rate']:.0f}% (digit {low['digit']}, seed "
+            f"{low['seed']}) (paper {PAPER_RATE[clutter]}%)."
+        )
+    return lines
 
 
 def picture(shown: dict[int, tuple], clutter: bool, path: Path, cols: int = 6) -> Path | None:
