@@ -63,7 +63,9 @@ def test_random_pairs_per_step_from_the_engine_generator(tiny_case):
     train_set, _ = task.datasets(test=False)
     model = task.build_model(tuple(train_set.image_shape), 10)
     indices = torch.randperm(16, generator=torch.Generator().manual_seed(1))
-    (images, owners, rand), (anchors, positives) = task.batch(train_set, indices, torch.Generator().manual_seed(5))
+    (images, owners, rand), (anchors, positives, guide) = task.batch(
+        train_set, indices, torch.Generator().manual_seed(5)
+    )
     # replayed: the pairs, then one 28x28 crop of each pair's anchor image, all from the given generator
     g = torch.Generator().manual_seed(5)
     a, p = coloc.random_pairs(16, 5, g)
@@ -72,18 +74,18 @@ def test_random_pairs_per_step_from_the_engine_generator(tiny_case):
     assert torch.equal(used[anchors], a) and torch.equal(used[positives], p) and torch.equal(owners, anchors)
     assert torch.equal(rand, coloc.random_crops(images[anchors], g))
     outputs = task.forward(model, (images, owners, rand))
-    loss = task.loss(outputs, (anchors, positives))
+    loss = task.loss(outputs, (anchors, positives, guide))
     e = task.encoder()
     with torch.no_grad():
         f = e(outputs[0])
         expected = coloc.triplet_loss(f[anchors], f[positives], e(rand), reduction="mean")
         every_pair = coloc.colocalisation_loss(f, e(coloc.random_crops(images, torch.Generator().manual_seed(5))))
     assert loss.item() == pytest.approx(expected.item()) and loss.item() != pytest.approx(every_pair.item())
-    wrong, items = task.mistakes(outputs, (anchors, positives))  # the sampled triplets misordered
+    wrong, items = task.mistakes(outputs, (anchors, positives, guide))  # the sampled triplets misordered
     beyond = coloc.triplet_loss(f[anchors], f[positives], e(rand), alpha=0.0, reduction="none")
     assert items == 5 and wrong == int((beyond > 0).sum())
     fresh = (outputs[0].detach().clone(), outputs[1], outputs[2])  # without the loss's features: encoded again
-    assert task.mistakes(fresh, (anchors, positives)) == (wrong, items)
+    assert task.mistakes(fresh, (anchors, positives, guide)) == (wrong, items)
 
 
 def test_random_pairs_train_another_run_and_resume_exactly(tiny_case, tmp_path):

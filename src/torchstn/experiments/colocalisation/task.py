@@ -43,6 +43,7 @@ from torchstn._checks import look_up_option
 from torchstn.data import CoLocalisation, synthetic_digits
 from torchstn.errors import ConfigError, OptionError
 from torchstn.experiments.colocalisation.boxes import attention_boxes, box_stats
+from torchstn.experiments.colocalisation.ddt import ddt_boxes, ddt_centres, ddt_maps
 from torchstn.experiments.colocalisation.encoder import FEATURES, FITS, Encoder, load_encoder
 from torchstn.experiments.colocalisation.loss import (
     colocalisation_loss,
@@ -58,10 +59,45 @@ from torchstn.experiments.engine.schedules import SCHEDULES, sgd_step_preset
 from torchstn.experiments.engine.tasks import TASKS, Task
 from torchstn.nn import SpatialTransformer
 
-__all__ = ["SCHEDULE", "RAND_SIZES", "Options", "CoLocalisationTask", "window_of", "window_options"]
+__all__ = [
+    "SCHEDULE",
+    "RAND_SIZES",
+    "GUIDES",
+    "GUIDE_REACH",
+    "guide_loss",
+    "Options",
+    "CoLocalisationTask",
+    "window_of",
+    "window_options",
+]
 
 #: ``task.rand_size``: ``I_n^rand`` a 28x28 pixel crop, or a random window of ``I_n``'s current window size.
 RAND_SIZES = ("crop", "window")
+
+#: ``task.guide``: none, or the DDT map's window centres (:mod:`~torchstn.experiments.colocalisation.ddt`) pulling
+#: the windows during the coarse phase.
+GUIDES = ("none", "ddt")
+
+#: The guide's target is kept within this share of the window centre's reach, ``|tanh| < 1``
+#: (:class:`~torchstn.experiments.colocalisation.window.WindowHead`): a target at the limit would saturate it.
+GUIDE_REACH = 0.95
+
+
+def guide_loss(theta: torch.Tensor, centres: torch.Tensor, scale: float) -> torch.Tensor:
+    """The guide's term: the mean over the batch of ``|(tx, ty) / (1 - s) - c / (1 - scale)|^2`` for windows
+    ``theta (B, 3) = (s, tx, ty)`` and target centres ``c (B, 2)``.
+
+    The window head places a centre at ``(1 - s) tanh(b)`` (:class:`~torchstn.experiments.colocalisation.window.
+    WindowHead`), so the term compares ``tanh(b)``, the window's place *relative to its reach*, with the place that
+    puts a window of half-size ``scale`` (the fine phase's) on ``c``, clipped to :data:`GUIDE_REACH`. During the
+    coarse phase the window then sits proportionally nearer the centre (a 50 px window still holding the digit) and
+    lands on ``c`` as it zooms in; comparing ``(tx, ty)`` with ``c`` directly would clip every far target at the
+    coarse window's reach and leave the zoomed window short of it.
+    """
+    relative = theta[:, 1:] / (1.0 - theta[:, :1])  # tanh(b)
+    target = (centres / (1.0 - scale)).clamp(-GUIDE_REACH, GUIDE_REACH)
+    return (relative - target).square().sum(1).mean()
+
 
 #: SGD + momentum on all ``n = 100`` images per step; lr x0.1 at half-way, where the zoom of :class:`Window` starts
 #: (at the full lr the shrinking windows slide off the digits). Registered as the engine schedule ``colocalisation``.
@@ -93,6 +129,14 @@ class Options:
             ``I_n``'s current window at a random place, read to 28x28 like ``T(I_n)`` (``"window"``).
         loc_stride: the stride of the localiser's 9x9 conv: 4 (the paper's "4 pixel stride", 5,947 parameters) or
             1 (93,179: the paper's "100k parameter CNN").
+        guide: ``"none"`` (default) or ``"ddt"``: add ``w(step) * guide_loss(theta, c, fine)`` to the loss
+            (:func:`guide_loss`), where ``c`` holds each image's DDT centre: the centre of the best fine-sized window
+            on its DDT map (:func:`~torchstn.experiments.colocalisation.ddt.ddt_centres`: the encoder's conv
+            descriptors over the whole set; no box, no label). ``w`` falls linearly from ``guide_weight`` at step 0
+            towards 0 at ``guide_end`` x ``optim.iterations``: with ``guide_end`` < 1 the triplet loss alone moves
+            the windows after that; with ``guide_end`` > 1 the guide lasts to the end (its last weight
+            ``guide_weight (1 - 1 / guide_end)``).
+        guide_weight, guide_end: the guide's starting weight and where it would reach 0 (both > 0).
 
     Raises:
         ConfigError: a value out of its range (named ``task.<option>``).
@@ -117,6 +161,9 @@ class Options:
     rand_size: str = "crop"
     loc_stride: int = 4
     encoder_fit: str = "pad"
+    guide: str = "none"
+    guide_weight: float = 1.0
+    guide_end: float = 0.5
 
     def __post_init__(self):
         if not 0 <= self.digit <= 9:
@@ -132,6 +179,11 @@ class Options:
             raise ConfigError(f"task.pairs must be 0 (every pair) or a number of random pairs, got {self.pairs}")
         if self.loc_stride < 1:
             raise ConfigError(f"task.loc_stride must be >= 1, got {self.loc_stride}")
+        look_up_option("task.guide", self.guide, GUIDES, error=ConfigError)
+        if not self.guide_weight > 0:
+            raise ConfigError(f"task.guide_weight must be > 0, got {self.guide_weight}")
+        if not self.guide_end > 0:
+            raise ConfigError(f"task.guide_end must be > 0 (a multiple of optim.iterations), got {self.guide_end}")
         try:
             window_of(self)
         except OptionError as e:
@@ -174,6 +226,32 @@ class CoLocalisationTask(Task):
         self._encoders: dict[str, Encoder] = {}
         # (crops, their features, the negatives' features or None) of the last loss, for mistakes
         self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+        self._guides: dict[int, torch.Tensor] = {}  # id(dataset) -> its DDT window centres (n, 2), task.guide
+        self._step = 0  # the step of on_step: the guide's weight
+
+    def guide_centres(self, dataset: Any) -> torch.Tensor:
+        """``(n, 2)`` the DDT window centres (normalised ``(x, y)``) of every image of ``dataset``, computed once
+        (:mod:`~torchstn.experiments.colocalisation.ddt`): the best window of the fine phase's mean size on each
+        image's DDT map, the map's direction taken over the whole set."""
+        key = id(dataset)
+        if key not in self._guides:
+            images, _ = dataset.batch(torch.arange(len(dataset)))
+            size = tuple(images.shape[-2:])
+            self._guides[key] = ddt_centres(ddt_maps(self.encoder(), images), size, self.guide_box(size))
+        return self._guides[key]
+
+    def guide_box(self, size: tuple[int, ...]) -> int:
+        """The side in pixels of the windows :meth:`guide_centres` places: the fine phase's mean window."""
+        return max(1, round(sum(self.window.fine) / 2 * min(size)))
+
+    def guide_weight(self, step: int) -> float:
+        """The guide's weight at ``step``: ``guide_weight`` falling linearly to 0 at ``guide_end`` of the run (0
+        without a guide)."""
+        o = self.options
+        if o.guide == "none":
+            return 0.0
+        end = o.guide_end * self.cfg.optim.iterations
+        return o.guide_weight * max(0.0, 1.0 - step / end)
 
     def encoder(self, device: torch.device | str = "cpu") -> Encoder:
         """The frozen encoder on ``device`` (loaded once from ``task.encoder``).
@@ -215,13 +293,15 @@ class CoLocalisationTask(Task):
     @property
     def every_pair(self) -> bool:
         """Today's step (the default options): every ordered pair, 28x28 crops encoded in :meth:`batch`."""
-        return self.options.pairs == 0 and self.options.rand_size == "crop"
+        o = self.options
+        return o.pairs == 0 and o.rand_size == "crop" and o.guide == "none"
 
     def batch(self, train_set: Any, indices: torch.Tensor, generator: torch.Generator) -> tuple[Any, Any]:
         """``(images, e(I^rand) (B, F))`` with the default options; else ``((images, owners, rand), (anchors,
-        positives))``: the images the step needs, for each negative the position of its image ``I_n`` and its draw
-        (a 28x28 pixel crop, or a place in ``[-1, 1]^2`` for a window-sized patch, read in :meth:`forward`), and
-        the positions of the sampled pairs (empty: every ordered pair)."""
+        positives, guide))``: the images the step needs, for each negative the position of its image ``I_n`` and
+        its draw (a 28x28 pixel crop, or a place in ``[-1, 1]^2`` for a window-sized patch, read in
+        :meth:`forward`), the positions of the sampled pairs (empty: every ordered pair) and the images' DDT
+        centres (``task.guide``; else empty)."""
         o = self.options
         if self.every_pair:
             images, _ = train_set.batch(indices)  # a fixed set
@@ -232,17 +312,19 @@ class CoLocalisationTask(Task):
             anchors, positives = random_pairs(len(indices), o.pairs, generator)
             used, where = torch.unique(torch.cat((anchors, positives)), return_inverse=True)
             anchors, positives = where[: o.pairs], where[o.pairs :]  # positions in the images used
-            images, _ = train_set.batch(indices[used])
+            indices = indices[used]
+            images, _ = train_set.batch(indices)
             owners = anchors  # a negative per pair, of its anchor's image
         else:
             images, _ = train_set.batch(indices)
             owners = torch.arange(len(indices))
             anchors = positives = torch.zeros(0, dtype=torch.long)
+        guide = self.guide_centres(train_set)[indices] if o.guide != "none" else torch.zeros(0, 2)
         if o.rand_size == "window":
             rand = torch.rand(len(owners), 2, generator=generator) * 2.0 - 1.0  # places, read in forward
         else:
             rand = random_crops(images[owners], generator)
-        return (images, owners, rand), (anchors, positives)
+        return (images, owners, rand), (anchors, positives, guide)
 
     def forward(self, net: nn.Module, inputs: Any) -> Any:
         """The ST crops; with other than the default options ``(crops, theta, I^rand patches)``."""
@@ -257,26 +339,33 @@ class CoLocalisationTask(Task):
         return crops, theta, rand
 
     def on_step(self, model: nn.Module, step: int) -> None:
+        self._step = step
         lo, hi = self.window.scale_at(step, self.cfg.optim.iterations)
         with torch.no_grad():
             model.get_submodule("head").get_buffer("scale").copy_(torch.tensor([lo, hi]))
 
     def loss(self, outputs: Any, targets: Any) -> torch.Tensor:
-        """The mean triplet term over the step's pairs (every ordered pair, or the sampled ones)."""
+        """The mean triplet term over the step's pairs (every ordered pair, or the sampled ones), plus the guide's
+        term (``task.guide``) while its weight is above 0."""
         if self.every_pair:
             features = self.encoder(outputs.device)(outputs.float())
             self._last = (outputs, features.detach(), None)
             return colocalisation_loss(features, targets.float(), self.options.alpha, reduction="mean")
-        crops, _, rand = outputs
+        crops, theta, rand = outputs
         encoder = self.encoder(crops.device)
         features = encoder(crops.float())
         with torch.no_grad():
             negatives = encoder(rand.float())  # (B or P, F): e(I^rand), no gradient
         self._last = (crops, features.detach(), negatives)
-        anchors, positives = targets
+        anchors, positives, guide = targets
         if anchors.numel() == 0:
-            return colocalisation_loss(features, negatives, self.options.alpha, reduction="mean")
-        return triplet_loss(features[anchors], features[positives], negatives, self.options.alpha, "mean")
+            loss = colocalisation_loss(features, negatives, self.options.alpha, reduction="mean")
+        else:
+            loss = triplet_loss(features[anchors], features[positives], negatives, self.options.alpha, "mean")
+        weight = self.guide_weight(self._step)
+        if guide.numel() and weight > 0:
+            loss = loss + weight * guide_loss(theta.float(), guide, sum(self.window.fine) / 2)
+        return loss
 
     def mistakes(self, outputs: Any, targets: Any) -> tuple[int, int]:
         """``(wrong, items)``: the anchors with most of their triplets misordered (every pair), or the sampled
@@ -295,7 +384,7 @@ class CoLocalisationTask(Task):
         if self.every_pair or targets[0].numel() == 0:
             share = misordered_triplets(features, negatives)
             return int((share > 0.5).sum()), int(share.numel())
-        anchors, positives = targets
+        anchors, positives, _ = targets
         beyond = triplet_loss(features[anchors], features[positives], negatives, 0.0, "none")
         return int((beyond > 0).sum()), int(anchors.numel())
 
@@ -328,7 +417,13 @@ class CoLocalisationTask(Task):
             else:
                 rand = random_crops(images, g).to(device)
             loss = float(colocalisation_loss(encoder(crops), encoder(rand.float()), self.options.alpha))
-        return {"loss": loss, "error": 100.0 * (1.0 - stats["rate"]), "n": n, **stats}
+        out = {"loss": loss, "error": 100.0 * (1.0 - stats["rate"]), "n": n, **stats}
+        if self.options.guide != "none":  # the guide's own windows, for comparison: DDT alone
+            size = tuple(images.shape[-2:])
+            box = self.guide_box(size)
+            guide = box_stats(ddt_boxes(self.guide_centres(dataset)[:n], size, box), dataset.boxes[:n])
+            out["guide_rate"] = guide["rate"]
+        return out
 
     def describe(self, in_shape: tuple[int, ...]) -> str:
         o = self.options
