@@ -130,8 +130,8 @@ def test_a_guided_step_adds_the_weighted_guide_to_the_triplet_loss(tiny_case):
         expected = triplets + weight * guide_loss(theta, guide, 0.35)
     assert task.guide_weight(3) == pytest.approx(weight) and loss.item() == pytest.approx(expected.item(), rel=1e-5)
     assert task.guide_weight(0) == 0.5 and task.guide_weight(6) == 0.0 and task.guide_weight(11) == 0.0
-    lasting = task_of(tiny_case(sets=["task.guide=ddt", "task.guide_end=2"]))  # 12 steps: would reach 0 at 24
-    assert lasting.guide_weight(11) == pytest.approx(1.0 * (1 - 11 / 24))
+    lasting = task_of(tiny_case(sets=["task.guide=ddt"]))  # the defaults: 12 steps, the weight would reach 0 at 24
+    assert lasting.guide_weight(0) == 0.5 and lasting.guide_weight(11) == pytest.approx(0.5 * (1 - 11 / 24))
     task.on_step(model, 7)  # past guide_end: the triplet loss alone
     assert task.loss(outputs, (anchors, positives, guide)).item() == pytest.approx(triplets.item(), rel=1e-5)
     assert task.mistakes(outputs, (anchors, positives, guide))[1] == 16
@@ -142,7 +142,7 @@ def test_a_guided_step_adds_the_weighted_guide_to_the_triplet_loss(tiny_case):
 def test_the_guide_moves_the_windows_to_the_ddt_windows_and_resumes_exactly(tiny_case, tmp_path):
     # Adam: the tiny synthetic case's localiser barely moves in 40 steps of the SGD schedule, guided or not
     adam = ["optim.optimizer=adam", "optim.lr=0.01"]
-    cfg = tiny_case(steps=40, sets=[*adam, "task.guide=ddt", "task.guide_end=1"])
+    cfg = tiny_case(steps=40, sets=[*adam, "task.guide=ddt", "task.guide_weight=1", "task.guide_end=1"])
     task = task_of(cfg)
     train_set, _ = task.datasets(test=False)
     images, _ = train_set.batch(torch.arange(16))

@@ -162,8 +162,8 @@ class Options:
     loc_stride: int = 4
     encoder_fit: str = "pad"
     guide: str = "none"
-    guide_weight: float = 1.0
-    guide_end: float = 0.5
+    guide_weight: float = 0.5
+    guide_end: float = 2.0
 
     def __post_init__(self):
         if not 0 <= self.digit <= 9:
