@@ -131,7 +131,7 @@ def test_a_guided_step_adds_the_weighted_guide_to_the_triplet_loss(tiny_case):
     assert task.guide_weight(3) == pytest.approx(weight) and loss.item() == pytest.approx(expected.item(), rel=1e-5)
     assert task.guide_weight(0) == 0.5 and task.guide_weight(6) == 0.0 and task.guide_weight(11) == 0.0
     lasting = task_of(tiny_case(sets=["task.guide=ddt"]))  # the defaults: 12 steps, the weight would reach 0 at 24
-    assert lasting.guide_weight(0) == 0.5 and lasting.guide_weight(11) == pytest.approx(0.5 * (1 - 11 / 24))
+    assert lasting.guide_weight(0) == 1.0 and lasting.guide_weight(11) == pytest.approx(1 - 11 / 24)
     task.on_step(model, 7)  # past guide_end: the triplet loss alone
     assert task.loss(outputs, (anchors, positives, guide)).item() == pytest.approx(triplets.item(), rel=1e-5)
     assert task.mistakes(outputs, (anchors, positives, guide))[1] == 16

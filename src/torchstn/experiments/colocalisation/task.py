@@ -162,7 +162,7 @@ class Options:
     loc_stride: int = 4
     encoder_fit: str = "pad"
     guide: str = "none"
-    guide_weight: float = 0.5
+    guide_weight: float = 1.0
     guide_end: float = 2.0
 
     def __post_init__(self):
@@ -245,8 +245,8 @@ class CoLocalisationTask(Task):
         return max(1, round(sum(self.window.fine) / 2 * min(size)))
 
     def guide_weight(self, step: int) -> float:
-        """The guide's weight at ``step``: ``guide_weight`` falling linearly to 0 at ``guide_end`` of the run (0
-        without a guide)."""
+        """The guide's weight at ``step``: ``guide_weight`` falling linearly towards 0 at ``guide_end`` x
+        ``optim.iterations``, never below 0 (0 without a guide)."""
         o = self.options
         if o.guide == "none":
             return 0.0
