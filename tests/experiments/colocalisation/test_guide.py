@@ -112,6 +112,9 @@ def test_a_guided_step_adds_the_weighted_guide_to_the_triplet_loss(tiny_case):
     model = task.build_model(tuple(train_set.image_shape), 10)
     centres = task.guide_centres(train_set)
     assert centres.shape == (16, 2) and task.guide_centres(train_set) is centres  # computed once per set
+    other, _ = task_of(tiny_case(digit=5, sets=["task.guide=ddt"])).datasets(test=False)
+    assert not torch.equal(task.guide_centres(other), centres)  # another set gets its own centres
+    assert task.guide_centres(train_set) is not centres and torch.equal(task.guide_centres(train_set), centres)
     images, _ = train_set.batch(torch.arange(16))
     box = task.guide_box((84, 84))
     assert box == round(0.35 * 84)  # the fine phase's mean window

@@ -226,23 +226,27 @@ class CoLocalisationTask(Task):
         self._encoders: dict[str, Encoder] = {}
         # (crops, their features, the negatives' features or None) of the last loss, for mistakes
         self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
-        self._guides: dict[int, torch.Tensor] = {}  # id(dataset) -> its DDT window centres (n, 2), task.guide
+        self._guide: tuple[Any, torch.Tensor] | None = None  # (the dataset, its DDT window centres (n, 2))
         self._step = 0  # the step of on_step: the guide's weight
 
     def guide_centres(self, dataset: Any) -> torch.Tensor:
         """``(n, 2)`` the DDT window centres (normalised ``(x, y)``) of every image of ``dataset``, computed once
         (:mod:`~torchstn.experiments.colocalisation.ddt`): the best window of the fine phase's mean size on each
         image's DDT map, the map's direction taken over the whole set."""
-        key = id(dataset)
-        if key not in self._guides:
+        if self._guide is None or self._guide[0] is not dataset:  # held, so no other set can take its place
             images, _ = dataset.batch(torch.arange(len(dataset)))
             size = tuple(images.shape[-2:])
-            self._guides[key] = ddt_centres(ddt_maps(self.encoder(), images), size, self.guide_box(size))
-        return self._guides[key]
+            self._guide = dataset, ddt_centres(ddt_maps(self.encoder(), images), size, self.guide_box(size))
+        return self._guide[1]
+
+    @property
+    def guide_scale(self) -> float:
+        """The half-size the guide places windows for: the fine phase's mean."""
+        return sum(self.window.fine) / 2
 
     def guide_box(self, size: tuple[int, ...]) -> int:
         """The side in pixels of the windows :meth:`guide_centres` places: the fine phase's mean window."""
-        return max(1, round(sum(self.window.fine) / 2 * min(size)))
+        return max(1, round(self.guide_scale * min(size)))
 
     def guide_weight(self, step: int) -> float:
         """The guide's weight at ``step``: ``guide_weight`` falling linearly towards 0 at ``guide_end`` x
@@ -364,7 +368,7 @@ class CoLocalisationTask(Task):
             loss = triplet_loss(features[anchors], features[positives], negatives, self.options.alpha, "mean")
         weight = self.guide_weight(self._step)
         if guide.numel() and weight > 0:
-            loss = loss + weight * guide_loss(theta.float(), guide, sum(self.window.fine) / 2)
+            loss = loss + weight * guide_loss(theta.float(), guide, self.guide_scale)
         return loss
 
     def mistakes(self, outputs: Any, targets: Any) -> tuple[int, int]:
