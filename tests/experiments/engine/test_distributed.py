@@ -51,6 +51,7 @@ batch_size = 32
 iterations = 8
 warmup = 0
 decay = "constant"
+ema = 0.5           # the weight average, kept by rank 0 alone
 
 [run]
 threads = 1
@@ -115,6 +116,8 @@ def test_two_processes_match_one_process(tmp_path):
     travel = max(float((start[k] - b["model"][k]).abs().max()) for k in b["model"])
     assert travel > 1e-2, travel  # the weights moved far ...
     assert diff < 1e-5, diff  # ... and along the same path
+    assert int(a["ema"]["n_averaged"]) == int(b["ema"]["n_averaged"]) == 8
+    assert max(float((a["ema"][k] - b["ema"][k]).abs().max()) for k in b["ema"]) < 1e-5  # so is their average
     # the logged loss is the global batch's (all-reduced), not rank 0's half
     ddp_rows, one_rows = _train_rows(tmp_path / "ddp"), _train_rows(tmp_path / "one")
     assert [r["step"] for r in ddp_rows] == [r["step"] for r in one_rows] == ["2", "4", "6", "8"]
@@ -134,7 +137,7 @@ from torchstn.experiments.engine.signals import TrainingInterrupted
 from torchstn.experiments.engine.trainer import fit
 
 out = sys.argv[1]
-cfg = toy_config(optim={"iterations": 12}, run={"log_every": 1, "checkpoint_every": 4})
+cfg = toy_config(optim={"iterations": 12, "ema": 0.9}, run={"log_every": 1, "checkpoint_every": 4})
 # three runs in one process (like `reproduce`): the first joins the process group, the others reuse it
 fit(cfg, out + "/full", progress=False, datasets=toy_datasets())
 assert fit(cfg, out + "/part", progress=False, datasets=toy_datasets(), stop_after=6)["step"] == 6
@@ -174,6 +177,7 @@ def test_resume_under_ddp_is_exact_and_generators_are_per_rank(tmp_path):
         assert [(r["step"], r["loss"]) for r in _train_rows(full)] == rows, other
         a, b = ckpt.load_checkpoint(full / "last.pt"), ckpt.load_checkpoint(tmp_path / other / "last.pt")
         assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), other
+        assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"]), other  # rank 0's average too
     # each rank drew its distortions from its own generator, seeded from (seed, rank), and all were saved
     train, _ = toy_datasets()
     states = a["rng"]["data_ranks"]

@@ -109,6 +109,10 @@ def _schedule_problems(o: OptimConfig) -> Problems:
     problems: Problems = []
     if o.warmup is not None and o.iterations is not None and o.warmup >= o.iterations:
         problems.append(("optim.warmup", f"optim.warmup ({o.warmup}) must be below optim.iterations ({o.iterations})"))
+    if not 0.0 <= o.ema < 1.0:
+        problems.append(
+            ("optim.ema", f"optim.ema is a decay in [0, 1) (0 = no weight average, e.g. 0.999), got {o.ema!r}")
+        )
     if o.lr_steps is not None and (list(o.lr_steps) != sorted(o.lr_steps) or any(s <= 0 for s in o.lr_steps)):
         problems.append(
             ("optim.lr_steps", f"optim.lr_steps must be increasing positive iterations, got {list(o.lr_steps)}")

@@ -107,6 +107,11 @@ class OptimConfig:
             minutes of wall time, ``iterations`` only setting its scale: warm-up and step positions are read as
             fractions of it; training ends when the time is up). ``time`` adapts to a busy machine but is not
             reproducible iteration for iteration.
+        ema: decay of an exponential moving average of the weights (and buffers), updated after every optimiser
+            step; ``0`` (the default, and every schedule's) keeps none. When set, the average is the run's model:
+            evaluated, saved and loaded (:func:`~torchstn.experiments.engine.runs.load_run`), with the raw
+            weights' final error beside it (``test_error_raw``). It does not change the training itself. Not
+            taken from the schedule: a config without the key (every run before it existed) keeps no average.
     """
 
     schedule: str = "cpu"
@@ -124,6 +129,7 @@ class OptimConfig:
     identity_weight: float | None = None
     grad_clip: float | None = None
     clock: str | None = None
+    ema: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -61,12 +61,16 @@ def checkpoint_path(path: str | os.PathLike[str]) -> Path:
 
 
 def load_run(
-    path: str | os.PathLike[str], device: str | torch.device = "cpu"
+    path: str | os.PathLike[str], device: str | torch.device = "cpu", *, raw: bool = False
 ) -> tuple[TrainConfig, nn.Module, dict[str, Any]]:
     """The config, the trained model (in eval mode, on ``device``) and the raw checkpoint of a run.
 
+    The model holds the run's weights: their average when the run kept one (``optim.ema``), which is what it
+    evaluated; ``raw=True`` gives the optimiser's own weights instead.
+
     Args:
         path: a checkpoint file or a run directory (its ``last.pt``).
+        raw: load the optimiser's weights even when the run kept an average.
 
     Raises:
         DataError: the checkpoint is missing or damaged.
@@ -78,7 +82,10 @@ def load_run(
             raise DataError(f"{checkpoint_path(path)}: not a torchstn training checkpoint (no {key!r})")
     cfg = from_dict(payload["config"])
     model = TASKS.get(cfg.task.name)(cfg).build_saved_model(tuple(payload["in_shape"]), int(payload["num_classes"]))
-    model.load_state_dict(payload["model"])
+    weights = payload["model"]
+    if "ema" in payload and not raw:  # AveragedModel's state: "module."-prefixed weights and a step counter
+        weights = {k.removeprefix("module."): v for k, v in payload["ema"].items() if k.startswith("module.")}
+    model.load_state_dict(weights)
     return cfg, model.to(device).eval(), payload
 
 

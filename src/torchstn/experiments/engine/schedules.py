@@ -153,6 +153,7 @@ class ResolvedOptim:
     identity_weight: float
     grad_clip: float
     clock: str
+    ema: float
 
     @classmethod
     def of(cls, optim: object) -> ResolvedOptim:

@@ -50,6 +50,8 @@ def checkpoint_payload(
     }
     if state.scaler is not None:
         payload["scaler"] = state.scaler.state_dict()
+    if state.ema is not None:
+        payload["ema"] = state.ema.state_dict()
     return payload
 
 
@@ -151,6 +153,9 @@ class Session:
         if self.main:
             self.say(f"final evaluation on {len(self.test_set):,} test images")
             res = self._evaluate(limit=0)
+            if res is not None and s.ema is not None:  # the average is the run's model; the raw weights beside it
+                raw = self._evaluate(limit=0, model=s.model)
+                res = None if raw is None else {**res, "error_raw": raw["error"], "loss_raw": raw["loss"]}
         signum = dist.broadcast_object(s.stop.signum if self.main and res is None and s.stop is not None else 0)
         if signum:
             raise TrainingInterrupted(
@@ -197,14 +202,18 @@ class Session:
         if self.frames is not None and s.step % self.gif_every == 0:
             self.frames.add(s.step)
 
-    def _evaluate(self, limit: int) -> dict[str, float] | None:
+    def _evaluate(self, limit: int, model: nn.Module | None = None) -> dict[str, float] | None:
+        """The task's evaluation of ``model`` (default: the run's model, the weight average when ``optim.ema`` keeps
+        one); ``None`` when a stop abandoned it."""
         s, run = self.state, self.state.cfg.run
+        if model is None:
+            model = s.model if s.ema is None else s.ema.module
         n = len(self.test_set) if limit <= 0 else min(limit, len(self.test_set))
         bar = Progress(n, desc="test", unit="img", leave=False, enabled=self.progress, stream=self.stream)
         stop = s.stop
-        s.task.on_step(s.model, s.step)
+        s.task.on_step(model, s.step)
         return s.task.evaluate(
-            s.model,
+            model,
             self.test_set,
             batch_size=run.eval_batch_size,
             device=s.device,

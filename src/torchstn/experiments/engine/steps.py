@@ -108,6 +108,7 @@ class RunState:
     stopped_by: int | None = None  # the signal that stopped :func:`train_steps` at an iteration boundary
     pending_eval: bool = False  # a stop abandoned the evaluation due at ``step``: a resume runs it first
     task: Any = None  # the run's :class:`~torchstn.experiments.engine.tasks.Task`
+    ema: torch.optim.swa_utils.AveragedModel | None = None  # optim.ema's average of ``model`` (rank 0 only)
 
     @property
     def optim(self) -> ResolvedOptim:
@@ -228,6 +229,8 @@ def _iteration(
         total = loss + o.identity_weight * penalty
     state.optimizer.zero_grad(set_to_none=True)
     _backward_step(state, total, o.grad_clip)
+    if state.ema is not None:
+        state.ema.update_parameters(model)
     if o.clock != "time":  # on the time clock train_steps sets the lr from the elapsed time instead
         state.scheduler.step()
     state.step += 1

@@ -278,7 +278,8 @@ def _finish(
     write_text_atomic(out / "result.json", json.dumps(result, indent=2) + "\n")
     session.say(
         f"test error {res['error']:.2f}% on {res['n']:,} images after {state.step:,} iterations "
-        f"({train_s / 60:.1f} min training); run directory {out}"
+        + (f"(weight average; raw weights {res['error_raw']:.2f}%) " if "error_raw" in res else "")
+        + f"({train_s / 60:.1f} min training); run directory {out}"
     )
     return result
 
@@ -314,8 +315,9 @@ def _open_run_dir(out: Path, resume: bool | str, overwrite: bool, say: Callable[
 
 
 def new_state(cfg: TrainConfig, task: Task, train_set, device: torch.device) -> RunState:
-    """A fresh run: seeded, the model built and on ``device``, optimiser, scheduler, this rank's data generator. On a
-    CPU the process keeps freed memory from here on (:func:`torchstn.nn.hold_freed_memory`)."""
+    """A fresh run: seeded, the model built and on ``device``, optimiser, scheduler, this rank's data generator, and
+    with ``optim.ema`` the weight average (on rank 0: :class:`torch.optim.swa_utils.AveragedModel`, buffers
+    included). On a CPU the process keeps freed memory from here on (:func:`torchstn.nn.hold_freed_memory`)."""
     if device.type == "cpu":
         hold_freed_memory()  # each step reuses the pages of the last instead of faulting in fresh ones
     in_shape, num_classes = tuple(train_set.image_shape), int(train_set.num_classes)
@@ -325,6 +327,11 @@ def new_state(cfg: TrainConfig, task: Task, train_set, device: torch.device) -> 
     if cfg.run.memory_format == "channels_last":
         to_channels_last(model)
     optimizer = build_optimizer(model, cfg.optim, task.param_groups(model))
+    ema = None
+    if cfg.optim.ema > 0 and dist.is_main():  # rank 0 alone evaluates and checkpoints: the others need none
+        ema = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.optim.ema), use_buffers=True
+        )
     return RunState(
         cfg,
         model,
@@ -336,15 +343,18 @@ def new_state(cfg: TrainConfig, task: Task, train_set, device: torch.device) -> 
         amp=cfg.run.amp,
         scaler=torch.amp.GradScaler(device.type) if cfg.run.amp == "fp16" else None,
         task=task,
+        ema=ema,
     )
 
 
 def _restore(state: RunState, saved: dict[str, Any]) -> None:
-    """Load a checkpoint into a fresh ``state``: weights, optimiser, scheduler, random states, step, time, the
-    training-loss window since the last log row, and an evaluation a stop abandoned."""
+    """Load a checkpoint into a fresh ``state``: weights (and their average), optimiser, scheduler, random states,
+    step, time, the training-loss window since the last log row, and an evaluation a stop abandoned."""
     rank, world = dist.rank(), dist.world_size()
     state.model.load_state_dict(saved["model"])
     state.optimizer.load_state_dict(saved["optimizer"])
+    if state.ema is not None:
+        state.ema.load_state_dict(saved["ema"])
     state.scheduler.load_state_dict(saved["scheduler"])
     ckpt.set_rng_state(saved["rng"], state.generator, rank=rank)
     if state.scaler is not None and "scaler" in saved:
