@@ -14,6 +14,7 @@ import torch
 
 from torchstn.data import DistortedMNIST, synthetic_digits
 from torchstn.data.distortions import (
+    LEGIBLE_SQUASH,
     P_RECIPES,
     P_SIGMA,
     ProjectiveJitter,
@@ -21,12 +22,20 @@ from torchstn.data.distortions import (
     get_distortion,
     ink_inside,
     ink_loss_rate,
+    squash,
 )
+from torchstn.data.distortions.projective import _is_convex
 from torchstn.errors import OptionError
 from torchstn.functional import transform_points_projective
 
 F64 = torch.float64
-SHAPES = {"ours": (1, 28, 28), "radial": (1, 28, 28), "stretch": (1, 42, 42), "padded": (1, 42, 42)}
+SHAPES = {
+    "ours": (1, 28, 28),
+    "radial": (1, 28, 28),
+    "stretch": (1, 42, 42),
+    "padded": (1, 42, 42),
+    "legible": (1, 28, 28),
+}
 # SHA-256 of ProjectiveJitter().sample_params(Generator().manual_seed(123), 4096), recorded before the recipes were
 # added, when ``ours`` was the default: it still draws the same numbers, in the same order (torch's CPU generator,
 # no BLAS involved).
@@ -62,7 +71,7 @@ def test_default_is_radial_at_its_chosen_spread():
     assert (
         {r: ProjectiveJitter(recipe=r).sigma for r in P_RECIPES}
         == P_SIGMA
-        == {"radial": 6.5, "ours": 5.0, "stretch": 5.0, "padded": 5.0}
+        == {"radial": 6.5, "ours": 5.0, "stretch": 5.0, "padded": 5.0, "legible": 6.5}
     )
     assert ProjectiveJitter(sigma=3.0).sigma == 3.0 and ProjectiveJitter(recipe="ours", sigma=2.5).sigma == 2.5
     shift = p.sample_params(torch.Generator().manual_seed(0), 20_000)["corner_shift"]  # (n, 4, 2) along diagonals
@@ -150,10 +159,11 @@ def test_dataset_follows_the_recipe(recipe):
     assert ds.image_shape == SHAPES[recipe] and images.shape == (4, *SHAPES[recipe])
     assert ds.distortion.options()["recipe"] == recipe
     default = DistortedMNIST("P", split="test", source=synthetic_digits(12)).batch(torch.arange(4))[0]
-    assert (recipe == "radial") == (images.shape == default.shape and torch.equal(images, default))
+    if recipe != "legible":  # legible draws radial's numbers first: the same images where none is redrawn
+        assert (recipe == "radial") == (images.shape == default.shape and torch.equal(images, default))
 
 
-@pytest.mark.parametrize("recipe", ["ours", "radial", "padded"])
+@pytest.mark.parametrize("recipe", ["ours", "radial", "padded", "legible"])
 def test_homography_maps_moved_corners_to_the_frame_corners(recipe):
     p = ProjectiveJitter(recipe=recipe)
     params = p.sample_params(torch.Generator().manual_seed(2), 6)
@@ -167,7 +177,7 @@ def test_homography_maps_moved_corners_to_the_frame_corners(recipe):
 # ---------------------------------------------------------------------------------------------- limits
 
 
-@pytest.mark.parametrize("recipe", ["ours", "radial"])
+@pytest.mark.parametrize("recipe", ["ours", "radial", "legible"])
 def test_no_zoom_no_move_gives_the_digit_back(recipe):
     x = _digits(3)
     assert torch.allclose(ProjectiveJitter(recipe=recipe).apply(x, _still(recipe)), x, atol=1e-5)
@@ -244,3 +254,52 @@ def test_ink_loss_follows_the_reports_ordering():
 def test_ink_check_refuses_bad_arguments(call):
     with pytest.raises(OptionError):
         call()
+
+
+# ---------------------------------------------------------------------------------------------- legibility
+
+
+def test_squash_is_the_jacobians_smaller_singular_value_over_the_ink_box():
+    """The closed form (``+ - * /`` and ``sqrt``) against the LAPACK route: the inverse of the output->digit matrix
+    and the singular values of its Jacobian on the same 5x5 points of the 20x20 box."""
+    p = ProjectiveJitter(recipe="radial")
+    params = p.sample_params(torch.Generator().manual_seed(4), 500)
+    forward = torch.linalg.inv(p.matrix(params))  # (n, 3, 3) digit -> output, normalised
+    t = torch.linspace(-20 / 28, 20 / 28, 5, dtype=F64)
+    ys, xs = torch.meshgrid(t, t, indexing="ij")
+    pts = torch.stack((xs.flatten(), ys.flatten(), torch.ones(25, dtype=F64)))  # (3, 25)
+    q = forward @ pts  # (n, 3, 25)
+    jac = torch.empty(500, 25, 2, 2, dtype=F64)
+    for r in range(2):
+        for c in range(2):
+            jac[..., r, c] = (forward[:, r, c, None] * q[:, 2] - q[:, r] * forward[:, 2, c, None]) / q[:, 2] ** 2
+    expected = torch.linalg.svdvals(jac)[..., -1].min(dim=1).values
+    assert torch.allclose(squash(p, params), expected, rtol=0, atol=1e-12)
+    assert float(expected.min()) < LEGIBLE_SQUASH < float(expected.max())  # both sides of the bound drawn
+
+
+def test_squash_of_simple_warps():
+    still = _still("radial", 2, scale=torch.tensor([1.0, 0.8], dtype=F64))
+    assert squash(ProjectiveJitter(), still).tolist() == pytest.approx([1.0, 0.8], abs=1e-12)
+    pull = torch.zeros(1, 4, 2, dtype=F64)
+    pull[0, 3] = -12.0  # the bottom-right corner pulled 12 px (x and y) towards the centre: that side folds up
+    assert float(squash(ProjectiveJitter(), _still("radial", 1, corner_shift=pull))) < 0.2
+    with pytest.raises(OptionError, match="28x28 frame"):
+        squash(ProjectiveJitter(recipe="stretch"), _still("stretch"))
+
+
+def test_legible_redraws_exactly_the_squashed_radial_draws():
+    """``legible`` keeps every radial draw whose squash is at or above the bound and redraws the others, from the
+    same generator, so that none of its draws squashes the ink box below the bound (radial: 6.4% of the draws at
+    6.5 px)."""
+    radial, legible = ProjectiveJitter(recipe="radial", convex_only=False), ProjectiveJitter(recipe="legible")
+    a = radial.sample_params(torch.Generator().manual_seed(7), 4000)  # the first draws, none redrawn
+    b = legible.sample_params(torch.Generator().manual_seed(7), 4000)
+    kept = _is_convex(radial.moved_corners(a)) & (squash(radial, a) >= LEGIBLE_SQUASH)
+    assert 0.03 < 1.0 - float(kept.double().mean()) < 0.1
+    assert torch.equal(a["scale"], b["scale"]) and torch.equal(a["corner_shift"][kept], b["corner_shift"][kept])
+    assert not torch.equal(a["corner_shift"][~kept], b["corner_shift"][~kept])
+    assert float(squash(legible, b).min()) >= LEGIBLE_SQUASH
+    x = _digits(8)
+    images = legible(x, torch.Generator().manual_seed(3))
+    assert images.shape == (8, 1, 28, 28) and torch.equal(images, legible(x, torch.Generator().manual_seed(3)))

@@ -10,7 +10,7 @@ RTS       rotation +-45 deg, scale uniform in [0.7, 1.2], placed uniformly on a 
 P         zoom out by a scale uniform in [0.75, 1.0], then move each image corner along its diagonal by N(0, 6.5^2)
           px; the homography through the 4 point pairs (batched DLT solve in float64) warps the image, 28x28; draws
           that fold the quad are redrawn (``convex_only``); ``recipe=`` picks another reading of the paper's P
-          (``radial`` the default, ``ours``, ``stretch``, ``padded``: :data:`P_RECIPES`, :data:`P_SIGMA`)
+          (``radial`` the default, ``ours``, ``stretch``, ``padded``, ``legible``: :data:`P_RECIPES`, :data:`P_SIGMA`)
 E         elastic: a thin-plate spline whose 16 control points (4x4 lattice spanning the image) move by N(0, 2^2) px
           (``recipe="zoom"``: P's zoom-out first)
 TC        the digit at a random integer position on a 60x60 canvas plus 6 clutter crops of 6x6 from random other
@@ -30,7 +30,7 @@ E) in :mod:`~torchstn.data.distortions.warps`, P, its recipes and the geometry c
 from torchstn.data.distortions.canvas import Extrude3D, TranslateClutter
 from torchstn.data.distortions.distortion import DIGIT, PLACEMENTS, Distortion, select_params, sin_cos
 from torchstn.data.distortions.icstn import CornerPerturbation
-from torchstn.data.distortions.projective import P_RECIPES, P_SIGMA, ink_inside, ink_loss_rate
+from torchstn.data.distortions.projective import LEGIBLE_SQUASH, P_RECIPES, P_SIGMA, ink_inside, ink_loss_rate, squash
 from torchstn.data.distortions.registry import DISTORTIONS, canonical_variant, get_distortion, register_distortion
 from torchstn.data.distortions.warps import Elastic, Plain, ProjectiveJitter, Rotate, RotateTranslateScale
 
@@ -57,7 +57,9 @@ __all__ = [
     "select_params",
     "sin_cos",
     "P_RECIPES",
+    "LEGIBLE_SQUASH",
     "P_SIGMA",
     "ink_inside",
     "ink_loss_rate",
+    "squash",
 ]

@@ -20,10 +20,14 @@ recipe      the corner moves (output side)
             of a public MATLAB reimplementation, "MNIST_P", as the report describes it; the frame is zoomed in
             place, not resized, which the report leaves open)
 ``padded``  ``ours`` applied to the corners of a 42x42 canvas with the digit centred on it (42x42)
+``legible`` ``radial``, redrawing every draw whose warp squeezes some part of the digit's central 20x20 box to less
+            than :data:`LEGIBLE_SQUASH` of its size in some direction (:func:`squash`): the radial tail that
+            collapses a digit to a line or a speck, which no reader can classify (28x28)
 ==========  ===========================================================================================================
 
 :func:`ink_inside` / :func:`ink_loss_rate` are the report's geometry-only check: how much of the digit's central
-20x20 ink box stays inside the output frame, per draw.
+20x20 ink box stays inside the output frame, per draw; :func:`squash` is the other way a draw loses a digit, by
+squeezing it flat.
 """
 
 from __future__ import annotations
@@ -46,21 +50,26 @@ from torchstn.data.distortions.registry import register_distortion
 from torchstn.errors import OptionError
 from torchstn.transforms import get_transform
 
-__all__ = ["ProjectiveJitter", "P_RECIPES", "P_SIGMA", "ink_inside", "ink_loss_rate"]
+__all__ = ["ProjectiveJitter", "P_RECIPES", "P_SIGMA", "LEGIBLE_SQUASH", "ink_inside", "ink_loss_rate", "squash"]
 
 _F64 = torch.float64
 _MAX_REDRAWS = 64
 #: The candidate P recipes (see the module docstring); ``"radial"`` is the default.
-P_RECIPES = ("radial", "ours", "stretch", "padded")
+P_RECIPES = ("radial", "ours", "stretch", "padded", "legible")
 #: The zoom-out factor range every P recipe draws first (``scale_range``'s default).
 P_ZOOM_RANGE = (0.75, 1.0)
 #: Each recipe's default ``sigma`` (px): the default recipe's chosen by the P/R evidence, the others' the spec's 5.
-P_SIGMA = {"radial": 6.5, "ours": 5.0, "stretch": 5.0, "padded": 5.0}
+P_SIGMA = {"radial": 6.5, "ours": 5.0, "stretch": 5.0, "padded": 5.0, "legible": 6.5}
+#: ``legible``'s bound on :func:`squash`: no part of the central 20x20 box squeezed to under this (a 20 px stroke run
+#: to under 3 px), below which the ST-CNN's error on the radial P test set rises steeply (``docs/datasets.md``).
+LEGIBLE_SQUASH = 0.15
+#: The ink box MNIST centres its digits in (px), whose squeeze :func:`squash` measures.
+_INK = 20
 #: Output side of the recipes that leave the 28x28 frame.
 _WIDE = 42
 #: Side (px) of the frame whose corners each recipe moves, and the output side.
-_FRAME = {"ours": DIGIT, "radial": DIGIT, "stretch": DIGIT, "padded": _WIDE}
-_OUT = {"ours": DIGIT, "radial": DIGIT, "stretch": _WIDE, "padded": _WIDE}
+_FRAME = {"ours": DIGIT, "radial": DIGIT, "stretch": DIGIT, "padded": _WIDE, "legible": DIGIT}
+_OUT = {"ours": DIGIT, "radial": DIGIT, "stretch": _WIDE, "padded": _WIDE, "legible": DIGIT}
 
 
 def _is_convex(corners: torch.Tensor) -> torch.Tensor:
@@ -91,8 +100,8 @@ class ProjectiveJitter(Distortion):
         scale_range: ``(low, high)`` of the uniform zoom-out factor.
         sigma: standard deviation of the corner moves in pixels; ``None`` for the recipe's own (:data:`P_SIGMA`).
         convex_only: redraw shifts that fold the quad.
-        recipe: ``"radial"`` (the default), ``"ours"``, ``"stretch"`` or ``"padded"`` (module docstring); the
-            last two give 42x42 images.
+        recipe: ``"radial"`` (the default), ``"ours"``, ``"stretch"``, ``"padded"`` or ``"legible"`` (module
+            docstring); ``stretch`` and ``padded`` give 42x42 images. ``legible`` always redraws folded quads.
 
     Raises:
         OptionError: a bad option (an unknown ``recipe`` with a suggestion).
@@ -143,7 +152,7 @@ class ProjectiveJitter(Distortion):
 
     def _draw_shift(self, generator: torch.Generator | None, m: int) -> torch.Tensor:
         """``m`` sets of corner shifts ``(m, 4, 2)`` px (the ``corner_shift`` recipes)."""
-        if self.recipe == "radial":
+        if self.recipe in ("radial", "legible"):
             outward = torch.tensor(self.CORNERS, dtype=_F64) * math.sqrt(0.5)  # (4, 2) unit diagonals
             distance = torch.randn((m, 4), generator=generator, dtype=_F64) * self.sigma  # (m, 4) px
             return distance.unsqueeze(-1) * outward
@@ -157,15 +166,26 @@ class ProjectiveJitter(Distortion):
             return {"scale": scale, "pad": torch.round(draw * (math.sqrt(2.0) / 2.0))}
         shift = self._draw_shift(generator, n)  # (n, 4, 2) px
         params = {"scale": scale, "corner_shift": shift}
-        for _ in range(_MAX_REDRAWS if self.convex_only else 0):  # rounds over the whole batch, not images
-            bad = ~_is_convex(self.moved_corners(params))  # (n,)
+        redraw = self.convex_only or self.recipe == "legible"
+        for _ in range(_MAX_REDRAWS if redraw else 0):  # rounds over the whole batch, not images
+            bad = self._unusable(params)  # (n,)
             if not bool(bad.any()):
                 break
             shift[bad] = self._draw_shift(generator, int(bad.sum()))
         else:
-            if self.convex_only:
-                shift[~_is_convex(self.moved_corners(params))] = 0.0
+            if redraw:
+                shift[self._unusable(params)] = 0.0
         return params
+
+    def _unusable(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The draws to redraw ``(n,)``: folded quads (with ``convex_only``), and for ``legible`` the draws that
+        squeeze the ink box below :data:`LEGIBLE_SQUASH` (a folded quad is never legible)."""
+        corners = self.moved_corners(params)
+        folded = ~_is_convex(corners)
+        bad = folded if self.convex_only else torch.zeros_like(folded)
+        if self.recipe == "legible":
+            bad = bad | folded | (_corner_squash(corners) < LEGIBLE_SQUASH)
+        return bad
 
     def matrix(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Normalised output->input homographies ``(n, 3, 3)`` (float64, ``h33 = 1``), input being the 28x28 digit."""
@@ -187,6 +207,67 @@ class ProjectiveJitter(Distortion):
         images = self.check_images(images, params)
         theta = self.matrix(params).reshape(-1, 9)[:, :8]  # (B, 8)
         return warp(images, self._family, theta, self.out_size, compute_dtype)
+
+
+def _corner_squash(corners: torch.Tensor, ink: int = _INK, points: int = 5) -> torch.Tensor:
+    """:func:`squash` from the moved frame corners ``(n, 4, 2)`` (a 28x28 frame, non-folded quads), with ``+ - * /``
+    and ``sqrt`` only, so that the draws it redraws are the same on every machine (no LAPACK, unlike
+    :meth:`ProjectiveJitter.matrix`).
+
+    The digit->output homography is the unit square->quad map in closed form (Heckbert, "Fundamentals of Texture
+    Mapping and Image Warping", 1989, §2.2.3), the unit square being the frame: ``u = (x + 1) / 2``. Its Jacobian's
+    smaller singular value is taken in closed form on ``points x points`` points spanning the ink box.
+    """
+    x0, y0 = corners[:, 0, 0], corners[:, 0, 1]  # (n,) top-left: (u, v) = (0, 0)
+    x1, y1 = corners[:, 1, 0], corners[:, 1, 1]  # top-right: (1, 0)
+    x2, y2 = corners[:, 3, 0], corners[:, 3, 1]  # bottom-right: (1, 1)
+    x3, y3 = corners[:, 2, 0], corners[:, 2, 1]  # bottom-left: (0, 1)
+    dx1, dx2, dx3 = x1 - x2, x3 - x2, x0 - x1 + x2 - x3
+    dy1, dy2, dy3 = y1 - y2, y3 - y2, y0 - y1 + y2 - y3
+    det = dx1 * dy2 - dx2 * dy1
+    g, h = (dx3 * dy2 - dx2 * dy3) / det, (dx1 * dy3 - dx3 * dy1) / det  # (n,) zero for a parallelogram
+    a, b, c = x1 - x0 + g * x1, x3 - x0 + h * x3, x0
+    d, e, f = y1 - y0 + g * y1, y3 - y0 + h * y3, y0
+    half = ink / DIGIT  # the ink box's half side, digit-normalised
+    t = (torch.arange(points, dtype=_F64) * (2.0 * half / (points - 1)) - half + 1.0) / 2.0  # (p,) in u units
+    u, v = t.view(1, 1, -1), t.view(1, -1, 1)  # (1, 1, p), (1, p, 1)
+    a, b, c, d, e, f, g, h = (z.view(-1, 1, 1) for z in (a, b, c, d, e, f, g, h))  # (n, 1, 1)
+    w = g * u + h * v + 1.0  # (n, p, p)
+    X, Y = a * u + b * v + c, d * u + e * v + f
+    # d(output)/d(digit-normalised) = d(output)/d(u, v) / 2: output and digit are both normalised over 28 px
+    p_, q_ = (a * w - X * g) / (2.0 * w * w), (b * w - X * h) / (2.0 * w * w)  # dx/dx', dx/dy'
+    r_, s_ = (d * w - Y * g) / (2.0 * w * w), (e * w - Y * h) / (2.0 * w * w)  # dy/dx', dy/dy'
+    big = ((p_ + s_) * (p_ + s_) + (r_ - q_) * (r_ - q_)).sqrt() / 2.0  # the 2x2 singular values: big +- small
+    small = ((p_ - s_) * (p_ - s_) + (r_ + q_) * (r_ + q_)).sqrt() / 2.0
+    return (big - small).abs().flatten(1).min(dim=1).values  # (n,)
+
+
+def squash(distortion: ProjectiveJitter, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """How flat a draw squeezes the digit: the smallest stretch, in any direction, at any point of the digit's central
+    20x20 ink box, of the digit->output map (output pixels per digit pixel) -> ``(n,)`` float64.
+
+    1 for the identity, the zoom-out factor for a pure zoom; near 0 where the warp collapses part of the digit onto a
+    line (a corner pulled far inwards), which :data:`LEGIBLE_SQUASH` bounds for the ``legible`` recipe. Sampled on
+    a 5x5 grid of the box. For a 28x28 frame (``radial``, ``ours``, ``legible``) and non-folded draws.
+
+    Raises:
+        OptionError: ``distortion`` is not a :class:`ProjectiveJitter` with a 28x28 frame.
+
+    Example:
+        >>> p = ProjectiveJitter(scale_range=(0.8, 0.8), sigma=0.0)
+        >>> [round(s, 6) for s in squash(p, p.sample_params(None, 2)).tolist()]
+        [0.8, 0.8]
+    """
+    if not isinstance(distortion, ProjectiveJitter) or distortion.recipe not in ("radial", "ours", "legible"):
+        raise OptionError(
+            "squash measures a ProjectiveJitter with a 28x28 frame (recipe 'radial', 'ours' or 'legible'), got "
+            + (
+                f"recipe {distortion.recipe!r}"
+                if isinstance(distortion, ProjectiveJitter)
+                else type(distortion).__name__
+            )
+        )
+    return _corner_squash(distortion.moved_corners(params))
 
 
 def _shoelace(points: torch.Tensor) -> torch.Tensor:
