@@ -38,6 +38,22 @@ def test_train_eval_show(tiny_config, tmp_path, capsys):
     np.savez(tmp_path / "mine.npz", images=images.numpy(), labels=labels.numpy())
     assert main(["eval", str(run), "--data", str(tmp_path / "mine.npz")]) == 0
     assert "mine.npz" in capsys.readouterr().out
+    assert main(["eval", str(run), "--by-squash"]) == 2  # an RTS run: no P draws to bin
+    assert "needs a run on the fixed P test set" in capsys.readouterr().err
+
+
+def test_eval_by_squash_bins_every_p_test_image(tiny_config, tmp_path, capsys):
+    """The P table's rows hold every test image once and every error once (synthetic digits, a 2-step run)."""
+    run = tmp_path / "p"
+    sets = ["--set", "data.variant=P", "--set", "data.synthetic=1200", "--set", "optim.iterations=2"]
+    assert main(["train", str(tiny_config), "--out", str(run), *sets, "--quiet"]) == 0
+    assert main(["eval", str(run), "--by-squash"]) == 0
+    out = capsys.readouterr().out
+    wrong, total = (int(v) for v in out.split("% (")[1].split(" wrong")[0].split("/"))
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ") and "squash" not in line]
+    assert [r[0].strip() for r in rows][0] == "0-0.05" and len(rows) == 7
+    assert sum(int(r[1].replace(",", "")) for r in rows) == total == 200
+    assert sum(int(r[2]) for r in rows) == wrong
 
 
 def test_train_progress_and_gif(tiny_config, tmp_path, capsys):

@@ -1,7 +1,9 @@
-"""Test error of a trained model: ``torchstn eval CHECKPOINT [--data FILE.npz]``.
+"""Test error of a trained model: ``torchstn eval CHECKPOINT [--data FILE.npz] [--by-squash]``.
 
 CHECKPOINT is a ``last.pt`` file or a run directory. Without ``--data`` it evaluates on the fixed test set of the
-run's variant; with it, on your own tensor file (see :class:`torchstn.data.TensorFile`).
+run's variant; with it, on your own tensor file (see :class:`torchstn.data.TensorFile`). ``--by-squash`` (a P run on
+its fixed test set) adds the error in bins of how flat each test draw squeezes the digit
+(:func:`torchstn.data.distortions.squash`; ``docs/datasets.md``, "Legible P").
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 
 import torch
 
+from torchstn.errors import ConfigError
 from torchstn.experiments.engine.arguments import positive_int
 from torchstn.experiments.engine.config import parse_device
 from torchstn.experiments.engine.runs import checkpoint_path, eval_dataset, load_run
@@ -28,6 +31,11 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--threads", type=positive_int, help="CPU threads (default: torch's)")
+    parser.add_argument(
+        "--by-squash",
+        action="store_true",
+        help="P runs: also the error in bins of each test draw's squash (how flat it squeezes the digit)",
+    )
     return parser
 
 
@@ -44,4 +52,43 @@ def main(args: argparse.Namespace) -> int:
     wrong = round(res["error"] * res["n"] / 100)
     print(f"{checkpoint_path(args.checkpoint)}: {model_name}, iteration {payload.get('step', '?')}")
     print(f"test error {res['error']:.2f}% ({wrong}/{res['n']} wrong), loss {res['loss']:.4f} on {what}")
+    if args.by_squash:
+        print(squash_table(model, dataset, batch_size=args.batch_size, device=device))
     return 0
+
+
+#: The squash bins of ``--by-squash`` (lower edges; the last bin is open).
+SQUASH_BINS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
+
+
+def squash_table(model: torch.nn.Module, dataset, *, batch_size: int = 500, device="cpu") -> str:
+    """A markdown table of ``model``'s error on a P test set in bins of each draw's squash (:data:`SQUASH_BINS`).
+
+    Raises:
+        ConfigError: ``dataset`` is not a fixed P test set of a 28x28-frame recipe (its draws are unknown).
+    """
+    from torchstn.data.distortions import ProjectiveJitter, squash
+
+    distortion = getattr(dataset, "distortion", None)
+    if not isinstance(distortion, ProjectiveJitter) or not hasattr(dataset, "fixed_params"):
+        raise ConfigError(
+            f"--by-squash needs a run on the fixed P test set (its draws are known), got {type(dataset).__name__}"
+            + ("" if distortion is None else f" with {type(distortion).__name__}")
+        )
+    s = squash(distortion, dataset.fixed_params())  # raises for a 42x42-frame recipe
+    wrong = []
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            images, labels = dataset.batch(torch.arange(start, min(start + batch_size, len(dataset))))
+            wrong.append(model(images.to(device)).argmax(1).cpu() != labels)
+    miss = torch.cat(wrong)
+    rows = ["| squash | test images | errors | error | share of all errors |", "|---|---|---|---|---|"]
+    edges = (*SQUASH_BINS, float("inf"))
+    for low, high in zip(edges[:-1], edges[1:]):
+        m = (s >= low) & (s < high)
+        n, k = int(m.sum()), int(miss[m].sum())
+        label = f"{low:g}-{high:g}" if high != float("inf") else f">= {low:g}"
+        rows.append(
+            f"| {label} | {n:,} | {k} | {100 * k / max(n, 1):.2f}% | {100 * k / max(int(miss.sum()), 1):.0f}% |"
+        )
+    return "\n".join(rows)
