@@ -20,6 +20,7 @@ from torchstn.errors import OptionError, ShapeError
 from torchstn.nn import CompositionalSpatialTransformer, SpatialTransformer, record_theta
 
 __all__ = [
+    "labelled_grid",
     "transformer_views",
     "st_figure",
     "compositional_figure",
@@ -291,6 +292,23 @@ def volume_figure(
         head = f"pred {int(pred[i])}" + (f" ({int(labels[i])})" if labels is not None else "")
         wrong = labels is not None and pred[i] != labels[i]
         axes[i, 0].set_ylabel(head, fontsize=7, color="red" if wrong else "black")
+    return _save(plt, fig, out, title)
+
+
+def labelled_grid(
+    images: torch.Tensor, titles: list[str], out: str | os.PathLike[str], *, wrong: list[bool], cols: int = 8, title=""
+) -> Path:
+    """Images ``(N, C, H, W)`` in a grid, each with its title (red where ``wrong``), written to ``out``."""
+    plt = _pyplot()
+    n = images.shape[0]
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.45 * rows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k < n:
+            _show(ax, images[k])
+            ax.set_title(titles[k], fontsize=7, color="red" if wrong[k] else "black")
+        else:
+            ax.axis("off")
     return _save(plt, fig, out, title)
 
 

@@ -54,6 +54,11 @@ def test_eval_by_squash_bins_every_p_test_image(tiny_config, tmp_path, capsys):
     assert [r[0].strip() for r in rows][0] == "0-0.05" and len(rows) == 7
     assert sum(int(r[1].replace(",", "")) for r in rows) == total == 200
     assert sum(int(r[2]) for r in rows) == wrong
+    figure = tmp_path / "squashed.png"
+    assert main(["eval", str(run), "--squash-figure", str(figure)]) == 2  # without --by-squash
+    assert "add --by-squash" in capsys.readouterr().err and not figure.exists()
+    assert main(["eval", str(run), "--by-squash", "--squash-figure", str(figure)]) == 0
+    assert figure.stat().st_size > 5000
 
 
 def test_train_progress_and_gif(tiny_config, tmp_path, capsys):

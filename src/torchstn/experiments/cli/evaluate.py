@@ -36,6 +36,11 @@ def get_args_parser(parser: argparse.ArgumentParser | None = None) -> argparse.A
         action="store_true",
         help="P runs: also the error in bins of each test draw's squash (how flat it squeezes the digit)",
     )
+    parser.add_argument(
+        "--squash-figure",
+        metavar="PATH",
+        help="with --by-squash: draw the 32 most squeezed test digits, each with its label and the model's answer",
+    )
     return parser
 
 
@@ -43,6 +48,12 @@ def main(args: argparse.Namespace) -> int:
     device = parse_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.squash_figure:
+        if not args.by_squash:
+            raise ConfigError("--squash-figure draws what --by-squash measures: add --by-squash")
+        from torchstn.experiments.viz import check_figure_path
+
+        check_figure_path(args.squash_figure)
     cfg, model, payload = load_run(args.checkpoint, device)
     dataset = eval_dataset(cfg, payload, args.data)
     res = task_of(cfg).evaluate(model, dataset, batch_size=args.batch_size, device=device, limit=0, amp="off")
@@ -53,7 +64,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"{checkpoint_path(args.checkpoint)}: {model_name}, iteration {payload.get('step', '?')}")
     print(f"test error {res['error']:.2f}% ({wrong}/{res['n']} wrong), loss {res['loss']:.4f} on {what}")
     if args.by_squash:
-        print(squash_table(model, dataset, batch_size=args.batch_size, device=device))
+        print(squash_table(model, dataset, batch_size=args.batch_size, device=device, figure=args.squash_figure))
     return 0
 
 
@@ -61,8 +72,11 @@ def main(args: argparse.Namespace) -> int:
 SQUASH_BINS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
 
 
-def squash_table(model: torch.nn.Module, dataset, *, batch_size: int = 500, device="cpu") -> str:
-    """A markdown table of ``model``'s error on a P test set in bins of each draw's squash (:data:`SQUASH_BINS`).
+def squash_table(
+    model: torch.nn.Module, dataset, *, batch_size: int = 500, device="cpu", figure: str | None = None
+) -> str:
+    """A markdown table of ``model``'s error on a P test set in bins of each draw's squash (:data:`SQUASH_BINS`);
+    with ``figure``, a picture of the 32 most squeezed test digits (label, the model's answer, squash) there.
 
     Raises:
         ConfigError: ``dataset`` is not a fixed P test set of a 28x28-frame recipe (its draws are unknown).
@@ -76,12 +90,25 @@ def squash_table(model: torch.nn.Module, dataset, *, batch_size: int = 500, devi
             + ("" if distortion is None else f" with {type(distortion).__name__}")
         )
     s = squash(distortion, dataset.fixed_params())  # raises for a 42x42-frame recipe
-    wrong = []
+    answers, truth = [], []
     with torch.no_grad():
         for start in range(0, len(dataset), batch_size):
             images, labels = dataset.batch(torch.arange(start, min(start + batch_size, len(dataset))))
-            wrong.append(model(images.to(device)).argmax(1).cpu() != labels)
-    miss = torch.cat(wrong)
+            answers.append(model(images.to(device)).argmax(1).cpu())
+            truth.append(labels)
+    answer, label = torch.cat(answers), torch.cat(truth)
+    miss = answer != label
+    if figure:
+        from torchstn.experiments.viz import labelled_grid
+
+        worst = s.argsort()[:32]
+        labelled_grid(
+            dataset.batch(worst)[0],
+            [f"{int(label[i])} as {int(answer[i])}, {float(s[i]):.2f}" for i in worst],
+            figure,
+            wrong=[bool(miss[i]) for i in worst],
+            title="the 32 most squeezed test digits: label as answer, squash",
+        )
     rows = ["| squash | test images | errors | error | share of all errors |", "|---|---|---|---|---|"]
     edges = (*SQUASH_BINS, float("inf"))
     for low, high in zip(edges[:-1], edges[1:]):
