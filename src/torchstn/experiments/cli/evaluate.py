@@ -114,8 +114,6 @@ def squash_table(
     for low, high in zip(edges[:-1], edges[1:]):
         m = (s >= low) & (s < high)
         n, k = int(m.sum()), int(miss[m].sum())
-        label = f"{low:g}-{high:g}" if high != float("inf") else f">= {low:g}"
-        rows.append(
-            f"| {label} | {n:,} | {k} | {100 * k / max(n, 1):.2f}% | {100 * k / max(int(miss.sum()), 1):.0f}% |"
-        )
+        name = f"{low:g}-{high:g}" if high != float("inf") else f">= {low:g}"
+        rows.append(f"| {name} | {n:,} | {k} | {100 * k / max(n, 1):.2f}% | {100 * k / max(int(miss.sum()), 1):.0f}% |")
     return "\n".join(rows)
