@@ -7,10 +7,11 @@ plain     the digit as it is, 28x28
 R         rotation uniform in +-90 deg about the digit centre, 28x28 canvas (``canvas=42`` is the other reading)
 RTS       rotation +-45 deg, scale uniform in [0.7, 1.2], placed uniformly on a 42x42 canvas so that the scaled
           28x28 box stays inside (``placement="anywhere"`` lets the digit leave the canvas)
-P         zoom out by a scale uniform in [0.75, 1.0], then move each image corner along its diagonal by N(0, 6.5^2)
+P         zoom out by a scale uniform in [0.75, 1.0], then move each image corner along its diagonal by N(0, 15^2)
           px; the homography through the 4 point pairs (batched DLT solve in float64) warps the image, 28x28; draws
-          that fold the quad are redrawn (``convex_only``); ``recipe=`` picks another reading of the paper's P
-          (``radial`` the default, ``ours``, ``stretch``, ``padded``, ``legible``: :data:`P_RECIPES`, :data:`P_SIGMA`)
+          that fold the quad or squeeze the digit flat are redrawn (``legible``); ``recipe=`` picks another reading of
+          the paper's P
+          (``legible`` the default, ``radial``, ``ours``, ``stretch``, ``padded``: :data:`P_RECIPES`, :data:`P_SIGMA`)
 E         elastic: a thin-plate spline whose 16 control points (4x4 lattice spanning the image) move by N(0, 2^2) px
           (``recipe="zoom"``: P's zoom-out first)
 TC        the digit at a random integer position on a 60x60 canvas plus 6 clutter crops of 6x6 from random other

@@ -68,8 +68,8 @@ class DataConfig:
         train_file: train on this tensor file (:class:`torchstn.data.TensorFile`) instead of ``variant``.
         test_file: evaluate on this tensor file instead of the variant's fixed test set.
         recipe: the variant's recipe, for a variant that has several (``P``: ``radial``, ``ours``, ``stretch``,
-            ``padded``; ``E``: ``plain``, ``zoom``; see ``docs/datasets.md``); ``None`` for its default. Reaches the
-            training and test sets.
+            ``padded``, ``legible``; ``E``: ``plain``, ``zoom``; see ``docs/datasets.md``); ``None`` for its
+            default. Reaches the training and test sets.
         sigma: the spread in px of the variant's random moves, for a variant that has one (``P``: the corner moves,
             ``E``: the control-point moves; ``ICSTN``: the corner moves, in normalised units); ``None`` for the
             recipe's own default. Reaches both sets, like ``recipe``.
