@@ -2,6 +2,7 @@
 exactly, evaluated and loaded as the run's model."""
 
 import json
+import signal
 
 import pytest
 import torch
@@ -10,9 +11,11 @@ from torchstn.errors import ConfigError
 from torchstn.experiments.engine import checkpoint as ckpt
 from torchstn.experiments.engine.config import from_dict, resolve, to_dict
 from torchstn.experiments.engine.runs import load_run
+from torchstn.experiments.engine.signals import TrainingInterrupted
 from torchstn.experiments.engine.trainer import config_differences, fit
 
 from ._toy import toy_config, toy_datasets
+from .test_interrupt import _Signalling
 
 DECAY = 0.9
 
@@ -96,3 +99,26 @@ def test_runs_without_the_key_keep_no_average_and_still_match(tmp_path):
     for bad in (1.0, -0.5):
         with pytest.raises(ConfigError, match=r"optim.ema is a decay in \[0, 1\)"):
             toy_config(optim={"ema": bad})
+
+
+@pytest.mark.usefixtures("one_thread", "foreground_signals")
+@pytest.mark.parametrize("where", ["training", "raw evaluation"])
+def test_a_real_sigterm_keeps_the_average_exact(tmp_path, where):
+    """SIGTERM from inside an iteration, or inside the final evaluation of the raw weights (the second evaluation an
+    averaged run makes): the resumed run's average, errors and result equal the uninterrupted run's."""
+    cfg = toy_config(optim={"iterations": 10, "ema": DECAY}, run={"eval_batch_size": 16, "checkpoint_every": 100})
+    whole = fit(cfg, tmp_path / "a", progress=False, datasets=toy_datasets())
+    train, test = toy_datasets()
+    if where == "training":
+        data = (_Signalling(train, at=6, sig=signal.SIGTERM), test)
+    else:  # the final evaluation reads 8 batches of 16 for the average, then 8 for the raw weights
+        data = (train, _Signalling(test, at=8 + 2, sig=signal.SIGTERM))
+    with pytest.raises(TrainingInterrupted) as info:
+        fit(cfg, tmp_path / "b", progress=False, datasets=data)
+    saved = _weights(tmp_path / "b")
+    assert info.value.saved and saved["step"] == (6 if where == "training" else 10) and not saved["final"]
+    assert not (tmp_path / "b" / "result.json").exists()
+    resumed = fit(cfg, tmp_path / "b", resume=True, progress=False, datasets=toy_datasets())
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(v, b["ema"][k]) for k, v in a["ema"].items())
+    assert (resumed["test_error"], resumed["test_error_raw"]) == (whole["test_error"], whole["test_error_raw"])

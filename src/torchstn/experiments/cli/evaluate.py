@@ -56,6 +56,7 @@ def main(args: argparse.Namespace) -> int:
         check_figure_path(args.squash_figure)
     cfg, model, payload = load_run(args.checkpoint, device)
     dataset = eval_dataset(cfg, payload, args.data)
+    squashes = draw_squash(dataset) if args.by_squash else None  # a run it cannot bin fails before evaluating
     res = task_of(cfg).evaluate(model, dataset, batch_size=args.batch_size, device=device, limit=0, amp="off")
     assert res is not None  # only a should_stop callback abandons an evaluation
     what = args.data or f"the fixed {cfg.data.variant} test set"
@@ -63,8 +64,10 @@ def main(args: argparse.Namespace) -> int:
     wrong = round(res["error"] * res["n"] / 100)
     print(f"{checkpoint_path(args.checkpoint)}: {model_name}, iteration {payload.get('step', '?')}")
     print(f"test error {res['error']:.2f}% ({wrong}/{res['n']} wrong), loss {res['loss']:.4f} on {what}")
-    if args.by_squash:
-        print(squash_table(model, dataset, batch_size=args.batch_size, device=device, figure=args.squash_figure))
+    if squashes is not None:
+        print(
+            squash_table(model, dataset, squashes, batch_size=args.batch_size, device=device, figure=args.squash_figure)
+        )
     return 0
 
 
@@ -72,14 +75,12 @@ def main(args: argparse.Namespace) -> int:
 SQUASH_BINS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
 
 
-def squash_table(
-    model: torch.nn.Module, dataset, *, batch_size: int = 500, device="cpu", figure: str | None = None
-) -> str:
-    """A markdown table of ``model``'s error on a P test set in bins of each draw's squash (:data:`SQUASH_BINS`);
-    with ``figure``, a picture of the 32 most squeezed test digits (label, the model's answer, squash) there.
+def draw_squash(dataset) -> torch.Tensor:
+    """The squash of every item of a fixed P test set (:func:`torchstn.data.distortions.squash`) -> ``(n,)``.
 
     Raises:
-        ConfigError: ``dataset`` is not a fixed P test set of a 28x28-frame recipe (its draws are unknown).
+        ConfigError: ``dataset`` is not a fixed P test set (its draws are unknown).
+        OptionError: its recipe has a 42x42 frame, which squash does not measure.
     """
     from torchstn.data.distortions import ProjectiveJitter, squash
 
@@ -89,7 +90,21 @@ def squash_table(
             f"--by-squash needs a run on the fixed P test set (its draws are known), got {type(dataset).__name__}"
             + ("" if distortion is None else f" with {type(distortion).__name__}")
         )
-    s = squash(distortion, dataset.fixed_params())  # raises for a 42x42-frame recipe
+    return squash(distortion, dataset.fixed_params())
+
+
+def squash_table(
+    model: torch.nn.Module,
+    dataset,
+    s: torch.Tensor,
+    *,
+    batch_size: int = 500,
+    device="cpu",
+    figure: str | None = None,
+) -> str:
+    """A markdown table of ``model``'s error on a P test set in bins of its items' squash ``s`` (:func:`draw_squash`,
+    binned by :data:`SQUASH_BINS`); with ``figure``, a picture of the 32 most squeezed test digits (label, the
+    model's answer, squash) there."""
     answers, truth = [], []
     with torch.no_grad():
         for start in range(0, len(dataset), batch_size):
